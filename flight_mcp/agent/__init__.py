@@ -1,0 +1,30 @@
+"""The agent: runs inside the target process.
+
+Rules for everything under this package (checked by tests):
+- standard library only, Python 3.8 syntax, nothing done at import time beyond definitions;
+- never imports `threading`, `asyncio`, `logging`, `subprocess` or `queue` itself: importing
+  `threading` first from a foreign thread makes that thread the target's "main thread" on 3.11/3.12;
+  these modules are used only when the target already imported them (looked up in sys.modules);
+- loaded by the bootstrap under a private module name, never as `flight_mcp.agent`.
+"""
+import importlib
+import os
+
+from . import server as _server
+
+AGENT_VERSION = "0.1.0"
+
+
+def _load_commands():
+    # Each cmd_*.py registers its commands on import; listing the folder keeps this file
+    # untouched when a command is added.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sorted(os.listdir(here)):
+        if entry.startswith("cmd_") and entry.endswith(".py"):
+            importlib.import_module(__name__ + "." + entry[:-3])
+
+
+def start(socket_path, allowed_uid):
+    """Idempotent: a second attach finds the running listener and does nothing."""
+    _load_commands()
+    return _server.ensure_listening(socket_path, allowed_uid, AGENT_VERSION)

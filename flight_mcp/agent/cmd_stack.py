@@ -1,0 +1,148 @@
+"""stack: every thread's Python frames, and with async=True every asyncio task's await chain."""
+import linecache
+import os
+import sys
+
+from .registry import command
+from .server import AGENT_THREADS
+
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _frame(f):
+    code = f.f_code
+    line = f.f_lineno
+    src = linecache.getline(code.co_filename, line).strip() if line else ""
+    return {"file": code.co_filename, "line": line, "name": code.co_name,
+            "qualname": getattr(code, "co_qualname", code.co_name), "source": src[:200]}
+
+
+def _frames(f):
+    out = []
+    while f is not None:
+        if not f.f_code.co_filename.startswith(_AGENT_DIR):
+            out.append(_frame(f))
+        f = f.f_back
+    out.reverse()  # outermost first, like a traceback
+    return out
+
+
+def _thread_table():
+    """ident -> (name, daemon, native_id) from threading, only if the target imported it."""
+    threading = sys.modules.get("threading")
+    table = {}
+    if threading is None:
+        return table
+    for t in list(getattr(threading, "_active", {}).values()) + list(getattr(threading, "_limbo", {}).values()):
+        table[t.ident] = (t.name, bool(t.daemon), getattr(t, "native_id", None),
+                          t is getattr(threading, "_main_thread", None))
+    return table
+
+
+def threads():
+    table = _thread_table()
+    out = []
+    for ident, f in sys._current_frames().items():
+        if ident in AGENT_THREADS:
+            continue
+        name, daemon, native_id, is_main = table.get(ident, (None, None, None, False))
+        frames = _frames(f)
+        out.append({"ident": ident, "name": name or "Thread-%d" % ident, "daemon": daemon,
+                    "native_id": native_id, "main": is_main, "frames": frames})
+    out.sort(key=lambda t: (not t["main"], t["name"]))
+    return out
+
+
+def _all_tasks(asyncio):
+    tasks = asyncio.tasks
+    pools = []
+    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        pool = getattr(tasks, attr, None)
+        if pool is not None:
+            pools.append(pool)
+    for _ in range(5):  # the sets change under our feet while the loop runs
+        try:
+            found = []
+            for pool in pools:
+                found.extend(list(pool))
+            return found
+        except RuntimeError:
+            continue
+    return []
+
+
+def _await_chain(coro):
+    """Frames of a coroutine and of everything it awaits, outermost first."""
+    chain = []
+    seen = 0
+    while coro is not None and seen < 200:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(_frame(frame))
+        nxt = getattr(coro, "cr_await", None)
+        if nxt is None:
+            nxt = getattr(coro, "gi_yieldfrom", None)
+        if nxt is None and frame is None:
+            break
+        if nxt is not None and not (hasattr(nxt, "cr_frame") or hasattr(nxt, "gi_frame")):
+            chain.append({"file": "", "line": 0, "name": "<awaiting %s>" % type(nxt).__name__,
+                          "qualname": type(nxt).__qualname__, "source": _short(nxt)})
+            break
+        coro = nxt
+    return chain
+
+
+def _short(obj):
+    try:
+        text = repr(obj)
+    except BaseException:
+        text = object.__repr__(obj)
+    return text[:160]
+
+
+def tasks():
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    out = []
+    for t in _all_tasks(asyncio):
+        try:
+            if t.done():
+                continue
+            coro = t.get_coro()
+            out.append({"name": t.get_name() if hasattr(t, "get_name") else repr(t),
+                        "coro": getattr(coro, "__qualname__", type(coro).__name__),
+                        "state": "pending",
+                        "loop_thread": None,
+                        "frames": _await_chain(coro)})
+        except BaseException:
+            continue
+    out.sort(key=lambda x: x["name"])
+    return out
+
+
+def _running_loops():
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return 0
+    loops = set()
+    for t in _all_tasks(asyncio):
+        try:
+            loops.add(id(t.get_loop()))
+        except BaseException:
+            pass
+    return len(loops)
+
+
+@command("stack")
+def stack(args, ctx):
+    result = {"threads": threads(), "pid": os.getpid()}
+    if args.get("async"):
+        found = tasks()
+        result["tasks"] = found if found is not None else []
+        if found is None:
+            result["async_note"] = "asyncio is not imported in the target: there are no tasks."
+    else:
+        result["event_loops"] = _running_loops()
+    return result

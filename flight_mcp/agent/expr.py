@@ -1,0 +1,32 @@
+"""One expression context for every tool: compiled once per command, evaluated per call.
+
+Names an expression may use (the same in trace -f, watch --expr/-f, getglobal -e, vmtool -e):
+  target      the instance for methods (the value for getglobal, None for plain functions)
+  args        positional arguments WITHOUT the instance, kwargs: keyword arguments
+  return_obj  the return value (watch), cost: milliseconds the call took, instances (vmtool)
+"""
+from .registry import AgentError
+
+
+def compile_expr(source, flag):
+    """Compiles a user expression; a syntax error names the flag and shows where."""
+    if source is None:
+        return None
+    try:
+        return compile(source, "<%s>" % flag, "eval")
+    except SyntaxError as e:
+        caret = ""
+        if e.offset:
+            caret = "\n  %s\n  %s^" % (source, " " * (e.offset - 1))
+        raise AgentError("bad_expression",
+                         "syntax error in %s expression %r: %s%s. Write a single Python expression, "
+                         "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
+
+
+def evaluate(code, names):
+    """Evaluates with builtins available; raises whatever the expression raises."""
+    return eval(code, {"__builtins__": __builtins__}, names)
+
+
+def describe_failure(flag, source, exc):
+    return "%s expression %r raised %s: %s" % (flag, source, type(exc).__name__, exc)

@@ -1,0 +1,233 @@
+"""Unix-socket listener of the agent: newline-delimited JSON, one thread per connection.
+
+Protocol (both directions one JSON object per line):
+  -> {"id": 7, "cmd": "stack", "args": {...}}
+  <- {"id": 7, "event": {...}}            zero or more, for streaming commands
+  <- {"id": 7, "result": {...}}           exactly one final message ...
+  <- {"id": 7, "error": {"kind": "...", "message": "..."}}   ... or this
+  -> {"cancel": 7}                         ends command 7 early (it still sends its final message)
+Every command runs on its own thread so that a long watch never blocks a cancel or a stack.
+When the connection closes, every command it started is cancelled, which removes its
+instrumentation.
+"""
+import _thread
+import json
+import os
+import socket
+import struct
+import time
+
+from .registry import COMMANDS, AgentError
+
+# Idents of the agent's own threads: left out of stack output and never traced.
+AGENT_THREADS = set()
+
+_state = {"listener": None, "path": None, "connections": set(), "version": None}
+_state_lock = _thread.allocate_lock()
+
+
+def start_thread(fn, *args):
+    """Starts an agent thread without the threading module (see package docstring)."""
+    def run():
+        ident = _thread.get_ident()
+        AGENT_THREADS.add(ident)
+        try:
+            fn(*args)
+        except BaseException:
+            pass
+        finally:
+            AGENT_THREADS.discard(ident)
+    return _thread.start_new_thread(run, ())
+
+
+def ensure_listening(path, allowed_uid, version):
+    with _state_lock:
+        if _state["listener"] is not None and _state["path"] == path and os.path.exists(path):
+            return "running"
+        _state["version"] = version
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(8)
+        _state["listener"] = sock
+        _state["path"] = path
+    start_thread(_accept_loop, sock, allowed_uid)
+    return "started"
+
+
+def shutdown():
+    """Stops listening, cancels every command of every connection (removing instrumentation)."""
+    with _state_lock:
+        sock, path = _state["listener"], _state["path"]
+        _state["listener"] = None
+        conns = list(_state["connections"])
+    for conn in conns:
+        conn.close()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _peer_uid(sock):
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _accept_loop(sock, allowed_uid):
+    while True:
+        try:
+            client, _ = sock.accept()
+        except OSError:
+            return  # listener closed by shutdown()
+        try:
+            uid = _peer_uid(client)
+        except OSError:
+            uid = -1
+        if uid not in (0, allowed_uid, os.getuid()):
+            client.close()
+            continue
+        conn = Connection(client)
+        with _state_lock:
+            _state["connections"].add(conn)
+        start_thread(conn.serve)
+
+
+class CommandContext(object):
+    """What a running command sees: its args, a way to stream events, and its cancel flag."""
+
+    def __init__(self, conn, req_id, args):
+        self.conn = conn
+        self.id = req_id
+        self.args = args
+        self.cancelled = False
+        self._wake = _thread.allocate_lock()
+        self._wake.acquire()
+        self.cleanups = []
+        self.after_reply = []
+
+    def emit(self, event):
+        self.conn.send({"id": self.id, "event": event})
+
+    def cancel(self):
+        self.cancelled = True
+        self.wakeup()
+
+    def wakeup(self):
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # already awake
+
+    def sleep(self, timeout):
+        """Blocks until wakeup(), cancel() or timeout; returns True when woken."""
+        if timeout <= 0:
+            return self._wake.acquire(False)
+        return self._wake.acquire(True, timeout)
+
+    def on_end(self, fn):
+        """Registers a cleanup that runs however the command ends."""
+        self.cleanups.append(fn)
+
+
+class Connection(object):
+    def __init__(self, sock):
+        self.sock = sock
+        self.send_lock = _thread.allocate_lock()
+        self.running = {}
+        self.closed = False
+
+    def send(self, msg):
+        data = (json.dumps(msg, default=repr, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        with self.send_lock:
+            if self.closed:
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+
+    def serve(self):
+        buf = b""
+        try:
+            while True:
+                try:
+                    chunk = self.sock.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        self._handle(line)
+        finally:
+            self.close()
+
+    def _handle(self, line):
+        try:
+            msg = json.loads(line.decode("utf-8"))
+        except ValueError:
+            self.send({"id": None, "error": {"kind": "protocol", "message": "request is not JSON"}})
+            return
+        if "cancel" in msg:
+            ctx = self.running.get(msg["cancel"])
+            if ctx is not None:
+                ctx.cancel()
+            return
+        ctx = CommandContext(self, msg.get("id"), msg.get("args") or {})
+        self.running[ctx.id] = ctx
+        start_thread(self._run, msg.get("cmd"), ctx)
+
+    def _run(self, name, ctx):
+        try:
+            handler = COMMANDS.get(name)
+            if handler is None:
+                raise AgentError("unknown_command", "the agent has no command %r" % (name,))
+            result = handler(ctx.args, ctx)
+            reply = {"id": ctx.id, "result": result}
+        except AgentError as e:
+            err = {"kind": e.kind, "message": e.message}
+            err.update(e.extra)
+            reply = {"id": ctx.id, "error": err}
+        except BaseException as e:  # a bug of ours must not reach the target
+            reply = {"id": ctx.id, "error": {"kind": "agent_bug",
+                                              "message": "%s: %s" % (type(e).__name__, e)}}
+        finally:
+            for fn in reversed(ctx.cleanups):
+                try:
+                    fn()
+                except BaseException:
+                    pass
+            self.running.pop(ctx.id, None)
+        self.send(reply)
+        for fn in ctx.after_reply:
+            fn()
+
+    def close(self):
+        with self.send_lock:
+            self.closed = True
+        for ctx in list(self.running.values()):
+            ctx.cancel()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with _state_lock:
+            _state["connections"].discard(self)
+
+
+def now_ms():
+    return time.time() * 1000.0

@@ -1,0 +1,129 @@
+"""Files the target needs to start the agent, placed where the target can read them.
+
+Everything lives in /tmp/flight-mcp-<uid>/ as the *target* sees it (through /proc/PID/root, so a
+containerised target sees it too), 0700 and owned by the target's uid, so a non-root target can
+read it when we run as root and nobody else can. The agent package is copied there, so the target
+needs neither flight-mcp installed nor read access to our install directory.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import secrets
+import shutil
+
+from ..errors import FlightError
+
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGENT_SRC = os.path.join(_PKG, "agent")
+AGENT_MODULE = "_flight_mcp_agent"
+
+BOOTSTRAP = '''\
+# flight-mcp bootstrap: runs once in a fresh namespace of the target, on a new thread.
+def _flight_mcp_start():
+    import sys
+    agent_dir, sock, uid, errfile = {agent_dir!r}, {sock!r}, {uid!r}, {errfile!r}
+    try:
+        mod = sys.modules.get({module!r})
+        if mod is None:
+            import importlib.util
+            spec = importlib.util.spec_from_file_location(
+                {module!r}, agent_dir + "/__init__.py", submodule_search_locations=[agent_dir])
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[{module!r}] = mod
+            try:
+                spec.loader.exec_module(mod)
+            except BaseException:
+                del sys.modules[{module!r}]
+                raise
+        mod.start(sock, uid)
+    except BaseException as e:  # a SystemExit here must never end the target
+        try:
+            import traceback
+            with open(errfile, "w") as f:
+                f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        except BaseException:
+            pass
+_flight_mcp_start()
+'''
+
+
+def payload_library() -> str:
+    found = sorted(glob.glob(os.path.join(_PKG, "payload", "_flight_payload*.so")))
+    if not found:
+        raise FlightError("install_broken", "the payload library is missing: reinstall flight-mcp with "
+                          "`pip install .` on a machine with a C compiler (gcc).")
+    return found[0]
+
+
+class RuntimeDir:
+    """Paths of one target's runtime directory, in our view (`host`) and in the target's (`target`)."""
+
+    def __init__(self, pid: int, uid: int, gid: int):
+        self.pid, self.uid, self.gid = pid, uid, gid
+        self.target = f"/tmp/flight-mcp-{uid}"
+        self.host = f"/proc/{pid}/root{self.target}"
+
+    def sock(self, view: str) -> str:
+        return os.path.join(getattr(self, view), f"agent-{self.pid}.sock")
+
+    def errfile(self, view: str) -> str:
+        return os.path.join(getattr(self, view), f"agent-{self.pid}.error")
+
+    def ensure(self) -> None:
+        try:
+            os.makedirs(self.host, mode=0o700, exist_ok=True)
+            st = os.lstat(self.host)
+            if st.st_uid != self.uid:
+                if os.geteuid() != 0:
+                    raise FlightError("unsafe_runtime_dir", f"{self.target} belongs to uid {st.st_uid}, not to "
+                                      f"the target's uid {self.uid}; remove it and retry.")
+                os.chown(self.host, self.uid, self.gid)
+            os.chmod(self.host, 0o700)
+        except PermissionError as e:
+            raise FlightError("permission_denied", f"cannot create {self.target} for pid {self.pid}: {e}. "
+                              "Run flight-mcp as the target's user or as root.")
+
+    def _own(self, path: str) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, self.uid, self.gid)
+
+    def install_agent(self) -> str:
+        """Copies the agent package (once per content) and returns its path in the target's view."""
+        digest = hashlib.sha1()
+        files = sorted(f for f in os.listdir(AGENT_SRC) if f.endswith(".py"))
+        for name in files:
+            with open(os.path.join(AGENT_SRC, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+        name = "agent-" + digest.hexdigest()[:12]
+        dest = os.path.join(self.host, name)
+        if not os.path.isdir(dest):
+            tmp = dest + f".tmp{secrets.token_hex(4)}"
+            os.makedirs(tmp, mode=0o700)
+            for f in files:
+                shutil.copyfile(os.path.join(AGENT_SRC, f), os.path.join(tmp, f))
+                self._own(os.path.join(tmp, f))
+            self._own(tmp)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # another attach won the race
+        return os.path.join(self.target, name)
+
+    def stage_injection(self) -> tuple[str, str]:
+        """A unique copy of the payload (dlopen of a loaded path would not rerun its constructor)
+        and its bootstrap script beside it. Returns (library path to inject, host path of the script)."""
+        agent_dir = self.install_agent()
+        stem = f"inject-{self.pid}-{secrets.token_hex(6)}"
+        lib_host = os.path.join(self.host, stem + ".so")
+        script_host = os.path.join(self.host, stem + ".py")
+        shutil.copyfile(payload_library(), lib_host)
+        with open(script_host, "w") as f:
+            f.write(BOOTSTRAP.format(agent_dir=agent_dir, sock=self.sock("target"), uid=os.geteuid(),
+                                     errfile=self.errfile("target"), module=AGENT_MODULE))
+        for p in (lib_host, script_host):
+            os.chmod(p, 0o600)
+            self._own(p)
+        # The injector opens the library by the path *it* sees, ours: same file as the target's view.
+        return lib_host, script_host

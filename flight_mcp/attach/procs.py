@@ -1,0 +1,112 @@
+"""Finding Python processes and their versions from /proc, without touching them."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import psutil
+
+from ..errors import FlightError
+
+_EXE_VERSION = re.compile(r"python(\d)\.(\d+)")
+_LIB_VERSION = re.compile(r"libpython(\d)\.(\d+)")
+
+
+@dataclass
+class PythonProcess:
+    pid: int
+    version: tuple[int, int] | None
+    exe: str
+    uid: int
+    user: str
+    cmdline: list[str]
+    ppid: int
+
+
+def python_version(pid: int) -> tuple[int, int] | None:
+    """(major, minor) of the interpreter in pid, or None when pid runs no CPython we know."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except FileNotFoundError:
+        raise FlightError("no_such_process", f"no process with pid {pid}: it is not running. "
+                          "list_processes (CLI: flight-mcp ps) shows the Python processes you can attach to.")
+    except PermissionError:
+        raise FlightError("permission_denied", f"not allowed to inspect pid {pid}: run flight-mcp as the "
+                          "target's user or as root (in a container: add CAP_SYS_PTRACE).")
+    m = _EXE_VERSION.search(os.path.basename(exe))
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    # `python3` or an embedding program (uwsgi, ...): the mapped libpython says which version.
+    m = _EXE_VERSION.search(exe)
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                lm = _LIB_VERSION.search(line)
+                if lm:
+                    return int(lm.group(1)), int(lm.group(2))
+    except OSError:
+        pass
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    if os.path.basename(exe).startswith("python"):
+        return _version_from_exe_symbols(exe)
+    return None
+
+
+def _version_from_exe_symbols(exe: str) -> tuple[int, int] | None:
+    # A statically linked `python3` with no version in its name: pyenv's layout names it.
+    m = re.search(r"/(\d)\.(\d+)\.\d+[^/]*/bin/", exe)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def describe(pid: int) -> PythonProcess | None:
+    try:
+        version = python_version(pid)
+    except FlightError:
+        return None
+    if version is None:
+        return None
+    try:
+        p = psutil.Process(pid)
+        with p.oneshot():
+            uid = p.uids().real
+            user = p.username()
+            cmd = p.cmdline()
+            ppid = p.ppid()
+            exe = os.readlink(f"/proc/{pid}/exe")
+    except (psutil.Error, OSError):
+        return None
+    return PythonProcess(pid, version, exe, uid, user, cmd, ppid)
+
+
+def list_python(substring: str | None = None) -> list[PythonProcess]:
+    me = os.getpid()
+    out = []
+    for pid in psutil.pids():
+        if pid == me:
+            continue
+        proc = describe(pid)
+        if proc is None:
+            continue
+        if substring and substring not in " ".join(proc.cmdline) and substring != str(pid):
+            continue
+        out.append(proc)
+    return out
+
+
+def require_python(pid: int) -> PythonProcess:
+    if pid <= 0:
+        raise FlightError("bad_pid", f"{pid} is not a process id; pass the pid of a running Python process.")
+    version = python_version(pid)
+    if version is None:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        raise FlightError("not_python", f"pid {pid} runs {exe}, which is not a CPython interpreter "
+                          "(no python executable or libpython mapped). list_processes shows the Python ones.")
+    if version < (3, 8):
+        raise FlightError("unsupported_python", f"pid {pid} runs Python {version[0]}.{version[1]}; "
+                          "flight-mcp supports targets on Python 3.8 and newer.")
+    proc = describe(pid)
+    if proc is None:
+        raise FlightError("no_such_process", f"pid {pid} exited while being inspected.")
+    return proc

@@ -1,0 +1,78 @@
+"""Which threads of a target may be borrowed for an injection.
+
+Measured (DESIGN.md, "Attach"): hijacking a thread wherever it stands crashes or corrupts
+CPU-busy targets. A thread blocked in a system call is safe by the C ABI (a thread inside a
+libc syscall wrapper treats vector registers as clobbered and holds no libc lock), except
+while it is inside memory management, or waiting on a futex that belongs to libc or the
+dynamic loader (malloc arena, dlopen lock): dlopen on such a thread can deadlock.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+_UNSAFE = {
+    "x86_64": {"brk": 12, "mmap": 9, "munmap": 11, "mremap": 25, "madvise": 28, "mprotect": 10},
+    "aarch64": {"brk": 214, "mmap": 222, "munmap": 215, "mremap": 216, "madvise": 233, "mprotect": 226},
+}
+_FUTEX = {"x86_64": 202, "aarch64": 98}
+_ARCH = platform.machine()
+UNSAFE_SYSCALLS = set(_UNSAFE.get(_ARCH, {}).values())
+FUTEX = _FUTEX.get(_ARCH, -1)
+_LOADER_LIBS = ("/libc.so", "/libc-", "/ld-linux", "/ld-musl", "/libpthread", "/libdl")
+
+
+@dataclass
+class ThreadState:
+    tid: int
+    syscall: int | None      # None: running or not in a system call
+    safe: bool
+    why: str
+
+
+def _libc_ranges(pid: int) -> list[tuple[int, int]]:
+    ranges = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and any(lib in parts[5] for lib in _LOADER_LIBS):
+                    lo, hi = parts[0].split("-")
+                    ranges.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        pass
+    return ranges
+
+
+def thread_state(pid: int, tid: int, libc: list[tuple[int, int]] | None = None) -> ThreadState:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            fields = f.read().split()
+    except OSError as e:
+        return ThreadState(tid, None, False, f"cannot read its state ({e.strerror})")
+    if not fields or fields[0] == "running":
+        return ThreadState(tid, None, False, "running (not in a system call)")
+    nr = int(fields[0])
+    if nr < 0:
+        return ThreadState(tid, None, False, "stopped outside a system call")
+    if nr in UNSAFE_SYSCALLS:
+        return ThreadState(tid, nr, False, f"inside memory management (syscall {nr})")
+    if nr == FUTEX:
+        addr = int(fields[1], 16)
+        if any(lo <= addr < hi for lo, hi in (libc if libc is not None else _libc_ranges(pid))):
+            return ThreadState(tid, nr, False, "waiting on a libc/loader lock")
+    return ThreadState(tid, nr, True, f"blocked in syscall {nr}")
+
+
+def survey(pid: int) -> list[ThreadState]:
+    """Every thread's state, safe ones first (the main thread first among those: it is the
+    thread most likely to stay blocked, e.g. in a sleep or a poll of the event loop)."""
+    libc = _libc_ranges(pid)
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return []
+    states = [thread_state(pid, tid, libc) for tid in tids]
+    states.sort(key=lambda s: (not s.safe, s.tid != pid, s.tid))
+    return states

@@ -1,0 +1,145 @@
+"""One live connection per target pid: attach on first use, reuse afterwards."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from .attach import procs
+from .attach.bootstrap import RuntimeDir
+from .attach.client import AgentClient
+from .errors import FlightError
+
+DEFAULT_ATTACH_TIMEOUT = 5.0
+
+
+def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
+    path = rdir.sock("host")
+    if not os.path.exists(path):
+        return None
+    try:
+        return AgentClient(pid, path)
+    except OSError:
+        try:
+            os.unlink(path)  # stale: the agent is gone (e.g. a previous process with this pid)
+        except OSError:
+            pass
+        return None
+
+
+def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
+    """Connects to the agent in pid, injecting it first when it is not running."""
+    proc = procs.require_python(pid)
+    try:
+        st = os.stat(f"/proc/{pid}")
+    except FileNotFoundError:
+        raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
+    rdir = RuntimeDir(pid, st.st_uid, st.st_gid)
+    client = _connect(pid, rdir)
+    how: dict = {"method": "already attached"}
+    if client is None:
+        rdir.ensure()
+        started = time.monotonic()
+        how = _inject(pid, proc.version, rdir, timeout)
+        client = _wait_for_agent(pid, rdir, started + timeout, how)
+        how["ms"] = round((time.monotonic() - started) * 1000, 1)
+    client.info = client.request("info", timeout=timeout)
+    client.info["injection"] = how
+    return client
+
+
+def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
+    for stale in (rdir.errfile("host"),):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    lib, script = rdir.stage_injection()
+    if version >= (3, 14):
+        from .attach import remote_exec
+        return remote_exec.run(pid, script)
+    from .attach import inject
+    try:
+        return inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
+    except BaseException:
+        for p in (lib, script):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        raise
+
+
+def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> AgentClient:
+    while True:
+        client = _connect(pid, rdir)
+        if client is not None:
+            return client
+        if os.path.exists(rdir.errfile("host")):
+            with open(rdir.errfile("host")) as f:
+                detail = f.read().strip().splitlines()
+            raise FlightError("agent_failed", f"the agent failed to start inside pid {pid}: "
+                              f"{detail[-1] if detail else 'unknown error'}. The target is unaffected.")
+        if not os.path.exists(f"/proc/{pid}"):
+            raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
+        if time.monotonic() > deadline:
+            raise FlightError(
+                "agent_timeout",
+                f"the agent was loaded into pid {pid} (thread {how.get('thread')}) but did not start in time: "
+                "it waits for the GIL, so a thread is holding the GIL without releasing it (a long C call "
+                "or a native deadlock). The target is unaffected and the agent will start once the GIL "
+                "is free; meanwhile stack with native=true reads the process from outside.")
+        time.sleep(0.005)
+
+
+class Sessions:
+    """pid -> AgentClient, shared by every tool call of one server (or one CLI run)."""
+
+    def __init__(self, attach_timeout: float = DEFAULT_ATTACH_TIMEOUT):
+        self._clients: dict[int, AgentClient] = {}
+        self._lock = threading.Lock()
+        self._pid_locks: dict[int, threading.Lock] = {}
+        self.attach_timeout = attach_timeout
+
+    def get(self, pid: int) -> AgentClient:
+        with self._lock:
+            lock = self._pid_locks.setdefault(pid, threading.Lock())
+        with lock:
+            client = self._clients.get(pid)
+            if client is not None and not client.closed:
+                return client
+            client = attach(pid, self.attach_timeout)
+            self._clients[pid] = client
+            return client
+
+    def attached(self) -> list[int]:
+        return [pid for pid, c in self._clients.items() if not c.closed]
+
+    def detach(self, pid: int) -> bool:
+        """Removes all instrumentation and stops the agent's listener. False when nothing was attached."""
+        with self._lock:
+            client = self._clients.pop(pid, None)
+        if client is None or client.closed:
+            # An agent left by another server still listens: connect to it to detach it too.
+            try:
+                client = attach_existing(pid)
+            except FlightError:
+                return False
+            if client is None:
+                return False
+        try:
+            client.request("detach", timeout=5.0)
+        finally:
+            client.close()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for c in clients:
+            c.close()  # the agent cancels this connection's commands and removes their instrumentation
+
+
+def attach_existing(pid: int) -> AgentClient | None:
+    procs.require_python(pid)
+    st = os.stat(f"/proc/{pid}")
+    return _connect(pid, RuntimeDir(pid, st.st_uid, st.st_gid))
