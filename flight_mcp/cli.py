@@ -1,0 +1,98 @@
+"""Command line: `flight-mcp --stdio` | `flight-mcp PID --cmd "..."` | `flight-mcp ps` | `flight-mcp demo`.
+
+The command path never imports the MCP stack, so a one-shot command starts fast.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from .errors import FlightError
+
+EPILOG = """examples:
+  flight-mcp ps                                     list Python processes
+  flight-mcp PID --cmd "stack"                      what every thread is doing
+  flight-mcp PID --cmd "getglobal __main__ CONFIG -x 2"
+  flight-mcp PID --cmd "trace __main__ OrderService process_order -n 1"
+  flight-mcp demo                                   run a bundled demo target and show every tool
+  flight-mcp --stdio                                serve MCP over stdio (for Claude Code / Desktop)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flight-mcp", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Look inside a live Python process, over MCP or from the command line.")
+    p.add_argument("target", nargs="?", help="a pid, or one of: ps, demo, install-skills")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--stdio", action="store_true", help="run the MCP server over stdio")
+    p.add_argument("--cmd", help="the command to run in the target (flight_profiler's command language)")
+    p.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
+    p.add_argument("--color", action="store_true", help="colour even when not on a terminal")
+    p.add_argument("--json", action="store_true", help="print the structured result as JSON")
+    p.add_argument("--allow-mutating", action="store_true",
+                   help="allow tools that change the target (reload, vmtool forceGc, side-effect expressions)")
+    p.add_argument("--dir", help="with install-skills: where to copy the skills")
+    return p
+
+
+def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool, allow_mutating: bool) -> int:
+    from . import cmdline
+    from .session import Sessions
+    from .tools import all_tools
+    from .tools.base import Call
+
+    tools = all_tools()
+    tool, params = cmdline.parse(words, tools, pid)
+    sessions = Sessions()
+    call = Call(sessions, allow_mutating=allow_mutating,
+                progress=lambda done, total, msg: print(f"  ... {msg}", file=sys.stderr) if sys.stderr.isatty() else None)
+    # Ctrl-C ends a watch/trace cleanly: the agent removes its instrumentation and we print what was captured.
+    previous = signal.signal(signal.SIGINT, lambda *_: call.cancel_event.set())
+    try:
+        result = tool.run(params, call)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sessions.close()
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(tool.render(result, color))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
+    try:
+        if args.stdio:
+            from .server import serve_stdio
+            serve_stdio(allow_mutating=args.allow_mutating)
+            return 0
+        if args.target == "demo":
+            from .demo import run_demo
+            return run_demo(color=color)
+        if args.target == "install-skills":
+            from .skills import install
+            return install(args.dir)
+        if args.target == "ps":
+            return run_command(None, ["list_processes", *args.rest], color=color, as_json=args.json,
+                               allow_mutating=False)
+        if args.target is None or not args.target.isdigit():
+            _parser().print_help(sys.stderr)
+            return 2
+        if not args.cmd:
+            raise FlightError("usage", f'give a command: flight-mcp {args.target} --cmd "stack"')
+        from .cmdline import split
+        return run_command(int(args.target), split(args.cmd), color=color, as_json=args.json,
+                           allow_mutating=args.allow_mutating)
+    except FlightError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2 if e.kind == "usage" else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

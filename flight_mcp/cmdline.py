@@ -1,0 +1,118 @@
+"""The `--cmd` language (flight_profiler's): `trace mod [cls] method -n 1 -f 'args[0]>1'`.
+
+Built from the Params models: a flag is whatever spelling a field's `Cli` carries, positional
+slots are the fields marked positional, filled left to right with optional slots skipped first
+(`module [class] method`: two words are module and method).
+"""
+from __future__ import annotations
+
+import shlex
+import types
+import typing
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import FlightError
+from .tools.base import Tool, cli_of
+
+_INTERNAL = {"pid", "timeout_s"}
+
+
+def _is_bool(annotation) -> bool:
+    return annotation is bool or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                                  and bool in typing.get_args(annotation))
+
+
+def flags_of(model: type[BaseModel]) -> dict[str, str]:
+    """CLI spelling -> field name, every spelling of every field."""
+    table = {}
+    for name in model.model_fields:
+        cli = cli_of(model, name)
+        for flag in cli.flags if cli else ():
+            table[flag] = name
+    if "timeout_s" in model.model_fields:
+        table["--timeout"] = "timeout_s"
+    return table
+
+
+def positional_of(model: type[BaseModel]) -> list[str]:
+    return [n for n in model.model_fields if (c := cli_of(model, n)) is not None and c.positional]
+
+
+def usage(tool: Tool) -> str:
+    model = tool.params
+    pos = []
+    for n in positional_of(model):
+        pos.append(n if model.model_fields[n].is_required() else f"[{n}]")
+    opts = []
+    for n, f in model.model_fields.items():
+        cli = cli_of(model, n)
+        if cli and cli.flags and not cli.positional:
+            opts.append(f"[{'/'.join(cli.flags)}{'' if _is_bool(f.annotation) else ' VALUE'}]")
+    return f"{tool.name} {' '.join(pos)} {' '.join(opts)}".strip()
+
+
+def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[Tool, BaseModel]:
+    if not words:
+        raise FlightError("usage", "empty command; try `stack`, `trace MODULE [CLASS] METHOD -n 1`, or `help`.")
+    name, rest = words[0], words[1:]
+    tool = tools.get(name) or next((t for t in tools.values() if name in t.aliases), None)
+    if tool is None:
+        raise FlightError("usage", f"unknown command {name!r}; commands: {', '.join(sorted(tools))}.")
+    model = tool.params
+    table = flags_of(model)
+    values: dict = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word.startswith("-") and not _is_number(word):
+            key, eq, inline = word.partition("=")
+            field = table.get(key)
+            if field is None:
+                raise FlightError("usage", f"{name}: unknown option {key!r}. Usage: {usage(tool)}")
+            if _is_bool(model.model_fields[field].annotation):
+                values[field] = True if not eq else inline
+            else:
+                if eq:
+                    values[field] = inline
+                elif i + 1 < len(rest):
+                    i += 1
+                    values[field] = rest[i]
+                else:
+                    raise FlightError("usage", f"{name}: option {key} needs a value. Usage: {usage(tool)}")
+        else:
+            positional.append(word)
+        i += 1
+    slots = [s for s in positional_of(model) if s not in values]
+    optional = [s for s in slots if not model.model_fields[s].is_required()]
+    while len(slots) > len(positional) and optional:
+        slots.remove(optional.pop(0))
+    if len(positional) > len(slots):
+        extra = positional[len(slots):]
+        raise FlightError("usage", f"{name}: unexpected argument(s) {extra}. If this is part of an expression, "
+                          f"quote the whole expression: -f 'args[0] > 1'. Usage: {usage(tool)}")
+    values.update(zip(slots, positional))
+    if pid is not None and "pid" in model.model_fields:
+        values["pid"] = pid
+    try:
+        return tool, model.model_validate(values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors())
+        raise FlightError("usage", f"{name}: {problems}. Usage: {usage(tool)}")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
+def split(cmd: str) -> list[str]:
+    try:
+        return shlex.split(cmd)
+    except ValueError as e:
+        raise FlightError("usage", f"cannot split the command ({e}): close every quote; put an expression "
+                          "with spaces in single quotes, e.g. -f 'args[0] > 1'.")

@@ -1,0 +1,110 @@
+"""The MCP server: wires every tool of flight_mcp/tools/ into the official SDK, nothing more.
+
+Each tool is registered with a flat signature made from its Params model (agents handle flat
+arguments best), returns its text rendering as content and its Result as structuredContent,
+and runs its blocking work on a worker thread so progress and cancellation keep flowing.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field, ValidationError
+
+from . import __version__
+from .errors import FlightError
+from .session import Sessions
+from .tools import all_tools
+from .tools.base import Call, Tool
+
+INSTRUCTIONS = """\
+flight-mcp looks inside a RUNNING Python process (CPython 3.8+) without restarting it.
+Typical flow: list_processes -> pick the pid (for gunicorn/uvicorn/celery pick a worker) ->
+stack (what is every thread doing? async_tasks=true for asyncio) -> getglobal without a field to
+list a module's names -> watch a function to see real arguments/return values/exceptions ->
+trace it to see which sub-call is slow. Module names are as the target imported them: the
+script that was run is '__main__'; the `module` tool maps a file path to its module name.
+Expressions (filters, expr) see: target (instance or value), args (without self), kwargs,
+return_obj, cost (ms), instances (vmtool). watch/trace wait for calls until `limit` calls were
+captured or `timeout_s` passes; every result says how many calls were seen/matched/captured.
+All instrumentation is removed when a call ends. The server is read-only unless started with
+--allow-mutating (reload, vmtool forceGc, expressions with side effects).
+"""
+
+
+def _signature(tool: Tool) -> inspect.Signature:
+    params = []
+    for name, f in tool.params.model_fields.items():
+        meta = Field(default=f.default if not f.is_required() else ..., description=f.description)
+        for m in f.metadata:  # keep bounds (ge/le/gt) so the schema states them
+            if not hasattr(m, "flags"):
+                meta.metadata.append(m)
+        ann = Annotated[f.annotation, meta]
+        default = inspect.Parameter.empty if f.is_required() else f.default
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
+    params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+    return inspect.Signature(params, return_annotation=Annotated[CallToolResult, tool.result])
+
+
+def _error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
+    async def handler(**kwargs: Any) -> CallToolResult:
+        ctx: Context = kwargs.pop("ctx")
+        try:
+            params = tool.params.model_validate(kwargs)
+        except ValidationError as e:
+            return _error("invalid arguments: " + "; ".join(
+                f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+
+        def progress(done: float, total: float | None, message: str) -> None:
+            try:
+                anyio.from_thread.run(ctx.report_progress, done, total, message)
+            except Exception:
+                pass  # a client that went away must not break the capture
+
+        call = Call(sessions, allow_mutating=allow_mutating, progress=progress)
+        try:
+            result = await anyio.to_thread.run_sync(tool.run, params, call, abandon_on_cancel=True)
+        except FlightError as e:
+            return _error(f"{e.kind}: {e.message}")
+        finally:
+            # Cancelled by the client (or done): the worker sees this and cancels the agent command,
+            # which removes its instrumentation.
+            call.cancel_event.set()
+        return CallToolResult(content=[TextContent(type="text", text=tool.render(result, False))],
+                              structured_content=result.model_dump(mode="json"))
+
+    handler.__name__ = tool.name
+    handler.__signature__ = _signature(tool)
+    handler.__annotations__ = {"ctx": Context}
+    return handler
+
+
+def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
+    sessions = Sessions()
+    mode = "mutating tools ENABLED" if allow_mutating else "read-only"
+    server = MCPServer(name="flight-mcp", version=__version__, instructions=INSTRUCTIONS + f"\nThis server: {mode}.")
+    for tool in all_tools().values():
+        server.add_tool(
+            make_handler(tool, sessions, allow_mutating), name=tool.name, title=tool.title or None,
+            description=tool.description,
+            annotations=ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=tool.destructive,
+                                        idempotent_hint=tool.read_only, open_world_hint=False),
+        )
+    return server, sessions
+
+
+def serve_stdio(allow_mutating: bool = False) -> None:
+    server, sessions = build(allow_mutating)
+    try:
+        server.run("stdio")
+    finally:
+        sessions.close()

@@ -1,0 +1,68 @@
+"""attach / detach: connect the agent explicitly, and remove it with everything it installed."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .base import Call, Params, TimedParams, Tool
+
+
+class AttachResult(BaseModel):
+    pid: int
+    python_version: str
+    executable: str
+    thread_count: int
+    agent_version: str
+    injection: dict = Field(description="How the agent got in: method, borrowed thread and its syscall, "
+                            "tries, milliseconds; method 'already attached' when it was running.")
+    argv: list[str] = []
+
+
+def run_attach(p: TimedParams, call: Call) -> AttachResult:
+    call.sessions.attach_timeout = p.timeout_s
+    info = call.client(p.pid).info
+    return AttachResult(**{k: info[k] for k in AttachResult.model_fields if k in info})
+
+
+def render_attach(r: AttachResult, color: bool) -> str:
+    inj = r.injection
+    how = inj.get("method", "?")
+    if how != "already attached":
+        how += f" via thread {inj.get('thread')} (blocked in syscall {inj.get('syscall')}), {inj.get('ms')} ms"
+    return (f"attached to pid {r.pid}: Python {r.python_version} ({r.executable}), {r.thread_count} threads\n"
+            f"agent {r.agent_version}: {how}\ncommand: {' '.join(r.argv)[:200]}")
+
+
+class DetachResult(BaseModel):
+    pid: int
+    detached: bool
+    message: str
+
+
+def run_detach(p: Params, call: Call) -> DetachResult:
+    done = call.sessions.detach(p.pid)
+    msg = ("agent detached: all instrumentation removed and its socket closed" if done
+           else "no agent was attached to this process; nothing to do")
+    return DetachResult(pid=p.pid, detached=done, message=msg)
+
+
+def render_detach(r: DetachResult, color: bool) -> str:
+    return f"pid {r.pid}: {r.message}"
+
+
+ATTACH = Tool(
+    name="attach", params=TimedParams, result=AttachResult, run=run_attach, render=render_attach,
+    title="Attach to a process",
+    description=(
+        "Attach flight-mcp's agent to a running Python process (3.8+) without restarting it, and report its "
+        "Python version, executable and thread count. Optional: every other tool attaches on first use; call "
+        "it to check access up front. It only borrows a thread that is blocked in a system call, so a process "
+        "that computes without pause may need a retry. Needs ptrace rights (root or same user; "
+        "CAP_SYS_PTRACE in containers). Changes nothing in the target's behaviour."),
+)
+DETACH = Tool(
+    name="detach", params=Params, result=DetachResult, run=run_detach, render=render_detach,
+    title="Detach from a process",
+    description=("Remove every instrumentation flight-mcp installed in the process and close the agent's "
+                 "socket. Use when you are done with a process."),
+)
+TOOLS = (ATTACH, DETACH)

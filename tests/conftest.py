@@ -1,0 +1,114 @@
+"""Real targets on every pyenv Python 3.8-3.13 present; each is killed at teardown, pass or fail."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+TARGET_VERSIONS = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
+TARGETS_DIR = Path(__file__).parent / "targets"
+DEMO = Path(__file__).parent.parent / "flight_mcp" / "demo_target.py"
+
+
+def _pyenv_root() -> Path:
+    root = os.environ.get("PYENV_ROOT")
+    if root:
+        return Path(root)
+    try:
+        return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        return Path.home() / ".pyenv"
+
+
+def find_python(version: str) -> str | None:
+    """Newest pyenv interpreter for 'X.Y', or None."""
+    versions = _pyenv_root() / "versions"
+    found = sorted((p for p in versions.glob(f"{version}.*") if p.name.split(".")[:2] == version.split(".")
+                    and p.name.replace(".", "").isdigit()), key=lambda p: [int(x) for x in p.name.split(".")])
+    for p in reversed(found):
+        exe = p / "bin" / f"python{version}"
+        if exe.exists():
+            return str(exe)
+    return None
+
+
+PYTHONS = {v: find_python(v) for v in TARGET_VERSIONS}
+
+
+def version_params(versions=TARGET_VERSIONS):
+    """pytest params, one per target version; an absent interpreter is a visible skip."""
+    return [pytest.param(v, id=f"py{v}", marks=() if PYTHONS.get(v) else
+                         pytest.mark.skip(reason=f"Python {v} is not installed under pyenv ({_pyenv_root()})"))
+            for v in versions]
+
+
+class Target:
+    def __init__(self, proc: subprocess.Popen, version: str, script: Path):
+        self.proc = proc
+        self.pid = proc.pid
+        self.version = version
+        self.script = script
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read_line(self, timeout: float = 10.0) -> str:
+        """Next stdout line of the target (targets print READY and test markers)."""
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.1):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"target {self.pid} closed stdout (exit {self.proc.poll()}); "
+                                         f"stderr: {self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+                return line.rstrip("\n")
+        raise AssertionError(f"target {self.pid} printed nothing within {timeout}s")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """spawn(version, source_or_target_name) -> Target, started and READY; all killed at teardown."""
+    started: list[Target] = []
+
+    def _spawn(version: str, source: str, *, ready: str = "READY", args: list[str] | None = None) -> Target:
+        exe = PYTHONS.get(version)
+        if exe is None:
+            pytest.skip(f"Python {version} is not installed under pyenv")
+        path = DEMO if source == "demo" else TARGETS_DIR / f"{source}.py"
+        if not path.exists():
+            path = tmp_path / f"target_{len(started)}.py"
+            path.write_text(textwrap.dedent(source))
+        proc = subprocess.Popen([exe, "-u", str(path), *(args or [])], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=str(path.parent))
+        target = Target(proc, version, path)
+        started.append(target)
+        if ready:
+            line = target.read_line(timeout=20)
+            assert line == ready, f"target said {line!r} instead of {ready!r}"
+        return target
+
+    yield _spawn
+    for t in started:
+        t.kill()
+
+
+def flight_cli(*args: str, timeout: float = 60, allow_fail: bool = True) -> subprocess.CompletedProcess:
+    """Runs the real CLI (`python -m flight_mcp.cli`, the same entry point as the console script)."""
+    return subprocess.run([sys.executable, "-m", "flight_mcp.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)

@@ -1,0 +1,25 @@
+"""attach -> stack / module / getglobal -> detach on every target version, through the real CLI."""
+import pytest
+
+from .conftest import flight_cli, version_params
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_cli_stack_getglobal_module_detach(spawn, version):
+    t = spawn(version, "demo")
+    r = flight_cli(str(t.pid), "--cmd", "stack")
+    assert r.returncode == 0, r.stderr
+    assert 'Thread "order-worker"' in r.stdout
+    assert "demo_target.py" in r.stdout
+    r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG -x 2")
+    assert r.returncode == 0, r.stderr
+    assert "EXPR:  target" in r.stdout and "TYPE:  dict" in r.stdout and "5432" in r.stdout
+    r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ OrderService region")
+    assert r.returncode == 0 and "'eu-west'" in r.stdout, r.stdout + r.stderr
+    r = flight_cli(str(t.pid), "--cmd", f"module {t.script}")
+    assert r.returncode == 0 and r.stdout.strip() == "__main__", r.stdout + r.stderr
+    r = flight_cli(str(t.pid), "--cmd", "detach")
+    assert r.returncode == 0 and "detached" in r.stdout
+    assert t.alive()
