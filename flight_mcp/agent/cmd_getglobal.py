@@ -27,7 +27,7 @@ def getglobal(args, ctx):
         return {"mode": "listing", "owner": where, "entries": entries, "elided": elided}
     value = lookup.attribute(owner, field, "field")
     source = args.get("expr") or "target"
-    code = expr.compile_expr(source, "-e/--expr")
+    code = expr.compile_expr(source, "-e/--expr", args.get("allow_mutating", False))
     try:
         shown = expr.evaluate(code, {"target": value})
     except BaseException as e:

@@ -8,12 +8,13 @@ Names an expression may use (the same in trace -f, watch --expr/-f, getglobal -e
 from .registry import AgentError
 
 
-def compile_expr(source, flag):
-    """Compiles a user expression; a syntax error names the flag and shows where."""
+def compile_expr(source, flag, allow_mutating=False):
+    """Compiles a user expression; a syntax error names the flag and shows where.
+    Unless allow_mutating, the expression must pass the read-only checker (safety.py)."""
     if source is None:
         return None
     try:
-        return compile(source, "<%s>" % flag, "eval")
+        code = compile(source, "<%s>" % flag, "eval")
     except SyntaxError as e:
         caret = ""
         if e.offset:
@@ -21,6 +22,10 @@ def compile_expr(source, flag):
         raise AgentError("bad_expression",
                          "syntax error in %s expression %r: %s%s. Write a single Python expression, "
                          "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
+    if not allow_mutating:
+        from . import safety
+        safety.check(source, flag)
+    return code
 
 
 def evaluate(code, names):

@@ -63,6 +63,7 @@ class Call:
 
     def request(self, pid: int, cmd: str, args: dict, timeout: float = DEFAULT_TIMEOUT_S,
                 on_event: Callable[[dict], None] | None = None) -> dict:
+        args = dict(args, allow_mutating=self.allow_mutating)  # the agent applies the read-only gate
         return self.client(pid).request(cmd, args, timeout=timeout, on_event=on_event,
                                         cancelled=self.cancel_event.is_set)
 
