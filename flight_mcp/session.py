@@ -55,7 +55,7 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
     lib, script = rdir.stage_injection()
     if version >= (3, 14):
         from .attach import remote_exec
-        return remote_exec.run(pid, script)
+        return remote_exec.run(pid, rdir.to_target(script))
     from .attach import inject
     try:
         return inject.inject(pid, lib, deadline_s=min(timeout, 3.0))

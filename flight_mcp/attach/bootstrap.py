@@ -65,6 +65,10 @@ class RuntimeDir:
         self.target = f"/tmp/flight-mcp-{uid}"
         self.host = f"/proc/{pid}/root{self.target}"
 
+    def to_target(self, host_path: str) -> str:
+        """A path under our view of the runtime dir, as the target sees it."""
+        return self.target + host_path[len(self.host):]
+
     def sock(self, view: str) -> str:
         return os.path.join(getattr(self, view), f"agent-{self.pid}.sock")
 
