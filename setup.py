@@ -1,12 +1,28 @@
-"""Builds the injected payload: a plain shared library, not a Python extension.
+"""Builds the injected payload and ships the skills/ folder inside the package.
 
-It is compiled as an Extension only so that `pip install .` builds it with the
-machine's C compiler; it defines no PyInit and never links libpython, because
-it resolves every Python symbol from the target process at run time.
+The payload is a plain shared library, not a Python extension: it is compiled as an Extension
+only so that `pip install` builds it with the machine's C compiler; it defines no PyInit and
+never links libpython, because it resolves every Python symbol from the target at run time.
 """
+import os
+import shutil
+
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithSkills(build_py):
+    """Copies the top-level skills/ into the built package as flight_mcp/skills_data/."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "skills")
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(self.build_lib, "flight_mcp", "skills_data"), dirs_exist_ok=True)
+
 
 setup(
+    cmdclass={"build_py": BuildWithSkills},
     ext_modules=[
         Extension(
             "flight_mcp.payload._flight_payload",
@@ -14,5 +30,5 @@ setup(
             extra_compile_args=["-O2", "-fvisibility=hidden"],
             extra_link_args=["-Wl,--as-needed"],
         )
-    ]
+    ],
 )

@@ -13,12 +13,14 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.resources import TextResource
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from . import __version__
 from .errors import FlightError
 from .session import Sessions
+from .skills import all_skills
 from .tools import all_tools
 from .tools.base import Call, Tool
 
@@ -32,7 +34,8 @@ script that was run is '__main__'; the `module` tool maps a file path to its mod
 Expressions (filters, expr) see: target (instance or value), args (without self), kwargs,
 return_obj, cost (ms), instances (vmtool). watch/trace wait for calls until `limit` calls were
 captured or `timeout_s` passes; every result says how many calls were seen/matched/captured.
-All instrumentation is removed when a call ends. The server is read-only unless started with
+All instrumentation is removed when a call ends. Each tool has a guide with examples as an MCP
+resource skill://flight-mcp-<tool> (start with skill://flight-mcp-attach). The server is read-only unless started with
 --allow-mutating (reload, vmtool forceGc, expressions with side effects).
 """
 
@@ -99,6 +102,10 @@ def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
             annotations=ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=tool.destructive,
                                         idempotent_hint=tool.read_only, open_world_hint=False),
         )
+    # The skills travel with the server, so an agent that has only the server still gets them.
+    for name, description, text in all_skills():
+        server.add_resource(TextResource(uri=f"skill://{name}", name=name, description=description,
+                                         mime_type="text/markdown", text=text))
     return server, sessions
 
 
