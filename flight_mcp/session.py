@@ -41,8 +41,14 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
         rdir.ensure()
         started = time.monotonic()
         how = _inject(pid, proc.version, rdir, timeout)
+        staged = how.pop("staged", ())
         client = _wait_for_agent(pid, rdir, started + timeout, how)
         how["ms"] = round((time.monotonic() - started) * 1000, 1)
+        for p in staged:  # the agent runs: its bootstrap was read and the mapped library needs no file
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
     client.info = client.request("info", timeout=timeout)
     client.info["injection"] = how
     return client
@@ -58,7 +64,9 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
         return remote_exec.run(pid, rdir.to_target(script))
     from .attach import inject
     try:
-        return inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
+        how = inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
+        how["staged"] = (lib, script)
+        return how
     except BaseException:
         for p in (lib, script):
             try:
@@ -129,6 +137,11 @@ class Sessions:
             client.request("detach", timeout=5.0)
         finally:
             client.close()
+        # The agent closes its listener just after answering: wait for it, so that an attach
+        # right after this one injects afresh instead of reaching the listener on its way out.
+        deadline = time.monotonic() + 2.0
+        while os.path.exists(client.path) and time.monotonic() < deadline:
+            time.sleep(0.002)
         return True
 
     def close(self) -> None:

@@ -45,15 +45,19 @@ def ensure_listening(path, allowed_uid, version):
         if _state["listener"] is not None and _state["path"] == path and os.path.exists(path):
             return "running"
         _state["version"] = version
-        if os.path.exists(path):
-            os.unlink(path)
+        # Bind and listen under a temporary name, then rename: a client that sees the path must
+        # never find a bound socket that is not listening yet (it would take it for a stale one).
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)
         try:
-            sock.bind(path)
+            sock.bind(tmp)
         finally:
             os.umask(old_umask)
         sock.listen(8)
+        os.rename(tmp, path)
         _state["listener"] = sock
         _state["path"] = path
     start_thread(_accept_loop, sock, allowed_uid)
@@ -69,6 +73,12 @@ def shutdown():
     for conn in conns:
         conn.close()
     if sock is not None:
+        try:
+            # close() alone leaves the accept thread blocked in accept() on the old file, and the
+            # next listener may get the same fd number; shutdown() wakes that thread up.
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             sock.close()
         except OSError:

@@ -58,8 +58,15 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(pid), str(st.tid), library, pkg_root],
-                                  capture_output=True, text=True, timeout=max(left, 1.0) + 2.0)
+            try:
+                proc = subprocess.run([sys.executable, "-c", _CHILD, str(pid), str(st.tid), library, pkg_root],
+                                      capture_output=True, text=True, timeout=max(left, 1.0) + 2.0)
+            except subprocess.TimeoutExpired:
+                # run() killed the child, and a dead tracer's tracee is detached: the target goes on.
+                raise FlightError("inject_timeout", f"the injector did not finish within {max(left, 1.0) + 2.0:.1f}s "
+                                  f"on thread {st.tid} of pid {pid}; it was stopped and the target released. "
+                                  "Retry; if it persists, the thread may be stuck in the kernel (stack with "
+                                  "native=true reads the process from outside).")
             if proc.returncode == _OK:
                 return {"method": "pyinjector", "thread": st.tid, "syscall": st.syscall, "tries": tries}
             err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
