@@ -1,0 +1,144 @@
+"""What trace and watch share: counting calls, the limit, expression failures, the command loop.
+
+Probes run on the application's threads, so everything they do here is short: counters, a list
+append and a lock release that wakes the command thread. The command thread does the rest
+(progress events, building the answer).
+"""
+import _thread
+import sys
+import time
+
+from . import expr, instrument
+from .registry import AgentError
+
+PROGRESS_EVERY_S = 0.2
+
+
+def int_arg(args, name, flag, default, minimum=None):
+    value = args.get(name, default)
+    if value is None:
+        return default
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise AgentError("bad_argument", "%s must be a whole number, got %r" % (flag, value))
+    if minimum is not None and value < minimum:
+        raise AgentError("bad_argument", "%s must be >= %d, got %d" % (flag, minimum, value))
+    return value
+
+
+def float_arg(args, name, flag, default, minimum=None):
+    value = args.get(name, default)
+    if value is None:
+        return default
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise AgentError("bad_argument", "%s must be a number, got %r" % (flag, value))
+    if minimum is not None and value < minimum:
+        raise AgentError("bad_argument", "%s must be >= %s, got %s" % (flag, minimum, value))
+    return value
+
+
+def thread_facts(ident):
+    """(name, daemon) of a thread, from threading only if the target imported it."""
+    threading = sys.modules.get("threading")
+    t = getattr(threading, "_active", {}).get(ident) if threading is not None else None
+    if t is not None:
+        return t.name, bool(t.daemon)
+    return "Thread-%d" % ident, None
+
+
+def wall_time_text(t):
+    """The seed's timestamp: 2026-04-19 11:35:38:953 (local time, milliseconds after a colon)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ":%03d" % int((t % 1) * 1000)
+
+
+def uses_outcome(code):
+    """Whether an expression needs the call's outcome (so it can only be judged when the call ends)."""
+    return code is not None and bool({"return_obj", "cost"} & set(code.co_names))
+
+
+class Expression(object):
+    """A user expression compiled once; a failure is remembered once with how often it happened."""
+
+    def __init__(self, source, flag, allow_mutating):
+        self.source = source
+        self.flag = flag
+        self.code = expr.compile_expr(source, flag, allow_mutating) if source else None
+        self.late = uses_outcome(self.code)
+        self.failures = 0
+        self.first_failure = None
+
+    def failed(self, exc):
+        self.failures += 1
+        if self.first_failure is None:
+            self.first_failure = expr.describe_failure(self.flag, self.source, exc)
+
+    def report(self):
+        if not self.failures:
+            return None
+        return {"flag": self.flag, "expr": self.source, "failures": self.failures,
+                "message": self.first_failure + (" (%d calls)" % self.failures if self.failures > 1 else "") +
+                ". Those calls were treated as not matching; the application was not affected."}
+
+
+def names(has_self, args, kwargs, return_obj=None, cost=None):
+    if args is None:
+        args = ()
+    if has_self and args:
+        return {"target": args[0], "args": args[1:], "kwargs": kwargs, "return_obj": return_obj, "cost": cost}
+    return {"target": None, "args": args, "kwargs": kwargs, "return_obj": return_obj, "cost": cost}
+
+
+class Capture(object):
+    """Counters and captured records of one command; add() enforces the limit across threads."""
+
+    def __init__(self, ctx, limit):
+        self.ctx = ctx
+        self.limit = limit
+        self.seen = 0
+        self.matched = 0
+        self.skipped = 0      # matched but dropped by a threshold (trace -et)
+        self.records = []
+        self.done = False
+        self._lock = _thread.allocate_lock()
+
+    def add(self, record):
+        with self._lock:
+            if self.done:
+                return False
+            self.records.append(record)
+            if len(self.records) >= self.limit:
+                self.done = True
+        self.ctx.wakeup()
+        return True
+
+
+def run(ctx, target, probe, cap, timeout_s, describe):
+    """Instruments until the limit, the deadline or a cancel; returns the facts every result carries.
+    describe(record) -> one line for the progress notification of that capture."""
+    remove = instrument.add(target, probe)
+    ctx.on_end(remove)  # however the command ends (cancel, closed connection, agent bug)
+    started = time.time()
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    sent = 0
+    reason = None
+    while reason is None:
+        if cap.done:
+            reason = "limit"
+        elif ctx.cancelled:
+            reason = "cancel"
+        elif time.monotonic() >= deadline:
+            reason = "deadline"
+        else:
+            ctx.sleep(min(deadline - time.monotonic(), PROGRESS_EVERY_S))
+        while sent < len(cap.records):
+            record = cap.records[sent]
+            sent += 1
+            ctx.emit({"captured": sent, "limit": cap.limit, "message": describe(record)})
+    remove()
+    return {"target": target.describe(), "started": wall_time_text(started),
+            "duration_s": round(time.monotonic() - t0, 3), "seen": cap.seen, "matched": cap.matched,
+            "skipped": cap.skipped, "captured": len(cap.records), "limit": cap.limit, "stopped": reason}

@@ -1,0 +1,574 @@
+"""The instrumentation engine: runs a probe around every call of one Python function in the target.
+
+It must reach every reference to the function (aliases, bound methods, `from m import f`, decorator
+wrappers that call it), so it never rebinds a name; it instruments the function's code:
+- Python >= 3.12: sys.monitoring LOCAL events (PY_START/RETURN/YIELD/RESUME) on the code object,
+  plus the global PY_UNWIND/PY_THROW (they cannot be local) filtered by code object. A nested
+  function (-nm) is covered by instrumenting its code object, so every inner function the outer
+  one creates later is covered too.
+- Python <= 3.11: the function's __code__ is swapped for a trampoline with the same parameters,
+  freevars, name, file and line; it forwards the bound arguments to a hook that runs the probes and
+  calls the original code. Removal puts back the very same code object. A nested function is
+  covered by swapping its code object inside the outer function's co_consts.
+
+A probe is any object with:
+  needs_args             whether enter() needs args/kwargs (else it receives None, None)
+  enter(args, kwargs, frame) -> token or None   args are ALL positional values (instance included)
+  leave(token, result, exc)                     exc: the exception that ended the call, or None
+  suspend(token) / resume(token)                generator/coroutine suspension and resumption
+Several probes on one function are independent: each is added and removed on its own, and the
+function returns to its original code when the last one goes. Probe errors never reach the
+application (they are swallowed here; probes report their own failures). Calls made by the agent's
+own threads are never seen by probes.
+"""
+import _thread
+import sys
+import types
+
+from . import lookup
+from .registry import AgentError
+from .server import AGENT_THREADS
+
+_get_ident = _thread.get_ident
+_lock = _thread.allocate_lock()
+MONITORING = sys.version_info >= (3, 12)
+
+CO_VARARGS, CO_VARKEYWORDS, CO_GENERATOR = 0x04, 0x08, 0x20
+CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR = 0x80, 0x100, 0x200
+
+# Code objects that are ours (trampolines): the trace recorder makes them transparent.
+TRAMPOLINE_CODES = set()
+
+
+class Target(object):
+    """What a (module, class, method[, nested]) names, resolved without importing anything."""
+
+    def __init__(self, func, code, has_self, label, outer=None):
+        self.func = func          # the function object (for nested: None, the code is shared)
+        self.code = code          # the code object instrumented
+        self.has_self = has_self  # first positional argument is the instance (or class)
+        self.label = label        # e.g. "__main__.OrderService.process_order"
+        self.outer = outer        # nested only: the outer function whose co_consts hold `code`
+        flags = code.co_flags
+        self.kind = ("async generator" if flags & CO_ASYNC_GENERATOR else
+                     "coroutine" if flags & (CO_COROUTINE | CO_ITERABLE_COROUTINE) else
+                     "generator" if flags & CO_GENERATOR else "function")
+
+    def describe(self):
+        return {"label": self.label, "kind": self.kind, "file": self.code.co_filename,
+                "line": self.code.co_firstlineno,
+                "mechanism": "sys.monitoring" if MONITORING else "code trampoline"}
+
+
+def _unwrap(obj):
+    """The Python function behind a method wrapper / decorator chain, and whether it takes self."""
+    has_self = None
+    if isinstance(obj, staticmethod):
+        obj, has_self = obj.__func__, False
+    elif isinstance(obj, classmethod):
+        obj, has_self = obj.__func__, True
+    elif isinstance(obj, property):
+        obj, has_self = obj.fget, True
+    elif isinstance(obj, types.MethodType):
+        obj, has_self = obj.__func__, True
+    seen = 0
+    while not isinstance(obj, types.FunctionType) and seen < 20:
+        inner = getattr(obj, "__wrapped__", None) or getattr(obj, "__func__", None)
+        if inner is None:
+            break
+        obj, seen = inner, seen + 1
+    # functools.wraps decorators: instrument the real function, not a wrapper code object
+    # shared by every function that decorator wraps.
+    while isinstance(obj, types.FunctionType) and isinstance(getattr(obj, "__wrapped__", None), types.FunctionType) \
+            and seen < 40:
+        obj, seen = obj.__wrapped__, seen + 1
+    return obj, has_self
+
+
+def resolve(module, cls, method, nested=None):
+    mod = lookup.module(module)
+    owner = lookup.klass(mod, cls) if cls else mod
+    raw = lookup.attribute(owner, method, "method")
+    func, has_self = _unwrap(raw)
+    where = "%s.%s" % (module, (cls + "." if cls else "") + method)
+    if not isinstance(func, types.FunctionType):
+        kind = type(func).__name__
+        if isinstance(func, (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodDescriptorType,
+                             types.WrapperDescriptorType)) or kind in ("method_descriptor", "builtin_function_or_method"):
+            raise AgentError("not_python", "%s is a built-in (C) function (%s): it has no Python code to "
+                             "instrument. Trace or watch the Python function that calls it instead; a trace of "
+                             "the caller shows it as a `<built-in>` node with its time." % (where, kind))
+        raise AgentError("not_a_function", "%s is a %s, not a Python function or method. Name a function "
+                         "defined with def (for a callable object, its class and `__call__`)." % (where, kind))
+    if has_self is None:
+        has_self = bool(cls)
+    if not nested:
+        return Target(func, func.__code__, has_self, where)
+    # -nm: a function defined inside `method`; its code object is a constant of the outer code.
+    inner = [c for c in func.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == nested]
+    if not inner:
+        names = sorted(set(c.co_name for c in func.__code__.co_consts
+                           if isinstance(c, types.CodeType) and not c.co_name.startswith("<")))
+        raise AgentError("nested_method_not_found", "%s defines no nested function %r. %s" % (
+            where, nested, ("Nested functions it defines: %s." % ", ".join(names)) if names else
+            "It defines no nested functions (only functions defined directly inside it can be named with -nm)."))
+    return Target(None, inner[0], False, "%s.%s" % (where, nested), outer=func)
+
+
+class _Site(object):
+    """One instrumented code object and the probes on it; probes is a tuple swapped atomically."""
+
+    def __init__(self, target):
+        self.target = target
+        self.code = target.code
+        self.probes = ()
+        self.needs_args = False
+        self.live = {}           # monitoring: id(frame) -> (frame, [(probe, token)])
+        self.undo = None         # trampoline: restores the original code
+        co = self.code
+        n, k = co.co_argcount, co.co_kwonlyargcount
+        names = co.co_varnames
+        self.posnames = names[:n]
+        self.kwonames = names[n:n + k]
+        i = n + k
+        self.varargs = names[i] if co.co_flags & CO_VARARGS else None
+        if self.varargs:
+            i += 1
+        self.varkw = names[i] if co.co_flags & CO_VARKEYWORDS else None
+
+    def set_probes(self, probes):
+        self.probes = tuple(probes)
+        self.needs_args = any(p.needs_args for p in probes)
+
+    def args_from_frame(self, frame):
+        loc = frame.f_locals
+        args = tuple([loc[n] for n in self.posnames])
+        if self.varargs:
+            args += tuple(loc[self.varargs])
+        kwargs = {}
+        for n in self.kwonames:
+            kwargs[n] = loc[n]
+        if self.varkw:
+            kwargs.update(loc[self.varkw])
+        return args, kwargs
+
+
+def _enter(site, args, kwargs, frame):
+    entered = []
+    for p in site.probes:
+        try:
+            token = p.enter(args, kwargs, frame)
+        except BaseException:
+            token = None
+        if token is not None:
+            entered.append((p, token))
+    return entered
+
+
+def _leave(entered, result, exc):
+    for p, token in reversed(entered):
+        try:
+            p.leave(token, result, exc)
+        except BaseException:
+            pass
+
+
+def _each(entered, method):
+    for p, token in entered:
+        try:
+            getattr(p, method)(token)
+        except BaseException:
+            pass
+
+
+_sites = {}   # key -> _Site (key: code object with monitoring; the function or (outer, code) otherwise)
+
+
+def _key(target):
+    if MONITORING:
+        return id(target.code)  # by identity: equal code objects of different functions exist
+    return (id(target.outer), target.code) if target.outer is not None else id(target.func)
+
+
+def add(target, probe):
+    """Starts calling probe around every call of target; returns a function that stops it."""
+    if target.kind == "async generator":
+        raise AgentError("unsupported", "%s is an async generator function; flight-mcp cannot instrument "
+                         "those yet. Trace or watch the coroutine that iterates it." % target.label)
+    with _lock:
+        key = _key(target)
+        site = _sites.get(key)
+        if site is None:
+            site = _Site(target)
+            site.set_probes([probe])
+            if MONITORING:
+                _monitoring_install(site)
+            else:
+                _trampoline_install(site)
+            _sites[key] = site
+        else:
+            site.set_probes(site.probes + (probe,))
+    done = []
+
+    def remove():
+        with _lock:
+            if done:
+                return
+            done.append(True)
+            site.set_probes([p for p in site.probes if p is not probe])
+            if site.probes:
+                return
+            if _sites.get(key) is site:
+                del _sites[key]
+            if MONITORING:
+                _monitoring_uninstall(site)
+            elif site.undo is not None:
+                site.undo()
+    return remove
+
+
+def active_sites():
+    """For tests and `info`: what is instrumented right now."""
+    return [{"label": s.target.label, "probes": len(s.probes)} for s in list(_sites.values())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Python >= 3.12: sys.monitoring
+
+_mon = {"tool": None}
+
+
+def _monitoring_install(site):
+    mon = sys.monitoring
+    ev = mon.events
+    if _mon["tool"] is None:
+        tool = None
+        for candidate in (4, 3, 5, 1, 2, 0):
+            if mon.get_tool(candidate) is None:
+                tool = candidate
+                break
+        if tool is None:
+            raise AgentError("monitoring_busy", "all sys.monitoring tool ids are in use by other tools (debuggers, "
+                             "profilers, coverage) in the target; stop one of them and retry.")
+        mon.use_tool_id(tool, "flight-mcp")
+        mon.register_callback(tool, ev.PY_START, _mon_start)
+        mon.register_callback(tool, ev.PY_RETURN, _mon_return)
+        mon.register_callback(tool, ev.PY_YIELD, _mon_yield)
+        mon.register_callback(tool, ev.PY_RESUME, _mon_resume)
+        mon.register_callback(tool, ev.PY_UNWIND, _mon_unwind)
+        mon.register_callback(tool, ev.PY_THROW, _mon_resume_throw)
+        # Global-only events: called for every frame that unwinds or is thrown into; the
+        # callbacks drop foreign code objects with one dict lookup.
+        mon.set_events(tool, ev.PY_UNWIND | ev.PY_THROW)
+        _mon["tool"] = tool
+    local = ev.PY_START | ev.PY_RETURN
+    if site.target.kind != "function":
+        local |= ev.PY_YIELD | ev.PY_RESUME
+    mon.set_local_events(_mon["tool"], site.code, local)
+
+
+def _monitoring_uninstall(site):
+    mon = sys.monitoring
+    tool = _mon["tool"]
+    if tool is None:
+        return
+    mon.set_local_events(tool, site.code, 0)
+    site.live.clear()
+    if not _sites:
+        mon.set_events(tool, 0)
+        for event in (mon.events.PY_START, mon.events.PY_RETURN, mon.events.PY_YIELD, mon.events.PY_RESUME,
+                      mon.events.PY_UNWIND, mon.events.PY_THROW):
+            mon.register_callback(tool, event, None)
+        mon.free_tool_id(tool)
+        _mon["tool"] = None
+
+
+def _mon_start(code, offset):
+    site = _sites.get(id(code))
+    if site is None or not site.probes or _get_ident() in AGENT_THREADS:
+        return
+    frame = sys._getframe(1)
+    if site.needs_args:
+        args, kwargs = site.args_from_frame(frame)
+    else:
+        args = kwargs = None
+    entered = _enter(site, args, kwargs, frame)
+    if entered:
+        site.live[id(frame)] = (frame, entered)
+
+
+def _mon_return(code, offset, retval):
+    site = _sites.get(id(code))
+    if site is None or not site.live:
+        return
+    item = site.live.pop(id(sys._getframe(1)), None)
+    if item is not None:
+        _leave(item[1], retval, None)
+
+
+def _mon_unwind(code, offset, exc):
+    site = _sites.get(id(code))
+    if site is None or not site.live:
+        return
+    item = site.live.pop(id(sys._getframe(1)), None)
+    if item is not None:
+        _leave(item[1], None, exc)
+
+
+def _mon_yield(code, offset, value):
+    site = _sites.get(id(code))
+    if site is None or not site.live:
+        return
+    item = site.live.get(id(sys._getframe(1)))
+    if item is not None:
+        _each(item[1], "suspend")
+
+
+def _mon_resume(code, offset):
+    site = _sites.get(id(code))
+    if site is None or not site.live:
+        return
+    item = site.live.get(id(sys._getframe(1)))
+    if item is not None:
+        _each(item[1], "resume")
+
+
+def _mon_resume_throw(code, offset, exc):
+    site = _sites.get(id(code))
+    if site is None or not site.live:
+        return
+    item = site.live.get(id(sys._getframe(1)))
+    if item is not None:
+        _each(item[1], "resume")
+
+
+# ---------------------------------------------------------------------------------------------
+# Python <= 3.11: code trampoline
+
+_serial = [0]
+_HOOK_LOCAL = "__flight_mcp_hook__"
+
+
+def _trampoline_code(code, hook, closure_getter):
+    """A code object with code's parameters, freevars, name, file and line, whose body forwards the
+    bound arguments to hook: hook(*positional, *varargs, kwonly=..., **varkw). With closure_getter,
+    the first argument is a lambda whose __closure__ holds the caller's own cells (see _nested_hook)."""
+    site = _Site(Target(None, code, False, ""))
+    if _HOOK_LOCAL in code.co_varnames:
+        raise AgentError("unsupported", "the function uses the reserved name %s" % _HOOK_LOCAL)
+    co_posonly = getattr(code, "co_posonlyargcount", 0)
+    params = list(site.posnames)
+    if co_posonly:
+        params.insert(co_posonly, "/")
+    if site.varargs:
+        params.append("*" + site.varargs)
+    elif site.kwonames:
+        params.append("*")
+    params.extend(site.kwonames)
+    if site.varkw:
+        params.append("**" + site.varkw)
+    call = list(site.posnames)
+    if site.varargs:
+        call.append("*" + site.varargs)
+    call.extend("%s=%s" % (k, k) for k in site.kwonames)
+    if site.varkw:
+        call.append("**" + site.varkw)
+    free = code.co_freevars
+    if closure_getter and free:
+        call.insert(0, "lambda: (%s,)" % ", ".join(free))
+    elif closure_getter:
+        call.insert(0, "None")
+    _serial[0] += 1
+    sentinel = "__flight_mcp_hook_%d__" % _serial[0]
+    flags = code.co_flags
+    if flags & (CO_COROUTINE | CO_ITERABLE_COROUTINE):
+        head, ret = "async def", "return await %s(%s)"
+    elif flags & CO_GENERATOR:
+        head, ret = "def", "return (yield from %s(%s))"
+    else:
+        head, ret = "def", "return %s(%s)"
+    src = ("def __flight_outer__(%s):\n"
+           "    %s __flight_inner__(%s):\n"
+           "        %s = %r\n"
+           "        " + ret + "\n"
+           "        (%s)\n"
+           "    return __flight_inner__\n") % (
+        ", ".join(free), head, ", ".join(params), _HOOK_LOCAL, sentinel, _HOOK_LOCAL, ", ".join(call),
+        ", ".join(free) + "," if free else "None")
+    outer = compile(src, code.co_filename, "exec").co_consts
+    outer = [c for c in outer if isinstance(c, types.CodeType)][0]
+    tramp = [c for c in outer.co_consts if isinstance(c, types.CodeType) and c.co_name == "__flight_inner__"][0]
+    consts = tuple(hook if isinstance(c, str) and c == sentinel else c for c in tramp.co_consts)
+    changes = {"co_consts": consts, "co_name": code.co_name, "co_firstlineno": code.co_firstlineno}
+    if hasattr(code, "co_qualname"):
+        changes["co_qualname"] = code.co_qualname
+    tramp = tramp.replace(**changes)
+    assert tramp.co_freevars == free
+    TRAMPOLINE_CODES.add(tramp)
+    return tramp
+
+
+def _call_plain(site, orig, args, kwargs):
+    if not site.probes or _get_ident() in AGENT_THREADS:
+        return orig(*args, **kwargs)
+    entered = _enter(site, args if site.needs_args else None, kwargs if site.needs_args else None, None)
+    if not entered:
+        return orig(*args, **kwargs)
+    try:
+        result = orig(*args, **kwargs)
+    except BaseException as e:
+        _leave(entered, None, e)
+        raise
+    _leave(entered, result, None)
+    return result
+
+
+def _drive(site, it, entered):
+    """Runs generator/coroutine `it` step by step so probes see each suspension and resumption
+    (what `yield from` / `await` would do, including send, throw and close)."""
+    send, exc = None, None
+    while True:
+        try:
+            if exc is not None:
+                value = it.throw(exc)
+            else:
+                value = it.send(send)
+        except StopIteration as stop:
+            _leave(entered, stop.value, None)
+            return stop.value
+        except BaseException as e:
+            _leave(entered, None, e)
+            raise
+        _each(entered, "suspend")
+        try:
+            send, exc = (yield value), None
+        except GeneratorExit:
+            _each(entered, "resume")
+            try:
+                it.close()
+            finally:
+                _leave(entered, None, GeneratorExit())
+            raise
+        except BaseException as e:
+            send, exc = None, e
+        _each(entered, "resume")
+
+
+class _Await(object):
+    __slots__ = ("gen",)
+
+    def __init__(self, gen):
+        self.gen = gen
+
+    def __await__(self):
+        return self.gen
+
+
+def _make_hook(site, orig_for):
+    """The hook the trampoline calls. orig_for(first_arg) -> the original function to run."""
+    kind = site.target.kind
+    if kind == "function":
+        if site.target.outer is None:
+            orig = orig_for(None)
+
+            def hook(*args, **kwargs):
+                return _call_plain(site, orig, args, kwargs)
+        else:
+            def hook(getter, /, *args, **kwargs):
+                return _call_plain(site, orig_for(getter), args, kwargs)
+        return hook
+
+    def start(orig, args, kwargs):
+        it = orig(*args, **kwargs)
+        if kind == "coroutine":
+            it = it.__await__()
+        if not site.probes or _get_ident() in AGENT_THREADS:
+            return None, it
+        return _enter(site, args if site.needs_args else None, kwargs if site.needs_args else None, None), it
+
+    def run(orig, args, kwargs):
+        entered, it = start(orig, args, kwargs)
+        if not entered:
+            return (yield from it)
+        return (yield from _drive(site, it, entered))
+
+    if kind == "coroutine":
+        if site.target.outer is None:
+            orig = orig_for(None)
+
+            def hook(*args, **kwargs):
+                return _Await(run(orig, args, kwargs))
+        else:
+            def hook(getter, /, *args, **kwargs):
+                return _Await(run(orig_for(getter), args, kwargs))
+    else:
+        if site.target.outer is None:
+            orig = orig_for(None)
+
+            def hook(*args, **kwargs):
+                return run(orig, args, kwargs)
+        else:
+            def hook(getter, /, *args, **kwargs):
+                return run(orig_for(getter), args, kwargs)
+    return hook
+
+
+def _trampoline_install(site):
+    target = site.target
+    code = target.code
+    if target.outer is None:
+        func = target.func
+        # Runs the original code with the same globals and cells; defaults are not needed since
+        # the trampoline already bound every parameter and passes it explicitly.
+        orig = types.FunctionType(code, func.__globals__, func.__name__, None, func.__closure__)
+        orig.__qualname__ = func.__qualname__
+        tramp = _trampoline_code(code, _make_hook(site, lambda getter: orig), False)
+        func.__code__ = tramp
+
+        def undo():
+            if func.__code__ is tramp:
+                func.__code__ = code
+        site.undo = undo
+        return
+
+    outer = target.outer
+    for s in list(_sites.values()):
+        if s.target.func is outer and s.undo is not None:
+            raise AgentError("busy", "%s is itself being traced or watched right now; on Python <= 3.11 its "
+                             "nested function cannot be instrumented at the same time. Retry when that "
+                             "command ends." % outer.__qualname__)
+    globs = outer.__globals__
+    free = code.co_freevars
+
+    def orig_for(getter):
+        closure = None
+        if getter is not None:
+            cells = dict(zip(getter.__code__.co_freevars, getter.__closure__))
+            closure = tuple(cells[n] for n in free)
+        return types.FunctionType(code, globs, code.co_name, None, closure)
+
+    tramp = _trampoline_code(code, _make_hook(site, orig_for), True)
+    outer_code = outer.__code__
+    patched = outer_code.replace(co_consts=tuple(tramp if c is code else c for c in outer_code.co_consts))
+    outer.__code__ = patched
+
+    def undo():
+        # Inner functions created meanwhile keep the trampoline: with no probes it only passes through.
+        if outer.__code__ is patched:
+            outer.__code__ = outer_code
+    site.undo = undo
+
+
+def pass_through_codes():
+    """Code objects of the call path between the application and the original function (hooks,
+    trampolines, monitoring callbacks): a trace tree skips them but keeps what they call. Every
+    other agent frame (probes, expressions they evaluate) is hidden with what it calls."""
+    codes = set(TRAMPOLINE_CODES)
+    for fn in (_call_plain, _drive, _mon_start, _mon_return, _mon_unwind, _mon_yield, _mon_resume,
+               _mon_resume_throw, _Await.__await__):
+        codes.add(fn.__code__)
+    for c in _make_hook.__code__.co_consts:
+        if isinstance(c, types.CodeType):
+            codes.add(c)
+    return codes
+
