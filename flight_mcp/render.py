@@ -12,28 +12,64 @@ def paint(text: str, color: str | None, enabled: bool) -> str:
     return COLORS[color] + text + RESET
 
 
-def view_lines(view: dict, indent: str = "") -> list[str]:
-    """An objview node (see agent/objview.py) as indented lines."""
-    head = view.get("repr", "")
+def _quoted(text: str) -> str:
+    """A str repr in flight_profiler's JSON-like style: 'abc' -> "abc"."""
+    if len(text) >= 2 and text[0] == text[-1] == "'" and '"' not in text and "\\" not in text:
+        return '"' + text[1:-1] + '"'
+    return text
+
+
+def type_label(view: dict) -> str:
+    return f"<class '{view.get('type', '?')}'>"
+
+
+def view_lines(view: dict, indent: str = "  ") -> list[str]:
+    """An objview node (agent/objview.py) as lines, in flight_profiler's layout: sorted, double-quoted
+    dict keys; `Type({...})` for objects; first and last 5 items of long containers around `...,`."""
     kids = view.get("children")
-    if not kids:
-        return [indent + head]
-    lines = [f"{indent}{view['type']}" + (f" (len={view['len']})" if "len" in view else "") + " {"]
+    if not kids and not (kids == [] and view.get("kind") in ("mapping", "sequence", "set")):
+        text = _quoted(view.get("repr", "")) if view.get("kind") == "leaf" else view.get("repr", "")
+        return [text + ("  (cycle: shown above)" if view.get("cycle") else "")]
+    kind = view.get("kind")
+    if kind == "mapping" or kind == "object":
+        opener, closer, sep = "{", "}", ", "
+    elif kind == "set":
+        opener, closer, sep = "set(", ")", ","
+    elif view.get("type") == "tuple":
+        opener, closer, sep = "(", ")", ","
+    else:
+        opener, closer, sep = "[", "]", ","
+    if kind == "object":
+        short = view["type"].rsplit(".", 1)[-1]
+        opener, closer = f"{short}({{", "})"
+    body: list[list[str]] = []
     for kid in kids:
-        sub = view_lines(kid["view"], indent + "    ")
-        name = kid["name"]
-        prefix = f"{indent}    {name}: " if name else f"{indent}    "
-        lines.append(prefix + sub[0].lstrip())
-        lines.extend(sub[1:])
+        sub = view_lines(kid["view"], indent)
+        if kid["name"]:
+            sub = [f"{_quoted(kid['name'])}: {sub[0]}"] + sub[1:]
+        body.append(sub)
     if view.get("elided"):
-        lines.append(f"{indent}    ... {view['elided']} more (narrow it with an expression)")
-    lines.append(indent + "}")
+        at = view.get("elided_at", len(body))
+        body.insert(at, [f"... {view['elided']} more"])
+    lines = [opener]
+    for i, sub in enumerate(body):
+        end = sep if i < len(body) - 1 else ""
+        lines.extend(indent + line for line in sub[:-1])
+        lines.append(indent + sub[-1] + end)
+    lines.append(closer)
     return lines
 
 
-def expr_block(expr: str, view: dict) -> str:
-    """The seed's EXPR / TYPE / VALUE layout."""
-    value = "\n".join(view_lines(view))
-    if view.get("cycle"):
-        value += "  (cycle: already shown above)"
-    return f"EXPR:  {expr}\nTYPE:  {view['type']}\nVALUE: {value}"
+def rows_block(rows: list[tuple[str, list[str]]], width: int) -> str:
+    """Labelled rows (`  EXPR:   value`), continuation lines aligned under the value column."""
+    out = []
+    pad = " " * (2 + width)
+    for label, lines in rows:
+        out.append("  " + label.ljust(width) + (lines[0] if lines else ""))
+        out.extend(pad + line for line in lines[1:])
+    return "\n".join(out)
+
+
+def expr_block(expr: str, view: dict, width: int = 12) -> str:
+    """The EXPR / TYPE / VALUE layout of getglobal, watch and vmtool."""
+    return rows_block([("EXPR:", [expr]), ("TYPE:", [type_label(view)]), ("VALUE:", view_lines(view))], width)

@@ -15,9 +15,9 @@ def test_cli_stack_getglobal_module_detach(spawn, version):
     assert "demo_target.py" in r.stdout
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG -x 2")
     assert r.returncode == 0, r.stderr
-    assert "EXPR:  target" in r.stdout and "TYPE:  dict" in r.stdout and "5432" in r.stdout
+    assert "EXPR:       target" in r.stdout and "TYPE:       <class 'dict'>" in r.stdout and '"port": 5432' in r.stdout
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ OrderService region")
-    assert r.returncode == 0 and "'eu-west'" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and '"eu-west"' in r.stdout, r.stdout + r.stderr
     r = flight_cli(str(t.pid), "--cmd", f"module {t.script}")
     assert r.returncode == 0 and r.stdout.strip() == "__main__", r.stdout + r.stderr
     r = flight_cli(str(t.pid), "--cmd", "detach")

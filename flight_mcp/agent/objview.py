@@ -5,12 +5,14 @@ A view is plain JSON: {"type", "repr", ["len"], ["children": [{"name", "view"}]]
 huge or self-referencing object can never flood the caller, and a __repr__ that raises or
 recurses becomes an "error" field instead of an exception.
 """
+import itertools
 import sys
 
 REPR_LIMIT = 240        # characters of one repr
 TOP_REPR_LIMIT = 4000   # characters of the top-level repr when it is not expanded
 ITEMS_LIMIT = 50        # children shown per container
 NODES_LIMIT = 2000      # children shown in one whole view
+SORT_LIMIT = 10000      # containers larger than this are shown in their own order, unsorted
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
@@ -64,22 +66,36 @@ def _length(obj):
         return None
 
 
-def _children(obj, verbose):
-    """(name, value) pairs to expand, or None for a leaf."""
+def _kind(obj):
     if isinstance(obj, dict):
-        return [(short_repr(k, 80), v) for k, v in list(obj.items())]
+        return "mapping"
     if isinstance(obj, (list, tuple)):
-        return [("[%d]" % i, v) for i, v in enumerate(obj)]
+        return "sequence"
     if isinstance(obj, (set, frozenset)):
-        return [("", v) for v in list(obj)]
+        return "set"
     if isinstance(obj, (str, bytes, bytearray, int, float, complex, bool, type(None))):
+        return "leaf"
+    return "object"
+
+
+def _children(obj, kind, verbose):
+    """(name, value) pairs to expand, or None for a leaf. Dict keys are given as repr().
+    Huge containers are never copied whole: only the items that can be shown are taken."""
+    if kind == "mapping":
+        return [(short_repr(k, 80), v) for k, v in _sorted_items(obj)]
+    if kind in ("sequence", "set"):
+        seq = obj if kind == "sequence" else list(obj) if len(obj) <= SORT_LIMIT else list(itertools.islice(obj, ITEMS_LIMIT))
+        if len(seq) > ITEMS_LIMIT:
+            seq = list(seq[:ITEMS_LIMIT]) if verbose else list(seq[:5]) + list(seq[-5:])
+        return [("", v) for v in seq]
+    if kind == "leaf":
         return None
     if isinstance(obj, type(sys)):
-        return [(k, v) for k, v in sorted(vars(obj).items()) if verbose or not k.startswith("__")]
+        return [(repr(k), v) for k, v in sorted(vars(obj).items()) if verbose or not k.startswith("__")]
     d = getattr(obj, "__dict__", None)
     pairs = []
-    if isinstance(d, dict):
-        pairs.extend(sorted(d.items()))
+    if isinstance(d, dict) or hasattr(d, "items"):
+        pairs.extend(sorted(d.items(), key=lambda kv: str(kv[0])))
     for klass in type(obj).__mro__:
         for slot in getattr(klass, "__slots__", ()) or ():
             if isinstance(slot, str) and slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
@@ -89,49 +105,65 @@ def _children(obj, verbose):
                     pass
     if not verbose:
         pairs = [(k, v) for k, v in pairs if not (isinstance(k, str) and k.startswith("__"))]
-    return pairs if pairs else None
+    if not pairs and not isinstance(d, dict):
+        return None  # no attributes to show: its repr says it all
+    return [(repr(k), v) for k, v in pairs]
+
+
+def _sorted_items(d):
+    if len(d) > SORT_LIMIT:  # sorting millions of keys would stall the command: insertion order
+        return list(itertools.islice(d.items(), ITEMS_LIMIT))
+    items = list(d.items())
+    try:
+        return sorted(items, key=lambda kv: kv[0])
+    except TypeError:  # mixed key types: keep insertion order
+        return items
 
 
 def view(obj, expand=1, verbose=False, raw=False):
-    """expand: levels of children to show (0 = repr only). raw: str() instead of repr() at the top."""
+    """expand: levels of children to show (0 = repr only). raw: repr() on one line at the top.
+    Without verbose, containers longer than 10 show their first and last 5 items (like
+    flight_profiler); with verbose up to ITEMS_LIMIT, always within NODES_LIMIT in total."""
     budget = [NODES_LIMIT]
     return _view(obj, expand, verbose, raw, budget, set(), True)
 
 
 def _view(obj, expand, verbose, raw, budget, seen, top):
-    node = {"type": type_name(obj)}
+    kind = _kind(obj)
+    node = {"type": type_name(obj), "kind": kind}
     n = _length(obj)
     if n is not None:
         node["len"] = n
-    if raw and top:
-        try:
-            text = str(obj)
-            node["repr"] = text if len(text) <= TOP_REPR_LIMIT else text[:TOP_REPR_LIMIT] + "...(%d chars)" % len(text)
-        except BaseException as e:
-            node["repr"] = "<str failed: %s>" % type(e).__name__
-        return node
     node["repr"] = short_repr(obj, TOP_REPR_LIMIT if top else REPR_LIMIT)
     if node["repr"].startswith("<repr failed"):
         node["error"] = node["repr"]
-    if expand <= 0 or id(obj) in seen:
+    if raw or expand <= 0 or id(obj) in seen:
         if id(obj) in seen:
             node["cycle"] = True
         return node
     try:
-        kids = _children(obj, verbose)
+        kids = _children(obj, kind, verbose)
     except BaseException as e:
         node["error"] = "cannot list contents: %s" % type(e).__name__
         kids = None
     if kids is None:
         return node
     seen = seen | {id(obj)}
+    total = n if n is not None else len(kids)
+    if verbose:
+        head, tail = kids[:ITEMS_LIMIT], []
+    elif total > 10:
+        head, tail = kids[:5], kids[-5:] if len(kids) == total or kind == "sequence" else []
+    else:
+        head, tail = kids, []
     shown = []
-    for name, value in kids[:ITEMS_LIMIT]:
+    for name, value in head + tail:
         if budget[0] <= 0:
             break
         budget[0] -= 1
         shown.append({"name": name, "view": _view(value, expand - 1, verbose, False, budget, seen, False)})
     node["children"] = shown
-    if len(kids) > len(shown):
-        node["elided"] = len(kids) - len(shown)
+    if total > len(shown):
+        node["elided"] = total - len(shown)
+        node["elided_at"] = len(head) if tail and len(shown) == len(head) + len(tail) else len(shown)
     return node

@@ -21,9 +21,10 @@ class GetGlobalParams(TimedParams):
         "target", description="Python expression over `target` (the value), e.g. \"target['db']\" or "
                               "\"len(target)\".")
     expand: Annotated[int, Cli("-x", "--expand")] = Field(
-        1, ge=0, le=6, description="Levels of contents to expand (0 = repr only).")
-    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder names.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show str() of the value instead of repr().")
+        2, ge=0, le=6, description="Levels of contents to expand (0 = one-line repr).")
+    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
+        False, description="Show every item of long containers (else the first and last 5) and dunder names.")
+    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show the value as its repr() on one line.")
 
 
 class Entry(BaseModel):
