@@ -80,15 +80,44 @@ class Expression(object):
             return None
         return {"flag": self.flag, "expr": self.source, "failures": self.failures,
                 "message": self.first_failure + (" (%d calls)" % self.failures if self.failures > 1 else "") +
-                ". Those calls were treated as not matching; the application was not affected."}
+                (". Those calls are shown without a value" if self.flag == "--expr" else
+                 ". Those calls were treated as not matching") + "; the application was not affected."}
 
 
-def names(has_self, args, kwargs, return_obj=None, cost=None):
+class _Kwargs(dict):
+    """kwargs as passed by keyword, which also answers kwargs['name'] for a named parameter that was
+    passed positionally (Python >= 3.12 only sees bound parameters, not how they were passed, so
+    this keeps flight_profiler's `kwargs['user']` filters working on every version)."""
+    __slots__ = ("_params",)
+
+    def __missing__(self, key):
+        params = self._params
+        if params is not None and key in params:
+            return params[key]
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+_Kwargs.__name__ = _Kwargs.__qualname__ = "dict"
+_Kwargs.__module__ = "builtins"
+
+
+def names(target, args, kwargs, return_obj=None, cost=None):
+    """The expression context: target (instance for methods), args without it, kwargs."""
     if args is None:
         args = ()
-    if has_self and args:
-        return {"target": args[0], "args": args[1:], "kwargs": kwargs, "return_obj": return_obj, "cost": cost}
-    return {"target": None, "args": args, "kwargs": kwargs, "return_obj": return_obj, "cost": cost}
+    kw = _Kwargs(kwargs or ())
+    kw._params = None
+    if target.posnames:
+        kw._params = dict(zip(target.posnames, args))
+    if target.has_self and args:
+        return {"target": args[0], "args": args[1:], "kwargs": kw, "return_obj": return_obj, "cost": cost}
+    return {"target": None, "args": args, "kwargs": kw, "return_obj": return_obj, "cost": cost}
 
 
 class Capture(object):

@@ -49,6 +49,7 @@ class Target(object):
         self.has_self = has_self  # first positional argument is the instance (or class)
         self.label = label        # e.g. "__main__.OrderService.process_order"
         self.outer = outer        # nested only: the outer function whose co_consts hold `code`
+        self.posnames = code.co_varnames[:code.co_argcount]
         flags = code.co_flags
         self.kind = ("async generator" if flags & CO_ASYNC_GENERATOR else
                      "coroutine" if flags & (CO_COROUTINE | CO_ITERABLE_COROUTINE) else

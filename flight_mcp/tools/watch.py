@@ -1,0 +1,101 @@
+"""watch: what real calls of a function receive, return, raise and cost, through an expression."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from ..render import paint, view_lines
+from .base import Call, Cli, Tool
+from .capture_common import FunctionParams, Summary, empty_hint, render_errors, request, summary_line, summary_of
+
+SEPARATOR = "─" * 60
+
+
+class WatchParams(FunctionParams):
+    expr: Annotated[str, Cli("--expr")] = Field(
+        "args,kwargs", description="Python expression shown for each call. Names: target (the instance for "
+                                   "methods), args (WITHOUT self), kwargs, return_obj, cost (ms). Examples: "
+                                   "\"return_obj\", \"args[0], cost\", \"target.__dict__\".")
+    exception: Annotated[bool, Cli("-e", "--exception")] = Field(
+        False, description="Capture only calls that raised (with their traceback).")
+    expand: Annotated[int, Cli("-x", "--expand")] = Field(
+        2, ge=-1, le=6, description="Levels of contents to expand in the value (-1 or 0 = one-line repr).")
+    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder attributes.")
+    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show str() of the value on one line.")
+
+
+class Record(BaseModel):
+    time: str
+    cost_ms: float
+    is_exp: bool = Field(description="The call raised.")
+    thread: str
+    tid: int
+    daemon: bool | None = None
+    view: dict | None = Field(None, description="The expression's value: {type, repr, len?, children?, elided?}.")
+    expr_error: str | None = Field(None, description="Why the expression failed on this call.")
+    exception: str | None = None
+    traceback: str | None = None
+
+
+class WatchResult(Summary):
+    expr: str
+    records: list[Record]
+
+
+def run(p: WatchParams, call: Call) -> WatchResult:
+    raw = request(p, call, "watch", {"expr": p.expr, "exception": p.exception, "expand": p.expand,
+                                     "verbose": p.verbose, "raw": p.raw})
+    return WatchResult(**summary_of(raw), expr=raw["expr"], records=raw["records"])
+
+
+def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
+    """flight_profiler's label column: `  LABEL:` padded to width, continuation lines aligned."""
+    out = []
+    for label, text in rows:
+        lines = text.split("\n")
+        out.append(f"  {(label + ':').ljust(width)}{lines[0]}")
+        out.extend(" " * (2 + width) + line for line in lines[1:])
+    return out
+
+
+def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]:
+    mark = paint("✗", "red", color) if rec.is_exp else paint("✓", "green", color)
+    title = (f"{mark} {rec.time} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
+             f"thread={rec.thread} result={{")
+    if rec.expr_error is not None:
+        rows = [("EXPR", expr), ("WATCH_FAIL_INFO", rec.expr_error)]
+        width = 20
+    else:
+        view = rec.view or {"type": "?", "repr": ""}
+        rows = [("EXPR", expr), ("TYPE", f"<class '{view['type']}'>"), ("VALUE", "\n".join(view_lines(view)))]
+        width = 12 if rec.is_exp else 8
+    if rec.is_exp:
+        rows.append(("EXCEPTION", rec.traceback or rec.exception or ""))
+    return [SEPARATOR, title, *_rows(rows, width), "}"]
+
+
+def render(r: WatchResult, color: bool) -> str:
+    out: list[str] = []
+    for rec in r.records:
+        out.extend(render_record(rec, r.target, r.expr, color))
+    out.append(SEPARATOR if r.records else "")
+    out.append(summary_line(r, "watch"))
+    if not r.records:
+        out.append(empty_hint(r, "watch"))
+    out.extend(render_errors(r))
+    return "\n".join(out).strip("\n")
+
+
+TOOL = Tool(
+    name="watch", params=WatchParams, result=WatchResult, run=run, render=render,
+    title="Watch a function's calls",
+    description=(
+        "Capture real calls of one function in a live Python process: its arguments, return value or exception "
+        "(with traceback) and cost, seen through `expr` (default \"args,kwargs\"; names target, args without self, "
+        "kwargs, return_obj, cost in ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
+        "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limits` captured calls "
+        "(default 10) or `timeout_s` (default 30 s) and says how many calls it saw, matched and captured. Values "
+        "are bounded; use expand for more depth or a narrower expr. Instrumentation is removed when the call "
+        "returns. Read-only."),
+)
