@@ -108,7 +108,8 @@ def spawn(tmp_path):
         t.kill()
 
 
-def flight_cli(*args: str, timeout: float = 60, allow_fail: bool = True) -> subprocess.CompletedProcess:
-    """Runs the real CLI (`python -m flight_mcp.cli`, the same entry point as the console script)."""
-    return subprocess.run([sys.executable, "-m", "flight_mcp.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def flight_cli(*args: str, timeout: float = 60, python_args: bool = False) -> subprocess.CompletedProcess:
+    """Runs the real CLI (`python -m flight_mcp.cli`, the same entry point as the console script).
+    With python_args, `args` are the interpreter's own arguments (they must include -m flight_mcp.cli)."""
+    argv = [sys.executable, *args] if python_args else [sys.executable, "-m", "flight_mcp.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
