@@ -1,10 +1,19 @@
-"""stack: what every thread (and with async_tasks, every asyncio task) is doing right now."""
+"""stack: what every thread (and with async_tasks, every asyncio task) is doing right now.
+
+Two sources, one model: the in-process agent (thread names, source lines, asyncio tasks), or a
+reader from outside the process (attach/external_stack.py: native frames, GIL and GC state, and an
+answer when the agent cannot run because a thread holds the GIL or no safe point comes).
+"""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from ..attach import external_stack
+from ..errors import FlightError
 from ..render import paint
 from .base import Call, Cli, TimedParams, Tool
 
@@ -25,6 +34,7 @@ class Frame(BaseModel):
     qualname: str = ""
     source: str = ""
     kind: Literal["python", "native"] = "python"
+    library: str | None = Field(None, description="Native frames: the shared object the function is in.")
 
 
 class ThreadStack(BaseModel):
@@ -35,6 +45,9 @@ class ThreadStack(BaseModel):
     main: bool = False
     frames: list[Frame]
     note: str | None = Field(None, description="Why a thread shows no Python frames, or what it is waiting for.")
+    holds_gil: bool | None = Field(None, description="Holds the GIL (external reading only; None: unknown).")
+    waiting_for_gil: bool | None = Field(None, description="Blocked taking the GIL (external reading only).")
+    gc_collecting: bool | None = Field(None, description="Running the garbage collector (external reading only).")
 
 
 class TaskStack(BaseModel):
@@ -50,10 +63,88 @@ class StackResult(BaseModel):
     threads: list[ThreadStack]
     tasks: list[TaskStack] | None = None
     notes: list[str] = Field(default_factory=list)
+    agent_error: str | None = Field(None, description="With source=external after a fallback: the error kind "
+                                    "of the agent's attempt (agent_timeout, no_safe_point, inject_failed, ...).")
+
+
+# Agent errors that a reading from outside cannot cure either: report them as they are.
+_NO_FALLBACK = {"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable"}
 
 
 def run(p: StackParams, call: Call) -> StackResult:
-    raw = call.request(p.pid, "stack", {"async": p.async_tasks}, timeout=p.timeout_s)
+    if p.native:
+        result = _external(p, p.timeout_s)
+    else:
+        result = _agent_or_external(p, call)
+    if p.filepath:
+        with open(p.filepath, "w") as f:
+            f.write(render(result, False) + "\n")
+        result.notes.append(f"written to {p.filepath}")
+    return result
+
+
+def _external(p: StackParams, timeout: float) -> StackResult:
+    raw = external_stack.read(p.pid, native=p.native, timeout=timeout)
+    notes = raw["notes"]
+    if not p.native:
+        notes.append("native frames are left out: call with native=true (CLI: --native) to see them.")
+    notes.append("thread names are the OS thread names (Python's threading names are readable only from "
+                 "inside); native_id matches threading.get_native_id().")
+    if p.async_tasks:
+        notes.append("asyncio tasks can only be listed by the in-process agent, which did not answer.")
+    return StackResult(pid=raw["pid"], source="external", threads=[ThreadStack(**t) for t in raw["threads"]],
+                       notes=notes)
+
+
+def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
+    """The agent's answer within `budget` seconds, attach included, or a FlightError saying why not.
+
+    The attach has its own, longer deadline: it goes on in the background when we stop waiting,
+    so the next call finds the agent (an agent waiting for the GIL starts once the GIL is free).
+    """
+    box: dict = {}
+
+    def ask() -> None:
+        try:
+            box["raw"] = call.request(p.pid, "stack", {"async": p.async_tasks}, timeout=budget)
+        except FlightError as e:
+            box["error"] = e
+        except Exception as e:  # never a traceback to the user; the fallback still answers
+            box["error"] = FlightError("agent_failed", f"asking the agent failed: {type(e).__name__}: {e}")
+
+    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{p.pid}", daemon=True)
+    worker.start()
+    worker.join(budget)
+    if "raw" in box:
+        return box["raw"]
+    if "error" in box:
+        raise box["error"]
+    raise FlightError("agent_timeout", f"the agent of pid {p.pid} did not answer within {budget:.1f}s (attach "
+                      "included): it needs the GIL, so some thread is probably holding it in native code, or "
+                      "a native deadlock holds it.")
+
+
+def _agent_or_external(p: StackParams, call: Call) -> StackResult:
+    deadline = time.monotonic() + p.timeout_s
+    # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
+    reserve = min(external_stack.expected_seconds(p.pid), p.timeout_s / 2)
+    try:
+        raw = _ask_agent(p, call, p.timeout_s - reserve)
+    except FlightError as e:
+        if e.kind in _NO_FALLBACK:
+            raise
+        try:
+            result = _external(p, max(deadline - time.monotonic(), reserve))
+        except FlightError as ext:
+            raise FlightError(e.kind, f"{e.message} Reading pid {p.pid} from outside failed too: {ext.message}")
+        result.agent_error = e.kind
+        result.notes.insert(0, f"read from outside the process (no code ran in it) because the agent did not "
+                               f"answer: {e.message}")
+        return result
+    return _from_agent(raw, p)
+
+
+def _from_agent(raw: dict, p: StackParams) -> StackResult:
     threads = [ThreadStack(**t) for t in raw["threads"]]
     notes = []
     for t in threads:
@@ -66,19 +157,16 @@ def run(p: StackParams, call: Call) -> StackResult:
     if not p.async_tasks and raw.get("event_loops"):
         notes.append(f"{raw['event_loops']} asyncio event loop(s) have pending tasks: "
                      "call again with async_tasks=true (CLI: -a) to see what each task awaits.")
-    result = StackResult(pid=raw["pid"], source="agent", threads=threads, tasks=tasks, notes=notes)
-    if p.filepath:
-        with open(p.filepath, "w") as f:
-            f.write(render(result, False) + "\n")
-        result.notes.append(f"written to {p.filepath}")
-    return result
+    return StackResult(pid=raw["pid"], source="agent", threads=threads, tasks=tasks, notes=notes)
 
 
 def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
     lines = []
     for fr in frames:
         if fr.kind == "native":
-            lines.append(f"    (C) {fr.name} " + paint(f"{fr.file}", "dim", color))
+            lib = paint(f"({fr.library})", "dim", color) if fr.library else ""
+            where = f'File "{fr.file}", line {fr.line}, in ' if fr.line else ""
+            lines.append(f"    (C) {where}{paint(fr.name, 'yellow', color)} {lib}".rstrip())
             continue
         lines.append(f'    File "{fr.file}", line {fr.line}, in {paint(fr.name, "cyan", color)}')
         if fr.source:
@@ -88,11 +176,17 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
 
 def render(r: StackResult, color: bool) -> str:
     out = []
+    if r.source == "external":
+        out.append(paint("(read from outside the process: no code ran in it)", "dim", color))
     for t in r.threads:
         facts = [f"tid={t.ident}" if t.ident is not None else None,
                  f"native_id={t.native_id}" if t.native_id is not None else None,
                  f"daemon={t.daemon}" if t.daemon is not None else None]
         title = f'Thread "{t.name}" ' + " ".join(x for x in facts if x)
+        state = [s for s, on in (("holds the GIL", t.holds_gil), ("waiting for the GIL", t.waiting_for_gil),
+                                 ("garbage collecting", t.gc_collecting)) if on]
+        if state:
+            title += " [" + ", ".join(state) + "]"
         out.append(paint(title, "bold", color))
         out.extend(_frame_lines(t.frames, color))
         if t.note:
@@ -115,5 +209,10 @@ TOOL = Tool(
         "(file, line, function, source line), outermost first. Use it first for hangs, deadlocks, stuck "
         "requests or high CPU. With async_tasks=true it also lists every pending asyncio task and the "
         "coroutines it awaits (use when the process runs an event loop: threads alone then show only the "
-        "loop's select). Read-only; attaches on first use."),
+        "loop's select). With native=true it reads every thread from outside the process (no code runs in "
+        "it) and merges the C frames of the interpreter, extensions and libc under the Python ones, with "
+        "who holds or waits for the GIL: use it for a process stuck in native code. When the in-process "
+        "agent cannot answer in time (a thread holds the GIL, no safe point), stack falls back to that "
+        "outside reading by itself (source=external, with the reason in notes). Read-only; attaches on "
+        "first use."),
 )

@@ -1,0 +1,231 @@
+"""stack from outside the process: native frames, and an answer when the agent cannot run.
+
+Targets are real processes on every pyenv Python 3.8-3.13: the main thread stuck in a C call that
+holds the GIL (libc sleep() called through ctypes.PyDLL, which does not release the GIL) while two
+other threads are deadlocked on each other's lock.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+from .conftest import PYTHONS, TARGETS_DIR, flight_cli, version_params
+from .mcp_client import mcp_session, text_of
+
+pytestmark = pytest.mark.timeout(180)
+
+STUCK = "gil_stuck"  # tests/targets/gil_stuck.py
+
+HEALTHY = "sleepy_threads"  # tests/targets/sleepy_threads.py
+
+MANY = "many_threads"  # tests/targets/many_threads.py
+
+
+def _wait_in_c_call(pid: int, timeout: float = 10.0) -> None:
+    """The main thread is in libc's sleep once its syscall is a nanosleep (READY is printed just before)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as f:
+            nr = f.read().split()[0]
+        if nr in ("35", "230"):  # x86_64 nanosleep, clock_nanosleep
+            return
+        time.sleep(0.01)
+    raise AssertionError("the target's main thread never entered sleep()")
+
+
+def _by_name(threads, fn):
+    return [t for t in threads if any(f["name"] == fn and f["kind"] == "python" for f in t["frames"])]
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_gil_held_falls_back_to_external_within_deadline(spawn, version):
+    t = spawn(version, STUCK)
+    _wait_in_c_call(t.pid)
+
+    async def go():
+        async with mcp_session() as s:
+            started = time.monotonic()
+            r = await s.call_tool("stack", {"pid": t.pid, "timeout_s": 3})
+            return r, time.monotonic() - started
+
+    r, elapsed = anyio.run(go)
+    assert not r.is_error, text_of(r)
+    out = r.structured_content
+    # A deadline is a contract, not a speed figure: a generous margin for the MCP round trip.
+    assert elapsed < 3 + 1.5, f"stack took {elapsed:.1f}s with timeout_s=3"
+    assert out["source"] == "external"
+    assert out["agent_error"] in ("agent_timeout", "no_safe_point"), out
+    assert any("did not answer" in n for n in out["notes"]), out["notes"]
+    main = [th for th in out["threads"] if th["main"]]
+    assert len(main) == 1 and main[0]["holds_gil"] is True
+    assert [f["name"] for f in main[0]["frames"]][-1] == "hold_the_gil"
+    left, right = _by_name(out["threads"], "take_a_then_b"), _by_name(out["threads"], "take_b_then_a")
+    assert len(left) == 1 and len(right) == 1
+    assert left[0]["holds_gil"] is False and right[0]["holds_gil"] is False
+    assert left[0]["frames"][-1]["source"].endswith("# DEADLOCK-LEFT")
+    assert right[0]["frames"][-1]["source"].endswith("# DEADLOCK-RIGHT")
+    assert all(f["kind"] == "python" for th in out["threads"] for f in th["frames"])
+    text = text_of(r)
+    assert "read from outside the process" in text and "[holds the GIL]" in text
+    assert t.alive()
+    with open(f"/proc/{t.pid}/syscall") as f:  # still in the same sleep (resumed by restart_syscall)
+        assert f.read().split()[0] in ("35", "230", "219")
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_native_frames_below_python_frames(spawn, version, tmp_path):
+    t = spawn(version, STUCK)
+    _wait_in_c_call(t.pid)
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack --native")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["source"] == "external"
+    main = [th for th in out["threads"] if th["main"]][0]
+    kinds = [f["kind"] for f in main["frames"]]
+    names = [f["name"] for f in main["frames"]]
+    last_py = max(i for i, k in enumerate(kinds) if k == "python")
+    assert names[last_py] == "hold_the_gil"
+    below = main["frames"][last_py + 1:]
+    assert below and all(f["kind"] == "native" for f in below)
+    assert "PyCFuncPtr_call" in [f["name"] for f in below]  # ctypes' call, then libffi, then libc
+    assert any(f["name"] == "sleep" and f["library"].startswith("libc") for f in below), below
+    assert main["holds_gil"] is True
+    # native frames also sit above the Python ones (the interpreter's entry), each thread in order
+    assert kinds[0] == "native" and "python" in kinds
+    for fn in ("take_a_then_b", "take_b_then_a"):
+        th = _by_name(out["threads"], fn)[0]
+        names = [f["name"] for f in th["frames"]]
+        assert names.index(fn) < names.index("lock_PyThread_acquire_lock")
+        assert th["waiting_for_gil"] is False
+    # the text rendering marks native frames distinctly, and -f writes that same rendering
+    path = tmp_path / "stack.txt"
+    r = flight_cli(str(t.pid), "--cmd", f"stack --native -f {path}")
+    assert r.returncode == 0, r.stderr
+    written = path.read_text()
+    assert "(C) File" in written and "in sleep (libc" in written
+    assert 'in hold_the_gil' in written and "[holds the GIL]" in written
+    assert f"note: written to {path}" in r.stdout
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_stack_file_agent_source(spawn, version, tmp_path):
+    t = spawn(version, HEALTHY)
+    path = tmp_path / "agent.txt"
+    r = flight_cli(str(t.pid), "--cmd", f"stack -f {path}")
+    assert r.returncode == 0, r.stderr
+    written = path.read_text()
+    assert 'Thread "server"' in written and "serve_forever" in written
+    assert "(C)" not in written and "read from outside" not in written
+    assert r.stdout.startswith(written.rstrip("\n"))
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack")
+    assert json.loads(r.stdout)["source"] == "agent"
+    flight_cli(str(t.pid), "--cmd", "detach")
+
+
+def test_pid_exits_while_being_read(spawn):
+    t = spawn("3.12" if PYTHONS.get("3.12") else next(v for v, p in PYTHONS.items() if p), MANY)
+    cli = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd", "stack --native"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        tracer = 0
+        while tracer == 0 and time.monotonic() < deadline and cli.poll() is None:
+            with open(f"/proc/{t.pid}/status") as f:
+                tracer = int(next(line for line in f if line.startswith("TracerPid:")).split()[1])
+        assert tracer, "the reader never attached"
+        t.proc.kill()  # not reaped: the target stays a zombie, which must count as exited
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 1, out + err
+    assert "exited while being read" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_native_thread_is_labelled(spawn, version):
+    t = spawn(version, "native_thread")
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack --native")
+    assert r.returncode == 0, r.stderr
+    threads = json.loads(r.stdout)["threads"]
+    native = [th for th in threads if "not registered with the Python interpreter" in (th["note"] or "")]
+    assert len(native) == 1
+    assert native[0]["frames"] and all(f["kind"] == "native" for f in native[0]["frames"])
+    assert "sleep" in [f["name"] for f in native[0]["frames"]]
+    assert native[0]["holds_gil"] is False
+    # without native frames such a thread has nothing to show, and is left out
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack")
+    assert json.loads(r.stdout)["source"] == "agent"
+
+
+def test_non_python_process_is_a_clear_error():
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        for cmd in ("stack --native", "stack"):
+            r = flight_cli(str(proc.pid), "--cmd", cmd)
+            assert r.returncode == 1
+            assert "not a CPython interpreter" in r.stderr and "Traceback" not in r.stderr
+        r = flight_cli(str(proc.pid), "--cmd", "stack --native")
+        assert f"gdb -p {proc.pid}" in r.stderr
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_python_without_symbols(version, tmp_path):
+    """libpython stripped of its symbol table and debug info: Python frames stay complete, native
+    frames inside the interpreter lose names and lines, and the result says so."""
+    exe = PYTHONS.get(version)
+    if exe is None:
+        pytest.skip(f"Python {version} is not installed under pyenv")
+    lib = os.path.join(os.path.dirname(os.path.dirname(exe)), "lib", f"libpython{version}.so.1.0")
+    if not os.path.exists(lib) or shutil.which("strip") is None:
+        pytest.skip("needs a shared libpython and binutils' strip")
+    stripped = tmp_path / os.path.basename(lib)
+    shutil.copyfile(lib, stripped)
+    subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
+    script = TARGETS_DIR / f"{STUCK}.py"
+    # Same SONAME preloaded: the dynamic linker uses the stripped copy for the interpreter.
+    proc = subprocess.Popen([exe, "-u", str(script)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LD_PRELOAD=str(stripped)))
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        _wait_in_c_call(proc.pid)
+        with open(f"/proc/{proc.pid}/maps") as f:
+            assert str(stripped) in f.read()
+        r = flight_cli(str(proc.pid), "--json", "--cmd", "stack --native")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert any("is stripped" in n and os.path.basename(lib) in n for n in out["notes"]), out["notes"]
+        main = [th for th in out["threads"] if th["main"]][0]
+        assert [f["name"] for f in main["frames"] if f["kind"] == "python"] == ["<module>", "hold_the_gil"]
+        interp = [f for th in out["threads"] for f in th["frames"] if f.get("library") == os.path.basename(lib)]
+        assert interp and all(f["line"] == 0 for f in interp)  # no file:line from a stripped library
+        assert any(f["name"] == "sleep" for f in main["frames"])  # libc keeps its own
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_no_permission_is_a_clear_error(spawn):
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    t = spawn("3.12" if PYTHONS.get("3.12") else next(v for v, p in PYTHONS.items() if p), HEALTHY)
+    for cmd in ("stack --native", "stack"):
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                            "flight_mcp.cli", str(t.pid), "--cmd", cmd], capture_output=True, text=True, timeout=60,
+                           cwd="/")
+        if "No module named" in r.stderr:
+            pytest.skip("flight-mcp's install is not readable by the nobody user here")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "not allowed" in r.stderr and "root" in r.stderr and "Traceback" not in r.stderr
+    assert t.alive()
