@@ -5,10 +5,11 @@ append and a lock release that wakes the command thread. The command thread does
 (progress events, building the answer).
 """
 import _thread
+import ast
 import sys
 import time
 
-from . import expr, instrument
+from . import expr, instrument, safety
 from .registry import AgentError
 
 PROGRESS_EVERY_S = 0.2
@@ -54,34 +55,17 @@ def wall_time_text(t):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ":%03d" % int((t % 1) * 1000)
 
 
-def uses_outcome(code):
-    """Whether an expression needs the call's outcome (so it can only be judged when the call ends)."""
-    return code is not None and bool({"return_obj", "cost"} & set(code.co_names))
+_CONTEXT = ("target", "args", "kwargs", "return_obj", "cost")
 
 
-class Expression(object):
-    """A user expression compiled once; a failure is remembered once with how often it happened."""
-
-    def __init__(self, source, flag, allow_mutating):
-        self.source = source
-        self.flag = flag
-        self.code = expr.compile_expr(source, flag, allow_mutating) if source else None
-        self.late = uses_outcome(self.code)
-        self.failures = 0
-        self.first_failure = None
-
-    def failed(self, exc):
-        self.failures += 1
-        if self.first_failure is None:
-            self.first_failure = expr.describe_failure(self.flag, self.source, exc)
-
-    def report(self):
-        if not self.failures:
-            return None
-        return {"flag": self.flag, "expr": self.source, "failures": self.failures,
-                "message": self.first_failure + (" (%d calls)" % self.failures if self.failures > 1 else "") +
-                (". Those calls are shown without a value" if self.flag == "--expr" else
-                 ". Those calls were treated as not matching") + "; the application was not affected."}
+def _names_used(code):
+    """Every name the expression's code (comprehensions included) loads."""
+    found = set(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            found |= _names_used(c)
+            found.update(c.co_freevars)
+    return found
 
 
 class _Kwargs(dict):
@@ -96,28 +80,67 @@ class _Kwargs(dict):
             return params[key]
         raise KeyError(key)
 
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
 
 _Kwargs.__name__ = _Kwargs.__qualname__ = "dict"
 _Kwargs.__module__ = "builtins"
 
 
-def names(target, args, kwargs, return_obj=None, cost=None):
-    """The expression context: target (instance for methods), args without it, kwargs."""
-    if args is None:
-        args = ()
-    kw = _Kwargs(kwargs or ())
-    kw._params = None
-    if target.posnames:
-        kw._params = dict(zip(target.posnames, args))
-    if target.has_self and args:
-        return {"target": args[0], "args": args[1:], "kwargs": kw, "return_obj": return_obj, "cost": cost}
-    return {"target": None, "args": args, "kwargs": kw, "return_obj": return_obj, "cost": cost}
+class Expression(object):
+    """A user expression compiled once, evaluated per call with the one expression context:
+    target (instance for methods), args (without it), kwargs, return_obj, cost (ms).
+    A failure is remembered once, with how often it happened."""
+
+    def __init__(self, source, flag, allow_mutating):
+        self.source = source
+        self.flag = flag
+        self.code = expr.compile_expr(source, flag, allow_mutating) if source else None
+        self.fn = self._function(allow_mutating) if self.code is not None else None
+        self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
+        self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
+        self.failures = 0
+        self.first_failure = None
+
+    def _function(self, allow_mutating):
+        """The checked expression as `lambda target, args, kwargs, return_obj, cost: EXPR`: calling it
+        costs a fraction of eval() with a fresh scope, and a filter runs on every call of a hot
+        function. Its globals are the scope expr.evaluate() provides besides the names (builtins and
+        the read-only guards); comprehensions see the names through the closure."""
+        tree = None if allow_mutating else safety.check(self.source, self.flag)
+        if not isinstance(tree, ast.AST):
+            tree = ast.parse(self.source, mode="eval")
+        body = tree.body if isinstance(tree, ast.Expression) else tree
+        params = ast.arguments(posonlyargs=[], args=[ast.arg(arg=n, annotation=None) for n in _CONTEXT],
+                               vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+        lam = ast.Expression(body=ast.Lambda(args=params, body=body))
+        ast.fix_missing_locations(lam)
+        scope = {"__builtins__": __builtins__}
+        scope.update(getattr(safety, "RUNTIME", None) or {})
+        return eval(compile(lam, "<%s>" % self.flag, "eval"), scope)
+
+    def evaluate(self, target, args, kwargs, return_obj=None, cost=None):
+        """target: the instrument.Target; args: all positional values (instance included)."""
+        if args is None:
+            args = ()
+        if "kwargs" in self.uses:
+            kw = _Kwargs(kwargs or ())
+            kw._params = dict(zip(target.posnames, args)) if target.posnames else None
+            kwargs = kw
+        if target.has_self and args:
+            return self.fn(args[0], args[1:], kwargs, return_obj, cost)
+        return self.fn(None, args, kwargs, return_obj, cost)
+
+    def failed(self, exc):
+        self.failures += 1
+        if self.first_failure is None:
+            self.first_failure = expr.describe_failure(self.flag, self.source, exc)
+
+    def report(self):
+        if not self.failures:
+            return None
+        return {"flag": self.flag, "expr": self.source, "failures": self.failures,
+                "message": self.first_failure + (" (%d calls)" % self.failures if self.failures > 1 else "") +
+                (". Those calls are shown without a value" if self.flag == "--expr" else
+                 ". Those calls were treated as not matching") + "; the application was not affected."}
 
 
 class Capture(object):

@@ -147,8 +147,7 @@ class TraceProbe(object):
 
     def _check(self, args, kwargs, result=None, cost=None):
         try:
-            return bool(capture.expr.evaluate(self.filter.code, capture.names(
-                self.target, args, kwargs, result, cost)))
+            return bool(self.filter.evaluate(self.target, args, kwargs, result, cost))
         except BaseException as e:
             self.filter.failed(e)
             return False

@@ -52,7 +52,7 @@ class WatchProbe(object):
         cap.seen += 1
         if self.early:
             try:
-                if not capture.expr.evaluate(self.filter.code, capture.names(self.target, args, kwargs)):
+                if not self.filter.evaluate(self.target, args, kwargs):
                     return None
             except BaseException as e:
                 self.filter.failed(e)
@@ -65,10 +65,10 @@ class WatchProbe(object):
             exc = None
         if self.exception_only and exc is None:
             return
-        names = capture.names(self.target, token[0], token[1], result, cost)
+        args, kwargs = token[0], token[1]
         if self.filter.code is not None and not self.early:
             try:
-                if not capture.expr.evaluate(self.filter.code, names):
+                if not self.filter.evaluate(self.target, args, kwargs, result, cost):
                     return
             except BaseException as e:
                 self.filter.failed(e)
@@ -79,7 +79,7 @@ class WatchProbe(object):
         cap.matched += 1
         record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None}
         try:
-            value = capture.expr.evaluate(self.expr.code, names)
+            value = self.expr.evaluate(self.target, args, kwargs, result, cost)
             record["view"] = objview.view(value, **self.view_opts)
         except BaseException as e:
             self.expr.failed(e)
