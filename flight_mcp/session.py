@@ -42,8 +42,9 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
         started = time.monotonic()
         how = _inject(pid, proc.version, rdir, timeout)
         staged = how.pop("staged", ())
+        how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
         client = _wait_for_agent(pid, rdir, started + timeout, how)
-        how["ms"] = round((time.monotonic() - started) * 1000, 1)
+        how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
         for p in staged:  # the agent runs: its bootstrap was read and the mapped library needs no file
             try:
                 os.unlink(p)

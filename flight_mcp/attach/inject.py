@@ -20,7 +20,7 @@ _OK, _UNSAFE, _ATTACH_FAILED, _INJECT_FAILED = 0, 3, 4, 5
 _CHILD = r"""
 import sys
 pid, tid, lib = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, sys.argv[4])
+sys.path[:0] = sys.argv[4:]
 from flight_mcp.attach import safepoint
 import pyinjector
 try:
@@ -41,10 +41,22 @@ finally:
 """
 
 
-def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
-    """Injects `library` at a safe point of some thread; returns how it was done."""
+def _child_path() -> list[str]:
+    """sys.path entries the child needs: our package and pyinjector. The child runs with -S (no
+    site): site processing (.pth files, editable-install finders) was ~2/3 of its start-up."""
+    import importlib.util
     import os
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.find_spec("pyinjector")
+    if spec is None or not spec.submodule_search_locations:
+        raise FlightError("install_broken", "pyinjector is not installed next to flight-mcp: "
+                          "reinstall flight-mcp (`pip install flight-mcp`).")
+    return [pkg_root, os.path.dirname(list(spec.submodule_search_locations)[0])]
+
+
+def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
+    """Injects `library` at a safe point of some thread; returns how it was done."""
+    child_path = _child_path()
     deadline = time.monotonic() + deadline_s
     tries = 0
     last_states: list[safepoint.ThreadState] = []
@@ -59,7 +71,7 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
             if left <= 0:
                 break
             try:
-                proc = subprocess.run([sys.executable, "-c", _CHILD, str(pid), str(st.tid), library, pkg_root],
+                proc = subprocess.run([sys.executable, "-S", "-c", _CHILD, str(pid), str(st.tid), library, *child_path],
                                       capture_output=True, text=True, timeout=max(left, 1.0) + 2.0)
             except subprocess.TimeoutExpired:
                 # run() killed the child, and a dead tracer's tracee is detached: the target goes on.

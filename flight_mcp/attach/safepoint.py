@@ -9,26 +9,30 @@ dynamic loader (malloc arena, dlopen lock): dlopen on such a thread can deadlock
 from __future__ import annotations
 
 import os
-import platform
-from dataclasses import dataclass
 
 _UNSAFE = {
     "x86_64": {"brk": 12, "mmap": 9, "munmap": 11, "mremap": 25, "madvise": 28, "mprotect": 10},
     "aarch64": {"brk": 214, "mmap": 222, "munmap": 215, "mremap": 216, "madvise": 233, "mprotect": 226},
 }
 _FUTEX = {"x86_64": 202, "aarch64": 98}
-_ARCH = platform.machine()
+_ARCH = os.uname().machine  # not `platform`: this module is imported by the injector child, keep it light
 UNSAFE_SYSCALLS = set(_UNSAFE.get(_ARCH, {}).values())
 FUTEX = _FUTEX.get(_ARCH, -1)
 _LOADER_LIBS = ("/libc.so", "/libc-", "/ld-linux", "/ld-musl", "/libpthread", "/libdl")
 
 
-@dataclass
 class ThreadState:
-    tid: int
-    syscall: int | None      # None: running or not in a system call
-    safe: bool
-    why: str
+    # A plain class, not a dataclass: importing dataclasses doubles the injector child's start-up.
+    __slots__ = ("tid", "syscall", "safe", "why")
+
+    def __init__(self, tid: int, syscall: "int | None", safe: bool, why: str):
+        self.tid = tid
+        self.syscall = syscall  # None: running or not in a system call
+        self.safe = safe
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"ThreadState({self.tid}, {self.syscall}, {self.safe}, {self.why!r})"
 
 
 def _libc_ranges(pid: int) -> list[tuple[int, int]]:
