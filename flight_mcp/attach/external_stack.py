@@ -27,6 +27,9 @@ from .elf_debug import debug_info_status
 
 # Threads of our own agent (a pending payload thread, or agent threads) are left out, as the agent does.
 _OWN = re.compile(r"/flight-mcp-\d+/(agent-[0-9a-f]+/|inject-\d+-[0-9a-f]+\.(so|py))")
+# The payload's thread lives only until the bootstrap has started the agent: seen, it means an
+# injected agent is still waiting for the GIL.
+_PAYLOAD = re.compile(r"(^|/)inject-\d+-[0-9a-f]+\.so")
 
 _CHILD = r"""
 import json, sys
@@ -160,13 +163,16 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     if doc["method"] == "exhaustive":
         notes.append("the interpreter state was not found from symbols (a stripped build?); it was found by "
                      "scanning memory instead.")
-    threads, own = _threads(pid, doc["threads"], native and stop)
-    if own:
-        notes.append(f"{own} flight-mcp agent thread(s) left out (an agent loaded and waiting for the GIL "
-                     "starts once the GIL is free; this is expected and harmless).")
+    threads, own, pending = _threads(pid, doc["threads"], native and stop)
+    if pending:
+        notes.append(f"{pending} flight-mcp agent(s) injected earlier are waiting for the GIL and left out: an "
+                     "agent starts once the GIL is free (expected and harmless).")
+    if own - pending:
+        notes.append(f"{own - pending} flight-mcp agent thread(s) left out.")
     if native and stop:
         notes.extend(debug_info_status(pid))
-    return {"pid": pid, "threads": threads, "notes": notes, "ms": round((time.monotonic() - started) * 1000, 1)}
+    return {"pid": pid, "threads": threads, "notes": notes, "pending_agents": pending,
+            "ms": round((time.monotonic() - started) * 1000, 1)}
 
 
 def _reader_error(pid: int, kind: str, message: str) -> FlightError:
@@ -230,12 +236,14 @@ def _merge(py: list[dict], nat: list[dict]) -> tuple[list[dict], bool]:
     return out + py[i:], True
 
 
-def _threads(pid: int, raw: list[dict], native: bool) -> tuple[list[dict], int]:
-    threads, own = [], 0
+def _threads(pid: int, raw: list[dict], native: bool) -> tuple[list[dict], int, int]:
+    """(thread dicts, our own threads left out, of which pending payload threads)."""
+    threads, own, pending = [], 0, 0
     for t in raw:
         paths = [f["file"] for f in t["frames"]] + [f["library"] for f in t["native"]]
         if any(_OWN.search(p) for p in paths):
             own += 1
+            pending += any(_PAYLOAD.search(f["library"]) for f in t["native"])
             continue
         if not t["python"] and not native:
             continue  # a thread the interpreter does not know: only interesting with native frames
@@ -265,4 +273,4 @@ def _threads(pid: int, raw: list[dict], native: bool) -> tuple[list[dict], int]:
             "gc_collecting": bool(t["gc_status"]) if t["gc"] != -1 or t["native"] else None,
         })
     threads.sort(key=lambda t: (not t["main"], t["native_id"]))
-    return threads, own
+    return threads, own, pending

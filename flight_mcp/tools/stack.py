@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from ..attach import external_stack
 from ..errors import FlightError
 from ..render import paint
+from ..session import attach_existing
 from .base import Call, Cli, TimedParams, Tool
 
 
@@ -70,6 +71,32 @@ class StackResult(BaseModel):
 # Agent errors that a reading from outside cannot cure either: report them as they are.
 _NO_FALLBACK = {"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable"}
 
+# Processes in which the last outside reading saw an injected agent still waiting for the GIL, keyed
+# by (pid, start time) against pid reuse. While it waits, asking again would only spend the deadline
+# and inject one more payload, so stack goes straight to the outside reading.
+_pending_agents: dict[tuple[int, str], int] = {}
+
+
+def _identity(pid: int) -> tuple[int, str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid, f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return pid, ""
+
+
+def _agent_listening(pid: int, call: Call) -> bool:
+    if pid in call.sessions.attached():
+        return True
+    try:
+        client = attach_existing(pid)  # connects to a running agent's socket; never injects
+    except FlightError:
+        return False
+    if client is None:
+        return False
+    client.close()
+    return True
+
 
 def run(p: StackParams, call: Call) -> StackResult:
     if p.native:
@@ -85,6 +112,10 @@ def run(p: StackParams, call: Call) -> StackResult:
 
 def _external(p: StackParams, timeout: float) -> StackResult:
     raw = external_stack.read(p.pid, native=p.native, timeout=timeout)
+    if raw["pending_agents"]:
+        _pending_agents[_identity(p.pid)] = raw["pending_agents"]
+    else:
+        _pending_agents.pop(_identity(p.pid), None)
     notes = raw["notes"]
     if not p.native:
         notes.append("native frames are left out: call with native=true (CLI: --native) to see them.")
@@ -125,6 +156,16 @@ def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
 
 
 def _agent_or_external(p: StackParams, call: Call) -> StackResult:
+    key = _identity(p.pid)
+    if key in _pending_agents and not _agent_listening(p.pid, call):
+        result = _external(p, p.timeout_s)
+        result.agent_error = "agent_pending"
+        if key in _pending_agents:
+            why = "the agent injected earlier is still waiting for the GIL, so some thread holds it."
+        else:  # its payload thread is gone without an agent listening: it failed or is starting now
+            why = "the agent injected earlier is no longer waiting; the next call asks it again."
+        result.notes.insert(0, f"read from outside the process (no code ran in it): {why}")
+        return result
     deadline = time.monotonic() + p.timeout_s
     # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
     reserve = min(external_stack.expected_seconds(p.pid), p.timeout_s / 2)
