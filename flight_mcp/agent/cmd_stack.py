@@ -81,8 +81,9 @@ def _all_tasks(asyncio):
     return []
 
 
-def _await_chain(coro):
-    """Frames of a coroutine and of everything it awaits, outermost first."""
+def _await_chain(coro, waiter=None):
+    """Frames of a coroutine and of everything it awaits, outermost first. `waiter`: the future
+    the task is blocked on, shown at the end instead of the iterator wrapping it (FutureIter)."""
     chain = []
     seen = 0
     while coro is not None and seen < 200:
@@ -96,6 +97,8 @@ def _await_chain(coro):
         if nxt is None and frame is None:
             break
         if nxt is not None and not (hasattr(nxt, "cr_frame") or hasattr(nxt, "gi_frame")):
+            if waiter is not None:
+                nxt = waiter
             chain.append({"file": "", "line": 0, "name": "<awaiting %s>" % type(nxt).__name__,
                           "qualname": type(nxt).__qualname__, "source": _short(nxt)})
             break
@@ -125,7 +128,7 @@ def tasks():
                         "coro": getattr(coro, "__qualname__", type(coro).__name__),
                         "state": "pending",
                         "loop_thread": None,
-                        "frames": _await_chain(coro)})
+                        "frames": _await_chain(coro, getattr(t, "_fut_waiter", None))})
         except BaseException:
             continue
     out.sort(key=lambda x: x["name"])

@@ -1,0 +1,50 @@
+"""`stack -a` on every Python 3.8-3.13: each asyncio task with the coroutine chain it awaits."""
+import json
+
+import pytest
+
+from .conftest import flight_cli, version_params
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def chain(task):
+    return [f["name"] for f in task["frames"]]
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_stack_async_shows_every_task_and_its_await_chain(spawn, version):
+    t = spawn(version, "async_tasks")
+    r = flight_cli(str(t.pid), "--cmd", "stack -a", "--json")
+    assert r.returncode == 0, r.stderr
+    tasks = {task["name"]: task for task in json.loads(r.stdout)["tasks"]}
+    assert set(tasks) >= {"sleeper-0", "sleeper-1", "sleeper-2", "future-waiter", "event-waiter"}, set(tasks)
+    for i in range(3):
+        sleeper = tasks[f"sleeper-{i}"]
+        assert sleeper["coro"] == "outer_job"
+        # outer_job -> middle -> leaf_sleep -> asyncio.sleep -> the Future the sleep waits for
+        assert chain(sleeper)[:4] == ["outer_job", "middle", "leaf_sleep", "sleep"], chain(sleeper)
+        assert chain(sleeper)[-1] == "<awaiting Future>", chain(sleeper)
+        assert sleeper["frames"][2]["source"] == "await asyncio.sleep(3600 + i)"
+    assert chain(tasks["future-waiter"]) == ["wait_future", "<awaiting Future>"]
+    assert chain(tasks["event-waiter"]) == ["wait_event", "wait", "<awaiting Future>"]
+    assert tasks["event-waiter"]["frames"][1]["file"].endswith("asyncio/locks.py")
+
+    text = flight_cli(str(t.pid), "--cmd", "stack -a", "--no-color").stdout
+    assert 'Task "event-waiter" coro=wait_event' in text and "await ev.wait()" in text
+
+    plain = flight_cli(str(t.pid), "--cmd", "stack", "--json")
+    result = json.loads(plain.stdout)
+    assert result["tasks"] is None
+    assert any("async_tasks=true" in n for n in result["notes"]), result["notes"]
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_stack_async_without_asyncio_says_so(spawn, version):
+    t = spawn(version, "idle")
+    r = flight_cli(str(t.pid), "--cmd", "stack -a", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["tasks"] == []
+    assert any("asyncio is not imported" in n for n in result["notes"]), result["notes"]
