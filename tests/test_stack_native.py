@@ -122,7 +122,7 @@ def test_native_frames_below_python_frames(spawn, version, tmp_path):
 
 
 @pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
-def test_stack_file_agent_source(spawn, version, tmp_path):
+def test_stack_file_and_names_with_agent_source(spawn, version, tmp_path):
     t = spawn(version, HEALTHY)
     path = tmp_path / "agent.txt"
     r = flight_cli(str(t.pid), "--cmd", f"stack -f {path}")
@@ -133,7 +133,17 @@ def test_stack_file_agent_source(spawn, version, tmp_path):
     assert r.stdout.startswith(written.rstrip("\n"))
     r = flight_cli(str(t.pid), "--json", "--cmd", "stack")
     assert json.loads(r.stdout)["source"] == "agent"
+    # --native reads from outside; the agent left running by the calls above lends its thread names
+    path = tmp_path / "native.txt"
+    r = flight_cli(str(t.pid), "--cmd", f"stack --native -f {path}")
+    assert r.returncode == 0, r.stderr
+    written = path.read_text()
+    assert 'Thread "server"' in written and "(C) File" in written and "serve_forever" in written
+    assert "come from the agent already running" in written
     flight_cli(str(t.pid), "--cmd", "detach")
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack --native")
+    assert all(th["name"] != "server" for th in json.loads(r.stdout)["threads"])  # OS names: nothing injected
+    assert t.alive()
 
 
 def test_pid_exits_while_being_read(spawn):

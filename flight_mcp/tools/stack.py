@@ -100,7 +100,7 @@ def _agent_listening(pid: int, call: Call) -> bool:
 
 def run(p: StackParams, call: Call) -> StackResult:
     if p.native:
-        result = _external(p, p.timeout_s)
+        result = _external(p, p.timeout_s, call)
     else:
         result = _agent_or_external(p, call)
     if p.filepath:
@@ -110,21 +110,66 @@ def run(p: StackParams, call: Call) -> StackResult:
     return result
 
 
-def _external(p: StackParams, timeout: float) -> StackResult:
+def _external(p: StackParams, timeout: float, call: Call | None = None) -> StackResult:
+    names: dict = {}
+    asker = None
+    if call is not None:  # the agent's names, asked while the outside reading runs
+        asker = threading.Thread(target=_names_from_running_agent, args=(p.pid, call, names), daemon=True,
+                                 name=f"flight-mcp-names-{p.pid}")
+        asker.start()
     raw = external_stack.read(p.pid, native=p.native, timeout=timeout)
     if raw["pending_agents"]:
         _pending_agents[_identity(p.pid)] = raw["pending_agents"]
     else:
         _pending_agents.pop(_identity(p.pid), None)
+    if asker is not None:
+        asker.join(_NAMES_GRACE_S)
+    threads = [ThreadStack(**t) for t in raw["threads"]]
     notes = raw["notes"]
+    named = _apply_names(threads, dict(names))
     if not p.native:
         notes.append("native frames are left out: call with native=true (CLI: --native) to see them.")
-    notes.append("thread names are the OS thread names (Python's threading names are readable only from "
-                 "inside); native_id matches threading.get_native_id().")
+    if named:
+        notes.append(f"thread names of {named} thread(s) come from the agent already running in the process; "
+                     "the frames were read from outside.")
+    else:
+        notes.append("thread names are the OS thread names (Python's threading names are readable only from "
+                     "inside); native_id matches threading.get_native_id().")
     if p.async_tasks:
         notes.append("asyncio tasks can only be listed by the in-process agent, which did not answer.")
-    return StackResult(pid=raw["pid"], source="external", threads=[ThreadStack(**t) for t in raw["threads"]],
-                       notes=notes)
+    return StackResult(pid=raw["pid"], source="external", threads=threads, notes=notes)
+
+
+# How long the names may lag behind the outside reading (they are asked for in parallel with it).
+_NAMES_GRACE_S = 0.3
+
+
+def _names_from_running_agent(pid: int, call: Call, out: dict) -> None:
+    """native_id -> the agent's thread facts, only from an agent that already runs: never injects."""
+    try:
+        if pid in call.sessions.attached():
+            raw = call.request(pid, "stack", {"async": False}, timeout=2.0)
+        else:
+            client = attach_existing(pid)
+            if client is None:
+                return
+            try:
+                raw = client.request("stack", {"async": False, "allow_mutating": False}, timeout=2.0)
+            finally:
+                client.close()
+    except Exception:  # names are a nicety: the outside reading stands without them
+        return
+    out.update({t["native_id"]: t for t in raw.get("threads", ()) if t.get("native_id")})
+
+
+def _apply_names(threads: list[ThreadStack], by_native_id: dict) -> int:
+    named = 0
+    for t in threads:
+        seen = by_native_id.get(t.native_id)
+        if seen:
+            t.name, t.ident, t.daemon = seen["name"], seen.get("ident"), seen.get("daemon")
+            named += 1
+    return named
 
 
 def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
