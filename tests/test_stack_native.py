@@ -146,6 +146,37 @@ def test_stack_file_and_names_with_agent_source(spawn, version, tmp_path):
     assert t.alive()
 
 
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_process_stopped_in_a_debugger(spawn, version):
+    if shutil.which("gdb") is None:
+        pytest.skip("needs gdb to hold the target stopped")
+    t = spawn(version, HEALTHY)
+    gdb = subprocess.Popen(["gdb", "-p", str(t.pid), "-batch", "-ex", "shell sleep 60"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(f"/proc/{t.pid}/status") as f:
+                status = f.read()
+            if "TracerPid:\t0\n" not in status and "(tracing stop)" in status:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("gdb never stopped the target")
+        for cmd in ("stack", "stack --native"):
+            r = flight_cli(str(t.pid), "--json", "--cmd", cmd)
+            assert r.returncode == 0, r.stderr
+            out = json.loads(r.stdout)
+            assert out["source"] == "external"
+            assert any("is being traced by pid" in n for n in out["notes"]), out["notes"]
+            main = [th for th in out["threads"] if th["main"]][0]
+            assert [f["name"] for f in main["frames"]] == ["<module>", "serve_forever"]
+        assert out["agent_error"] is None  # --native never asked the agent
+    finally:
+        gdb.kill()
+        gdb.wait()
+
+
 def test_pid_exits_while_being_read(spawn):
     t = spawn("3.12" if PYTHONS.get("3.12") else next(v for v, p in PYTHONS.items() if p), MANY)
     cli = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd", "stack --native"],

@@ -133,8 +133,8 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     stop = tracer == 0
     if not stop:
         notes.append(f"pid {pid} is being traced by pid {tracer} (a debugger?), so it could not be stopped: "
-                     "Python frames were read from memory while it ran, native frames and GIL waiters are "
-                     "unavailable. Detach the debugger for a native reading.")
+                     "Python frames were read from its memory without stopping it; native frames and GIL "
+                     "waiters need a stop and are unavailable. Detach the debugger for a native reading.")
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     started = time.monotonic()
     try:
