@@ -91,7 +91,7 @@ def spawn(tmp_path):
         if exe is None:
             pytest.skip(f"Python {version} is not installed under pyenv")
         path = DEMO if source == "demo" else TARGETS_DIR / f"{source}.py"
-        if not path.exists():
+        if "\n" in source or not path.exists():  # source text (too long to be a file name) or a new target
             path = tmp_path / f"target_{len(started)}.py"
             path.write_text(textwrap.dedent(source))
         proc = subprocess.Popen([exe, "-u", str(path), *(args or [])], stdout=subprocess.PIPE,

@@ -5,6 +5,7 @@ Names an expression may use (the same in trace -f, watch --expr/-f, getglobal -e
   args        positional arguments WITHOUT the instance, kwargs: keyword arguments
   return_obj  the return value (watch), cost: milliseconds the call took, instances (vmtool)
 """
+from . import safety
 from .registry import AgentError
 
 
@@ -23,15 +24,22 @@ def compile_expr(source, flag, allow_mutating=False):
                          "syntax error in %s expression %r: %s%s. Write a single Python expression, "
                          "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
     if not allow_mutating:
-        from . import safety
-        safety.check(source, flag)
+        # Read-only: the checked AST, with run-time guards for iterators and method calls.
+        code = compile(safety.check(source, flag), "<%s>" % flag, "eval")
     return code
 
 
 def evaluate(code, names):
-    """Evaluates with builtins available; raises whatever the expression raises."""
-    return eval(code, {"__builtins__": __builtins__}, names)
+    """Evaluates with builtins available; raises whatever the expression raises.
+    The names are globals, not locals: a comprehension's body sees them too (`[i for i in
+    instances if i.size > target]` fails with NameError on Python < 3.12 when they are locals)."""
+    scope = {"__builtins__": __builtins__}
+    scope.update(safety.RUNTIME)
+    scope.update(names)
+    return eval(code, scope)
 
 
 def describe_failure(flag, source, exc):
+    if isinstance(exc, safety.ReadOnlyRefused):
+        return "%s expression %r: %s" % (flag, source, exc)
     return "%s expression %r raised %s: %s" % (flag, source, type(exc).__name__, exc)

@@ -1,0 +1,473 @@
+"""reload: recompile one function from its file and swap its code in place.
+
+The function object stays; only its __code__ (and defaults) change, so every reference (aliases,
+bound methods, `from x import f`, decorators' wrappers) runs the new code at its next call. Only
+the one `def` is compiled, wrapped in its classes (so zero-argument super(), `__class__` and
+private-name mangling work) and, for a closure, in a function that defines its free variables;
+its decorators are not re-run. Nothing is changed unless every check passed.
+"""
+import __future__
+import ast
+import copy
+import difflib
+import dis
+import os
+import sys
+import tokenize
+import types
+
+from . import lookup
+from .registry import AgentError, command
+
+DIFF_LINES_LIMIT = 400
+# What makes a function a generator/coroutine: the kind must not change under the callers' feet.
+_KIND_FLAGS = 0x20 | 0x80 | 0x100 | 0x200
+_FUTURE_FLAGS = 0
+for _name in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
+_OUTER = "__flight_reload__"
+_KEEP = "__flight_reload_keep__"
+
+# (file, qualname) -> the file text the def was last reloaded from: the "old" side of the next diff.
+_RELOADED = {}
+
+
+def _refuse(kind, message):
+    raise AgentError(kind, message + " The running code is unchanged.")
+
+
+def _target_function(raw, where):
+    """(plain function whose code to replace, how it is reached) or a clear error."""
+    how = "function"
+    if isinstance(raw, staticmethod):
+        raw, how = raw.__func__, "staticmethod"
+    elif isinstance(raw, classmethod):
+        raw, how = raw.__func__, "classmethod"
+    elif isinstance(raw, types.MethodType):
+        raw, how = raw.__func__, "bound method"
+    elif isinstance(raw, property):
+        _refuse("not_reloadable", "%s is a property: reload works on def functions and methods, not on "
+                "property getters; restart the target to change it." % where)
+    if isinstance(raw, (types.BuiltinFunctionType, types.MethodDescriptorType, types.WrapperDescriptorType)) \
+            or (callable(raw) and not hasattr(raw, "__code__") and not hasattr(raw, "__wrapped__")):
+        _refuse("not_reloadable", "%s is a builtin (%s implemented in C): there is no Python source to "
+                "reload." % (where, type(raw).__name__))
+    if not isinstance(raw, types.FunctionType):
+        _refuse("not_reloadable", "%s is a %s, not a function: reload works on def functions and methods."
+                % (where, type(raw).__name__))
+    name = where.rsplit(".", 1)[-1]
+    # Behind decorators: follow __wrapped__ (functools.wraps) and closure cells to the def itself.
+    seen, queue = set(), [raw]
+    while queue:
+        f = queue.pop(0)
+        if id(f) in seen or len(seen) > 20:
+            continue
+        seen.add(id(f))
+        if f.__code__.co_name == name:
+            return f, how if f is raw else "decorated " + how
+        inner = getattr(f, "__wrapped__", None)
+        if isinstance(inner, types.FunctionType):
+            queue.append(inner)
+        for cell in f.__closure__ or ():
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                continue
+            if isinstance(v, types.FunctionType):
+                queue.append(v)
+    if raw.__code__.co_name == "<lambda>":
+        _refuse("not_reloadable", "%s is a lambda: it has no def to find in the file. Turn it into a def "
+                "(restart needed once), then reload works." % where)
+    inner = raw
+    while isinstance(getattr(inner, "__wrapped__", None), types.FunctionType) and len(seen) < 40:
+        inner = inner.__wrapped__
+        seen.add(id(inner))
+    if inner is not raw:
+        return inner, "decorated " + how
+    if not any(isinstance(getattr(c, "cell_contents", None), types.FunctionType) for c in raw.__closure__ or ()):
+        return raw, how  # an alias (g = f, from x import f as g): the def has the function's own name
+    _refuse("not_reloadable", "%s runs the code of %s (%s:%d), not a def named %s: a decorator without "
+            "functools.wraps hides the original function. Reload the wrapped function by its own name." % (
+                where, raw.__code__.co_name, raw.__code__.co_filename, raw.__code__.co_firstlineno, name))
+
+
+def _statements(body):
+    """Statements of a block, descending into if/try/with/for/while but not into defs or classes."""
+    for stmt in body:
+        yield stmt
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                break
+            sub = getattr(stmt, field, None)
+            if isinstance(sub, list):
+                for s in _statements(sub):
+                    yield s
+
+
+def _find_def(body, parts):
+    """([enclosing ClassDefs], the def) for a qualname split in parts; the last definition wins."""
+    found = None
+    for stmt in _statements(body):
+        if len(parts) == 1 and isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name == parts[0]:
+            found = ([], stmt)
+        elif len(parts) > 1 and isinstance(stmt, ast.ClassDef) and stmt.name == parts[0]:
+            inner = _find_def(stmt.body, parts[1:])
+            if inner is not None:
+                found = ([stmt] + inner[0], inner[1])
+    return found
+
+
+def _span(node):
+    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    return first, node.end_lineno
+
+
+def _code_lines(code):
+    lines = [ln for _, ln in dis.findlinestarts(code) if ln]
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            lines.extend(_code_lines(c))
+    return lines
+
+
+def _same_code(a, b):
+    """Same bytecode, names and constants (nested code compared the same way); line numbers ignored."""
+    if a.co_code != b.co_code or a.co_names != b.co_names or a.co_varnames != b.co_varnames \
+            or a.co_freevars != b.co_freevars or len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not _same_code(x, y):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _module_imports(tree):
+    """The module's own import statements, placed under `if 0:` in the wrapper: never run, but the
+    compiler then knows which globals are modules (3.11+ compiles `time.sleep()` differently for
+    those), so the def compiles to exactly the bytecode a full import made."""
+    found = [s for s in _statements(tree.body) if isinstance(s, (ast.Import, ast.ImportFrom))
+             and not (isinstance(s, ast.ImportFrom) and s.module == "__future__")]
+    if not found:
+        return []
+    guard = ast.If(test=ast.Constant(value=0, kind=None), body=[copy.copy(s) for s in found], orelse=[])
+    return [ast.copy_location(guard, found[0])]
+
+
+def _module_for(classes, node, old_code, imports=()):
+    """A module AST holding just this def (decorators dropped), inside its classes and, for a
+    closure, inside a function that defines the same free variables (their values unused)."""
+    fn = copy.copy(node)
+    # Decorators are not re-run, but kept as identity calls on their own lines: the code then
+    # starts on the first decorator line, as the original compile made it.
+    fn.decorator_list = [ast.copy_location(ast.Name(id=_KEEP, ctx=ast.Load()), d) for d in node.decorator_list]
+    top = fn
+    for cls in reversed(classes):
+        wrapper = ast.ClassDef(name=cls.name, bases=[], keywords=[], body=[top], decorator_list=[])
+        if "type_params" in ast.ClassDef._fields:
+            wrapper.type_params = []
+        top = ast.copy_location(wrapper, cls)
+    free = [v for v in old_code.co_freevars if v != "__class__"]
+    if free:
+        assigns = [ast.copy_location(ast.Assign(targets=[ast.Name(id=v, ctx=ast.Store())],
+                                                value=ast.Constant(value=None, kind=None)), node) for v in free]
+        ret = ast.copy_location(ast.Return(value=ast.Name(id=top.name, ctx=ast.Load())), node)
+        outer = ast.FunctionDef(name=_OUTER, args=ast.arguments(
+            posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]),
+            body=assigns + [top, ret], decorator_list=[], returns=None, type_comment=None)
+        if "type_params" in ast.FunctionDef._fields:
+            outer.type_params = []
+        top = ast.copy_location(outer, node)
+    module = ast.Module(body=list(imports) + [top], type_ignores=[])
+    return ast.fix_missing_locations(module), bool(free)
+
+
+def _compile_module(module, old_code, filename):
+    return compile(module, filename, "exec", flags=old_code.co_flags & _FUTURE_FLAGS, dont_inherit=True)
+
+
+def _def_code(code, path):
+    """The code object of the def inside a compiled wrapper module, following the names in path."""
+    for name in path:
+        code = next((c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name), None)
+        if code is None:
+            return None
+    return code
+
+
+def _identity(f):
+    return f
+
+
+def _compile_def(classes, node, old_code, filename, func, imports):
+    """A fresh function object for one def. Only its default values and annotations are evaluated
+    (in a copy of the module's globals); its decorators are not run."""
+    module, closure = _module_for(classes, node, old_code, imports)
+    code = _compile_module(module, old_code, filename)
+    scratch = dict(func.__globals__)
+    scratch[_KEEP] = _identity
+    exec(code, scratch)
+    obj = scratch[_OUTER]() if closure else scratch[module.body[-1].name]  # outermost class, or the def
+    for cls in classes[1:]:
+        obj = vars(obj)[cls.name]
+    return vars(obj)[node.name] if classes else obj
+
+
+def _old_source(filename, qualname, old_code, classes_name_parts, current_text):
+    """The source the running code was compiled from, when some copy of it can be proven so: the
+    last reload's, linecache's (a copy taken before the edit), or the file itself (edited elsewhere)."""
+    candidates = []
+    if (filename, qualname) in _RELOADED:
+        candidates.append(_RELOADED[(filename, qualname)])
+    linecache = sys.modules.get("linecache")
+    entry = getattr(linecache, "cache", {}).get(filename) if linecache else None
+    if entry and len(entry) >= 3 and entry[2]:
+        candidates.append("".join(entry[2]))
+    candidates.append(current_text)
+    for text in candidates:
+        try:
+            tree = ast.parse(text, filename)
+        except (SyntaxError, ValueError):
+            continue
+        found = _find_def(tree.body, classes_name_parts)
+        if found is None:
+            continue
+        first, last = _span(found[1])
+        try:
+            module, closure = _module_for(found[0], found[1], old_code, _module_imports(tree))
+            path = ([_OUTER] if closure else []) + [c.name for c in found[0]] + [found[1].name]
+            code = _def_code(_compile_module(module, old_code, filename), path)
+        except (SyntaxError, ValueError):
+            continue
+        if code is not None and _same_code(code, old_code):
+            return "".join(text.splitlines(True)[first - 1:last]), (first, last)
+    return None, None
+
+
+def _instrumentation():
+    """agent/instrument.py when loaded: an active trace/watch on the function must follow the new code."""
+    pkg = __name__.rsplit(".", 1)[0]
+    return sys.modules.get(pkg + ".instrument")
+
+
+def _sites_on(inst, func):
+    """Instrumentation sites on func itself or on a function nested in it (-nm)."""
+    sites = getattr(inst, "_sites", None) if inst is not None else None
+    if not isinstance(sites, dict):
+        return []
+    found, seen = [], set()
+    for k, s in list(sites.items()):  # a site moved by an earlier reload is under two keys
+        if id(s) not in seen and (getattr(s.target, "func", None) is func or getattr(s.target, "outer", None) is func):
+            seen.add(id(s))
+            found.append((k, s))
+    return found
+
+
+def _current_code(func):
+    """The function's own code, looking past an active instrumentation's trampoline (<= 3.11)."""
+    for _, site in _sites_on(_instrumentation(), func):
+        if site.target.outer is None:
+            return site.code
+    return func.__code__
+
+
+def _refresh_site(inst, site, code):
+    """Points a site (and its argument names) at another code object."""
+    site.code = site.target.code = code
+    fresh = inst._Site(site.target)
+    site.posnames, site.kwonames = fresh.posnames, fresh.kwonames
+    site.varargs, site.varkw = fresh.varargs, fresh.varkw
+
+
+_ENGINE_NEEDS = ("_lock", "_sites", "_Site", "_key", "MONITORING", "_mon", "_trampoline_install")
+
+
+def _swap_code(func, new_code):
+    """Installs new_code; an active trace/watch on func (or on a function nested in it) is moved to
+    the new code, so it keeps capturing and ending it leaves the new code in place.
+    Returns how many instrumentations were moved."""
+    inst = _instrumentation()
+    replace = getattr(inst, "replace_code", None)
+    if replace is not None:  # the engine's own way, when it offers one
+        return int(replace(func, new_code) or 0)
+    found = _sites_on(inst, func)
+    if not found:
+        func.__code__ = new_code
+        return 0
+    missing = [n for n in _ENGINE_NEEDS if not hasattr(inst, n)]
+    if missing:
+        _refuse("instrumented", "a trace/watch is active on %s and this agent cannot move it to new code "
+                "(instrument.py lacks %s). End that trace/watch, then reload." % (func.__qualname__, ", ".join(missing)))
+    with inst._lock:
+        if not inst.MONITORING:
+            for _, site in found:  # trampolines off: the function holds its original code again
+                if site.undo is not None:
+                    site.undo()
+        func.__code__ = new_code
+        moved = 0
+        for key, site in found:
+            code = new_code
+            if site.target.outer is not None:  # -nm: the nested function's code inside the new code
+                code = next((c for c in new_code.co_consts
+                             if isinstance(c, types.CodeType) and c.co_name == site.code.co_name), None)
+            if code is None:
+                continue  # the nested function is gone from the new code: nothing left to instrument
+            if inst.MONITORING:
+                _move_monitoring(inst, key, site, code)
+            else:
+                _refresh_site(inst, site, code)
+                inst._trampoline_install(site)  # its undo now puts back the NEW code
+            moved += 1
+        return moved
+
+
+def _move_monitoring(inst, old_key, site, code):
+    """sys.monitoring (3.12+): local events on the new code object too, the site found under both
+    keys (calls already running the old code still end through it), and both keys dropped when
+    the last probe goes (the engine's remove() knows only the old key)."""
+    mon, tool = sys.monitoring, inst._mon["tool"]
+    old_code = site.code
+    events = mon.get_local_events(tool, old_code)
+    _refresh_site(inst, site, code)
+    new_key = inst._key(site.target)
+    inst._sites[new_key] = site
+    mon.set_local_events(tool, code, events)
+    kept = getattr(site, "_flight_reloaded_codes", [])
+    kept.append(old_code)  # keeps id(old_code) from being reused while it is a key
+    site._flight_reloaded_codes = kept
+    engine_set_probes = site.set_probes
+
+    def set_probes(probes):
+        engine_set_probes(probes)
+        if not site.probes:
+            if inst._sites.get(new_key) is site and new_key != old_key:
+                del inst._sites[new_key]
+            for c in kept:
+                try:
+                    mon.set_local_events(tool, c, 0)
+                except ValueError:
+                    pass
+    site.set_probes = set_probes
+
+
+def _same_values(func, new_func):
+    try:
+        return func.__defaults__ == new_func.__defaults__ and func.__kwdefaults__ == new_func.__kwdefaults__
+    except Exception:  # an __eq__ that raises: treat as changed
+        return False
+
+
+@command("reload")
+def reload(args, ctx):
+    if not args.get("allow_mutating"):
+        raise AgentError("read_only", "reload replaces code in the target, and this server is read-only. Restart "
+                         "it with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) if that is "
+                         "intended.")
+    mod = lookup.module(args["module"])
+    owner = lookup.klass(mod, args["cls"]) if args.get("cls") else mod
+    where = "%s.%s" % (mod.__name__ + ("." + args["cls"] if args.get("cls") else ""), args["method"])
+    raw = lookup.attribute(owner, args["method"], "method")
+    func, how = _target_function(raw, where)
+    old_code = _current_code(func)
+    qualname = func.__qualname__
+    if "<locals>" in qualname:
+        _refuse("not_reloadable", "%s is defined inside another function (%s): reload the enclosing function; "
+                "functions it creates afterwards get the new code." % (where, qualname))
+    filename = old_code.co_filename
+    if not os.path.isfile(filename):
+        _refuse("file_missing", "the source file of %s, %s, no longer exists (or was never a file). Restore "
+                "it, then reload." % (where, filename))
+    try:
+        with tokenize.open(filename) as f:
+            text = f.read()
+    except (OSError, SyntaxError, UnicodeDecodeError) as e:
+        _refuse("file_unreadable", "cannot read %s: %s: %s." % (filename, type(e).__name__, e))
+    try:
+        tree = ast.parse(text, filename)
+    except SyntaxError as e:
+        line = (e.text or "").rstrip("\n")
+        _refuse("syntax_error", "%s has a syntax error at line %s: %s%s. Fix the file and reload again." % (
+            filename, e.lineno, e.msg, ("\n  %s" % line) if line else ""))
+    parts = qualname.split(".")
+    found = _find_def(tree.body, parts)
+    if found is None:
+        _refuse("function_missing", "%s no longer defines %s (looked for `def %s` inside %s). Was it renamed "
+                "or moved? Reload works on a def that is still in its file." % (
+                    filename, qualname, parts[-1], " > ".join("class " + p for p in parts[:-1]) or "the module"))
+    classes, node = found
+    new_span = _span(node)
+    lines = text.splitlines(True)
+    new_source = "".join(lines[new_span[0] - 1:new_span[1]])
+    try:
+        new_func = _compile_def(classes, node, old_code, filename, func, _module_imports(tree))
+    except SyntaxError as e:
+        _refuse("syntax_error", "compiling %s failed at line %s: %s. Fix the file and reload again." % (
+            qualname, e.lineno, e.msg))
+    except Exception as e:
+        _refuse("compile_failed", "defining the new %s failed (its default values or annotations are evaluated "
+                "once): %s: %s." % (qualname, type(e).__name__, e))
+    new_code = new_func.__code__
+    if new_code.co_freevars != old_code.co_freevars:
+        added = sorted(set(new_code.co_freevars) - set(old_code.co_freevars))
+        gone = sorted(set(old_code.co_freevars) - set(new_code.co_freevars))
+        _refuse("closure_changed", "the new %s uses a different set of closure variables (%s%s): the existing "
+                "function object cannot take code that needs other cells%s. Restart the target for this change."
+                % (qualname, ("added: %s" % ", ".join(added)) if added else "",
+                   ("; removed: %s" % ", ".join(gone)) if gone else "",
+                   " (__class__ appears when a method starts or stops using super())"
+                   if "__class__" in added + gone else ""))
+    if (new_code.co_flags & _KIND_FLAGS) != (old_code.co_flags & _KIND_FLAGS):
+        _refuse("kind_changed", "the new %s is a %s and the running one a %s: callers would break. Restart the "
+                "target for this change." % (qualname, _kind(new_code), _kind(old_code)))
+    if hasattr(new_code, "co_qualname"):  # the wrappers must not show in tracebacks (3.11+)
+        new_code = new_code.replace(co_qualname=old_code.co_qualname)
+        new_func.__code__ = new_code
+    old_lines = _code_lines(old_code)
+    old_span = [old_code.co_firstlineno, max(old_lines) if old_lines else old_code.co_firstlineno]
+    old_source, proven_span = _old_source(filename, qualname, old_code, parts, text)
+    if proven_span:
+        old_span = list(proven_span)
+    code_changed = not (_same_code(old_code, new_code) and old_code.co_firstlineno == new_code.co_firstlineno)
+    defaults_changed = not _same_values(func, new_func)
+    instrumented = False
+    if code_changed:
+        instrumented = _swap_code(func, new_code)
+    if defaults_changed:
+        func.__defaults__ = new_func.__defaults__
+        func.__kwdefaults__ = new_func.__kwdefaults__
+    _RELOADED[(filename, qualname)] = text
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        linecache.checkcache(filename)  # tracebacks show the new lines
+    diff = None
+    if old_source is not None:
+        diff_lines = list(difflib.unified_diff(
+            old_source.splitlines(), new_source.splitlines(),
+            "%s:%d-%d (running before)" % (filename, old_span[0], old_span[1]),
+            "%s:%d-%d (file, now running)" % (filename, new_span[0], new_span[1]), lineterm=""))
+        diff = "\n".join(diff_lines[:DIFF_LINES_LIMIT])
+        if len(diff_lines) > DIFF_LINES_LIMIT:
+            diff += "\n... %d more diff lines" % (len(diff_lines) - DIFF_LINES_LIMIT)
+    result = {
+        "module": mod.__name__, "qualname": qualname, "kind": how, "file": filename,
+        "old_span": old_span, "new_span": list(new_span), "changed": code_changed or defaults_changed,
+        "code_changed": code_changed, "defaults_changed": defaults_changed, "diff": diff,
+        "old_source_known": old_source is not None, "instrumentation_kept": instrumented,
+    }
+    if args.get("verbose"):
+        result["new_source"] = new_source
+        result["old_source"] = old_source
+    return result
+
+
+def _kind(code):
+    f = code.co_flags
+    if f & 0x200:
+        return "async generator"
+    if f & 0x80:
+        return "coroutine function"
+    if f & 0x20:
+        return "generator function"
+    return "plain function"

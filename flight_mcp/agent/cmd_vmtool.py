@@ -1,0 +1,293 @@
+"""vmtool: live instances of a class (through the garbage collector), who refers to them, counts by
+a key; and forceGc.
+
+Instances are found with gc.get_objects(), i.e. among the objects the cyclic GC tracks. Every
+class defined in Python is a GC type on 3.8+ (even with `__slots__ = ()`), so its instances are all
+found. C types without GC support (int, str, float, bytes, ...) are never tracked and cannot be
+found this way: that is an error, not an empty answer. Builtin containers the GC has untracked
+(a dict or tuple holding only atomic values) are missed; the result says so for those types. Frames of functions that are running are not GC-tracked on
+most versions, so a local variable of a running function does not show as a referrer.
+"""
+import gc
+import os
+import sys
+import time
+
+from . import expr, lookup, objview
+from .registry import AgentError, command
+from .server import now_ms
+
+_HAVE_GC = 1 << 14
+_UNTRACKED_KINDS = (dict, tuple)
+REFERRERS_LIMIT = 50     # distinct referrer descriptions returned
+COUNT_LIMIT = 50         # distinct keys returned by --count-by
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _klass(spec):
+    """'module class' (flight_profiler's one string), also 'module.Class' or 'module:Class'."""
+    spec = (spec or "").strip()
+    parts = spec.split()
+    if len(parts) == 1 and ":" in parts[0]:
+        parts = parts[0].split(":", 1)
+    elif len(parts) == 1 and "." in parts[0]:
+        parts = parts[0].rsplit(".", 1)
+    if len(parts) != 2:
+        raise AgentError("bad_class", "-c/--class takes \"module class\" (one string, e.g. -c '__main__ "
+                         "OrderService'); got %r." % spec)
+    mod = lookup.module(parts[0])
+    return lookup.klass(mod, parts[1]), "%s.%s" % (parts[0], parts[1])
+
+
+def _all_subclasses(cls):
+    found, todo = {cls}, [cls]
+    while todo:
+        c = todo.pop()
+        try:
+            subs = type.__subclasses__(c)
+        except TypeError:
+            subs = []
+        for s in subs:
+            if s not in found:
+                found.add(s)
+                todo.append(s)
+    return found
+
+
+def _find(cls, subclasses):
+    """Every GC-tracked instance (exact type, or any subclass), oldest first as gc lists them."""
+    types_ = _all_subclasses(cls) if subclasses else {cls}
+    objs = gc.get_objects()
+    try:
+        if len(types_) == 1:
+            return [o for o in objs if type(o) is cls]
+        return [o for o in objs if type(o) in types_]
+    finally:
+        del objs
+
+
+def _check_findable(cls, label):
+    if not (cls.__flags__ & _HAVE_GC):
+        raise AgentError(
+            "not_tracked", "instances of %s are not tracked by the garbage collector (the type has no GC "
+            "support: a C type like int/str/float/bytes), "
+            "so they cannot be enumerated. Reach them through a container you know instead: getglobal "
+            "MODULE NAME -e ..., or vmtool on the class that holds them." % label)
+
+
+def _instance_dict(obj):
+    """obj.__dict__ without running __getattr__/properties of the target's classes."""
+    try:
+        d = object.__getattribute__(obj, "__dict__")
+    except Exception:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _keys_of(d, ids):
+    """(key, value) pairs of dict d whose value is one of the objects with these ids."""
+    try:
+        return [(k, v) for k, v in list(d.items()) if id(v) in ids]
+    except Exception:
+        return []
+
+
+def _holders(containers, modules_by_dict, ignore):
+    """Where each dict/list/tuple/set that refers to an instance sits: id(container) ->
+    "Owner.attr" / "module M, global G" text, or ("owner", obj) when the container IS obj.__dict__.
+    Two more heap scans at most (the owner of a __dict__ is one level further on Python <= 3.10)."""
+    ids = {id(c) for c in containers}
+    found, pending = {}, []
+    if not ids:
+        return found
+    for h in gc.get_referrers(*containers):
+        if id(h) in ignore or id(h) in ids:
+            continue
+        if isinstance(h, dict):
+            mod = modules_by_dict.get(id(h))
+            if mod is not None:
+                for k, v in _keys_of(h, ids):
+                    found.setdefault(id(v), "module %s, global %s" % (mod, k))
+            else:
+                pending.append(h)
+            continue
+        d = _instance_dict(h)
+        if d is None:
+            continue
+        if id(d) in ids:
+            found[id(d)] = ("owner", h)
+        for k, v in _keys_of(d, ids):  # 3.11+: an object with inline attributes refers directly
+            found.setdefault(id(v), "%s.%s" % (objview.type_name(h), k))
+    if pending:
+        pending_ids = {id(d) for d in pending}
+        owners = {}
+        for o in gc.get_referrers(*pending):
+            d = _instance_dict(o)
+            if d is not None and id(d) in pending_ids:
+                owners[id(d)] = o
+        for d in pending:
+            o = owners.get(id(d))
+            if o is None:
+                continue
+            if id(d) in ids:
+                found[id(d)] = ("owner", o)
+            for k, v in _keys_of(d, ids):
+                found.setdefault(id(v), "%s.%s" % (objview.type_name(o), k))
+    return found
+
+
+def _describe(ref, obj, holders, modules_by_dict):
+    """How `ref` holds `obj`, e.g. "__main__.Registry.items", "list[3] (len 10) in __main__.Cache.entries"."""
+    held = holders.get(id(ref))
+    if isinstance(held, tuple):
+        attrs = [str(k) for k, v in _keys_of(ref, {id(obj)})][:3]
+        return "%s.%s" % (objview.type_name(held[1]), "/".join(attrs))
+    mod = modules_by_dict.get(id(ref))
+    if mod is not None:
+        return "module %s, global %s" % (mod, ", ".join(str(k) for k, v in _keys_of(ref, {id(obj)})[:3]))
+    kind = type(ref).__name__
+    if kind == "frame":
+        return "frame of %s (%s:%d)" % (ref.f_code.co_name, os.path.basename(ref.f_code.co_filename), ref.f_lineno)
+    if kind == "cell":
+        return "closure cell"
+    if kind == "method":
+        return "bound method %s" % getattr(getattr(ref, "__func__", None), "__qualname__", "?")
+    if isinstance(ref, dict):
+        keys = [objview.short_repr(k, 40) for k, v in _keys_of(ref, {id(obj)})][:3]
+        text = "dict[%s]" % ", ".join(keys) if keys else "dict (as a key)"
+    elif isinstance(ref, list):
+        text = "list[%s] (len %d)" % (", ".join(str(i) for i, v in enumerate(ref) if v is obj)[:40], len(ref))
+    elif isinstance(ref, (tuple, set, frozenset)):
+        text = "%s (len %d)" % (kind, len(ref))
+    else:
+        attrs = [str(k) for k, v in _keys_of(_instance_dict(ref) or {}, {id(obj)})][:3]
+        for klass in type(ref).__mro__:
+            for slot in getattr(klass, "__slots__", ()) or ():
+                try:
+                    if isinstance(slot, str) and object.__getattribute__(ref, slot) is obj:
+                        attrs.append(slot)
+                except Exception:
+                    pass
+        label = objview.type_name(ref)
+        return "%s.%s" % (label, "/".join(attrs)) if attrs else label
+    return text + (" in %s" % held if isinstance(held, str) else "")
+
+
+def _referrers(instances, ignore):
+    """Referrer descriptions with counts, bounded; the agent's own lists and frames left out."""
+    targets = {id(o): o for o in instances}
+    modules_by_dict = {}
+    for name, m in list(sys.modules.items()):
+        d = _instance_dict(m) if m is not None else None
+        if d is not None:
+            modules_by_dict[id(d)] = name
+    refs = gc.get_referrers(*instances)
+    ignore = set(ignore) | {id(refs), id(targets), id(instances)}
+    level1 = []
+    for r in refs:
+        if id(r) in ignore:
+            continue
+        if type(r).__name__ == "frame" and os.path.dirname(os.path.abspath(r.f_code.co_filename)) == _AGENT_DIR:
+            continue
+        level1.append(r)
+    del refs
+    containers = [r for r in level1 if isinstance(r, (dict, list, tuple, set, frozenset))
+                  and id(r) not in modules_by_dict]
+    holders = _holders(containers, modules_by_dict, ignore | {id(level1), id(containers)})
+    counts = {}
+    for r in level1:
+        for obj in _held(r, targets):
+            key = _describe(r, obj, holders, modules_by_dict)
+            counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"referrer": k, "count": n} for k, n in ranked[:REFERRERS_LIMIT]], max(0, len(ranked) - REFERRERS_LIMIT)
+
+
+def _held(ref, targets):
+    """Which of the instances `ref` refers to (via gc.get_referents: what the GC itself sees)."""
+    return [o for o in gc.get_referents(ref) if id(o) in targets and targets[id(o)] is o]
+
+
+def _count_by(found, code, source):
+    counts, failures = {}, 0
+    first_error = None
+    for obj in found:
+        try:
+            key = expr.evaluate(code, {"target": obj, "instances": found})
+            label = objview.short_repr(key, 120)
+        except BaseException as e:
+            failures += 1
+            if first_error is None:
+                first_error = expr.describe_failure("--count-by", source, e)
+            continue
+        counts[label] = counts.get(label, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"counts": [{"key": k, "count": n} for k, n in ranked[:COUNT_LIMIT]],
+            "distinct": len(ranked), "failed": failures, "first_error": first_error}
+
+
+@command("vmtool")
+def vmtool(args, ctx):
+    action = args.get("action")
+    if action == "forceGc":
+        return _force_gc(args)
+    if action != "getInstances":
+        raise AgentError("bad_action", "unknown vmtool action %r: use getInstances or forceGc." % (action,))
+    mutating = args.get("allow_mutating", False)
+    source = args.get("expr") or "instances"
+    code = expr.compile_expr(source, "-e/--expr", mutating)
+    key_code = expr.compile_expr(args["count_by"], "--count-by", mutating) if args.get("count_by") else None
+    cls, label = _klass(args.get("cls"))
+    _check_findable(cls, label)
+    started = now_ms()
+    found = _find(cls, bool(args.get("subclasses")))
+    search_ms = now_ms() - started
+    total = len(found)
+    limit = int(args.get("limit", 10))
+    instances = found if limit < 0 else found[:limit]
+    result = {"action": "getInstances", "cls": label, "expr": source, "total": total, "shown": len(instances), "limit": limit,
+              "subclasses": bool(args.get("subclasses")), "search_ms": round(search_ms, 3), "notes": []}
+    if issubclass(cls, _UNTRACKED_KINDS):
+        result["notes"].append("%s objects holding only atomic values are untracked by the GC and not listed."
+                               % cls.__name__)
+    try:
+        if key_code is not None:
+            result["count_by"] = dict(_count_by(found, key_code, args["count_by"]), expr=args["count_by"])
+        if args.get("referrers"):
+            refs, elided = _referrers(instances, [id(found), id(instances)]) if instances else ([], 0)
+            result["referrers"] = refs
+            result["referrers_elided"] = elided
+        try:
+            shown = expr.evaluate(code, {"instances": instances})
+        except BaseException as e:
+            raise AgentError("expression_failed", expr.describe_failure("-e/--expr", source, e) +
+                             ". The name `instances` is the list of %d %s instance(s) found." % (len(instances), label))
+        result["view"] = objview.view(shown, expand=int(args.get("expand", 1)),
+                                      verbose=bool(args.get("verbose")), raw=bool(args.get("raw")))
+        return result
+    finally:
+        del found, instances
+
+
+def _force_gc(args):
+    if not args.get("allow_mutating"):
+        raise AgentError("read_only", "vmtool forceGc runs a full garbage collection in the target (it frees "
+                         "objects and runs their finalizers), and this server is read-only. Restart it with "
+                         "--allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) if that is intended.")
+    before_stats = gc.get_stats()
+    before_count = list(gc.get_count())
+    garbage_before = len(gc.garbage)
+    started = time.perf_counter()
+    collected = [gc.collect(0), gc.collect(1), gc.collect(2)]
+    ms = (time.perf_counter() - started) * 1000.0
+    after_stats = gc.get_stats()
+    generations = []
+    for g, (b, a) in enumerate(zip(before_stats, after_stats)):
+        generations.append({"generation": g, "collected": collected[g],
+                            "count_before": before_count[g] if g < len(before_count) else None,
+                            "collections": a.get("collections", 0) - b.get("collections", 0),
+                            "collected_total_after": a.get("collected", 0),
+                            "uncollectable_total_after": a.get("uncollectable", 0)})
+    return {"action": "forceGc", "collected": sum(collected), "generations": generations,
+            "gc_enabled": gc.isenabled(), "garbage_added": len(gc.garbage) - garbage_before,
+            "count_after": list(gc.get_count()), "cost_ms": round(ms, 3)}

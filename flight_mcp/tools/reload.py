@@ -1,0 +1,104 @@
+"""reload: hot-fix one function of a live process from its edited source file (needs --allow-mutating)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from ..render import paint
+from .base import Call, Cli, TimedParams, Tool
+
+
+class ReloadParams(TimedParams):
+    module: Annotated[str, Cli("--mod", positional=True)] = Field(
+        description="Module name as the target imported it ('__main__' for the script that was run).")
+    cls: Annotated[str | None, Cli("--cls", positional=True)] = Field(
+        None, description="Class of the method (dotted for nested classes); omit for a module-level function.")
+    method: Annotated[str, Cli("--func", "--method", positional=True)] = Field(
+        description="Function or method name (plain, classmethod, staticmethod or decorated def).")
+    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
+        False, description="Also show the full new source of the function (and the old one when known).")
+
+
+class ReloadResult(BaseModel):
+    module: str
+    qualname: str
+    kind: str = Field(description="function, classmethod, staticmethod, bound method; 'decorated ...' when the "
+                                  "def sits behind functools.wraps decorators.")
+    file: str
+    old_span: list[int] = Field(description="[first, last] line of the code that was running (its file lines "
+                                            "at the time it was compiled).")
+    new_span: list[int] = Field(description="[first, last] line of the def in the file now (decorators included).")
+    changed: bool = Field(description="False when the file's def compiles to the code already running.")
+    code_changed: bool
+    defaults_changed: bool
+    diff: str | None = Field(None, description="Unified diff old -> new source of the def; None when the old "
+                                               "source is not known (see old_source_known).")
+    old_source_known: bool = Field(description="Whether a copy of the running source could be proven (the last "
+                                               "reload's, linecache's, or the file's own when the def is unchanged).")
+    instrumentation_kept: int = Field(0, description="Active trace/watch instrumentations moved to the new code.")
+    new_source: str | None = None
+    old_source: str | None = None
+
+
+def run(p: ReloadParams, call: Call) -> ReloadResult:
+    call.require_mutating("reload")
+    args = p.model_dump(exclude={"pid", "timeout_s"})
+    return ReloadResult(**call.request(p.pid, "reload", args, timeout=p.timeout_s))
+
+
+def render(r: ReloadResult, color: bool) -> str:
+    name = f"{r.module}.{r.qualname}"
+    lines = []
+    if r.changed:
+        lines.append(paint("Reload is done successfully.", "green", color))
+    else:
+        lines.append("Method source has not changed: the running code already matches the file (nothing swapped).")
+    lines.append(f"Located file path: {r.file}")
+    lines.append(f"Function: {name} ({r.kind}), lines {r.new_span[0]}-{r.new_span[1]} "
+                 f"(running code was lines {r.old_span[0]}-{r.old_span[1]})")
+    if r.defaults_changed:
+        lines.append("Default argument values were updated too.")
+    if r.instrumentation_kept:
+        lines.append(f"{r.instrumentation_kept} active trace/watch instrumentation(s) now run on the new code.")
+    if r.changed:
+        if r.diff:
+            lines.append("Changes:")
+            lines.extend(_paint_diff(r.diff, color))
+        elif not r.old_source_known:
+            lines.append("Changes: the previous source is not known (the file was edited before the target kept a "
+                         "copy); the next reload of this function will show a diff. Use -v to see the new source.")
+    if r.new_source is not None:
+        lines.append("Extracted method source:")
+        lines.append(r.new_source.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _paint_diff(diff: str, color: bool) -> list[str]:
+    out = []
+    for line in diff.splitlines():
+        c = None
+        if line.startswith("+") and not line.startswith("+++"):
+            c = "green"
+        elif line.startswith("-") and not line.startswith("---"):
+            c = "red"
+        out.append(paint(line, c, color))
+    return out
+
+
+TOOL = Tool(
+    name="reload", params=ReloadParams, result=ReloadResult, run=run, render=render,
+    title="Hot-reload a function from its file",
+    read_only=False, destructive=True,
+    description=(
+        "Hot-fix a live Python process: re-read ONE function or method (plain, classmethod, staticmethod, or "
+        "a def behind functools.wraps decorators) from its source file, compile just that def, and swap the "
+        "new code into the existing function object, so every reference (aliases, bound methods, `from x "
+        "import f`, decorator wrappers) runs it from the next call. Default values are updated; decorators "
+        "and the rest of the module are NOT re-run. Edit the file first, then reload. Returns the file, the "
+        "old and new line spans and a unified diff. Refused, with the running code untouched: syntax error, "
+        "def no longer in the file, deleted file, lambda, builtin, changed closure variables (e.g. a method "
+        "that starts using super()), function <-> generator/coroutine change. An active trace/watch on the "
+        "function keeps working on the new code. Changes the target: only when the server runs with "
+        "--allow-mutating."),
+)

@@ -1,0 +1,113 @@
+"""vmtool on real targets: getInstances with filters, subclasses, method calls, counts and referrers;
+forceGc on a heap of reference cycles; bad input."""
+import anyio
+import pytest
+
+from .conftest import flight_cli, version_params
+from .mcp_client import mcp_session, text_of
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def _vm(s, pid, **args):
+    return await s.call_tool("vmtool", {"pid": pid, **args})
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_get_instances_filters_methods_counts_referrers(spawn, version):
+    t = spawn(version, "mutable_state")
+
+    async def go():
+        async with mcp_session("--allow-mutating") as s:
+            r = await _vm(s, t.pid, cls="__main__ Box")
+            assert not r.is_error, text_of(r)
+            out = r.structured_content
+            assert out["total"] == 3 and out["shown"] == 3 and out["view"]["type"] == "list"
+            r = await _vm(s, t.pid, cls="__main__ Box", subclasses=True, limit=2,
+                          expr="sorted(i.name for i in instances)")
+            out = r.structured_content
+            assert out["total"] == 4 and out["shown"] == 2 and out["subclasses"] is True
+            r = await _vm(s, t.pid, cls="__main__.Box", limit=-1,
+                          expr="sorted([i.name for i in instances if i.size > 1])")
+            assert r.structured_content["view"]["repr"] == "['b', 'c']", text_of(r)
+            # a method of the target's class, allowed with --allow-mutating
+            r = await _vm(s, t.pid, cls="__main__ BigBox", expr="instances[0].stats()")
+            assert not r.is_error, text_of(r)
+            assert r.structured_content["view"]["repr"] == "{'name': 'big', 'size': 9}"
+            r = await _vm(s, t.pid, cls="__main__ Box", count_by="target.size", expr="len(instances)")
+            counts = {c["key"]: c["count"] for c in r.structured_content["count_by"]["counts"]}
+            assert counts == {"2": 2, "1": 1}
+            r = await _vm(s, t.pid, cls="__main__ Box", referrers=True, expr="len(instances)")
+            assert not r.is_error, text_of(r)
+            refs = [x["referrer"] for x in r.structured_content["referrers"]]
+            text = "\n".join(refs)
+            assert "module __main__, global BOX" in text, text
+            assert "global BOXES" in text and "Registry.boxes" in text and "Registry.by_name" in text, text
+            assert "REFERRERS of the 3 instance(s)" in text_of(r)
+    anyio.run(go)
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_force_gc_frees_reference_cycles(spawn, version):
+    t = spawn(version, "mutable_state")
+
+    async def go():
+        async with mcp_session("--allow-mutating") as s:
+            r = await _vm(s, t.pid, cls="__main__ Node", expr="len(instances)")
+            assert r.structured_content["total"] == 1000
+            r = await _vm(s, t.pid, action="forceGc")
+            assert not r.is_error, text_of(r)
+            out = r.structured_content
+            assert out["collected"] >= 1000
+            assert [g["generation"] for g in out["generations"]] == [0, 1, 2]
+            assert sum(g["collected"] for g in out["generations"]) == out["collected"]
+            assert out["gc_enabled"] is False
+            assert text_of(r).startswith(f"Gc execute successfully, totally {out['collected']} unreachable")
+            r = await _vm(s, t.pid, cls="__main__ Node", expr="len(instances)")
+            assert r.structured_content["total"] == 0
+    anyio.run(go)
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_bad_input(spawn, version):
+    t = spawn(version, "mutable_state")
+
+    async def go():
+        async with mcp_session() as s:
+            r = await _vm(s, t.pid, cls="__main__ NotLoaded")
+            assert r.is_error and "class 'NotLoaded' not found in __main__" in text_of(r)
+            r = await _vm(s, t.pid, cls="nosuchmodule Thing")
+            assert r.is_error and "not imported in the target" in text_of(r)
+            r = await _vm(s, t.pid, cls="builtins int")
+            assert r.is_error and "not tracked by the garbage collector" in text_of(r)
+            r = await _vm(s, t.pid, cls="builtins str")
+            assert r.is_error and "not tracked by the garbage collector" in text_of(r)
+            r = await _vm(s, t.pid, cls="Box")
+            assert r.is_error and '"module class"' in text_of(r)
+            r = await _vm(s, t.pid, cls="__main__ Box", expr="instances[0].size / 0")
+            assert r.is_error and "ZeroDivisionError" in text_of(r) and "`instances` is the list of 3" in text_of(r)
+            r = await _vm(s, t.pid, cls="__main__ Box", expr="instances[")
+            assert r.is_error and "syntax error" in text_of(r)
+            r = await _vm(s, t.pid)
+            assert r.is_error and "-c/--class" in text_of(r)
+            # a C type whose instances ARE tracked works, and says what it may miss
+            r = await _vm(s, t.pid, cls="builtins dict", expr="len(instances)", limit=-1)
+            assert not r.is_error and r.structured_content["total"] > 10
+            assert any("untracked" in n for n in r.structured_content["notes"])
+    anyio.run(go)
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_cli_spelling_of_flight_profiler(spawn, version):
+    t = spawn(version, "mutable_state")
+    r = flight_cli(str(t.pid), "--cmd", "vmtool -a getInstances -c __main__ Box -e len(instances)")
+    assert r.returncode == 0, r.stderr
+    assert "EXPR:" in r.stdout and "len(instances)" in r.stdout and "found 3 instance(s) of __main__.Box" in r.stdout
+    r = flight_cli(str(t.pid), "--cmd", "vmtool -a getInstances -c '__main__ Box' -n 1 --count-by target.size")
+    assert r.returncode == 0, r.stderr
+    assert "1 in `instances`" in r.stdout and "COUNT BY target.size: 2 distinct key(s)" in r.stdout
+    r = flight_cli(str(t.pid), "--cmd", "vmtool -a forceGc")
+    assert r.returncode == 1 and "--allow-mutating" in r.stderr
+    r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "vmtool -a forceGc")
+    assert r.returncode == 0 and "unreachable objects are freed" in r.stdout, r.stderr
