@@ -213,6 +213,30 @@ def test_native_thread_is_labelled(spawn, version):
     assert json.loads(r.stdout)["source"] == "agent"
 
 
+def test_reader_stopped_at_its_deadline_leaves_the_target_running(spawn):
+    from flight_mcp.attach import external_stack
+    from flight_mcp.errors import FlightError
+
+    t = spawn("3.11" if PYTHONS.get("3.11") else next(v for v, p in PYTHONS.items() if p), MANY)
+    started = time.monotonic()
+    with pytest.raises(FlightError) as e:
+        external_stack.read(t.pid, native=True, timeout=0.5)  # 300 threads take longer than that to read
+    assert e.value.kind == "external_timeout" and "target resumed" in e.value.message
+    assert time.monotonic() - started < 0.5 + 2.0  # the deadline held (killing the reader is not instant)
+    time.sleep(0.2)
+    stopped = []
+    for tid in os.listdir(f"/proc/{t.pid}/task"):
+        with open(f"/proc/{t.pid}/task/{tid}/status") as f:
+            state = next(line for line in f if line.startswith("State:"))
+        if "stopped" in state or "tracing stop" in state:
+            stopped.append(tid)
+    assert not stopped, f"threads left stopped: {stopped}"
+    with open(f"/proc/{t.pid}/status") as f:
+        assert "TracerPid:\t0\n" in f.read()
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack")  # and it still runs Python: the agent answers
+    assert r.returncode == 0 and json.loads(r.stdout)["source"] == "agent", r.stderr
+
+
 def test_non_python_process_is_a_clear_error():
     proc = subprocess.Popen(["sleep", "60"])
     try:

@@ -118,9 +118,12 @@ def _gone(pid: int, what: str) -> FlightError:
 
 def read(pid: int, *, native: bool, timeout: float) -> dict:
     """{"threads": [...], "notes": [...]} read from outside pid; raises FlightError with a cause and a fix."""
-    proc = procs.python_version(pid)  # raises no_such_process / permission_denied
-    if proc is None:
-        exe = os.readlink(f"/proc/{pid}/exe")
+    version = procs.python_version(pid)  # raises no_such_process / permission_denied
+    if version is None:
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            raise _gone(pid, "being inspected")
         raise FlightError(
             "not_python", f"pid {pid} runs {exe}, not a CPython interpreter (no python executable or libpython "
             "mapped), so there are no Python frames to read; flight-mcp's external reader needs the interpreter's "
