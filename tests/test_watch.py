@@ -137,6 +137,7 @@ def cli_background(pid, cmd):
 @pytest.mark.parametrize("version", version_params())
 def test_two_clients_one_method(spawn, version):
     t = spawn(version, "demo")
+    assert not instrumented(t.pid, version)  # attached first: this test is about two clients, not two attaches
     long_watch = cli_background(t.pid, "watch __main__ OrderService process_order -n 12 -f 'args[0] > 0' "
                                        "--expr args[0] --timeout 60")
     trace = cli_background(t.pid, "trace __main__ OrderService process_order -n 2 -f 'args[0] > 0'")
@@ -197,3 +198,20 @@ def test_watch_over_mcp_with_progress(spawn, version):
     assert [p[0] for p in progress] == [1, 2, 3] and all(p[1] == 3 for p in progress), progress
     assert "__main__.OrderService.process_order" in progress[0][2]
     assert not instrumented(t.pid, version)
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_ctrl_c_ends_watch_with_what_was_captured(spawn, version):
+    t = spawn(version, "demo")
+    assert not instrumented(t.pid, version)  # attach once before two processes talk to the agent
+    cli = cli_background(t.pid, "watch __main__ OrderService process_order -n 1000 --expr args[0] --timeout 120")
+    deadline = time.monotonic() + 30
+    while not instrumented(t.pid, version):
+        assert time.monotonic() < deadline and cli.poll() is None, "the watch never instrumented the function"
+    time.sleep(0.5)
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=15)
+    assert cli.returncode == 0, err
+    assert "stopped because it was cancelled" in out, out
+    assert not instrumented(t.pid, version)
+    assert t.alive()
