@@ -38,6 +38,7 @@ from tests.conftest import PYTHONS, TARGET_VERSIONS, TARGETS_DIR  # noqa: E402
 
 KINDS = ("cpu", "alloc", "float")
 HANG_KINDS = {"agent_timeout", "inject_timeout"}
+MESSAGES: dict[str, str] = {}  # first message of each error kind, printed under the table
 
 
 def wait_ready(out: Path, proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -64,6 +65,7 @@ def one_injection(pid: int, deadline_s: float) -> tuple[str, float]:
         ms = (time.monotonic() - t0) * 1000
         sessions.detach(pid)
     except FlightError as e:
+        MESSAGES.setdefault(e.kind, e.message)
         return ("hang" if e.kind in HANG_KINDS else f"error:{e.kind}"), (time.monotonic() - t0) * 1000
     finally:
         sessions.close()
@@ -139,6 +141,8 @@ def main() -> int:
     tot = {key: sum(r[key] for r in rows) for key in ("n", "ok", "crash", "hang", "wrong", "stall")}
     print(f"{'total':<14} {tot['n']:>6} {tot['ok']:>6} {tot['crash']:>5} {tot['hang']:>5} {tot['wrong']:>5} "
           f"{tot['stall']:>5}", flush=True)
+    for kind, message in MESSAGES.items():
+        print(f"{kind}: {message}", flush=True)
     return 1 if tot["crash"] or tot["hang"] or tot["wrong"] or tot["stall"] else 0
 
 

@@ -60,6 +60,7 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
     deadline = time.monotonic() + deadline_s
     tries = 0
     last_states: list[safepoint.ThreadState] = []
+    attach_error: FlightError | None = None
     while True:
         last_states = safepoint.survey(pid)
         if not last_states:
@@ -83,12 +84,17 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
                 return {"method": "pyinjector", "thread": st.tid, "syscall": st.syscall, "tries": tries}
             err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
             if proc.returncode == _ATTACH_FAILED:
-                raise _attach_error(pid, err)
+                attach_error = _attach_error(pid, err)
+                if attach_error.kind == "permission_denied":
+                    raise attach_error
+                continue  # seen under load (the stress bench): transient, another try usually works
             if proc.returncode not in (_UNSAFE,):
                 raise FlightError("inject_failed", f"injecting into pid {pid} failed: {err}")
         if time.monotonic() >= deadline:
             break
         time.sleep(0.01)
+    if attach_error is not None:
+        raise attach_error
     seen = "; ".join(f"thread {s.tid}: {s.why}" for s in last_states[:6])
     raise FlightError(
         "no_safe_point",
