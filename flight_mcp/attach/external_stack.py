@@ -176,6 +176,10 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
         raise FlightError("external_timeout", f"reading pid {pid} from outside took longer than {timeout:.1f}s "
                           f"({_thread_count(pid)} threads); the reader was stopped and the target resumed. "
                           "Call again with a larger timeout_s.")
+    except BaseException:  # e.g. KeyboardInterrupt: run() killed the reader on its way out
+        if stop and not stopped_before:
+            _resume(pid)
+        raise
     if child.returncode != 0 and stop and not stopped_before:
         _resume(pid)  # the reader crashed, maybe in the middle of stopping threads
     try:
