@@ -27,7 +27,7 @@ def view_lines(view: dict, indent: str = "  ") -> list[str]:
     """An objview node (agent/objview.py) as lines, in flight_profiler's layout: sorted, double-quoted
     dict keys; `Type({...})` for objects; first and last 5 items of long containers around `...,`."""
     kids = view.get("children")
-    if not kids and not (kids == [] and view.get("kind") in ("mapping", "sequence", "set")):
+    if not kids:
         text = _quoted(view.get("repr", "")) if view.get("kind") == "leaf" else view.get("repr", "")
         return [text + ("  (cycle: shown above)" if view.get("cycle") else "")]
     kind = view.get("kind")

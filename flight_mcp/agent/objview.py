@@ -30,6 +30,9 @@ def short_repr(obj, limit=REPR_LIMIT):
             text = _container_repr(obj, 20)
         elif isinstance(obj, (str, bytes, bytearray)) and len(obj) > limit:
             text = repr(obj[:limit]) + "..."
+        elif type(obj).__repr__ is object.__repr__ and isinstance(getattr(obj, "__dict__", None), dict):
+            # `<x.C object at 0x..>` tells nothing: show the state, like flight_profiler's `C({...})`
+            text = "%s(%s)" % (type(obj).__name__, short_repr(obj.__dict__, limit))
         else:
             text = repr(obj)
     except RecursionError:
