@@ -102,7 +102,7 @@ def test_native_frames_below_python_frames(spawn, version, tmp_path):
     assert below and all(f["kind"] == "native" for f in below)
     assert "PyCFuncPtr_call" in [f["name"] for f in below]  # ctypes' call, then libffi, then libc
     assert any(f["name"] == "sleep" and f["library"].startswith("libc") for f in below), below
-    assert main["holds_gil"] is True
+    assert main["holds_gil"] is True and main["gc_collecting"] is False and main["waiting_for_gil"] is False
     # native frames also sit above the Python ones (the interpreter's entry), each thread in order
     assert kinds[0] == "native" and "python" in kinds
     for fn in ("take_a_then_b", "take_b_then_a"):
@@ -119,6 +119,21 @@ def test_native_frames_below_python_frames(spawn, version, tmp_path):
     assert 'in hold_the_gil' in written and "[holds the GIL]" in written
     assert f"note: written to {path}" in r.stdout
     assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_garbage_collecting_thread(spawn, version):
+    t = spawn(version, "gc_stuck")
+    _wait_in_c_call(t.pid)
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack --native")
+    assert r.returncode == 0, r.stderr
+    main = [th for th in json.loads(r.stdout)["threads"] if th["main"]][0]
+    assert main["gc_collecting"] is True and main["holds_gil"] is True
+    names = [f["name"] for f in main["frames"]]
+    collect = min(i for i, f in enumerate(main["frames"]) if f["kind"] == "native" and "collect" in f["name"])
+    assert collect < names.index("on_gc") < names.index("sleep")  # gc.collect (C) -> callback -> libc
+    r = flight_cli(str(t.pid), "--cmd", "stack --native")
+    assert 'Thread "MainThread" native_id=%d [holds the GIL, garbage collecting]' % t.pid in r.stdout
 
 
 @pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
