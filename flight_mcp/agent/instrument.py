@@ -155,14 +155,19 @@ class _Site(object):
 
 
 def _enter(site, args, kwargs, frame):
-    entered = []
+    """Runs every probe's enter; the (probe, token) pairs that want the call's end, or None.
+    Inlined in the two hot paths (_plain_hook, _mon_start): keep them in step."""
+    entered = None
     for p in site.probes:
         try:
             token = p.enter(args, kwargs, frame)
         except BaseException:
             token = None
         if token is not None:
-            entered.append((p, token))
+            if entered is None:
+                entered = [(p, token)]
+            else:
+                entered.append((p, token))
     return entered
 
 
@@ -290,11 +295,26 @@ def _mon_start(code, offset):
         return
     frame = sys._getframe(1)
     if site.needs_args:
-        args, kwargs = site.args_from_frame(frame)
+        loc = frame.f_locals
+        args = tuple(map(loc.__getitem__, site.posnames))
+        if site.varargs or site.kwonames or site.varkw:
+            args, kwargs = site.args_from_frame(frame)
+        else:
+            kwargs = {}
     else:
         args = kwargs = None
-    entered = _enter(site, args, kwargs, frame)
-    if entered:
+    entered = None
+    for p in site.probes:   # _enter(), inlined: this runs on every call of the function
+        try:
+            token = p.enter(args, kwargs, frame)
+        except BaseException:
+            token = None
+        if token is not None:
+            if entered is None:
+                entered = [(p, token)]
+            else:
+                entered.append((p, token))
+    if entered is not None:
         site.live[id(frame)] = (frame, entered)
 
 
@@ -412,9 +432,13 @@ def _trampoline_code(code, hook, closure_getter):
 def _call_plain(site, orig, args, kwargs):
     if not site.probes or _get_ident() in AGENT_THREADS:
         return orig(*args, **kwargs)
-    entered = _enter(site, args if site.needs_args else None, kwargs if site.needs_args else None, None)
-    if not entered:
+    entered = _enter(site, args, kwargs, None)
+    if entered is None:
         return orig(*args, **kwargs)
+    return _call_entered(entered, orig, args, kwargs)
+
+
+def _call_entered(entered, orig, args, kwargs):
     try:
         result = orig(*args, **kwargs)
     except BaseException as e:
@@ -422,6 +446,28 @@ def _call_plain(site, orig, args, kwargs):
         raise
     _leave(entered, result, None)
     return result
+
+
+def _plain_hook(site, orig):
+    """The hook of a plain function: what runs on every call, so _enter() is inlined."""
+    def hook(*args, **kwargs):
+        probes = site.probes
+        if probes and _get_ident() not in AGENT_THREADS:
+            entered = None
+            for p in probes:
+                try:
+                    token = p.enter(args, kwargs, None)
+                except BaseException:
+                    token = None
+                if token is not None:
+                    if entered is None:
+                        entered = [(p, token)]
+                    else:
+                        entered.append((p, token))
+            if entered is not None:
+                return _call_entered(entered, orig, args, kwargs)
+        return orig(*args, **kwargs)
+    return hook
 
 
 def _drive(site, it, entered):
@@ -470,10 +516,7 @@ def _make_hook(site, orig_for):
     kind = site.target.kind
     if kind == "function":
         if site.target.outer is None:
-            orig = orig_for(None)
-
-            def hook(*args, **kwargs):
-                return _call_plain(site, orig, args, kwargs)
+            return _plain_hook(site, orig_for(None))
         else:
             def hook(getter, /, *args, **kwargs):
                 return _call_plain(site, orig_for(getter), args, kwargs)
@@ -485,7 +528,7 @@ def _make_hook(site, orig_for):
             it = it.__await__()
         if not site.probes or _get_ident() in AGENT_THREADS:
             return None, it
-        return _enter(site, args if site.needs_args else None, kwargs if site.needs_args else None, None), it
+        return _enter(site, args, kwargs, None), it
 
     def run(orig, args, kwargs):
         entered, it = start(orig, args, kwargs)
@@ -565,11 +608,12 @@ def pass_through_codes():
     trampolines, monitoring callbacks): a trace tree skips them but keeps what they call. Every
     other agent frame (probes, expressions they evaluate) is hidden with what it calls."""
     codes = set(TRAMPOLINE_CODES)
-    for fn in (_call_plain, _drive, _mon_start, _mon_return, _mon_unwind, _mon_yield, _mon_resume,
+    for fn in (_call_plain, _call_entered, _drive, _mon_start, _mon_return, _mon_unwind, _mon_yield, _mon_resume,
                _mon_resume_throw, _Await.__await__):
         codes.add(fn.__code__)
-    for c in _make_hook.__code__.co_consts:
-        if isinstance(c, types.CodeType):
-            codes.add(c)
+    for maker in (_make_hook, _plain_hook):
+        for c in maker.__code__.co_consts:
+            if isinstance(c, types.CodeType):
+                codes.add(c)
     return codes
 
