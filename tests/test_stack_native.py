@@ -2,7 +2,8 @@
 
 Targets are real processes on every pyenv Python 3.8-3.13: the main thread stuck in a C call that
 holds the GIL (libc sleep() called through ctypes.PyDLL, which does not release the GIL) while two
-other threads are deadlocked on each other's lock.
+other threads are deadlocked on each other's lock and a third waits for the GIL. Linux x86_64 (the
+syscall numbers below), like pystack itself.
 """
 import json
 import os
@@ -110,13 +111,16 @@ def test_native_frames_below_python_frames(spawn, version, tmp_path):
         names = [f["name"] for f in th["frames"]]
         assert names.index(fn) < names.index("lock_PyThread_acquire_lock")
         assert th["waiting_for_gil"] is False
+    ticker = _by_name(out["threads"], "tick_forever")[0]
+    assert ticker["waiting_for_gil"] is True and ticker["holds_gil"] is False
+    assert any(f["name"].startswith("take_gil") for f in ticker["frames"])  # 3.8: take_gil.constprop.0
     # the text rendering marks native frames distinctly, and -f writes that same rendering
     path = tmp_path / "stack.txt"
     r = flight_cli(str(t.pid), "--cmd", f"stack --native -f {path}")
     assert r.returncode == 0, r.stderr
     written = path.read_text()
     assert "(C) File" in written and "in sleep (libc" in written
-    assert 'in hold_the_gil' in written and "[holds the GIL]" in written
+    assert 'in hold_the_gil' in written and "[holds the GIL]" in written and "[waiting for the GIL]" in written
     assert f"note: written to {path}" in r.stdout
     assert t.alive()
 

@@ -68,7 +68,9 @@ def child_main(pid: int, stop: bool) -> None:
         kinds = [frame_type(f, t.python_version).name for f in t.native_frames]
         out.append({
             "tid": t.tid, "name": t.name, "holds_gil": t.holds_the_gil,
-            "gc": t.is_gc_collecting, "gil_status": t.gil_status, "gc_status": t.gc_status,
+            "gc": t.is_gc_collecting, "gc_status": t.gc_status,
+            # pystack's gil_status wants the exact symbol take_gil; 3.8 builds name it take_gil.constprop.0
+            "waiting_for_gil": any(f.symbol.split(".")[0].split(" ")[0] == "take_gil" for f in t.native_frames),
             # pystack marks threads the interpreter does not know (native_mode ALL) by leaving these unset
             "python": t.frame is not None or t.python_version is not None,
             "frames": [{"file": f.code.filename, "line": f.code.location.lineno, "name": f.code.scope,
@@ -305,7 +307,7 @@ def _threads(pid: int, raw: list[dict], native: bool) -> tuple[list[dict], int, 
             "native_id": t["tid"], "daemon": None, "main": t["tid"] == pid, "frames": frames, "note": note,
             "holds_gil": bool(t["holds_gil"] > 0) if t["python"] else False,
             # Waiting for the GIL shows only in native frames (take_gil); unknown when they were not unwound.
-            "waiting_for_gil": t["gil_status"] == "Waiting for the GIL" if t["native"] else None,
+            "waiting_for_gil": t["waiting_for_gil"] if t["native"] else None,
             "gc_collecting": bool(t["gc_status"]) if t["gc"] != -1 or t["native"] else None,
         })
     threads.sort(key=lambda t: (not t["main"], t["native_id"]))

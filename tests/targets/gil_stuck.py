@@ -1,4 +1,5 @@
-"""Main thread stuck in a C call holding the GIL; two other threads deadlocked (tests/test_stack_native.py)."""
+"""Main thread stuck in a C call holding the GIL, two threads deadlocked, one waiting for the GIL
+(tests/test_stack_native.py)."""
 import ctypes
 import threading
 import time
@@ -24,6 +25,12 @@ def take_b_then_a():
             pass
 
 
+def tick_forever():
+    while True:
+        time.sleep(0.02)  # wakes up, then waits for the GIL the main thread never gives back
+
+
+threading.Thread(target=tick_forever, name="ticker", daemon=True).start()
 threading.Thread(target=take_a_then_b, name="left", daemon=True).start()
 threading.Thread(target=take_b_then_a, name="right", daemon=True).start()
 while len(blocking) < 2:
