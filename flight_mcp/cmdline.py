@@ -63,6 +63,7 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
     table = flags_of(model)
     values: dict = {}
     positional: list[str] = []
+    last_value_flag = None
     i = 0
     while i < len(rest):
         word = rest[i]
@@ -79,6 +80,7 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
                 elif i + 1 < len(rest):
                     i += 1
                     values[field] = rest[i]
+                    last_value_flag = key
                 else:
                     raise FlightError("usage", f"{name}: option {key} needs a value. Usage: {usage(tool)}")
         else:
@@ -90,8 +92,12 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
         slots.remove(optional.pop(0))
     if len(positional) > len(slots):
         extra = positional[len(slots):]
+        # The usual cause: an expression with spaces, split into words. Show the quoting with the
+        # flag the user actually typed (getglobal's -e, trace's -f, ...).
+        flag = last_value_flag or next((f for f in ("-e", "-f", "--expr") if f in table), "-f")
         raise FlightError("usage", f"{name}: unexpected argument(s) {extra}. If this is part of an expression, "
-                          f"quote the whole expression: -f 'args[0] > 1'. Usage: {usage(tool)}")
+                          f"quote the whole expression as one word, with double quotes inside single ones: "
+                          f"--cmd \"{name} ... {flag} 'target[\\\"db\\\"] + 1'\". Usage: {usage(tool)}")
     values.update(zip(slots, positional))
     if pid is not None and "pid" in model.model_fields:
         values["pid"] = pid

@@ -35,6 +35,9 @@ def attribute(owner, name, what):
         raise AgentError("lookup_failed", "reading %s %r raised %s: %s" % (what, name, type(e).__name__, e))
     names = [n for n in d if not n.startswith("__")] if isinstance(d, dict) or hasattr(d, "keys") else []
     close = [n for n in names if name.lower() in n.lower() or n.lower() in name.lower()][:8]
+    if not close:  # typos: 'regoin' for 'region'
+        import difflib
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.7)
     label = getattr(owner, "__name__", "?")
     hint = (" Did you mean: %s?" % ", ".join(close)) if close else (
         " It defines: %s." % ", ".join(sorted(names)[:30]) if names else "")
