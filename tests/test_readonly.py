@@ -63,7 +63,8 @@ NOT_EVEN_PARSED = ["import os", "STATE['counter'] = 1", "del target['items']", "
 STILL_ALLOWED = [
     ("STATE", "target['counter']", "0"), ("STATE", "sorted(target['items'], reverse=True)", "[3, 2, 1]"),
     ("STATE", "target.get('counter', 5)", "0"), ("STATE", "len(target['items']) * 2", "6"),
-    ("STATE", "[k.upper() for k in sorted(target) if k != 'gen']", "['COUNTER', 'ITEMS']"),
+    ("STATE", "[k.upper() for k in sorted(target) if k != 'gen']", "['COUNTER', 'DD', 'ITEMS']"),
+    ("STATE", "target['dd']['a']", "[1]"),
     ("BOX", "f'{target.name!r:>5}'", "'a'"), ("BOX", "hasattr(target, 'name')", "True"),
     ("BOX", "type(target).__name__", "Box"), ("BOX", "isinstance(target, object) and target.size > 0", "True"),
     ("STATE", "max(target['items'], key=abs)", "3"), ("STATE", "any(x > 2 for x in target['items'])", "True"),
@@ -102,7 +103,12 @@ def test_hostile_expressions_are_refused_and_change_nothing(spawn, tmp_path, ver
             # Nothing happened: counters, lists, bumps, imports.
             r = await _getglobal(s, t.pid, "STATE", "[target['counter'], target['items'], len(target)]")
             assert not r.is_error, text_of(r)
-            assert r.structured_content["view"]["repr"] == "[0, [1, 2, 3], 3]"
+            assert r.structured_content["view"]["repr"] == "[0, [1, 2, 3], 4]"
+            # d[k] on a defaultdict would insert k: read-only mode raises KeyError instead
+            r = await _getglobal(s, t.pid, "STATE", "target['dd']['missing']")
+            assert r.is_error and "KeyError" in text_of(r), text_of(r)
+            r = await _getglobal(s, t.pid, "STATE", "sorted(dict(target['dd']).items())")
+            assert r.structured_content["view"]["repr"] == "[('a', [1])]", text_of(r)
             r = await s.call_tool("vmtool", {"pid": t.pid, "cls": "__main__ Box", "subclasses": True, "limit": -1,
                                              "expr": "sorted([(i.name, i.size, i.bumps) for i in instances])"})
             assert not r.is_error, text_of(r)

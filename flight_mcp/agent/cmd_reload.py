@@ -359,6 +359,17 @@ def _same_values(func, new_func):
         return False
 
 
+def _source_path(filename):
+    """co_filename; a relative one (a script run as `python app.py` on 3.8) is tried against the
+    script's directory too, in case the target changed its working directory since."""
+    if os.path.isabs(filename) or os.path.isfile(filename):
+        return filename
+    base = sys.path[0] if sys.path and os.path.isabs(sys.path[0] or "") else None
+    if base and os.path.isfile(os.path.join(base, os.path.basename(filename))):
+        return os.path.join(base, os.path.basename(filename))
+    return filename
+
+
 @command("reload")
 def reload(args, ctx):
     if not args.get("allow_mutating"):
@@ -375,7 +386,7 @@ def reload(args, ctx):
     if "<locals>" in qualname:
         _refuse("not_reloadable", "%s is defined inside another function (%s): reload the enclosing function; "
                 "functions it creates afterwards get the new code." % (where, qualname))
-    filename = old_code.co_filename
+    filename = _source_path(old_code.co_filename)
     if not os.path.isfile(filename):
         _refuse("file_missing", "the source file of %s, %s, no longer exists (or was never a file). Restore "
                 "it, then reload." % (where, filename))

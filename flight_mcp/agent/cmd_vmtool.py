@@ -211,19 +211,31 @@ def _held(ref, targets):
 def _count_by(found, code, source):
     counts, failures = {}, 0
     first_error = None
+    env = expr.scope({"target": None, "instances": found})
     for obj in found:
+        env["target"] = obj
         try:
-            key = expr.evaluate(code, {"target": obj, "instances": found})
-            label = objview.short_repr(key, 120)
+            key = eval(code, env)
         except BaseException as e:
             failures += 1
-            if first_error is None:
-                first_error = expr.describe_failure("--count-by", source, e)
+            first_error = first_error or expr.describe_failure("--count-by", source, e)
             continue
-        counts[label] = counts.get(label, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        try:
+            counts[key] = counts.get(key, 0) + 1
+        except TypeError:  # an unhashable key: counted by its repr instead
+            label = _Label(objview.short_repr(key, 120))
+            counts[label] = counts.get(label, 0) + 1
+    labelled = {}
+    for key, n in counts.items():
+        label = str(key) if isinstance(key, _Label) else objview.short_repr(key, 120)
+        labelled[label] = labelled.get(label, 0) + n
+    ranked = sorted(labelled.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"counts": [{"key": k, "count": n} for k, n in ranked[:COUNT_LIMIT]],
             "distinct": len(ranked), "failed": failures, "first_error": first_error}
+
+
+class _Label(str):
+    """The repr of an unhashable key, kept apart from a str key with the same text."""
 
 
 @command("vmtool")

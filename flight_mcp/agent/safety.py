@@ -1,10 +1,11 @@
 """Read-only checker for user expressions: what "read-only mode" means for -f, --expr, -e.
 
 check(source, flag) parses the expression, refuses every construct that could change the target,
-and returns the AST rewritten with two run-time guards (see RUNTIME). A refusal is
+and returns the AST rewritten with run-time guards (see RUNTIME). A refusal is
 AgentError("read_only") naming the construct, where it is, and how to allow it (--allow-mutating).
 
-What passes: names, attribute reads, subscripts, slices, literals (f-strings included),
+What passes: names, attribute reads, subscripts, slices, literals (f-strings included: a format
+spec runs the value's __format__, a protocol method like __str__; the spec is itself checked),
 comparisons, boolean/arithmetic/bitwise operators, conditional expressions, comprehensions and
 generator expressions, calls of PURE_CALLS, and calls of SAFE_METHODS on builtin values of
 exactly those types (e.g. `target.get('db')` on a dict, `name.startswith('x')` on a str).
@@ -26,15 +27,18 @@ What is refused, and why:
   ever: that changes the target too).
 At run time (the guards): iterating an ITERATOR or GENERATOR of the target (list(gen), `x in
 file`, a comprehension over it) is refused, because it consumes it; a method call is allowed only
-when the receiver's exact type is a builtin listed in SAFE_METHODS.
+when the receiver's exact type is a builtin listed in SAFE_METHODS; `d[k]` on a defaultdict
+raises KeyError for a missing k instead of inserting it.
 
 What read-only cannot promise: reading an attribute, subscripting, comparing, str()/repr()/len()
 run the object's own protocol methods (properties, __getattr__, __getitem__, __eq__, __repr__,
-...), exactly as any debugger or repr would. A class whose reads have side effects keeps them.
+...), exactly as any debugger or repr would. A class whose reads have side effects keeps them;
+a builtin that the target itself replaced (builtins.len = ...) runs as the target made it.
 Memory and CPU are not bounded beyond the `**`/`<<` rule ('x' * 10**8 allocates 100 MB).
 """
 import ast
 import builtins
+import sys
 
 from .registry import AgentError
 
@@ -89,6 +93,7 @@ _REFUSED_WHY = {
 
 ITER_GUARD = "__flight_ro_iter"
 METHOD_GUARD = "__flight_ro_method"
+ITEM_GUARD = "__flight_ro_item"
 ALLOW_HINT = ("Restart the server with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) "
               "if running it is intended.")
 
@@ -221,6 +226,11 @@ class _Guard(ast.NodeTransformer):
                             for op, c in zip(node.ops, node.comparators)]
         return node
 
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        node.value = ast.copy_location(self._wrap(ITEM_GUARD, node.value), node.value)
+        return node
+
     def visit_Call(self, node):
         self.generic_visit(node)
         func = node.func
@@ -273,4 +283,25 @@ def _ro_method(obj, name):
     return getattr(obj, name)
 
 
-RUNTIME = {ITER_GUARD: _ro_iter, METHOD_GUARD: _ro_method}
+class _NoMissing(object):
+    """A defaultdict seen through [] without its __missing__: d[k] of a missing k would insert it."""
+    __slots__ = ("d",)
+
+    def __init__(self, d):
+        self.d = d
+
+    def __getitem__(self, key):
+        if key in self.d:
+            return dict.__getitem__(self.d, key)
+        raise KeyError(key)
+
+
+def _ro_item(obj):
+    collections = sys.modules.get("collections")
+    defaultdict = getattr(collections, "defaultdict", None)
+    if defaultdict is not None and isinstance(obj, defaultdict):
+        return _NoMissing(obj)
+    return obj
+
+
+RUNTIME = {ITER_GUARD: _ro_iter, METHOD_GUARD: _ro_method, ITEM_GUARD: _ro_item}

@@ -3,6 +3,7 @@
 argv[1]: a sentinel path that Box.bump() (the only mutating method) appends to. Prints READY.
 The cycles are made with automatic GC disabled, so only an explicit collection frees them.
 """
+import collections
 import gc
 import os
 import sys
@@ -43,7 +44,8 @@ class Node(object):
         self.other = None
 
 
-STATE = {"counter": 0, "items": [1, 2, 3], "gen": (i for i in range(10))}
+STATE = {"counter": 0, "items": [1, 2, 3], "gen": (i for i in range(10)),
+         "dd": collections.defaultdict(list, a=[1])}
 BOXES = [Box("a", 1), Box("b", 2), Box("c", 2), BigBox("big", 9)]
 BOX = BOXES[0]
 REG = Registry()
