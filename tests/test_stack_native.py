@@ -87,6 +87,31 @@ def test_gil_held_falls_back_to_external_within_deadline(spawn, version):
 
 
 @pytest.mark.parametrize("version", version_params())
+def test_no_safe_point_falls_back_to_external(spawn, version):
+    """One thread computing in pure Python offers no safe point to inject at: stack still answers."""
+    t = spawn(version, "single_busy")
+
+    async def go():
+        async with mcp_session() as s:
+            return await s.call_tool("stack", {"pid": t.pid, "timeout_s": 3})
+
+    r = anyio.run(go)
+    assert not r.is_error, text_of(r)
+    out = r.structured_content
+    assert out["source"] == "external" and out["agent_error"] == "no_safe_point", out
+    assert any("offered no safe point" in n for n in out["notes"]), out["notes"]
+    (main,) = out["threads"]
+    assert main["main"] and main["holds_gil"] is True
+    assert [f["name"] for f in main["frames"]] == ["<module>"]
+    assert main["frames"][0]["source"].startswith("n = (n * 31")
+    with open(f"/proc/{t.pid}/maps") as f:
+        assert "/inject-" not in f.read(), "nothing may be loaded into the target"
+    with open(f"/proc/{t.pid}/status") as f:
+        status = f.read()
+    assert "TracerPid:\t0\n" in status and t.alive()
+
+
+@pytest.mark.parametrize("version", version_params())
 def test_native_frames_below_python_frames(spawn, version, tmp_path):
     t = spawn(version, STUCK)
     _wait_in_c_call(t.pid)

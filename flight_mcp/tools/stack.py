@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ..attach import external_stack
+from ..attach import external_stack, safepoint
 from ..errors import FlightError
 from ..render import paint
 from ..session import attach_existing
@@ -195,9 +195,26 @@ def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
         return box["raw"]
     if "error" in box:
         raise box["error"]
-    raise FlightError("agent_timeout", f"the agent of pid {p.pid} did not answer within {budget:.1f}s (attach "
-                      "included): it needs the GIL, so some thread is probably holding it in native code, or "
-                      "a native deadlock holds it.")
+    raise _why_no_answer(p.pid, budget)
+
+
+def _why_no_answer(pid: int, budget: float) -> FlightError:
+    """Why the attach (still going on in the background) gave no answer within our budget."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            loaded = f"/inject-{pid}-" in f.read()
+    except OSError:
+        loaded = False
+    if loaded:
+        return FlightError("agent_timeout", f"the agent was loaded into pid {pid} but did not answer within "
+                           f"{budget:.1f}s: it needs the GIL, so a thread is holding it (a long C call, or a "
+                           "native deadlock). It starts by itself once the GIL is free.")
+    states = safepoint.survey(pid)
+    if states and not any(s.safe for s in states):
+        seen = "; ".join(f"thread {s.tid}: {s.why}" for s in states[:6])
+        return FlightError("no_safe_point", f"pid {pid} offered no safe point within {budget:.1f}s: flight-mcp "
+                           f"only injects into a thread blocked in a system call, and none was ({seen}).")
+    return FlightError("agent_timeout", f"attaching to pid {pid} did not finish within {budget:.1f}s.")
 
 
 def _agent_or_external(p: StackParams, call: Call) -> StackResult:
@@ -222,6 +239,8 @@ def _agent_or_external(p: StackParams, call: Call) -> StackResult:
         try:
             result = _external(p, max(deadline - time.monotonic(), reserve))
         except FlightError as ext:
+            if ext.kind == e.kind:  # the same cause (no permission, process gone): say it once
+                raise e
             raise FlightError(e.kind, f"{e.message} Reading pid {p.pid} from outside failed too: {ext.message}")
         result.agent_error = e.kind
         result.notes.insert(0, f"read from outside the process (no code ran in it) because the agent did not "
