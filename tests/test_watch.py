@@ -115,6 +115,7 @@ def test_watch_expression_failures(spawn, version):
     # a deadline with nothing matching says what was instrumented and what happened
     out = run(t.pid, "watch __main__ compute -f 'args[0] > 100' -n 1 --timeout 1")
     assert "0 of 1 captured" in out and "deadline" in out and "no call passed the filter" in out
+    assert not instrumented(t.pid, version)   # the deadline removed it
     assert t.alive()
 
 
@@ -214,4 +215,33 @@ def test_ctrl_c_ends_watch_with_what_was_captured(spawn, version):
     assert cli.returncode == 0, err
     assert "stopped because it was cancelled" in out, out
     assert not instrumented(t.pid, version)
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_mcp_cancellation_removes_instrumentation(spawn, version):
+    t = spawn(version, "demo")
+    assert not instrumented(t.pid, version)
+
+    async def go():
+        async with mcp_session() as s:
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+
+                async def long_watch():
+                    with scope:
+                        await s.call_tool("watch", {"pid": t.pid, "module": "__main__", "cls": "OrderService",
+                                                    "method": "process_order", "limits": 1000, "timeout_s": 120})
+                tg.start_soon(long_watch)
+                deadline = time.monotonic() + 30
+                while not await anyio.to_thread.run_sync(instrumented, t.pid, version):
+                    assert time.monotonic() < deadline, "the watch never instrumented the function"
+                scope.cancel()   # the client abandons the call: notifications/cancelled
+            # the session stays open: only the cancelled call's instrumentation goes
+            deadline = time.monotonic() + 5
+            while await anyio.to_thread.run_sync(instrumented, t.pid, version):
+                assert time.monotonic() < deadline, "instrumentation still active after MCP cancellation"
+                await anyio.sleep(0.2)
+
+    anyio.run(go)
     assert t.alive()

@@ -170,7 +170,13 @@ class Capture(object):
 def run(ctx, target, probe, cap, timeout_s, describe):
     """Instruments until the limit, the deadline or a cancel; returns the facts every result carries.
     describe(record) -> one line for the progress notification of that capture."""
-    remove = instrument.add(target, probe)
+    unhook = instrument.add(target, probe)
+
+    def remove():
+        unhook()
+        stop = getattr(probe, "stop", None)  # calls still running when the command ends
+        if stop is not None:
+            stop()
     ctx.on_end(remove)  # however the command ends (cancel, closed connection, agent bug)
     started = time.time()
     t0 = time.monotonic()

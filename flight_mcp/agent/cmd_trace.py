@@ -60,6 +60,7 @@ class Recording(object):
         self.tid = _get_ident()
         self.prev = None
         self.chain = None
+        self.stopped = False
 
     def activate(self):
         self.prev = prev = sys.getprofile()
@@ -67,8 +68,15 @@ class Recording(object):
         sys.setprofile(self.prof)
 
     def prof(self, frame, event, arg):
+        if self.stopped:   # the command ended while this call still runs: stop recording it
+            if sys.getprofile() == self.prof:
+                sys.setprofile(self.prev)
+            return
         if self.chain is not None:   # another trace of this thread records too (two clients)
-            self.chain(frame, event, arg)
+            if self.chain.__self__.stopped:
+                self.chain = None
+            else:
+                self.chain(frame, event, arg)
         if event == "call":
             if frame is self.root_frame:
                 return
@@ -184,6 +192,12 @@ class TraceProbe(object):
         rec.thread = capture.thread_facts(rec.tid)
         rec.exc = None if exc is None or isinstance(exc, GeneratorExit) else "%s: %s" % (type(exc).__name__, exc)
         cap.add(rec)
+
+    def stop(self):
+        """The command ended: recordings of calls still running remove themselves at their thread's
+        next event (a profile function can only be changed from its own thread)."""
+        for rec in list(self.running.values()):
+            rec.stopped = True
 
     def suspend(self, rec):
         if self.running.get(rec.tid) is rec:

@@ -86,7 +86,8 @@ def empty_hint(s: Summary, what: str) -> str:
     where = f"{s.target} ({s.file}:{s.line}, via {s.mechanism})"
     if s.seen == 0:
         return (f"No call of {where} happened during the {s.duration_s}s it was instrumented. Make the "
-                f"application call it (send a request), raise timeout_s, or check the name with the stack tool.")
+                f"application call it (send a request) or raise timeout_s. Calls already running when it started "
+                f"are not seen (only calls that start while instrumented); the stack tool shows what runs now.")
     if s.matched == 0:
         return (f"{where} was called {s.seen} times in {s.duration_s}s but no call passed the filter"
                 f"{'/-e' if what == 'watch' else ''}; loosen it.")
