@@ -227,3 +227,27 @@ def test_reload_under_an_active_trace(spawn, version):
     # and a new trace sees the new code too
     r = flight_cli(str(t.pid), "--cmd", "trace __main__ work -n 1 -i 0")
     assert r.returncode == 0 and "helper_new" in r.stdout and "helper_old" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.12"]))
+def test_reload_under_an_active_watch(spawn, version):
+    t = spawn(version, KINDS)
+    src = t.script.read_text()
+    watch = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
+                              "watch __main__ work --expr return_obj -n 10000 --timeout 8"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.5)
+        t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
+        r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
+        assert r.returncode == 0 and "now run on the new code" in r.stdout, r.stdout + r.stderr
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    values = [line.split("VALUE:", 1)[1].strip() for line in out.splitlines() if "VALUE:" in line]
+    olds, news = values.count('"old"'), values.count('"new"')
+    assert olds and news and values == ['"old"'] * olds + ['"new"'] * news, values  # every "new" after every "old"
+    r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ RESULT -e \"target['work'] == 'new'\"")
+    assert "True" in r.stdout, r.stdout + r.stderr
