@@ -59,7 +59,7 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
     for stale in (rdir.errfile("host"),):
         if os.path.exists(stale):
             os.unlink(stale)
-    lib, script = rdir.stage_injection()
+    lib, script = rdir.stage_injection(version)
     if version >= (3, 14):
         from .attach import remote_exec
         return remote_exec.run(pid, rdir.to_target(script))
@@ -96,7 +96,7 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
                 "it waits for the GIL, so a thread is holding the GIL without releasing it (a long C call "
                 "or a native deadlock). The target is unaffected and the agent will start once the GIL "
                 "is free; meanwhile stack with native=true reads the process from outside.")
-        time.sleep(0.005)
+        time.sleep(0.001)  # a stat per ms is nothing; the agent is often up within a few ms
 
 
 class Sessions:
