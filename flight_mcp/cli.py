@@ -43,7 +43,7 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     from .tools import all_tools
     from .tools.base import Call
 
-    tools = all_tools()
+    tools = _tools_for(words[0] if words else "", all_tools)
     tool, params = cmdline.parse(words, tools, pid)
     sessions = Sessions()
     call = Call(sessions, allow_mutating=allow_mutating,
@@ -60,6 +60,21 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     else:
         print(tool.render(result, color))
     return 0
+
+
+def _tools_for(word: str, all_tools) -> dict:
+    """Only the tool module named like the command when there is one: building every tool's
+    pydantic models cost ~190 ms of a one-shot command's start-up. Otherwise every tool."""
+    import importlib
+    if word.isidentifier():
+        try:
+            mod = importlib.import_module(f"flight_mcp.tools.{word}")
+        except ImportError:
+            mod = None
+        found = getattr(mod, "TOOLS", ()) or ((mod.TOOL,) if hasattr(mod, "TOOL") else ())
+        if any(t.name == word or word in t.aliases for t in found):
+            return {t.name: t for t in found}
+    return all_tools()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,9 @@ class Sessions:
             # An agent left by another server still listens: connect to it to detach it too.
             try:
                 client = attach_existing(pid)
-            except FlightError:
+            except FlightError as e:
+                if e.kind in ("no_such_process", "not_python", "bad_pid", "permission_denied"):
+                    raise  # "nothing to do" would hide a wrong pid
                 return False
             if client is None:
                 return False

@@ -232,3 +232,10 @@ def test_cli_unclosed_quote():
 def test_cli_missing_command():
     err = cli_error(str(os.getpid()))
     assert 'give a command: flight-mcp' in err and '--cmd "stack"' in err
+
+
+def test_detach_of_a_pid_that_does_not_exist():
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) + 1
+    err = cli_error(str(pid), "--cmd", "detach")
+    assert f"no process with pid {pid}: it is not running" in err
