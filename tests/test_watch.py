@@ -141,11 +141,16 @@ def test_two_clients_one_method(spawn, version):
     assert not instrumented(t.pid, version)  # attached first: this test is about two clients, not two attaches
     long_watch = cli_background(t.pid, "watch __main__ OrderService process_order -n 12 -f 'args[0] > 0' "
                                        "--expr args[0] --timeout 60")
-    trace = cli_background(t.pid, "trace __main__ OrderService process_order -n 2 -f 'args[0] > 0'")
-    out, err = trace.communicate(timeout=60)
-    assert trace.returncode == 0, err
-    assert out.count("🔍") == 2 and "├─ " in out
-    # the trace ended and removed its probe; the watch keeps capturing to its limit
+    traces = [cli_background(t.pid, "trace __main__ OrderService process_order -n 2 -f 'args[0] > 0' -d 2")
+              for _ in range(2)]
+    for trace in traces:
+        out, err = trace.communicate(timeout=60)
+        assert trace.returncode == 0, err
+        assert out.count("🔍") == 2, out
+        # each client records the whole tree, once (no second root, no missing children)
+        children = re.findall(r"^[├└]─ \[[\d.]+ms\] (\w+)", out, re.M)
+        assert children == ["validate", "compute_price", "save_to_db"] * 2, out
+    # the traces ended and removed their probes; the watch keeps capturing to its limit
     out, err = long_watch.communicate(timeout=60)
     assert long_watch.returncode == 0, err
     assert "12 of 12 captured" in out and "limit" in out, out

@@ -36,8 +36,9 @@ MONITORING = sys.version_info >= (3, 12)
 CO_VARARGS, CO_VARKEYWORDS, CO_GENERATOR = 0x04, 0x08, 0x20
 CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR = 0x80, 0x100, 0x200
 
-# Code objects that are ours (trampolines): the trace recorder makes them transparent.
-TRAMPOLINE_CODES = set()
+# Our trampolines -> the code they stand in for: the trace recorder skips them, and a second
+# instrumentation of an already instrumented function must see the original code.
+TRAMPOLINE_CODES = {}
 
 
 class Target(object):
@@ -103,12 +104,14 @@ def resolve(module, cls, method, nested=None):
                          "defined with def (for a callable object, its class and `__call__`)." % (where, kind))
     if has_self is None:
         has_self = bool(cls)
+    code = TRAMPOLINE_CODES.get(func.__code__, func.__code__)
     if not nested:
-        return Target(func, func.__code__, has_self, where)
+        return Target(func, code, has_self, where)
     # -nm: a function defined inside `method`; its code object is a constant of the outer code.
-    inner = [c for c in func.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == nested]
+    inner = [TRAMPOLINE_CODES.get(c, c) for c in code.co_consts
+             if isinstance(c, types.CodeType) and c.co_name == nested]
     if not inner:
-        names = sorted(set(c.co_name for c in func.__code__.co_consts
+        names = sorted(set(c.co_name for c in code.co_consts
                            if isinstance(c, types.CodeType) and not c.co_name.startswith("<")))
         raise AgentError("nested_method_not_found", "%s defines no nested function %r. %s" % (
             where, nested, ("Nested functions it defines: %s." % ", ".join(names)) if names else
@@ -425,7 +428,7 @@ def _trampoline_code(code, hook, closure_getter):
         changes["co_qualname"] = code.co_qualname
     tramp = tramp.replace(**changes)
     assert tramp.co_freevars == free
-    TRAMPOLINE_CODES.add(tramp)
+    TRAMPOLINE_CODES[tramp] = code
     return tramp
 
 
@@ -568,10 +571,11 @@ def _trampoline_install(site):
         orig.__qualname__ = func.__qualname__
         tramp = _trampoline_code(code, _make_hook(site, lambda getter: orig), False)
         func.__code__ = tramp
+        site.orig_func = orig
 
         def undo():
             if func.__code__ is tramp:
-                func.__code__ = code
+                func.__code__ = site.code   # site.code: a nested instrumentation's undo may update it
         site.undo = undo
         return
 
@@ -600,6 +604,13 @@ def _trampoline_install(site):
         # Inner functions created meanwhile keep the trampoline: with no probes it only passes through.
         if outer.__code__ is patched:
             outer.__code__ = outer_code
+            return
+        # The outer function got instrumented after us: its trampoline runs `patched` and puts it
+        # back when it ends. Both must hold the outer code without our inner trampoline now.
+        for s in list(_sites.values()):
+            if s.target.func is outer and s.code is patched and getattr(s, "orig_func", None) is not None:
+                s.code = outer_code
+                s.orig_func.__code__ = outer_code
     site.undo = undo
 
 
