@@ -134,4 +134,6 @@ def test_main_thread_stays_main_after_attach(spawn, version, tmp_path):
     trigger.write_text("go")  # the agent is still attached while the target imports threading
     assert t.read_line() == "MAIN_IS_CURRENT True"
     assert t.read_line() == "MAIN_NAME MainThread"
-    cli_json(t.pid, "detach")
+    # The script ends there: with the agent still attached, it must exit as usual.
+    assert t.proc.wait(timeout=10) == 0, t.proc.stderr.read()
+    assert t.proc.stderr.read() == ""
