@@ -79,7 +79,7 @@ def test_gil_held_falls_back_to_external_within_deadline(spawn, version):
     # Asked again: the agent injected the first time still waits for the GIL, so no second injection.
     assert again.structured_content["source"] == "external"
     assert again.structured_content["agent_error"] == "agent_pending", again.structured_content["notes"]
-    assert any("1 flight-mcp agent(s) injected earlier are waiting for the GIL" in n
+    assert any("left out: 1 flight-mcp agent(s) loaded into the process and waiting for the GIL" in n
                for n in native.structured_content["notes"]), native.structured_content["notes"]
     assert t.alive()
     with open(f"/proc/{t.pid}/syscall") as f:  # still in the same sleep (resumed by restart_syscall)

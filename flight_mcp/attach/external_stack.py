@@ -203,8 +203,8 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
                      "scanning memory instead.")
     threads, own, pending = _threads(pid, doc["threads"], native and stop)
     if pending:
-        notes.append(f"{pending} flight-mcp agent(s) injected earlier are waiting for the GIL and left out: an "
-                     "agent starts once the GIL is free (expected and harmless).")
+        notes.append(f"left out: {pending} flight-mcp agent(s) loaded into the process and waiting for the GIL; "
+                     "an agent starts by itself once the GIL is free (expected and harmless).")
     if own - pending:
         notes.append(f"{own - pending} flight-mcp agent thread(s) left out.")
     if native and stop:
