@@ -7,9 +7,10 @@ merged, and reports who holds the GIL and who collects garbage. py-spy's `dump -
 library API and reports no GIL waiters; gdb needs the python-gdb helpers of each exact build.
 
 pystack is C++ that ptrace-stops the target and waits without a deadline, and a crash in it would
-take our server down: it runs in a child process we can kill (a dead tracer detaches its tracee,
-which then resumes). The child prints one JSON document; this module turns it into the same
-thread/frame dicts the in-process agent returns (see agent/cmd_stack.py), plus GIL/GC facts.
+take our server down: it runs in a child process we can kill (a dead tracer detaches its tracees;
+see _resume for the stops it can leave behind). The child prints one JSON document; this module
+turns it into the same thread/frame dicts the in-process agent returns (see agent/cmd_stack.py),
+plus GIL/GC facts.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def child_main(pid: int, stop: bool) -> None:
     try:
         from pystack.engine import NativeReportingMode, StackMethod, get_process_threads
         from pystack.errors import NotEnoughInformation
-        from pystack.types import NativeFrame, frame_type
+        from pystack.types import frame_type
     except ImportError as e:
         print(json.dumps({"error": "external_unavailable", "message": str(e)}))
         return
