@@ -43,7 +43,7 @@ def test_reload_edited_copy_of_the_demo(spawn, version):
     assert r.stdout.startswith("Reload is done successfully.")
     assert f"Located file path: {t.script}" in r.stdout
     first = src.splitlines().index("    def save_to_db(self, order_id, price):") + 1
-    assert f"Function: __main__.OrderService.save_to_db (function), lines {first}-{first + 3}" in r.stdout
+    assert f"Function: __main__.OrderService.save_to_db (method), lines {first}-{first + 3}" in r.stdout
     out = _poll(t.pid, "getglobal __main__ ORDERS_SEEN -e 'min(target) < -1000000'", "True")
     assert "True" in out, out
 

@@ -381,6 +381,8 @@ def reload(args, ctx):
     where = "%s.%s" % (mod.__name__ + ("." + args["cls"] if args.get("cls") else ""), args["method"])
     raw = lookup.attribute(owner, args["method"], "method")
     func, how = _target_function(raw, where)
+    if args.get("cls") and how.endswith("function"):
+        how = how[:-len("function")] + "method"
     old_code = _current_code(func)
     qualname = func.__qualname__
     if "<locals>" in qualname:

@@ -23,8 +23,8 @@ class ReloadParams(TimedParams):
 class ReloadResult(BaseModel):
     module: str
     qualname: str
-    kind: str = Field(description="function, classmethod, staticmethod, bound method; 'decorated ...' when the "
-                                  "def sits behind functools.wraps decorators.")
+    kind: str = Field(description="function, method, classmethod, staticmethod, bound method; 'decorated ...' "
+                                  "when the def sits behind functools.wraps decorators.")
     file: str
     old_span: list[int] = Field(description="[first, last] line of the code that was running (its file lines "
                                             "at the time it was compiled).")
