@@ -136,7 +136,8 @@ def _external(p: StackParams, timeout: float, call: Call | None = None) -> Stack
         notes.append("thread names are the OS thread names (Python's threading names are readable only from "
                      "inside); native_id matches threading.get_native_id().")
     if p.async_tasks:
-        notes.append("asyncio tasks can only be listed by the in-process agent, which did not answer.")
+        notes.append("asyncio tasks are listed only by the in-process agent: " + (
+            "call without native=true for them." if p.native else "it did not answer."))
     return StackResult(pid=raw["pid"], source="external", threads=threads, notes=notes)
 
 
