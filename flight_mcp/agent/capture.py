@@ -117,17 +117,31 @@ class Expression(object):
         scope.update(getattr(safety, "RUNTIME", None) or {})
         return eval(compile(lam, "<%s>" % self.flag, "eval"), scope)
 
-    def evaluate(self, target, args, kwargs, return_obj=None, cost=None):
-        """target: the instrument.Target; args: all positional values (instance included)."""
-        if args is None:
-            args = ()
-        if "kwargs" in self.uses:
+    def caller(self, target):
+        """call(args, kwargs, return_obj=None, cost=None) for calls of target, where args are all
+        positional values (instance included): specialised once, since a filter runs per call."""
+        fn = self.fn
+        posnames = target.posnames
+
+        def as_kwargs(kwargs, args):
             kw = _Kwargs(kwargs or ())
-            kw._params = dict(zip(target.posnames, args)) if target.posnames else None
-            kwargs = kw
-        if target.has_self and args:
-            return self.fn(args[0], args[1:], kwargs, return_obj, cost)
-        return self.fn(None, args, kwargs, return_obj, cost)
+            kw._params = dict(zip(posnames, args)) if posnames else None
+            return kw
+
+        if target.has_self:
+            if "kwargs" in self.uses:
+                def call(args, kwargs, return_obj=None, cost=None):
+                    return fn(args[0] if args else None, args[1:], as_kwargs(kwargs, args), return_obj, cost)
+            else:
+                def call(args, kwargs, return_obj=None, cost=None):
+                    return fn(args[0] if args else None, args[1:], kwargs, return_obj, cost)
+        elif "kwargs" in self.uses:
+            def call(args, kwargs, return_obj=None, cost=None):
+                return fn(None, args, as_kwargs(kwargs, args), return_obj, cost)
+        else:
+            def call(args, kwargs, return_obj=None, cost=None):
+                return fn(None, args, kwargs, return_obj, cost)
+        return call
 
     def failed(self, exc):
         self.failures += 1

@@ -149,13 +149,14 @@ class TraceProbe(object):
         self.cap = cap
         self.filter = flt
         self.needs_args = flt.code is not None
+        self.check = flt.caller(target) if flt.code is not None else None
         self.entrance_s = entrance_ms / 1000.0
         self.running = {}   # thread ident -> Recording running on it (recursion joins its tree)
         self.gap_label = "[await]" if target.kind == "coroutine" else "[yield]"
 
     def _check(self, args, kwargs, result=None, cost=None):
         try:
-            return bool(self.filter.evaluate(self.target, args, kwargs, result, cost))
+            return bool(self.check(args, kwargs, result, cost))
         except BaseException as e:
             self.filter.failed(e)
             return False

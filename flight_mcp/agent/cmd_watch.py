@@ -44,6 +44,8 @@ class WatchProbe(object):
         self.exception_only = exception_only
         self.view_opts = view_opts
         self.early = flt.code is not None and not flt.late and not exception_only
+        self.check = flt.caller(target) if flt.code is not None else None
+        self.show = watch_expr.caller(target)
 
     def enter(self, args, kwargs, frame):
         cap = self.cap
@@ -52,7 +54,7 @@ class WatchProbe(object):
         cap.seen += 1
         if self.early:
             try:
-                if not self.filter.evaluate(self.target, args, kwargs):
+                if not self.check(args, kwargs):
                     return None
             except BaseException as e:
                 self.filter.failed(e)
@@ -68,7 +70,7 @@ class WatchProbe(object):
         args, kwargs = token[0], token[1]
         if self.filter.code is not None and not self.early:
             try:
-                if not self.filter.evaluate(self.target, args, kwargs, result, cost):
+                if not self.check(args, kwargs, result, cost):
                     return
             except BaseException as e:
                 self.filter.failed(e)
@@ -79,7 +81,7 @@ class WatchProbe(object):
         cap.matched += 1
         record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None}
         try:
-            value = self.expr.evaluate(self.target, args, kwargs, result, cost)
+            value = self.show(args, kwargs, result, cost)
             record["view"] = objview.view(value, **self.view_opts)
         except BaseException as e:
             self.expr.failed(e)

@@ -145,8 +145,9 @@ class _Site(object):
         self.needs_args = any(p.needs_args for p in probes)
 
     def args_from_frame(self, frame):
-        loc = frame.f_locals
-        args = tuple([loc[n] for n in self.posnames])
+        """(all positional values, keyword-only and **kwargs) from a frame at its PY_START."""
+        loc = frame.f_locals   # Python 3.12: a fresh dict; 3.13: a cheap proxy
+        args = tuple(map(loc.__getitem__, self.posnames))
         if self.varargs:
             args += tuple(loc[self.varargs])
         kwargs = {}
@@ -298,12 +299,7 @@ def _mon_start(code, offset):
         return
     frame = sys._getframe(1)
     if site.needs_args:
-        loc = frame.f_locals
-        args = tuple(map(loc.__getitem__, site.posnames))
-        if site.varargs or site.kwonames or site.varkw:
-            args, kwargs = site.args_from_frame(frame)
-        else:
-            kwargs = {}
+        args, kwargs = site.args_from_frame(frame)
     else:
         args = kwargs = None
     entered = None
