@@ -152,6 +152,11 @@ def test_recursion_generator_async_class_static_decorated(spawn, version):
     assert awaited[0] >= 4    # asyncio.sleep(0.005) suspended the coroutine
     assert nodes[0][3] >= 5
 
+    # a huge tree is bounded, and says so
+    out = trace(t.pid, "trace __main__ chatty -n 1 -i 0")
+    [(_, nodes)] = trees(out)
+    assert 100 < len(nodes) <= 501 and "more sub-calls not shown (size bound)" in out
+
     for cmd, name in (("trace __main__ Pricing rate -n 1", "rate"), ("trace __main__ Pricing tax -n 1", "tax"),
                       ("trace __main__ decorated -n 1", "decorated")):
         [(_, nodes)] = trees(trace(t.pid, cmd))

@@ -16,7 +16,7 @@ _get_ident = _thread.get_ident
 _perf = time.perf_counter
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_NODES = 100000      # recorded per invocation; deeper/later calls are counted, not kept
-MAX_SHOWN = 1500        # nodes sent back per invocation
+MAX_SHOWN = 500         # nodes sent back per invocation (a tree is read by a person or a model)
 
 _kinds = {}
 _pass = {"codes": None, "n": -1}
@@ -234,6 +234,7 @@ def tree_json(rec, depth, interval_ms):
     """The recorded tree as JSON nodes, cut by -d (levels, root = 1) or else by -i (hide sub-calls
     cheaper than interval_ms), and bounded to MAX_SHOWN nodes."""
     budget = [MAX_SHOWN]
+    elided = [0]
     hidden = [0]
 
     def convert(node, level):
@@ -248,7 +249,7 @@ def tree_json(rec, depth, interval_ms):
                 hidden[0] += 1
                 continue
             if budget[0] <= 0:
-                hidden[0] += 1
+                elided[0] += 1
                 continue
             budget[0] -= 1
             kids.append(convert(child, level + 1))
@@ -256,7 +257,7 @@ def tree_json(rec, depth, interval_ms):
         return out
 
     root = convert(rec.root, 1)
-    return root, hidden[0]
+    return root, hidden[0], elided[0]
 
 
 @command("trace")
@@ -280,10 +281,11 @@ def trace(args, ctx):
     summary = capture.run(ctx, target, probe, cap, timeout_s, describe)
     invocations = []
     for rec in cap.records:
-        root, hidden = tree_json(rec, depth, interval)
+        root, hidden, elided = tree_json(rec, depth, interval)
         invocations.append({"time": capture.wall_time_text(rec.wall), "thread": rec.thread[0], "tid": rec.tid,
                             "daemon": rec.thread[1], "cost_ms": root["cost_ms"], "root": root,
-                            "hidden_nodes": hidden, "dropped_nodes": rec.dropped, "exception": rec.exc})
+                            "hidden_nodes": hidden, "elided_nodes": elided, "dropped_nodes": rec.dropped,
+                            "exception": rec.exc})
     summary["invocations"] = invocations
     summary["errors"] = [e for e in (flt.report(),) if e]
     summary["depth"], summary["interval_ms"], summary["entrance_ms"] = depth, interval, entrance

@@ -40,7 +40,8 @@ class Invocation(BaseModel):
     daemon: bool | None
     cost_ms: float
     root: Node
-    hidden_nodes: int = Field(0, description="Sub-calls left out by depth/interval or the size bound.")
+    hidden_nodes: int = Field(0, description="Sub-calls left out by depth or interval.")
+    elided_nodes: int = Field(0, description="Sub-calls left out by the size bound (500 shown per invocation).")
     dropped_nodes: int = Field(0, description="Sub-calls not recorded (more than 100,000 in one invocation).")
     exception: str | None = Field(None, description="The exception that ended the call, if it raised.")
 
@@ -103,6 +104,9 @@ def render_invocation(inv: Invocation, color: bool) -> list[str]:
     out = [SEPARATOR, paint(title, "bold", color), *render_tree(inv.root, color)]
     if inv.exception:
         out.append(f"  raised {inv.exception}")
+    if inv.elided_nodes or inv.dropped_nodes:
+        out.append(f"  ... {inv.elided_nodes + inv.dropped_nodes} more sub-calls not shown (size bound): "
+                   "narrow with depth (-d) or interval (-i)")
     return out
 
 

@@ -42,6 +42,15 @@ def decorated(x, y=1):
     return x + y
 
 
+def tiny(i):
+    return i
+
+
+def chatty():
+    """1,200 small calls: more than a trace shows of one invocation."""
+    return sum(tiny(i) for i in range(1200))
+
+
 alias = decorated
 rate = Pricing.rate   # a bound classmethod kept elsewhere: instrumenting must still reach it
 
@@ -59,6 +68,7 @@ def sync_loop():
         rate(100.0)
         Pricing.tax(50.0, percent=10)
         alias(1, y=2)
+        chatty()
         time.sleep(0.01)
 
 
