@@ -129,6 +129,10 @@ class _Site(object):
         self.needs_args = False
         self.live = {}           # monitoring: id(frame) -> (frame, [(probe, token)])
         self.undo = None         # trampoline: restores the original code
+        self._reader = self._reader_code = None
+        self._read_params()
+
+    def _read_params(self):
         co = self.code
         n, k = co.co_argcount, co.co_kwonlyargcount
         names = co.co_varnames
@@ -146,16 +150,24 @@ class _Site(object):
 
     def args_from_frame(self, frame):
         """(all positional values, keyword-only and **kwargs) from a frame at its PY_START."""
-        loc = frame.f_locals   # Python 3.12: a fresh dict; 3.13: a cheap proxy
-        args = tuple(map(loc.__getitem__, self.posnames))
-        if self.varargs:
-            args += tuple(loc[self.varargs])
-        kwargs = {}
-        for n in self.kwonames:
-            kwargs[n] = loc[n]
-        if self.varkw:
-            kwargs.update(loc[self.varkw])
-        return args, kwargs
+        if self._reader_code is not self.code:   # first use, or the code was replaced (reload)
+            self._reader = self._make_reader()
+            self._reader_code = self.code
+        return self._reader(frame.f_locals)
+
+    def _make_reader(self):
+        """`lambda loc: ((loc['a'], loc['b']) + tuple(loc['rest']), {'k': loc['k'], **loc['kw']})`
+        for this code's parameters: generated because a generic loop over the names costs several
+        times more, and this runs on every call (3.12 f_locals is a fresh dict, 3.13 a proxy)."""
+        site = _Site.__new__(_Site)
+        site.code = self.code
+        _Site._read_params(site)
+        args = "(%s)" % "".join("loc[%r], " % n for n in site.posnames)
+        if site.varargs:
+            args += " + tuple(loc[%r])" % site.varargs
+        kwargs = "{%s}" % ", ".join(["%r: loc[%r]" % (n, n) for n in site.kwonames] +
+                                    (["**loc[%r]" % site.varkw] if site.varkw else []))
+        return eval("lambda loc: (%s, %s)" % (args, kwargs), {"__builtins__": __builtins__})
 
 
 def _enter(site, args, kwargs, frame):
@@ -299,7 +311,10 @@ def _mon_start(code, offset):
         return
     frame = sys._getframe(1)
     if site.needs_args:
-        args, kwargs = site.args_from_frame(frame)
+        try:
+            args, kwargs = site.args_from_frame(frame)
+        except BaseException:   # never into the application (an exception here would be raised in it)
+            return
     else:
         args = kwargs = None
     entered = None
