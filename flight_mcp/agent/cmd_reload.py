@@ -267,9 +267,13 @@ def _sites_on(inst, func):
 
 def _current_code(func):
     """The function's own code, looking past an active instrumentation's trampoline (<= 3.11)."""
-    for _, site in _sites_on(_instrumentation(), func):
+    inst = _instrumentation()
+    for _, site in _sites_on(inst, func):
         if site.target.outer is None:
             return site.code
+    originals = getattr(inst, "TRAMPOLINE_CODES", None)  # trampoline -> the code it stands in for
+    if isinstance(originals, dict) and func.__code__ in originals:
+        return originals[func.__code__]
     return func.__code__
 
 
