@@ -1,5 +1,7 @@
 """vmtool on real targets: getInstances with filters, subclasses, method calls, counts and referrers;
 forceGc on a heap of reference cycles; bad input."""
+import json
+
 import anyio
 import pytest
 
@@ -111,3 +113,14 @@ def test_cli_spelling_of_flight_profiler(spawn, version):
     assert r.returncode == 1 and "--allow-mutating" in r.stderr
     r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "vmtool -a forceGc")
     assert r.returncode == 0 and "unreachable objects are freed" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("version", version_params(["3.11"]))
+def test_raw_and_expand(spawn, version):
+    t = spawn(version, "mutable_state")
+    r = flight_cli(str(t.pid), "--cmd", "vmtool -a getInstances -c __main__ BigBox -r")
+    assert r.returncode == 0 and "<__main__.BigBox object at 0x" in r.stdout, r.stdout + r.stderr
+    r = flight_cli(str(t.pid), "--json", "--cmd", "vmtool -a getInstances -c __main__ BigBox -e instances[0] -x 1")
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)["view"]
+    assert {c["name"].strip("'\"") for c in view["children"]} == {"name", "size", "bumps"}
