@@ -149,7 +149,9 @@ def test_recursion_generator_async_class_static_decorated(spawn, version):
     assert "thread=async-loop" in title
     assert "[await]" in names and names[-1] == "sleep", nodes
     awaited = [ms for d, n, _, ms in nodes if n == "[await]"]
-    assert awaited[0] >= 4    # asyncio.sleep(0.005) suspended the coroutine
+    # asyncio.sleep(0.005) suspended the coroutine: the gap runs from the suspension to the
+    # resumption (the timer was set a little earlier, inside the traced sleep() call)
+    assert len(awaited) == 1 and awaited[0] >= 0.5
     assert nodes[0][3] >= 5
 
     # a huge tree is bounded, and says so

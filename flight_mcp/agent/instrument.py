@@ -9,7 +9,8 @@ wrappers that call it), so it never rebinds a name; it instruments the function'
 - Python <= 3.11: the function's __code__ is swapped for a trampoline with the same parameters,
   freevars, name, file and line; it forwards the bound arguments to a hook that runs the probes and
   calls the original code. Removal puts back the very same code object. A nested function is
-  covered by swapping its code object inside the outer function's co_consts.
+  covered by swapping its code object inside the outer function's co_consts. (Limitation: while
+  the outer function itself is instrumented, its nested function cannot be; the answer says so.)
 
 A probe is any object with:
   needs_args             whether enter() needs args/kwargs (else it receives None, None)
@@ -159,9 +160,8 @@ class _Site(object):
         """`lambda loc: ((loc['a'], loc['b']) + tuple(loc['rest']), {'k': loc['k'], **loc['kw']})`
         for this code's parameters: generated because a generic loop over the names costs several
         times more, and this runs on every call (3.12 f_locals is a fresh dict, 3.13 a proxy)."""
-        site = _Site.__new__(_Site)
-        site.code = self.code
-        _Site._read_params(site)
+        self._read_params()
+        site = self
         args = "(%s)" % "".join("loc[%r], " % n for n in site.posnames)
         if site.varargs:
             args += " + tuple(loc[%r])" % site.varargs
@@ -247,11 +247,6 @@ def add(target, probe):
             elif site.undo is not None:
                 site.undo()
     return remove
-
-
-def active_sites():
-    """For tests and `info`: what is instrumented right now."""
-    return [{"label": s.target.label, "probes": len(s.probes)} for s in list(_sites.values())]
 
 
 # ---------------------------------------------------------------------------------------------
