@@ -23,6 +23,8 @@ from .registry import COMMANDS, AgentError
 AGENT_THREADS = set()
 
 _state = {"listener": None, "path": None, "connections": set(), "version": None}
+# Set by the package's start(): loads the module of a command not registered yet (by name).
+command_loader = [None]
 _state_lock = _thread.allocate_lock()
 
 
@@ -204,6 +206,9 @@ class Connection(object):
     def _run(self, name, ctx):
         try:
             handler = COMMANDS.get(name)
+            if handler is None and command_loader[0] is not None and isinstance(name, str):
+                command_loader[0](name)
+                handler = COMMANDS.get(name)
             if handler is None:
                 raise AgentError("unknown_command", "the agent has no command %r" % (name,))
             result = handler(ctx.args, ctx)
