@@ -45,6 +45,8 @@ class WatchProbe(object):
         self.view_opts = view_opts
         self.early = flt.code is not None and not flt.late and not exception_only
         self.check = flt.caller(target) if flt.code is not None else None
+        self.fn = flt.fn
+        self.direct = 0 if flt.code is None or "kwargs" in flt.uses else (1 if target.has_self else 2)
         self.show = watch_expr.caller(target)
 
     def enter(self, args, kwargs, frame):
@@ -54,7 +56,15 @@ class WatchProbe(object):
         cap.seen += 1
         if self.early:
             try:
-                if not self.check(args, kwargs):
+                # The filter's function called directly in the common cases: this line runs on
+                # every call of the watched function, matching or not.
+                if self.direct == 1:
+                    ok = self.fn(args[0] if args else None, args[1:], kwargs, None, None)
+                elif self.direct == 2:
+                    ok = self.fn(None, args, kwargs, None, None)
+                else:
+                    ok = self.check(args, kwargs)
+                if not ok:
                     return None
             except BaseException as e:
                 self.filter.failed(e)
