@@ -20,7 +20,7 @@ Usage: python bench/inject_stress.py [-n INJECTIONS_PER_VERSION] [--versions 3.8
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,6 +116,8 @@ def run_kind(version: str, kind: str, count: int, deadline_s: float) -> dict:
 
 
 def main() -> int:
+    # `kill` of a background run must still stop its target (the finally in run_kind).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--count", type=int, default=300, help="injections per Python version (split over kinds)")
     ap.add_argument("--versions", default=",".join(TARGET_VERSIONS))
