@@ -16,6 +16,10 @@ pytestmark = pytest.mark.timeout(240)
 OLD_SAVE = "        ORDERS_SEEN.append(order_id)\n"
 
 
+INSTRUMENTED = ("getglobal sys modules -e \"sum(len(m._sites) for k, m in target.items() "
+                "if k.endswith('.instrument') and hasattr(m, '_sites')) > 0\"")
+
+
 def _poll(pid, cmd, want, timeout=10.0):
     """Runs a read-only command until its output contains want; returns the last output."""
     deadline = time.monotonic() + timeout
@@ -203,11 +207,13 @@ def test_reload_every_kind_and_every_bad_input(spawn, version):
 def test_reload_under_an_active_trace(spawn, version):
     t = spawn(version, KINDS)
     src = t.script.read_text()
+    assert "False" in _poll(t.pid, INSTRUMENTED, "False")  # attached first: no two injections race
     trace = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
-                              "trace __main__ work -n 10000 -i 0 --timeout 8"],
+                              "trace __main__ work -n 10000 -i 0 --timeout 10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3.5)  # attach + instrument, then some calls of the old code
+        assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the trace never started"
+        time.sleep(1.0)  # some calls of the old code
         t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
         r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
         assert r.returncode == 0, r.stderr
@@ -233,11 +239,13 @@ def test_reload_under_an_active_trace(spawn, version):
 def test_reload_under_an_active_watch(spawn, version):
     t = spawn(version, KINDS)
     src = t.script.read_text()
+    assert "False" in _poll(t.pid, INSTRUMENTED, "False")  # attached first: no two injections race
     watch = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
-                              "watch __main__ work --expr return_obj -n 10000 --timeout 8"],
+                              "watch __main__ work --expr return_obj -n 10000 --timeout 10"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3.5)
+        assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the watch never started"
+        time.sleep(1.0)  # some calls of the old code
         t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
         r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
         assert r.returncode == 0 and "now run on the new code" in r.stdout, r.stdout + r.stderr
