@@ -1,6 +1,8 @@
 """One live connection per target pid: attach on first use, reuse afterwards."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -39,20 +41,50 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     how: dict = {"method": "already attached"}
     if client is None:
         rdir.ensure()
-        started = time.monotonic()
-        how = _inject(pid, proc.version, rdir, timeout)
-        staged = how.pop("staged", ())
-        how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
-        client = _wait_for_agent(pid, rdir, started + timeout, how)
-        how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
-        for p in staged:  # the agent runs: its bootstrap was read and the mapped library needs no file
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        with _attach_lock(rdir, time.monotonic() + timeout):
+            # Another flight-mcp (a second server, a CLI) may have attached while we waited.
+            client = _connect(pid, rdir)
+            if client is None:
+                client, how = _inject_and_connect(pid, proc.version, rdir, timeout)
     client.info = client.request("info", timeout=timeout)
     client.info["injection"] = how
     return client
+
+
+@contextlib.contextmanager
+def _attach_lock(rdir: RuntimeDir, deadline: float):
+    """One injection per target at a time across every flight-mcp process (flock on a file in
+    the target's runtime dir); the loser then finds the winner's agent instead of injecting twice."""
+    fd = os.open(rdir.lockfile(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FlightError("attach_busy", f"another flight-mcp process is attaching to pid {rdir.pid} "
+                                      "and did not finish in time; retry in a moment.")
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _inject_and_connect(pid: int, version, rdir: RuntimeDir, timeout: float) -> tuple[AgentClient, dict]:
+    """Injects the payload and waits for the agent to listen; removes the staged files after."""
+    started = time.monotonic()
+    how = _inject(pid, version, rdir, timeout)
+    staged = how.pop("staged", ())
+    how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
+    client = _wait_for_agent(pid, rdir, started + timeout, how)
+    how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
+    for p in staged:  # the agent runs: its bootstrap was read and the mapped library needs no file
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    return client, how
 
 
 def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:

@@ -137,3 +137,23 @@ def test_main_thread_stays_main_after_attach(spawn, version, tmp_path):
     # The script ends there: with the agent still attached, it must exit as usual.
     assert t.proc.wait(timeout=10) == 0, t.proc.stderr.read()
     assert t.proc.stderr.read() == ""
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.12"]))
+def test_two_processes_attaching_at_once_share_one_agent(spawn, version):
+    """A CLI and another CLI (or a server) racing to a fresh target: one injects, the other finds
+    its agent; both answer, and exactly one agent listens."""
+    import subprocess
+    import sys
+
+    t = spawn(version, "idle")
+    cmd = [sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--json", "--cmd", "attach"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    methods = sorted(json.loads(o[0])["injection"]["method"] for o in outs)
+    assert methods.count("already attached") == 2, methods
+    r = flight_cli(str(t.pid), "--cmd", "stack")
+    assert r.returncode == 0 and "time.sleep(0.1)" in r.stdout, r.stderr
+    assert flight_cli(str(t.pid), "--cmd", "detach").returncode == 0
+    assert t.alive()

@@ -26,18 +26,22 @@ def _flight_mcp_start():
     import sys
     agent_dir, sock, uid, errfile = {agent_dir!r}, {sock!r}, {uid!r}, {errfile!r}
     try:
-        mod = sys.modules.get({module!r})
-        if mod is None:
-            import importlib.util
-            spec = importlib.util.spec_from_file_location(
-                {module!r}, agent_dir + "/__init__.py", submodule_search_locations=[agent_dir])
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[{module!r}] = mod
+        import importlib.util, time
+        spec = importlib.util.spec_from_file_location(
+            {module!r}, agent_dir + "/__init__.py", submodule_search_locations=[agent_dir])
+        fresh = importlib.util.module_from_spec(spec)
+        # setdefault is atomic under the GIL: of two racing bootstraps exactly one loads the agent.
+        mod = sys.modules.setdefault({module!r}, fresh)
+        if mod is fresh:
             try:
                 spec.loader.exec_module(mod)
             except BaseException:
                 del sys.modules[{module!r}]
                 raise
+        else:
+            deadline = time.monotonic() + 10
+            while not hasattr(mod, "start") and time.monotonic() < deadline:
+                time.sleep(0.005)  # the other bootstrap is still loading it
         mod.start(sock, uid)
     except BaseException as e:  # a SystemExit here must never end the target
         try:
@@ -72,6 +76,9 @@ class RuntimeDir:
 
     def sock(self, view: str) -> str:
         return os.path.join(getattr(self, view), f"agent-{self.pid}.sock")
+
+    def lockfile(self) -> str:
+        return os.path.join(self.host, f"agent-{self.pid}.lock")
 
     def errfile(self, view: str) -> str:
         return os.path.join(getattr(self, view), f"agent-{self.pid}.error")
@@ -111,9 +118,13 @@ class RuntimeDir:
                     os.path.realpath(f"/proc/{self.pid}/root") != "/":
                 return
             target_dir = os.path.join(self.target, os.path.basename(dest))
+            # The target's binary may be its user's to write: run it as that user, never as root.
+            as_target = {"user": self.uid, "group": self.gid, "extra_groups": []} \
+                if os.geteuid() == 0 and self.uid != 0 else {}
             subprocess.run([exe, "-S", "-c", "import compileall, sys; "
                             "compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2)", dest, target_dir],
-                           capture_output=True, timeout=10, env={"PATH": os.environ.get("PATH", "/usr/bin")})
+                           capture_output=True, timeout=10, env={"PATH": os.environ.get("PATH", "/usr/bin")},
+                           **as_target)
             cache = os.path.join(dest, "__pycache__")
             if os.path.isdir(cache):
                 self._own(cache)
