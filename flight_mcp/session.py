@@ -44,7 +44,12 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
         with _attach_lock(rdir, time.monotonic() + timeout):
             # Another flight-mcp (a second server, a CLI) may have attached while we waited.
             client = _connect(pid, rdir)
-            if client is None:
+            if client is None and _pending_injection(pid, rdir):
+                # An earlier payload is loaded and its thread still waits for the GIL: injecting
+                # another would only queue behind it. Wait for that agent instead.
+                how = {"method": "earlier injection", "thread": None}
+                client = _wait_for_agent(pid, rdir, time.monotonic() + timeout, how)
+            elif client is None:
                 client, how = _inject_and_connect(pid, proc.version, rdir, timeout)
     client.info = client.request("info", timeout=timeout)
     client.info["injection"] = how
@@ -72,25 +77,40 @@ def _attach_lock(rdir: RuntimeDir, deadline: float):
 
 
 def _inject_and_connect(pid: int, version, rdir: RuntimeDir, timeout: float) -> tuple[AgentClient, dict]:
-    """Injects the payload and waits for the agent to listen; removes the staged files after."""
+    """Injects the payload and waits for the agent to listen."""
     started = time.monotonic()
     how = _inject(pid, version, rdir, timeout)
-    staged = how.pop("staged", ())
     how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
     client = _wait_for_agent(pid, rdir, started + timeout, how)
     how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
-    for p in staged:  # the agent runs: its bootstrap was read and the mapped library needs no file
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
     return client, how
 
 
+def _staged(pid: int, rdir: RuntimeDir) -> list[str]:
+    try:
+        names = os.listdir(rdir.host)
+    except OSError:
+        return []
+    return [n for n in names if n.startswith(f"inject-{pid}-")]
+
+
+def _pending_injection(pid: int, rdir: RuntimeDir) -> bool:
+    """A payload of ours is mapped in pid and its bootstrap has not run yet (the bootstrap deletes
+    its own file first thing; the library file goes as soon as the injector has mapped it)."""
+    scripts = {n[:-3] for n in _staged(pid, rdir) if n.endswith(".py")}
+    if not scripts:
+        return False
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read()
+    except OSError:
+        return False
+    return any(f"/{stem}.so" in maps for stem in scripts)
+
+
 def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
-    for stale in (rdir.errfile("host"),):
-        if os.path.exists(stale):
-            os.unlink(stale)
+    if os.path.exists(rdir.errfile("host")):
+        os.unlink(rdir.errfile("host"))
     lib, script = rdir.stage_injection(version)
     if version >= (3, 14):
         from .attach import remote_exec
@@ -98,9 +118,9 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
     from .attach import inject
     try:
         how = inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
-        how["staged"] = (lib, script)
+        os.unlink(lib)  # mapped now; the mapping keeps it alive
         return how
-    except BaseException:
+    except BaseException:  # nothing was loaded: the staged files must not look like a pending injection
         for p in (lib, script):
             try:
                 os.unlink(p)
@@ -124,7 +144,9 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
         if time.monotonic() > deadline:
             raise FlightError(
                 "agent_timeout",
-                f"the agent was loaded into pid {pid} (thread {how.get('thread')}) but did not start in time: "
+                f"the agent was loaded into pid {pid} "
+                + (f"(thread {how['thread']}) " if how.get("thread") else "by an earlier attach ")
+                + "but did not start in time: "
                 "it waits for the GIL, so a thread is holding the GIL without releasing it (a long C call "
                 "or a native deadlock). The target is unaffected and the agent will start once the GIL "
                 "is free; meanwhile stack with native=true reads the process from outside.")

@@ -7,6 +7,7 @@ afresh; the target's threading still knows its real main thread after attach (3.
 """
 import json
 import os
+import re
 
 import pytest
 
@@ -156,4 +157,18 @@ def test_two_processes_attaching_at_once_share_one_agent(spawn, version):
     r = flight_cli(str(t.pid), "--cmd", "stack")
     assert r.returncode == 0 and "time.sleep(0.1)" in r.stdout, r.stderr
     assert flight_cli(str(t.pid), "--cmd", "detach").returncode == 0
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.10", "3.13"]))
+def test_target_holding_the_gil_gets_one_payload_however_often_we_ask(spawn, version):
+    """While an injected agent waits for the GIL, another attach waits for it instead of queueing a
+    second payload behind it; the error says why and what to do."""
+    t = spawn(version, "gil_stuck")
+    for _ in range(2):
+        r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ --timeout 1.5")
+        assert r.returncode == 1 and "waits for the GIL" in r.stderr and "native=true" in r.stderr, r.stderr
+        with open(f"/proc/{t.pid}/maps") as f:
+            payloads = set(re.findall(r"inject-\d+-[0-9a-f]+\.so", f.read()))
+        assert len(payloads) == 1, payloads
     assert t.alive()

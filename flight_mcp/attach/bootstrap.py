@@ -23,7 +23,11 @@ AGENT_MODULE = "_flight_mcp_agent"
 BOOTSTRAP = '''\
 # flight-mcp bootstrap: runs once in a fresh namespace of the target, on a new thread.
 def _flight_mcp_start():
-    import sys
+    import os, sys
+    try:
+        os.unlink(__flight_mcp_bootstrap__)  # read: the server now knows this injection is no longer pending
+    except BaseException:
+        pass
     agent_dir, sock, uid, errfile = {agent_dir!r}, {sock!r}, {uid!r}, {errfile!r}
     try:
         import importlib.util, time
