@@ -36,11 +36,22 @@ def run(p: ListParams, call: Call) -> ListResult:
     pids = {x.pid for x in found}
     out = []
     for x in found:
-        sock = f"/proc/{x.pid}/root/tmp/flight-mcp-{x.uid}/agent-{x.pid}.sock"
         out.append(ProcessInfo(pid=x.pid, ppid=x.ppid, user=x.user, python="%d.%d" % x.version,
-                               command=" ".join(x.cmdline)[:300], agent_attached=os.path.exists(sock),
+                               command=" ".join(x.cmdline)[:300], agent_attached=_agent_listening(x),
                                parent_is_python=x.ppid in pids))
     return ListResult(processes=out)
+
+
+def _agent_listening(x: procs.PythonProcess) -> bool:
+    """The agent's socket exists and this very process has our payload mapped: a socket left by an
+    earlier process with the same pid (killed while attached) does not count."""
+    if not os.path.exists(f"/proc/{x.pid}/root/tmp/flight-mcp-{x.uid}/agent-{x.pid}.sock"):
+        return False
+    try:
+        with open(f"/proc/{x.pid}/maps") as f:
+            return f"/inject-{x.pid}-" in f.read()
+    except OSError:
+        return False
 
 
 def render(r: ListResult, color: bool) -> str:
