@@ -313,6 +313,7 @@ def measure(tool, version: str, workload: str, script: Path, seconds: float, log
     res: dict = {"n": {}}
     try:
         tool.warm(t)
+        time.sleep(1.0)  # both agents were seen busy for a moment after attaching: keep that out of `base`
         min_iters = 3
         windows = [("base", None), ("trace", f"trace __main__ {FUNC[workload]}"), ("after-tr", None)]
         if workload == "A":
