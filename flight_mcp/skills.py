@@ -84,7 +84,7 @@ _NOISE = [
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[:.]\d+"), "<time>"),
     (re.compile(r"0x[0-9a-f]+"), "0x…"),
     (re.compile(r"\d+(\.\d+)?"), "N"),
-    (re.compile(r"\[N(, N)*\]"), "[N…]"),  # how many orders the demo has seen so far
+    (re.compile(r"\[(N(, N)*)?\]"), "[N…]"),  # how many orders the demo has seen so far (maybe none yet)
     (re.compile(r"/\S*/(demo_target\.py)"), r"\1"),
     (re.compile(r"/\S*/(python3\.\d+|lib)/\S+"), "<stdlib>"),
 ]

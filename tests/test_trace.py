@@ -48,7 +48,10 @@ def trees(out):
 
 
 def shape(nodes):
-    return [(d, n, w.split(":")[0] if w else None) for d, n, w, _ in nodes]
+    """The tree without the demo's cheap C calls (list.append, round): on a loaded machine one of
+    them can pass the 0.1 ms threshold now and then; the sleeps and Python calls are the shape."""
+    return [(d, n, w.split(":")[0] if w else None) for d, n, w, _ in nodes
+            if not (w == "<built-in>" and n != "sleep")]
 
 
 DEMO = "demo_target.py"
