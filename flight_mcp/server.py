@@ -7,7 +7,6 @@ and runs its blocking work on a worker thread so progress and cancellation keep 
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Annotated, Any
 
 import anyio
@@ -15,7 +14,6 @@ import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import TextResource
-from mcp.server.stdio import stdio_server
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 
@@ -111,82 +109,9 @@ def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
     return server, sessions
 
 
-class _LineReader:
-    """stdin for the SDK's stdio_server, read on the event loop. The SDK's default (anyio.wrap_file)
-    hops to a worker thread for every line, and its writer twice per message (write, flush): three
-    thread hand-offs per call, ~0.2-0.5 ms of a warm call on a busy machine."""
-
-    def __init__(self, fd: int):
-        self.fd, self.buf = fd, b""
-
-    def __aiter__(self) -> _LineReader:
-        return self
-
-    async def __anext__(self) -> str:
-        while b"\n" not in self.buf:
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except BlockingIOError:
-                await anyio.wait_readable(self.fd)
-                continue
-            if not chunk:
-                if not self.buf:
-                    raise StopAsyncIteration
-                line, self.buf = self.buf, b""
-                return line.decode("utf-8", "replace")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode("utf-8", "replace") + "\n"
-
-
-class _Writer:
-    """stdout for the SDK's stdio_server: written from the event loop, waiting only on a full pipe."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    async def write(self, text: str) -> None:
-        data = memoryview(text.encode("utf-8"))
-        while data:
-            try:
-                data = data[os.write(self.fd, data):]
-            except BlockingIOError:
-                await anyio.wait_writable(self.fd)
-
-    async def flush(self) -> None:
-        pass  # os.write has no buffer
-
-
-async def _run_stdio(server: MCPServer) -> None:
-    # What the SDK's own stdio_server() does with the standard descriptors, kept: the wire moves to
-    # private copies, fd 0 reads /dev/null and fd 1 goes to stderr, so a stray print (ours or of
-    # a library) cannot corrupt the protocol.
-    wire_in, wire_out = os.dup(0), os.dup(1)
-    saved_in, saved_out = os.dup(0), os.dup(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(2, 1)
-    # Non-blocking is a property of the shared open file (a terminal's too): restored on the way out.
-    blocking = os.get_blocking(wire_in), os.get_blocking(wire_out)
-    try:
-        os.set_blocking(wire_in, False)
-        os.set_blocking(wire_out, False)
-        async with stdio_server(stdin=_LineReader(wire_in), stdout=_Writer(wire_out)) as (read, write):
-            lowlevel = server._lowlevel_server  # as MCPServer.run_stdio_async does, with our streams
-            await lowlevel.run(read, write, lowlevel.create_initialization_options())
-    finally:
-        os.set_blocking(wire_in, blocking[0])
-        os.set_blocking(wire_out, blocking[1])
-        os.dup2(saved_in, 0)
-        os.dup2(saved_out, 1)
-        for fd in (wire_in, wire_out, saved_in, saved_out):
-            os.close(fd)
-
-
 def serve_stdio(allow_mutating: bool = False) -> None:
     server, sessions = build(allow_mutating)
     try:
-        anyio.run(_run_stdio, server)
+        server.run("stdio")
     finally:
         sessions.close()
