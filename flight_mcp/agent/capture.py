@@ -15,30 +15,25 @@ from .registry import AgentError
 PROGRESS_EVERY_S = 0.2
 
 
-def int_arg(args, name, flag, default, minimum=None):
+def _number_arg(args, name, flag, default, minimum, convert, what):
     value = args.get(name, default)
     if value is None:
         return default
     try:
-        value = int(value)
+        value = convert(value)
     except (TypeError, ValueError):
-        raise AgentError("bad_argument", "%s must be a whole number, got %r" % (flag, value))
-    if minimum is not None and value < minimum:
-        raise AgentError("bad_argument", "%s must be >= %d, got %d" % (flag, minimum, value))
-    return value
-
-
-def float_arg(args, name, flag, default, minimum=None):
-    value = args.get(name, default)
-    if value is None:
-        return default
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise AgentError("bad_argument", "%s must be a number, got %r" % (flag, value))
+        raise AgentError("bad_argument", "%s must be %s, got %r" % (flag, what, value))
     if minimum is not None and value < minimum:
         raise AgentError("bad_argument", "%s must be >= %s, got %s" % (flag, minimum, value))
     return value
+
+
+def int_arg(args, name, flag, default, minimum=None):
+    return _number_arg(args, name, flag, default, minimum, int, "a whole number")
+
+
+def float_arg(args, name, flag, default, minimum=None):
+    return _number_arg(args, name, flag, default, minimum, float, "a number")
 
 
 def thread_facts(ident):
