@@ -103,7 +103,8 @@ def test_no_safe_point_falls_back_to_external(spawn, version):
     (main,) = out["threads"]
     assert main["main"] and main["holds_gil"] is True
     assert [f["name"] for f in main["frames"]] == ["<module>"]
-    assert main["frames"][0]["source"].startswith("n = (n * 31")
+    # The reading stops the thread anywhere in its loop: on the body or on the `while` test.
+    assert main["frames"][0]["source"] in ("while True:", "n = (n * 31 + 7) % 1000003"), main["frames"]
     with open(f"/proc/{t.pid}/maps") as f:
         assert "/inject-" not in f.read(), "nothing may be loaded into the target"
     with open(f"/proc/{t.pid}/status") as f:
