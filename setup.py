@@ -1,4 +1,4 @@
-"""Builds the injected payload and ships the skills/ folder inside the package.
+"""Builds the injected payload and trace's recorder, and ships the skills/ folder inside the package.
 
 The payload is a plain shared library, not a Python extension: it is compiled as an Extension
 only so that `pip install` builds it with the machine's C compiler; it defines no PyInit and
@@ -29,6 +29,14 @@ setup(
             sources=["flight_mcp/payload/payload.c"],
             extra_compile_args=["-O2", "-fvisibility=hidden"],
             extra_link_args=["-Wl,--as-needed"],
-        )
+        ),
+        # trace's C recorder: stable ABI only (one build for every target Python >= 3.8),
+        # copied into the target's runtime dir with the agent and loaded there by path.
+        Extension(
+            "flight_mcp.agent._flight_mcp_recorder",
+            sources=["flight_mcp/agent/recorder.c"],
+            py_limited_api=True,
+            extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
+        ),
     ],
 )

@@ -86,7 +86,8 @@ def spawn(tmp_path):
     """spawn(version, source_or_target_name) -> Target, started and READY; all killed at teardown."""
     started: list[Target] = []
 
-    def _spawn(version: str, source: str, *, ready: str = "READY", args: list[str] | None = None) -> Target:
+    def _spawn(version: str, source: str, *, ready: str = "READY", args: list[str] | None = None,
+               env: dict[str, str] | None = None) -> Target:
         exe = PYTHONS.get(version)
         if exe is None:
             pytest.skip(f"Python {version} is not installed under pyenv")
@@ -95,7 +96,8 @@ def spawn(tmp_path):
             path = tmp_path / f"target_{len(started)}.py"
             path.write_text(textwrap.dedent(source))
         proc = subprocess.Popen([exe, "-u", str(path), *(args or [])], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=str(path.parent))
+                                stderr=subprocess.PIPE, text=True, cwd=str(path.parent),
+                                env={**os.environ, **env} if env else None)
         target = Target(proc, version, path)
         started.append(target)
         if ready:

@@ -5,6 +5,7 @@ Costs are checked against the demo's sleeps with generous bounds (never as speed
 """
 import json
 import re
+import time
 
 import pytest
 
@@ -210,3 +211,77 @@ def test_bad_input(spawn, version):
     assert t.alive()
     [(_, nodes)] = trees(trace(pid, "trace __main__ compute -n 1"))
     assert nodes[0][1] == "compute"
+
+
+def trace_json(pid, cmd):
+    return json.loads(trace(pid, cmd, "--json"))
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_python_recorder_fallback_gives_the_same_trees(spawn, version):
+    """The native recorder is what runs normally; the Python one (used when the native one cannot
+    load) records the same trees. FLIGHT_MCP_PY_RECORDER=1 in the target selects it."""
+    native = spawn(version, "demo")
+    fallback = spawn(version, "demo", env={"FLIGHT_MCP_PY_RECORDER": "1"})
+    shapes = []
+    for t, recorder in ((native, "c"), (fallback, "python")):
+        out = trace_json(t.pid, "trace __main__ OrderService process_order -n 1 -f 'args[0] > 0'")
+        assert out["recorder"] == recorder, out
+        [(_, nodes)] = trees(trace_ok(t.pid, "trace __main__ OrderService process_order -n 1 -f 'args[0] > 0'"))
+        shapes.append(shape(nodes))
+    assert shapes[0] == shapes[1] == PROCESS_ORDER
+    for t in (native, fallback):
+        out = trace_json(t.pid, "trace __main__ OrderService process_order -n 1 -d 2 -f 'args[0] > 0'")
+        root = out["invocations"][0]["root"]
+        assert [c["name"] for c in root["children"]] == ["validate", "compute_price", "save_to_db"]
+        assert all(c["children"] == [] for c in root["children"])
+        assert out["invocations"][0]["hidden_nodes"] >= 4   # the sleeps and apply_discount, cut by -d 2
+        assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("mode", ["python", "cprofile"])
+def test_a_profiler_already_running_keeps_running(spawn, version, mode, tmp_path):
+    """trace sets its own profile function on the thread of each traced call and must hand the
+    thread back its own profiler. A Python one is restored; a C-level one (cProfile on <= 3.11)
+    cannot be restored from Python, so those calls are counted as not recorded, never broken."""
+    counts = tmp_path / "count"
+    t = spawn(version, "profiled", args=[mode, str(counts)])
+    out = trace_json(t.pid, "trace __main__ work -n 2 -i 0 --timeout 5")
+    if mode == "cprofile" and int(version.split(".")[1]) <= 11:   # 3.12+ cProfile uses sys.monitoring
+        assert out["captured"] == 0 and out["profiler_busy"] >= 1, out
+        assert "another profiler" in trace(t.pid, "trace __main__ work -n 1 --timeout 1")
+    else:
+        assert out["captured"] == 2 and out["profiler_busy"] == 0, out
+        root = out["invocations"][0]["root"]
+        assert root["name"] == "work" and root["children"][0]["name"] == "sum"
+        genexpr = root["children"][0]["children"][0]   # sum() resumes the generator, which calls step()
+        assert genexpr["name"] == "<genexpr>" and genexpr["children"][0]["name"] == "step", root
+    before = int(counts.read_text())
+    time.sleep(0.5)
+    assert int(counts.read_text()) > before, "the target's own profiler stopped counting after the trace"
+    assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_deep_recursion_tree(spawn, version):
+    """A call chain far deeper than the recorder's initial stack: recorded whole, shown to 100 levels
+    (clients' JSON validators refuse much deeper nesting), and the rest counted."""
+    t = spawn(version, """
+        import sys, time
+        def down(n):
+            return n if n == 0 else down(n - 1)
+        print("READY", flush=True)
+        while True:
+            down(300)
+            time.sleep(0.01)
+    """)
+    out = trace_json(t.pid, "trace __main__ down -n 1 -i 0")
+    node, levels = out["invocations"][0]["root"], 1
+    while node["children"]:
+        (node,) = node["children"]
+        levels += 1
+    assert levels == 100 and node["name"] == "down"
+    assert out["invocations"][0]["elided_nodes"] == 201, out["invocations"][0]   # the 101st level and below
+    assert out["invocations"][0]["hidden_nodes"] == 0
+    assert t.alive()

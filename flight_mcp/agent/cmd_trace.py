@@ -2,9 +2,11 @@
 
 The tree is recorded only on the thread running the traced call and only while it runs: the probe
 sets a profile function on that thread when the call starts (restoring the previous one when it
-ends or suspends), so other threads and the rest of the time pay nothing.
+ends or suspends), so other threads and the rest of the time pay nothing. The profile function is
+the C recorder (recorder.c) when it loads, else PyRecording below: same interface, same tree.
 """
 import _thread
+import glob
 import os
 import sys
 import time
@@ -17,6 +19,7 @@ _perf = time.perf_counter
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_NODES = 100000      # recorded per invocation; deeper/later calls are counted, not kept
 MAX_SHOWN = 500         # nodes sent back per invocation (a tree is read by a person or a model)
+MAX_LEVELS = 100        # levels sent back (deep recursion): JSON validators refuse much deeper nesting
 
 _kinds = {}
 _pass = {"codes": None, "n": -1}
@@ -42,35 +45,45 @@ def _kind(code):
     return k
 
 
-class Recording(object):
-    """One invocation's tree. A node is [label, start, children, cost]; label is a code object, a
-    builtin callable, or a marker string ("[await]")."""
+class PyRecording(object):
+    """One invocation's tree, recorded by a Python profile function (3-6 us per call: the fallback
+    when the C recorder cannot load). A node is [label, start, children, cost]; label is a code
+    object, a builtin callable, or a marker string ("[await]"). -i and -d are applied by tree_json."""
 
-    def __init__(self, code, frame, gap_label):
+    hidden = 0
+
+    def __init__(self, code, frame, gap_label, classify, setprofile, interval_s, depth, max_nodes):
         self.root = [code, _perf(), [], None]
         self.stack = [self.root]
         self.root_code = code
         self.root_frame = frame      # None with the trampoline: bound at the first call of code
-        self.hidden = 0              # depth inside agent frames
+        self.agent_depth = 0         # depth inside agent frames
         self.nodes = 1
+        self.max_nodes = max_nodes
         self.dropped = 0
         self.gap_label = gap_label
         self.gap = None
-        self.wall = time.time()
-        self.tid = _get_ident()
         self.prev = None
         self.chain = None
         self.stopped = False
 
-    def activate(self):
-        self.prev = prev = sys.getprofile()
-        self.chain = prev if isinstance(getattr(prev, "__self__", None), Recording) else None
+    def activate(self, prev):
+        if prev == self.prof:
+            return
+        self.prev = prev
+        self.chain = prev if isinstance(getattr(prev, "__self__", None), PyRecording) else None
         sys.setprofile(self.prof)
+
+    def deactivate(self):
+        if sys.getprofile() == self.prof:
+            sys.setprofile(self.prev)
+
+    def stop(self):
+        self.stopped = True
 
     def prof(self, frame, event, arg):
         if self.stopped:   # the command ended while this call still runs: stop recording it
-            if sys.getprofile() == self.prof:
-                sys.setprofile(self.prev)
+            self.deactivate()
             return
         if self.chain is not None:   # another trace of this thread records too (two clients)
             if self.chain.__self__.stopped:
@@ -83,9 +96,9 @@ class Recording(object):
             code = frame.f_code
             k = _kind(code)
             if k == HIDE:
-                self.hidden += 1
+                self.agent_depth += 1
                 return
-            if self.hidden or k == PASS:
+            if self.agent_depth or k == PASS:
                 return
             if self.root_frame is None and code is self.root_code and len(self.stack) == 1:
                 self.root_frame = frame
@@ -96,12 +109,12 @@ class Recording(object):
                 return
             k = _kind(frame.f_code)
             if k == HIDE:
-                if self.hidden:
-                    self.hidden -= 1
+                if self.agent_depth:
+                    self.agent_depth -= 1
                 return
-            if not self.hidden and k == USER:
+            if not self.agent_depth and k == USER:
                 self._pop()
-        elif not self.hidden and _kind(frame.f_code) == USER:
+        elif not self.agent_depth and _kind(frame.f_code) == USER:
             if event == "c_call":
                 self._push(arg)
             else:  # c_return, c_exception
@@ -109,7 +122,7 @@ class Recording(object):
 
     def _push(self, label):
         parent = self.stack[-1]
-        if parent is None or self.nodes >= MAX_NODES:
+        if parent is None or self.nodes >= self.max_nodes:
             self.stack.append(None)
             self.dropped += 1
             return
@@ -140,18 +153,64 @@ class Recording(object):
             if node is not None and node[3] is None:
                 node[3] = end - node[1]
         self.root[3] = end - self.root[1]
-        self.stack = None
+        self.stack = self.root_frame = self.prev = self.chain = None
+        return self.root[3]
+
+    def tree(self):
+        return self.root
+
+
+def _c_recorder():
+    """The C recorder's type, or None: not built, a debug (Py_TRACE_REFS) interpreter whose objects
+    are laid out differently, a free-threaded build, or FLIGHT_MCP_PY_RECORDER=1 in the target."""
+    if os.environ.get("FLIGHT_MCP_PY_RECORDER") == "1" or hasattr(sys, "getobjects") or \
+            not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None
+    for path in sorted(glob.glob(os.path.join(_AGENT_DIR, "_flight_mcp_recorder*.so"))):
+        try:
+            from importlib.machinery import ExtensionFileLoader
+            import importlib.util
+            loader = ExtensionFileLoader("_flight_mcp_recorder", path)
+            spec = importlib.util.spec_from_file_location("_flight_mcp_recorder", path, loader=loader)
+            module = importlib.util.module_from_spec(spec)
+            loader.exec_module(module)
+            return module.Recording
+        except Exception:
+            pass
+    return None
+
+
+_recorders = []
+
+
+def recorder():
+    if not _recorders:
+        _recorders.append(_c_recorder() or PyRecording)
+    return _recorders[0]
+
+
+class Invocation(object):
+    """One traced call: its recording and the facts of the call around it."""
+    __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "exc")
+
+    def __init__(self, rec, tid):
+        self.rec, self.tid, self.wall = rec, tid, time.time()
+        self.args = self.cost = self.thread = self.exc = None
 
 
 class TraceProbe(object):
-    def __init__(self, target, cap, flt, entrance_ms):
+    def __init__(self, target, cap, flt, entrance_ms, interval_ms, depth):
         self.target = target
         self.cap = cap
         self.filter = flt
         self.needs_args = flt.code is not None
         self.check = flt.caller(target) if flt.code is not None else None
         self.entrance_s = entrance_ms / 1000.0
-        self.running = {}   # thread ident -> Recording running on it (recursion joins its tree)
+        self.interval_s = interval_ms / 1000.0
+        self.depth = depth
+        self.recording = recorder()
+        self.busy = 0       # calls left unrecorded: their thread had another profiler
+        self.running = {}   # thread ident -> Invocation running on it (recursion joins its tree)
         self.gap_label = "[await]" if target.kind == "coroutine" else "[yield]"
 
     def _check(self, args, kwargs, result=None, cost=None):
@@ -160,6 +219,19 @@ class TraceProbe(object):
         except BaseException as e:
             self.filter.failed(e)
             return False
+
+    def _activate(self, inv, prev):
+        self.running[inv.tid] = inv
+        inv.rec.activate(prev)
+
+    def _profiler_busy(self, prev):
+        """Another profiler that could not be handed back after the call: a C-level one (cProfile
+        on <= 3.11) shows up as a non-callable object, and sys.setprofile(it) would raise into the
+        application at its next event. Its thread's calls are left unrecorded and counted."""
+        if prev is None or callable(prev) or type(prev) is self.recording:
+            return False
+        self.busy += 1
+        return True
 
     def enter(self, args, kwargs, frame):
         cap = self.cap
@@ -171,49 +243,53 @@ class TraceProbe(object):
         cap.seen += 1
         if self.filter.code is not None and not self.filter.late and not self._check(args, kwargs):
             return None
-        rec = Recording(self.target.code, frame, self.gap_label)
+        prev = sys.getprofile()
+        if self._profiler_busy(prev):
+            return None
+        inv = Invocation(self.recording(self.target.code, frame, self.gap_label, _kind, sys.setprofile,
+                                        self.interval_s, self.depth, MAX_NODES), tid)
         if self.filter.late:
-            rec.args = (args, kwargs)
-        self.running[tid] = rec
-        rec.activate()
-        return rec
+            inv.args = (args, kwargs)
+        self._activate(inv, prev)
+        return inv
 
-    def leave(self, rec, result, exc):
-        if self.running.get(rec.tid) is rec:
-            sys.setprofile(rec.prev)
-            del self.running[rec.tid]
-        rec.finish()
+    def _release(self, inv):
+        if self.running.get(inv.tid) is inv:
+            inv.rec.deactivate()
+            del self.running[inv.tid]
+
+    def leave(self, inv, result, exc):
+        self._release(inv)
+        inv.cost = inv.rec.finish()
         cap = self.cap
-        if self.filter.late and not self._check(rec.args[0], rec.args[1], result, rec.root[3] * 1000.0):
+        if self.filter.late and not self._check(inv.args[0], inv.args[1], result, inv.cost * 1000.0):
             return
         cap.matched += 1
-        if rec.root[3] < self.entrance_s:
+        if inv.cost < self.entrance_s:
             cap.skipped += 1
             return
-        rec.thread = capture.thread_facts(rec.tid)
-        rec.exc = None if exc is None or isinstance(exc, GeneratorExit) else "%s: %s" % (type(exc).__name__, exc)
-        cap.add(rec)
+        inv.thread = capture.thread_facts(inv.tid)
+        inv.exc = None if exc is None or isinstance(exc, GeneratorExit) else "%s: %s" % (type(exc).__name__, exc)
+        cap.add(inv)
 
     def stop(self):
         """The command ended: recordings of calls still running remove themselves at their thread's
         next event (a profile function can only be changed from its own thread)."""
-        for rec in list(self.running.values()):
-            rec.stopped = True
+        for inv in list(self.running.values()):
+            inv.rec.stop()
 
-    def suspend(self, rec):
-        if self.running.get(rec.tid) is rec:
-            sys.setprofile(rec.prev)
-            del self.running[rec.tid]
-        rec.suspend()
+    def suspend(self, inv):
+        self._release(inv)
+        inv.rec.suspend()
 
-    def resume(self, rec):
-        rec.resume()
+    def resume(self, inv):
+        inv.rec.resume()
         tid = _get_ident()
-        if tid in self.running:
-            return   # another traced call runs on this thread; this one goes on unrecorded
-        rec.tid = tid
-        self.running[tid] = rec
-        rec.activate()
+        prev = sys.getprofile()
+        if tid in self.running or self._profiler_busy(prev):
+            return   # another traced call (or profiler) runs on this thread; this one goes on unrecorded
+        inv.tid = tid
+        self._activate(inv, prev)
 
 
 def _label(label):
@@ -230,12 +306,22 @@ def _label(label):
     return {"name": name, "qualname": qual, "file": "<built-in>", "line": 0}
 
 
-def tree_json(rec, depth, interval_ms):
+def tree_json(inv, depth, interval_ms):
     """The recorded tree as JSON nodes, cut by -d (levels, root = 1) or else by -i (hide sub-calls
-    cheaper than interval_ms), and bounded to MAX_SHOWN nodes."""
+    cheaper than interval_ms: the C recorder already dropped those), bounded to MAX_SHOWN nodes
+    and MAX_LEVELS levels."""
     budget = [MAX_SHOWN]
     elided = [0]
-    hidden = [0]
+    hidden = [inv.rec.hidden]
+
+    def shown_size(node):
+        """Nodes of a subtree that -i would show (what the size bounds leave out)."""
+        count, todo = 0, [node]
+        while todo:
+            n = todo.pop()
+            count += 1
+            todo.extend(c for c in n[2] if depth > 0 or (c[3] or 0.0) * 1000.0 >= interval_ms)
+        return count
 
     def convert(node, level):
         out = _label(node[0])
@@ -248,15 +334,15 @@ def tree_json(rec, depth, interval_ms):
             if depth <= 0 and (child[3] or 0.0) * 1000.0 < interval_ms:
                 hidden[0] += 1
                 continue
-            if budget[0] <= 0:
-                elided[0] += 1
+            if budget[0] <= 0 or level >= MAX_LEVELS:
+                elided[0] += shown_size(child)
                 continue
             budget[0] -= 1
             kids.append(convert(child, level + 1))
         out["children"] = kids
         return out
 
-    root = convert(rec.root, 1)
+    root = convert(inv.rec.tree(), 1)
     return root, hidden[0], elided[0]
 
 
@@ -273,20 +359,22 @@ def trace(args, ctx):
     flt = capture.Expression(args.get("filter_expr"), "-f/--filter_expr", args.get("allow_mutating", False))
     target = instrument.resolve(args["module"], args.get("cls"), args["method"], args.get("nested_method"))
     cap = capture.Capture(ctx, limit)
-    probe = TraceProbe(target, cap, flt, entrance)
+    probe = TraceProbe(target, cap, flt, entrance, interval, depth)
 
-    def describe(rec):
-        return "%s %.3fms on %s" % (target.label, rec.root[3] * 1000.0, rec.thread[0])
+    def describe(inv):
+        return "%s %.3fms on %s" % (target.label, inv.cost * 1000.0, inv.thread[0])
 
     summary = capture.run(ctx, target, probe, cap, timeout_s, describe)
     invocations = []
-    for rec in cap.records:
-        root, hidden, elided = tree_json(rec, depth, interval)
-        invocations.append({"time": capture.wall_time_text(rec.wall), "thread": rec.thread[0], "tid": rec.tid,
-                            "daemon": rec.thread[1], "cost_ms": root["cost_ms"], "root": root,
-                            "hidden_nodes": hidden, "elided_nodes": elided, "dropped_nodes": rec.dropped,
-                            "exception": rec.exc})
+    for inv in cap.records:
+        root, hidden, elided = tree_json(inv, depth, interval)
+        invocations.append({"time": capture.wall_time_text(inv.wall), "thread": inv.thread[0], "tid": inv.tid,
+                            "daemon": inv.thread[1], "cost_ms": root["cost_ms"], "root": root,
+                            "hidden_nodes": hidden, "elided_nodes": elided, "dropped_nodes": inv.rec.dropped,
+                            "exception": inv.exc})
     summary["invocations"] = invocations
     summary["errors"] = [e for e in (flt.report(),) if e]
     summary["depth"], summary["interval_ms"], summary["entrance_ms"] = depth, interval, entrance
+    summary["recorder"] = "c" if probe.recording is not PyRecording else "python"
+    summary["profiler_busy"] = probe.busy
     return summary

@@ -51,6 +51,10 @@ class TraceResult(Summary):
     interval_ms: float
     entrance_ms: float
     invocations: list[Invocation]
+    recorder: str = Field("c", description="What recorded the trees: 'c' (native profile hook, the normal case) "
+                                           "or 'python' (fallback when the native one cannot load; slower).")
+    profiler_busy: int = Field(0, description="Calls not recorded because their thread was running another "
+                                              "C-level profiler (such as cProfile).")
 
 
 def run(p: TraceParams, call: Call) -> TraceResult:
@@ -60,7 +64,8 @@ def run(p: TraceParams, call: Call) -> TraceResult:
                           "sub-calls), or -1 for the full tree.")
     raw = request(p, call, "trace", {"interval": p.interval, "entrance_time": p.entrance_time, "depth": p.depth})
     return TraceResult(**summary_of(raw), depth=raw["depth"], interval_ms=raw["interval_ms"],
-                       entrance_ms=raw["entrance_ms"], invocations=raw["invocations"])
+                       entrance_ms=raw["entrance_ms"], invocations=raw["invocations"],
+                       recorder=raw.get("recorder", "c"), profiler_busy=raw.get("profiler_busy", 0))
 
 
 def _cost(ms: float) -> str:
@@ -120,6 +125,9 @@ def render(r: TraceResult, color: bool) -> str:
         out.append(empty_hint(r, "trace"))
     elif any(i.hidden_nodes for i in r.invocations) and r.depth == -1 and r.interval_ms > 0:
         out.append(f"Sub-calls under {r.interval_ms}ms are hidden (-i 0 shows them).")
+    if r.profiler_busy:
+        out.append(f"{r.profiler_busy} calls were not recorded: their thread runs another profiler (such as "
+                   "cProfile), which trace cannot displace and restore; stop it or trace another thread's calls.")
     out.extend(render_errors(r))
     return "\n".join(x for x in out if x is not None).strip("\n")
 

@@ -1,0 +1,538 @@
+/* trace's call-tree recorder: a C profile function for the thread running a traced call.
+ *
+ * Why C: a Python profile function costs 3-6 us per recorded call, which made trace 30-90x slower
+ * than the untraced code; this one costs a hash probe and a clock read per event.
+ *
+ * One build serves every target Python (3.8 and later): it uses the stable ABI only, and looks up
+ * at load time the two functions outside it (PyEval_SetProfile, PyFrame_GetCode) in the target's
+ * own interpreter. Loaded by the agent from its own folder; when it cannot be loaded the agent
+ * falls back to its Python recorder (cmd_trace.py), which has the same interface and semantics.
+ *
+ * The tree is kept in preorder in one array. A call cheaper than the interval is dropped when it
+ * returns (everything it called was cheaper still, so already dropped): memory holds only what
+ * will be shown plus the open calls. Labels (code objects, builtin callables) are borrowed while
+ * their call runs, which keeps them alive, and owned once their node is kept.
+ */
+#define Py_LIMITED_API 0x03080000
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+/* The profile events (Include/cpython/pystate.h); unchanged since Python 2. */
+#define EV_CALL 0
+#define EV_RETURN 3
+#define EV_C_CALL 4
+#define EV_C_EXCEPTION 5
+#define EV_C_RETURN 6
+
+/* Code kinds, as the agent's classify() returns them. */
+#define K_USER 0
+#define K_PASS 1  /* hook frames (trampolines): not shown, what they call is */
+#define K_HIDE 2  /* the agent's own frames: nothing under them is shown */
+
+typedef int (*profile_fn)(PyObject *, PyObject *, int, PyObject *);
+static void (*set_profile)(profile_fn, PyObject *);
+static PyObject *(*frame_get_code)(PyObject *); /* NULL on 3.8: read f_code instead */
+
+static PyObject *frame_code(PyObject *frame) {
+    if (frame_get_code == NULL) /* 3.8 PyFrameObject: PyObject_VAR_HEAD, f_back, f_code */
+        return *(PyObject **)((char *)frame + 4 * sizeof(void *));
+    PyObject *code = frame_get_code(frame); /* new reference; the running frame keeps the code alive */
+    Py_DECREF(code);
+    return code;
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.perf_counter()'s clock on Linux */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct {
+    PyObject *label;
+    int64_t start, cost; /* ns; cost -1 while the call runs */
+    int32_t parent;      /* index of the parent node, -1 for the root */
+    int32_t hidden;      /* calls hidden (by -i or -d) in this subtree */
+    int owned;
+} Node;
+
+typedef struct {
+    PyObject *code; /* owned */
+    int kind;
+} Slot;
+
+typedef struct Rec {
+    PyObject_HEAD
+    Node *nodes;
+    Py_ssize_t n, cap;
+    int32_t *stack; /* open calls: node indices, -1 for a call recorded only as a count */
+    Py_ssize_t sp, stack_cap;
+    Slot *kinds;
+    Py_ssize_t nkinds, kinds_cap; /* open addressing by pointer, power of two */
+    PyObject *classify, *setprofile, *root_code, *root_frame, *gap_label, *prev;
+    struct Rec *chain; /* an earlier recording on this thread that gets every event too */
+    int64_t interval_ns, max_nodes;
+    int depth;       /* > 0: keep calls down to this level (root = 1) and ignore the interval */
+    int agent_depth; /* > 0 while inside the agent's own frames */
+    int stopped, active;
+    Py_ssize_t gap, dropped;
+} Rec;
+
+static PyTypeObject *RecType;
+
+/* ---- code kinds ---------------------------------------------------------------------------- */
+
+static size_t slot_of(PyObject *code, Py_ssize_t cap) {
+    size_t h = (size_t)code;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15ULL;
+    return (h >> 20) & (size_t)(cap - 1);
+}
+
+static int kinds_insert(Slot *table, Py_ssize_t cap, PyObject *code, int kind) {
+    size_t i = slot_of(code, cap);
+    while (table[i].code != NULL)
+        i = (i + 1) & (size_t)(cap - 1);
+    table[i].code = code;
+    table[i].kind = kind;
+    return 0;
+}
+
+static int kind_of(Rec *self, PyObject *code) {
+    if (self->kinds != NULL) {
+        size_t i = slot_of(code, self->kinds_cap);
+        while (self->kinds[i].code != NULL) {
+            if (self->kinds[i].code == code)
+                return self->kinds[i].kind;
+            i = (i + 1) & (size_t)(self->kinds_cap - 1);
+        }
+    }
+    int kind = K_USER;
+    PyObject *type, *value, *tb; /* never disturb an exception the application is raising */
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(self->classify, code, NULL);
+    if (r != NULL) {
+        kind = (int)PyLong_AsLong(r);
+        if (kind < K_USER || kind > K_HIDE)
+            kind = K_USER;
+        Py_DECREF(r);
+    }
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    if ((self->nkinds + 1) * 2 > self->kinds_cap) {
+        Py_ssize_t cap = self->kinds_cap ? self->kinds_cap * 2 : 64;
+        Slot *t = PyMem_Calloc((size_t)cap, sizeof(Slot));
+        if (t == NULL)
+            return kind; /* not cached: asked again next time */
+        for (Py_ssize_t j = 0; j < self->kinds_cap; j++)
+            if (self->kinds[j].code != NULL)
+                kinds_insert(t, cap, self->kinds[j].code, self->kinds[j].kind);
+        PyMem_Free(self->kinds);
+        self->kinds = t;
+        self->kinds_cap = cap;
+    }
+    Py_INCREF(code);
+    kinds_insert(self->kinds, self->kinds_cap, code, kind);
+    self->nkinds++;
+    return kind;
+}
+
+/* ---- the tree -------------------------------------------------------------------------------- */
+
+static int stack_push(Rec *self, int32_t index) {
+    if (self->sp == self->stack_cap) {
+        Py_ssize_t cap = self->stack_cap * 2;
+        int32_t *s = PyMem_Realloc(self->stack, (size_t)cap * sizeof(int32_t));
+        if (s == NULL)
+            return -1;
+        self->stack = s;
+        self->stack_cap = cap;
+    }
+    self->stack[self->sp++] = index;
+    return 0;
+}
+
+static Py_ssize_t node_add(Rec *self, PyObject *label, int32_t parent, int64_t start) {
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap * 2;
+        Node *nodes = PyMem_Realloc(self->nodes, (size_t)cap * sizeof(Node));
+        if (nodes == NULL)
+            return -1;
+        self->nodes = nodes;
+        self->cap = cap;
+    }
+    Node *node = &self->nodes[self->n];
+    node->label = label;
+    node->start = start;
+    node->cost = -1;
+    node->parent = parent;
+    node->hidden = 0;
+    node->owned = 0;
+    return self->n++;
+}
+
+static void push(Rec *self, PyObject *label) {
+    int32_t parent = self->stack[self->sp - 1];
+    int32_t index = -1;
+    if (parent >= 0) {
+        if (self->depth > 0 && self->sp >= self->depth) /* below the last level shown */
+            self->nodes[parent].hidden++;
+        else if (self->n >= self->max_nodes)
+            self->dropped++;
+        else
+            index = (int32_t)node_add(self, label, parent, now_ns());
+    }
+    if (stack_push(self, index) < 0 && index >= 0)
+        self->n--; /* out of memory: forget the node rather than mis-nest the tree */
+}
+
+/* Ends the open node at index (the last one of the array when it is dropped). */
+static void close_node(Rec *self, int32_t index, int64_t end, int force_keep) {
+    Node *node = &self->nodes[index];
+    node->cost = end - node->start;
+    Node *parent = &self->nodes[node->parent];
+    if (!force_keep && self->depth <= 0 && node->cost < self->interval_ns) {
+        parent->hidden++;
+        for (Py_ssize_t i = index; i < self->n; i++)
+            if (self->nodes[i].owned)
+                Py_DECREF(self->nodes[i].label);
+        self->n = index;
+        return;
+    }
+    parent->hidden += node->hidden;
+    node->owned = 1;
+    Py_INCREF(node->label);
+}
+
+static void pop(Rec *self) {
+    if (self->sp <= 1)
+        return; /* the root ends with finish() */
+    int32_t index = self->stack[--self->sp];
+    if (index >= 0)
+        close_node(self, index, now_ns(), 0);
+}
+
+static void record(Rec *self, PyObject *frame, int what, PyObject *arg) {
+    PyObject *code;
+    int kind;
+    switch (what) {
+    case EV_CALL:
+        if (frame == self->root_frame)
+            return;
+        code = frame_code(frame);
+        kind = kind_of(self, code);
+        if (kind == K_HIDE) {
+            self->agent_depth++;
+            return;
+        }
+        if (self->agent_depth || kind == K_PASS)
+            return;
+        if (self->root_frame == NULL && code == self->root_code && self->sp == 1) {
+            Py_INCREF(frame); /* the trampoline's probe runs before the frame exists */
+            self->root_frame = frame;
+            return;
+        }
+        push(self, code);
+        return;
+    case EV_RETURN:
+        if (frame == self->root_frame)
+            return;
+        kind = kind_of(self, frame_code(frame));
+        if (kind == K_HIDE) {
+            if (self->agent_depth)
+                self->agent_depth--;
+            return;
+        }
+        if (!self->agent_depth && kind == K_USER)
+            pop(self);
+        return;
+    case EV_C_CALL:
+    case EV_C_RETURN:
+    case EV_C_EXCEPTION:
+        if (self->agent_depth || kind_of(self, frame_code(frame)) != K_USER)
+            return;
+        if (what == EV_C_CALL)
+            push(self, arg);
+        else
+            pop(self);
+        return;
+    default:
+        return;
+    }
+}
+
+static void dispatch(Rec *self, PyObject *frame, int what, PyObject *arg) {
+    if (self->chain != NULL) { /* another trace records on this thread too (two clients) */
+        if (self->chain->stopped)
+            Py_CLEAR(self->chain);
+        else
+            dispatch(self->chain, frame, what, arg);
+    }
+    record(self, frame, what, arg);
+}
+
+static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg);
+
+/* Puts back the profile function that was there before this recording started. */
+static void restore_prev(Rec *self) {
+    self->active = 0;
+    PyObject *prev = self->prev;
+    if (prev != NULL && Py_TYPE(prev) == RecType) {
+        ((Rec *)prev)->active = 1;
+        set_profile(rec_profile, prev);
+    } else if (prev == NULL) {
+        set_profile(NULL, NULL);
+    } else { /* a Python-level profile function (sys.setprofile): hand it back the same way */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *r = PyObject_CallFunctionObjArgs(self->setprofile, prev, NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+}
+
+static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg) {
+    Rec *self = (Rec *)obj;
+    if (self->stopped) { /* the command ended while this call runs: stop recording it */
+        if (self->active)
+            restore_prev(self);
+        return 0;
+    }
+    dispatch(self, frame, what, arg); /* calls Python only to classify a new code object */
+    return 0;
+}
+
+/* ---- the Python interface -------------------------------------------------------------------- */
+
+static PyObject *rec_activate(Rec *self, PyObject *prev) {
+    if (prev == (PyObject *)self) /* activated twice: keep the first prev */
+        Py_RETURN_NONE;
+    Py_CLEAR(self->prev);
+    if (prev != Py_None) {
+        Py_INCREF(prev);
+        self->prev = prev;
+    }
+    Py_CLEAR(self->chain);
+    if (prev != Py_None && Py_TYPE(prev) == RecType && !((Rec *)prev)->stopped) {
+        Py_INCREF(prev);
+        self->chain = (Rec *)prev;
+    }
+    self->active = 1;
+    set_profile(rec_profile, (PyObject *)self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rec_deactivate(Rec *self, PyObject *unused) {
+    if (self->active)
+        restore_prev(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rec_stop(Rec *self, PyObject *unused) {
+    self->stopped = 1; /* a profile function can only be changed from its own thread */
+    Py_RETURN_NONE;
+}
+
+static void close_open(Rec *self, int64_t end) {
+    while (self->sp > 1) {
+        int32_t index = self->stack[--self->sp];
+        if (index >= 0)
+            close_node(self, index, end, 0);
+    }
+}
+
+static PyObject *rec_suspend(Rec *self, PyObject *unused) {
+    int64_t t = now_ns();
+    close_open(self, t); /* frames that suspend with the root already sent their returns */
+    self->gap = -1;
+    if (self->depth > 0 && self->depth < 2)
+        self->nodes[0].hidden++;
+    else if (self->n < self->max_nodes)
+        self->gap = node_add(self, self->gap_label, 0, t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *rec_resume(Rec *self, PyObject *unused) {
+    if (self->gap >= 0) { /* the gap is the last node: nothing is recorded while suspended */
+        close_node(self, (int32_t)self->gap, now_ns(), 0);
+        self->gap = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *rec_finish(Rec *self, PyObject *unused) {
+    int64_t end = now_ns();
+    if (self->gap >= 0)
+        rec_resume(self, NULL);
+    close_open(self, end);
+    Node *root = &self->nodes[0];
+    if (root->cost < 0)
+        root->cost = end - root->start;
+    Py_CLEAR(self->root_frame);
+    Py_CLEAR(self->chain);
+    Py_CLEAR(self->prev);
+    return PyFloat_FromDouble(root->cost / 1e9);
+}
+
+/* [label, start_s, [children...], cost_s] per node, as the Python recorder builds them. */
+static PyObject *rec_tree(Rec *self, PyObject *unused) {
+    PyObject **kids = PyMem_Calloc((size_t)self->n, sizeof(PyObject *));
+    PyObject *root = NULL;
+    if (kids == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        Node *node = &self->nodes[i];
+        double cost = node->cost < 0 ? 0.0 : node->cost / 1e9;
+        PyObject *children = PyList_New(0);
+        PyObject *item = children ? Py_BuildValue("[OdOd]", node->label, node->start / 1e9, children, cost) : NULL;
+        Py_XDECREF(children);
+        if (item == NULL)
+            goto done;
+        kids[i] = children; /* borrowed: item holds it */
+        if (i == 0) {
+            root = item;
+        } else {
+            int failed = PyList_Append(kids[node->parent], item);
+            Py_DECREF(item);
+            if (failed)
+                goto done;
+        }
+    }
+    PyMem_Free(kids);
+    return root;
+done:
+    PyMem_Free(kids);
+    Py_XDECREF(root);
+    return NULL;
+}
+
+static PyObject *rec_get_hidden(Rec *self, void *unused) { return PyLong_FromLong(self->nodes[0].hidden); }
+static PyObject *rec_get_dropped(Rec *self, void *unused) { return PyLong_FromSsize_t(self->dropped); }
+static PyObject *rec_get_stopped(Rec *self, void *unused) { return PyBool_FromLong(self->stopped); }
+
+static void rec_dealloc(Rec *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        if (self->nodes[i].owned)
+            Py_DECREF(self->nodes[i].label);
+    for (Py_ssize_t i = 0; i < self->kinds_cap; i++)
+        Py_XDECREF(self->kinds[i].code);
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->stack);
+    PyMem_Free(self->kinds);
+    Py_XDECREF(self->classify);
+    Py_XDECREF(self->setprofile);
+    Py_XDECREF(self->root_code);
+    Py_XDECREF(self->root_frame);
+    Py_XDECREF(self->gap_label);
+    Py_XDECREF(self->prev);
+    Py_XDECREF((PyObject *)self->chain);
+    freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
+    tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Recording(root_code, root_frame, gap_label, classify, setprofile, interval_s, depth, max_nodes) */
+static PyObject *rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *code, *frame, *gap, *classify, *setprofile;
+    double interval_s;
+    int depth;
+    long long max_nodes;
+    if (!PyArg_ParseTuple(args, "OOOOOdiL", &code, &frame, &gap, &classify, &setprofile, &interval_s, &depth,
+                          &max_nodes))
+        return NULL;
+    Rec *self = (Rec *)PyType_GenericNew(type, NULL, NULL);
+    if (self == NULL)
+        return NULL;
+    self->cap = 64;
+    self->stack_cap = 64;
+    self->nodes = PyMem_Malloc((size_t)self->cap * sizeof(Node));
+    self->stack = PyMem_Malloc((size_t)self->stack_cap * sizeof(int32_t));
+    if (self->nodes == NULL || self->stack == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    Py_INCREF(code);
+    Py_INCREF(gap);
+    Py_INCREF(classify);
+    Py_INCREF(setprofile);
+    self->root_code = code;
+    self->gap_label = gap;
+    self->classify = classify;
+    self->setprofile = setprofile;
+    if (frame != Py_None) {
+        Py_INCREF(frame);
+        self->root_frame = frame;
+    }
+    self->interval_ns = (int64_t)(interval_s * 1e9);
+    self->depth = depth;
+    self->max_nodes = max_nodes < 1 ? 1 : max_nodes;
+    self->gap = -1;
+    node_add(self, code, -1, now_ns());
+    self->nodes[0].owned = 1;
+    Py_INCREF(code);
+    self->stack[self->sp++] = 0;
+    return (PyObject *)self;
+}
+
+static PyMethodDef rec_methods[] = {
+    {"activate", (PyCFunction)rec_activate, METH_O, "Record this thread's calls; prev = sys.getprofile()."},
+    {"deactivate", (PyCFunction)rec_deactivate, METH_NOARGS, "Give the thread its previous profile function."},
+    {"stop", (PyCFunction)rec_stop, METH_NOARGS, "The command ended: stop at this thread's next event."},
+    {"suspend", (PyCFunction)rec_suspend, METH_NOARGS, "The traced call suspended (await / yield)."},
+    {"resume", (PyCFunction)rec_resume, METH_NOARGS, "The traced call resumed."},
+    {"finish", (PyCFunction)rec_finish, METH_NOARGS, "The traced call ended; returns its cost in seconds."},
+    {"tree", (PyCFunction)rec_tree, METH_NOARGS, "The kept nodes as [label, start, children, cost] lists."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef rec_getset[] = {
+    {"hidden", (getter)rec_get_hidden, NULL, "calls hidden by -i / -d", NULL},
+    {"dropped", (getter)rec_get_dropped, NULL, "calls past the node cap, counted only", NULL},
+    {"stopped", (getter)rec_get_stopped, NULL, "stop() was called", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot rec_slots[] = {
+    {Py_tp_new, rec_new},
+    {Py_tp_dealloc, rec_dealloc},
+    {Py_tp_methods, rec_methods},
+    {Py_tp_getset, rec_getset},
+    {Py_tp_doc, "One traced invocation's call tree, recorded by a C profile function."},
+    {0, NULL},
+};
+
+static PyType_Spec rec_spec = {"_flight_mcp_recorder.Recording", sizeof(Rec), 0, Py_TPFLAGS_DEFAULT, rec_slots};
+
+static int module_exec(PyObject *m) {
+    set_profile = (void (*)(profile_fn, PyObject *))dlsym(RTLD_DEFAULT, "PyEval_SetProfile");
+    frame_get_code = (PyObject * (*)(PyObject *)) dlsym(RTLD_DEFAULT, "PyFrame_GetCode");
+    const char *version = Py_GetVersion();
+    if (set_profile == NULL || (frame_get_code == NULL && strncmp(version, "3.8.", 4) != 0)) {
+        PyErr_SetString(PyExc_ImportError, "the interpreter's PyEval_SetProfile/PyFrame_GetCode are not visible");
+        return -1;
+    }
+    RecType = (PyTypeObject *)PyType_FromSpec(&rec_spec);
+    if (RecType == NULL)
+        return -1;
+    Py_INCREF(RecType);
+    if (PyModule_AddObject(m, "Recording", (PyObject *)RecType) < 0) {
+        Py_DECREF(RecType);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, module_exec}, {0, NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_flight_mcp_recorder", "trace's C call-tree recorder", 0, NULL, module_slots,
+    NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__flight_mcp_recorder(void) { return PyModuleDef_Init(&module_def); }
