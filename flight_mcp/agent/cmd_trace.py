@@ -153,7 +153,8 @@ class PyRecording(object):
             if node is not None and node[3] is None:
                 node[3] = end - node[1]
         self.root[3] = end - self.root[1]
-        self.stack = self.root_frame = self.prev = self.chain = None
+        self.stack = self.root_frame = self.chain = None
+        self.stopped = True   # still installed or chained somewhere: it steps aside at the next event
         return self.root[3]
 
     def tree(self):
@@ -181,11 +182,15 @@ def _c_recorder():
 
 
 _recorders = []
+_recorders_lock = _thread.allocate_lock()
 
 
 def recorder():
-    if not _recorders:
-        _recorders.append(_c_recorder() or PyRecording)
+    """The recorder type, loaded once: two traces starting together must share one type, or each
+    would take the other's recording for a foreign profiler."""
+    with _recorders_lock:
+        if not _recorders:
+            _recorders.append(_c_recorder() or PyRecording)
     return _recorders[0]
 
 

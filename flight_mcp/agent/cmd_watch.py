@@ -45,31 +45,47 @@ class WatchProbe(object):
         self.view_opts = view_opts
         self.early = flt.code is not None and not flt.late and not exception_only
         self.check = flt.caller(target) if flt.code is not None else None
-        self.fn = flt.fn
-        self.direct = 0 if flt.code is None or "kwargs" in flt.uses else (1 if target.has_self else 2)
         self.show = watch_expr.caller(target)
+        self.enter = self._make_enter()
 
-    def enter(self, args, kwargs, frame):
-        cap = self.cap
-        if cap.done:
-            return None
-        cap.seen += 1
-        if self.early:
+    def _make_enter(self):
+        """enter(args, kwargs, frame) -> token or None, a closure over what it needs: it runs on every
+        call of the watched function, matching or not (a never-true filter's whole cost is here)."""
+        cap, perf, now = self.cap, _perf, time.time
+        if not self.early:
+            def enter(args, kwargs, frame):
+                if cap.done:
+                    return None
+                cap.seen += 1
+                return (args, kwargs, perf(), now())
+            return enter
+        (gate, split), failed = self.filter.gate(self.target), self.filter.failed
+        if split:
+            def enter(args, kwargs, frame):
+                if cap.done:
+                    return None
+                cap.seen += 1
+                try:
+                    if not gate(args[0] if args else None, args[1:], kwargs):
+                        return None
+                except BaseException as e:
+                    failed(e)
+                    return None
+                return (args, kwargs, perf(), now())
+            return enter
+
+        def enter(args, kwargs, frame):
+            if cap.done:
+                return None
+            cap.seen += 1
             try:
-                # The filter's function called directly in the common cases: this line runs on
-                # every call of the watched function, matching or not.
-                if self.direct == 1:
-                    ok = self.fn(args[0] if args else None, args[1:], kwargs, None, None)
-                elif self.direct == 2:
-                    ok = self.fn(None, args, kwargs, None, None)
-                else:
-                    ok = self.check(args, kwargs)
-                if not ok:
+                if not gate(args, kwargs):
                     return None
             except BaseException as e:
-                self.filter.failed(e)
+                failed(e)
                 return None
-        return (args, kwargs, _perf(), time.time())
+            return (args, kwargs, perf(), now())
+        return enter
 
     def leave(self, token, result, exc):
         cost = (_perf() - token[2]) * 1000.0

@@ -31,6 +31,7 @@ from .registry import AgentError
 from .server import AGENT_THREADS
 
 _get_ident = _thread.get_ident
+_getframe = sys._getframe
 _lock = _thread.allocate_lock()
 MONITORING = sys.version_info >= (3, 12)
 
@@ -278,10 +279,20 @@ def _monitoring_install(site):
         # callbacks drop foreign code objects with one dict lookup.
         mon.set_events(tool, ev.PY_UNWIND | ev.PY_THROW)
         _mon["tool"] = tool
+    # Only PY_START until a probe takes a call: the events that end or suspend a call matter only
+    # for calls a probe took, and a watch whose filter never matches then pays one callback, not two.
+    mon.set_local_events(_mon["tool"], site.code, ev.PY_START)
+    site.ends_on = False
+
+
+def _monitoring_follow_ends(site, code):
+    """A probe took a call: from now on the code also reports its returns (and suspensions)."""
+    ev = sys.monitoring.events
     local = ev.PY_START | ev.PY_RETURN
     if site.target.kind != "function":
         local |= ev.PY_YIELD | ev.PY_RESUME
-    mon.set_local_events(_mon["tool"], site.code, local)
+    sys.monitoring.set_local_events(_mon["tool"], code, local)
+    site.ends_on = True
 
 
 def _monitoring_uninstall(site):
@@ -304,10 +315,13 @@ def _mon_start(code, offset):
     site = _sites.get(id(code))
     if site is None or not site.probes or _get_ident() in AGENT_THREADS:
         return
-    frame = sys._getframe(1)
+    frame = _getframe(1)
     if site.needs_args:
         try:
-            args, kwargs = site.args_from_frame(frame)
+            if site._reader_code is code:   # args_from_frame(), inlined
+                args, kwargs = site._reader(frame.f_locals)
+            else:
+                args, kwargs = site.args_from_frame(frame)
         except BaseException:   # never into the application (an exception here would be raised in it)
             return
     else:
@@ -325,6 +339,11 @@ def _mon_start(code, offset):
                 entered.append((p, token))
     if entered is not None:
         site.live[id(frame)] = (frame, entered)
+        if not site.ends_on:
+            try:
+                _monitoring_follow_ends(site, code)
+            except BaseException:
+                pass
 
 
 def _mon_return(code, offset, retval):

@@ -82,8 +82,6 @@ typedef struct Rec {
     Py_ssize_t gap, dropped;
 } Rec;
 
-static PyTypeObject *RecType;
-
 /* ---- code kinds ---------------------------------------------------------------------------- */
 
 static size_t slot_of(PyObject *code, Py_ssize_t cap) {
@@ -281,10 +279,12 @@ static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg);
 static void restore_prev(Rec *self) {
     self->active = 0;
     PyObject *prev = self->prev;
-    if (prev != NULL && Py_TYPE(prev) == RecType) {
+    if (prev != NULL && Py_TYPE(prev) == Py_TYPE(self)) {
         ((Rec *)prev)->active = 1;
         set_profile(rec_profile, prev);
-    } else if (prev == NULL) {
+    } else if (prev == NULL || !PyCallable_Check(prev)) {
+        /* Never hand sys.setprofile a non-callable: it would raise into the application at its
+         * next event. (The agent does not start a recording over such a profiler.) */
         set_profile(NULL, NULL);
     } else { /* a Python-level profile function (sys.setprofile): hand it back the same way */
         PyObject *type, *value, *tb;
@@ -318,9 +318,12 @@ static PyObject *rec_activate(Rec *self, PyObject *prev) {
         self->prev = prev;
     }
     Py_CLEAR(self->chain);
-    if (prev != Py_None && Py_TYPE(prev) == RecType && !((Rec *)prev)->stopped) {
-        Py_INCREF(prev);
-        self->chain = (Rec *)prev;
+    if (prev != Py_None && Py_TYPE(prev) == Py_TYPE(self)) {
+        ((Rec *)prev)->active = 0; /* no longer installed: it gets its events through us */
+        if (!((Rec *)prev)->stopped) {
+            Py_INCREF(prev);
+            self->chain = (Rec *)prev;
+        }
     }
     self->active = 1;
     set_profile(rec_profile, (PyObject *)self);
@@ -328,7 +331,7 @@ static PyObject *rec_activate(Rec *self, PyObject *prev) {
 }
 
 static PyObject *rec_deactivate(Rec *self, PyObject *unused) {
-    if (self->active)
+    if (self->active) /* only the installed one: a later trace on this thread may have taken over */
         restore_prev(self);
     Py_RETURN_NONE;
 }
@@ -358,8 +361,8 @@ static PyObject *rec_suspend(Rec *self, PyObject *unused) {
 }
 
 static PyObject *rec_resume(Rec *self, PyObject *unused) {
-    if (self->gap >= 0) { /* the gap is the last node: nothing is recorded while suspended */
-        close_node(self, (int32_t)self->gap, now_ns(), 0);
+    if (self->gap >= 0) { /* dropped if cheap only while it is the last node (nothing recorded since) */
+        close_node(self, (int32_t)self->gap, now_ns(), self->gap != self->n - 1);
         self->gap = -1;
     }
     Py_RETURN_NONE;
@@ -373,9 +376,9 @@ static PyObject *rec_finish(Rec *self, PyObject *unused) {
     Node *root = &self->nodes[0];
     if (root->cost < 0)
         root->cost = end - root->start;
+    self->stopped = 1; /* still installed or chained somewhere: it steps aside at the next event */
     Py_CLEAR(self->root_frame);
     Py_CLEAR(self->chain);
-    Py_CLEAR(self->prev);
     return PyFloat_FromDouble(root->cost / 1e9);
 }
 
@@ -517,12 +520,11 @@ static int module_exec(PyObject *m) {
         PyErr_SetString(PyExc_ImportError, "the interpreter's PyEval_SetProfile/PyFrame_GetCode are not visible");
         return -1;
     }
-    RecType = (PyTypeObject *)PyType_FromSpec(&rec_spec);
-    if (RecType == NULL)
+    PyObject *type = PyType_FromSpec(&rec_spec);
+    if (type == NULL)
         return -1;
-    Py_INCREF(RecType);
-    if (PyModule_AddObject(m, "Recording", (PyObject *)RecType) < 0) {
-        Py_DECREF(RecType);
+    if (PyModule_AddObject(m, "Recording", type) < 0) {
+        Py_DECREF(type);
         return -1;
     }
     return 0;
