@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import flight_cli, version_params
+from .conftest import DEMO as DEMO_PATH, flight_cli, version_params
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -134,6 +134,7 @@ def test_entrance_time_and_json(spawn, version):
     assert compute["children"][1]["children"] == []   # -d 3 cuts below the third level
 
 
+DEMO_DIR = DEMO_PATH.parent
 EXTRAS = "trace_extras"  # tests/targets/trace_extras.py
 
 
@@ -285,3 +286,26 @@ def test_deep_recursion_tree(spawn, version):
     assert out["invocations"][0]["elided_nodes"] == 201, out["invocations"][0]   # the 101st level and below
     assert out["invocations"][0]["hidden_nodes"] == 0
     assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.12", "3.13"]))
+@pytest.mark.parametrize("taken", [(0, 1, 2, 3), (0, 1, 2, 3, 5)])
+def test_scarce_monitoring_tool_ids(spawn, version, taken):
+    """On 3.12+ the recorder takes its events from a sys.monitoring tool of its own when a second
+    free tool id exists, else from a profile function; either way the tree is the same, and the
+    target's own tools keep their ids."""
+    t = spawn(version, f"""
+        import sys
+        sys.path.insert(0, {str(DEMO_DIR)!r})
+        import demo_target
+        TOOLS_TAKEN = {list(taken)!r}
+        for tool in TOOLS_TAKEN:
+            sys.monitoring.use_tool_id(tool, "the application's own")
+        demo_target.main()
+    """)
+    cmd = "trace demo_target OrderService process_order -n 1 -f 'args[0] > 0'"
+    [(_, nodes)] = trees(trace_ok(t.pid, cmd))
+    assert shape(nodes) == PROCESS_ORDER
+    out = trace(t.pid, "getglobal __main__ sys -e '[target.monitoring.get_tool(i) for i in range(6)]'",
+                "--allow-mutating")   # get_tool() is a method call: the read-only checker refuses it
+    assert out.count("the application's own") == len(taken), out

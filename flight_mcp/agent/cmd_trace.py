@@ -52,7 +52,7 @@ class PyRecording(object):
 
     hidden = 0
 
-    def __init__(self, code, frame, gap_label, classify, setprofile, interval_s, depth, max_nodes):
+    def __init__(self, code, frame, gap_label, classify, setprofile, interval_s, depth, max_nodes, monitoring=False):
         self.root = [code, _perf(), [], None]
         self.stack = [self.root]
         self.root_code = code
@@ -162,7 +162,7 @@ class PyRecording(object):
 
 
 def _c_recorder():
-    """The C recorder's type, or None: not built, a debug (Py_TRACE_REFS) interpreter whose objects
+    """The C recorder's module, or None: not built, a debug (Py_TRACE_REFS) interpreter whose objects
     are laid out differently, a free-threaded build, or FLIGHT_MCP_PY_RECORDER=1 in the target."""
     if os.environ.get("FLIGHT_MCP_PY_RECORDER") == "1" or hasattr(sys, "getobjects") or \
             not getattr(sys, "_is_gil_enabled", lambda: True)():
@@ -175,10 +175,65 @@ def _c_recorder():
             spec = importlib.util.spec_from_file_location("_flight_mcp_recorder", path, loader=loader)
             module = importlib.util.module_from_spec(spec)
             loader.exec_module(module)
-            return module.Recording
+            return module
         except Exception:
             pass
     return None
+
+
+class MonitoringEvents(object):
+    """Python >= 3.12: the C recorder takes its events from a sys.monitoring tool of its own rather
+    than from a profile function, which there is a shim over sys.monitoring that builds a frame
+    object per call (a third of a trace's overhead). The tool is held while trace commands run;
+    its events are on only while some call is being recorded (the recorder switches them)."""
+
+    def __init__(self, module):
+        ev = sys.monitoring.events
+        self.callbacks = ((ev.PY_START, module.mon_begins), (ev.PY_RESUME, module.mon_begins),
+                          (ev.PY_THROW, module.mon_begins), (ev.PY_RETURN, module.mon_ends),
+                          (ev.PY_YIELD, module.mon_ends), (ev.PY_UNWIND, module.mon_ends),
+                          (ev.CALL, module.mon_call), (ev.C_RETURN, module.mon_c_ends),
+                          (ev.C_RAISE, module.mon_c_ends))
+        self.events = 0
+        for event, _ in self.callbacks:
+            self.events |= event
+        self.tool = None
+        self.users = 0
+        self.lock = _thread.allocate_lock()
+        module.configure_monitoring(self.switch, type(len), type(list.append))
+
+    def acquire(self):
+        """False when every tool id is taken (debuggers, coverage, profilers): then the profile
+        function records instead."""
+        mon = sys.monitoring
+        with self.lock:
+            if self.users == 0:
+                free = [t for t in (5, 3, 1, 2, 0, 4) if mon.get_tool(t) is None]
+                if len(free) < (1 if instrument.monitoring_tool() is not None else 2):
+                    return False   # the last free id is for the probes themselves
+                mon.use_tool_id(free[0], "flight-mcp trace")
+                for event, fn in self.callbacks:
+                    mon.register_callback(free[0], event, fn)
+                self.tool = free[0]
+            self.users += 1
+            return True
+
+    def release(self):
+        mon = sys.monitoring
+        with self.lock:
+            self.users -= 1
+            if self.users or self.tool is None:
+                return
+            tool, self.tool = self.tool, None
+            mon.set_events(tool, 0)
+            for event, _ in self.callbacks:
+                mon.register_callback(tool, event, None)
+            mon.free_tool_id(tool)
+
+    def switch(self, on):
+        tool = self.tool
+        if tool is not None:
+            sys.monitoring.set_events(tool, self.events if on else 0)
 
 
 _recorders = []
@@ -186,11 +241,18 @@ _recorders_lock = _thread.allocate_lock()
 
 
 def recorder():
-    """The recorder type, loaded once: two traces starting together must share one type, or each
-    would take the other's recording for a foreign profiler."""
+    """(recorder type, MonitoringEvents or None), loaded once: two traces starting together must
+    share one type, or each would take the other's recording for a foreign profiler."""
     with _recorders_lock:
         if not _recorders:
-            _recorders.append(_c_recorder() or PyRecording)
+            module = _c_recorder()
+            events = None
+            if module is not None and hasattr(sys, "monitoring"):
+                try:
+                    events = MonitoringEvents(module)
+                except Exception:
+                    events = None
+            _recorders.append((module.Recording if module is not None else PyRecording, events))
     return _recorders[0]
 
 
@@ -213,7 +275,8 @@ class TraceProbe(object):
         self.entrance_s = entrance_ms / 1000.0
         self.interval_s = interval_ms / 1000.0
         self.depth = depth
-        self.recording = recorder()
+        self.recording, events = recorder()
+        self.events = events if events is not None and events.acquire() else None
         self.busy = 0       # calls left unrecorded: their thread had another profiler
         self.running = {}   # thread ident -> Invocation running on it (recursion joins its tree)
         self.gap_label = "[await]" if target.kind == "coroutine" else "[yield]"
@@ -249,10 +312,10 @@ class TraceProbe(object):
         if self.filter.code is not None and not self.filter.late and not self._check(args, kwargs):
             return None
         prev = sys.getprofile()
-        if self._profiler_busy(prev):
+        if self.events is None and self._profiler_busy(prev):
             return None
         inv = Invocation(self.recording(self.target.code, frame, self.gap_label, _kind, sys.setprofile,
-                                        self.interval_s, self.depth, MAX_NODES), tid)
+                                        self.interval_s, self.depth, MAX_NODES, self.events is not None), tid)
         if self.filter.late:
             inv.args = (args, kwargs)
         self._activate(inv, prev)
@@ -282,6 +345,9 @@ class TraceProbe(object):
         next event (a profile function can only be changed from its own thread)."""
         for inv in list(self.running.values()):
             inv.rec.stop()
+        events, self.events = self.events, None
+        if events is not None:
+            events.release()
 
     def suspend(self, inv):
         self._release(inv)
@@ -291,7 +357,7 @@ class TraceProbe(object):
         inv.rec.resume()
         tid = _get_ident()
         prev = sys.getprofile()
-        if tid in self.running or self._profiler_busy(prev):
+        if tid in self.running or (self.events is None and self._profiler_busy(prev)):
             return   # another traced call (or profiler) runs on this thread; this one goes on unrecorded
         inv.tid = tid
         self._activate(inv, prev)

@@ -256,6 +256,11 @@ def add(target, probe):
 _mon = {"tool": None}
 
 
+def monitoring_tool():
+    """The sys.monitoring tool id the probes use, or None."""
+    return _mon["tool"]
+
+
 def _monitoring_install(site):
     mon = sys.monitoring
     ev = mon.events

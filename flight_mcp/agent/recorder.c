@@ -34,6 +34,8 @@
 #define K_PASS 1  /* hook frames (trampolines): not shown, what they call is */
 #define K_HIDE 2  /* the agent's own frames: nothing under them is shown */
 
+#define Py_XSETREF_COMPAT(dst, src) do { PyObject *old_ = (PyObject *)(dst); (dst) = (src); Py_XDECREF(old_); } while (0)
+
 typedef int (*profile_fn)(PyObject *, PyObject *, int, PyObject *);
 static void (*set_profile)(profile_fn, PyObject *);
 static PyObject *(*frame_get_code)(PyObject *); /* NULL on 3.8: read f_code instead */
@@ -79,6 +81,9 @@ typedef struct Rec {
     int depth;       /* > 0: keep calls down to this level (root = 1) and ignore the interval */
     int agent_depth; /* > 0 while inside the agent's own frames */
     int stopped, active;
+    int monitoring; /* events from our sys.monitoring tool (3.12+), else from the profile function */
+    int bind_root;  /* the root's own start may still come: skip it (see frame_begins) */
+    int counted;    /* monitoring: counted in mon_active */
     Py_ssize_t gap, dropped;
 } Rec;
 
@@ -214,72 +219,152 @@ static void pop(Rec *self) {
         close_node(self, index, now_ns(), 0);
 }
 
-static void record(Rec *self, PyObject *frame, int what, PyObject *arg) {
-    PyObject *code;
-    int kind;
+/* A Python frame starts or resumes. */
+static void frame_begins(Rec *self, PyObject *code, PyObject *frame) {
+    int kind = kind_of(self, code);
+    if (kind == K_HIDE) {
+        self->agent_depth++;
+        return;
+    }
+    if (self->agent_depth || kind == K_PASS)
+        return;
+    if (self->bind_root && code == self->root_code && self->sp == 1) {
+        /* The trampoline's probe starts the recording before the root frame exists: its first
+         * frame of the root code is the root itself. */
+        self->bind_root = 0;
+        Py_XINCREF(frame);
+        self->root_frame = frame;
+        return;
+    }
+    push(self, code);
+}
+
+/* A Python frame returns, yields or unwinds. */
+static void frame_ends(Rec *self, PyObject *code) {
+    int kind = kind_of(self, code);
+    if (kind == K_HIDE) {
+        if (self->agent_depth)
+            self->agent_depth--;
+        return;
+    }
+    if (!self->agent_depth && kind == K_USER)
+        pop(self);
+}
+
+/* A C function called from caller_code begins or ends. */
+static void c_call(Rec *self, PyObject *caller_code, PyObject *callable, int begins) {
+    if (self->agent_depth || kind_of(self, caller_code) != K_USER)
+        return;
+    if (begins)
+        push(self, callable);
+    else
+        pop(self);
+}
+
+/* sys.monitoring reports every callable's CALL and the end of every one that is not a Python
+ * function; the profile function saw only C functions and method descriptors: keep to those. */
+static PyObject *c_function_type, *method_descriptor_type;
+
+static int is_c_function(PyObject *callable) {
+    PyObject *type = (PyObject *)Py_TYPE(callable);
+    return type == c_function_type || type == method_descriptor_type;
+}
+
+#define MON_BEGINS 100
+#define MON_ENDS 101
+#define MON_C_CALL 102
+#define MON_C_ENDS 103
+
+static void record(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg) {
+    int expected;
     switch (what) {
     case EV_CALL:
-        if (frame == self->root_frame)
-            return;
-        code = frame_code(frame);
-        kind = kind_of(self, code);
-        if (kind == K_HIDE) {
-            self->agent_depth++;
-            return;
-        }
-        if (self->agent_depth || kind == K_PASS)
-            return;
-        if (self->root_frame == NULL && code == self->root_code && self->sp == 1) {
-            Py_INCREF(frame); /* the trampoline's probe runs before the frame exists */
-            self->root_frame = frame;
-            return;
-        }
-        push(self, code);
+        if (frame != self->root_frame)
+            frame_begins(self, frame_code(frame), frame);
         return;
     case EV_RETURN:
-        if (frame == self->root_frame)
-            return;
-        kind = kind_of(self, frame_code(frame));
-        if (kind == K_HIDE) {
-            if (self->agent_depth)
-                self->agent_depth--;
-            return;
-        }
-        if (!self->agent_depth && kind == K_USER)
-            pop(self);
+        if (frame != self->root_frame)
+            frame_ends(self, frame_code(frame));
         return;
     case EV_C_CALL:
     case EV_C_RETURN:
     case EV_C_EXCEPTION:
-        if (self->agent_depth || kind_of(self, frame_code(frame)) != K_USER)
-            return;
-        if (what == EV_C_CALL)
-            push(self, arg);
-        else
-            pop(self);
+        c_call(self, frame_code(frame), arg, what == EV_C_CALL);
+        return;
+    case MON_BEGINS:
+        /* Our tool may be called for the root's start (or resumption) after the probe's tool
+         * started the recording: then it is the very first event we get. */
+        expected = self->bind_root;
+        self->bind_root = 0;
+        if (!(expected && code == self->root_code))
+            frame_begins(self, code, NULL);
+        return;
+    case MON_ENDS:
+        self->bind_root = 0;
+        frame_ends(self, code);
+        return;
+    case MON_C_CALL:
+    case MON_C_ENDS:
+        self->bind_root = 0;
+        if (is_c_function(arg))
+            c_call(self, code, arg, what == MON_C_CALL);
         return;
     default:
         return;
     }
 }
 
-static void dispatch(Rec *self, PyObject *frame, int what, PyObject *arg) {
+static void dispatch(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg) {
     if (self->chain != NULL) { /* another trace records on this thread too (two clients) */
         if (self->chain->stopped)
             Py_CLEAR(self->chain);
         else
-            dispatch(self->chain, frame, what, arg);
+            dispatch(self->chain, what, frame, code, arg);
     }
-    record(self, frame, what, arg);
+    record(self, what, frame, code, arg);
+}
+
+/* ---- events from sys.monitoring (3.12+) ------------------------------------------------------ */
+
+/* Events are global to a tool, so each thread finds its recording here (a strong reference). */
+static __thread PyObject *current;
+static PyObject *mon_switch;    /* switch(on): our tool's events on or off (cmd_trace.py) */
+static Py_ssize_t mon_active;  /* recordings started and not finished: events on while > 0 */
+
+static void call_quietly(PyObject *fn, PyObject *arg) {
+    if (fn == NULL)
+        return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(fn, arg, NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
+static void mon_count(Rec *self, int on) {
+    if (!self->monitoring || self->counted == on)
+        return;
+    self->counted = on;
+    if (on ? mon_active++ == 0 : --mon_active == 0)
+        call_quietly(mon_switch, on ? Py_True : Py_False);
 }
 
 static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg);
 
-/* Puts back the profile function that was there before this recording started. */
+/* Gives the thread back what recorded before this recording started. */
 static void restore_prev(Rec *self) {
     self->active = 0;
     PyObject *prev = self->prev;
-    if (prev != NULL && Py_TYPE(prev) == Py_TYPE(self)) {
+    if (self->monitoring) {
+        if (current == (PyObject *)self) {
+            Py_XINCREF(prev);
+            current = prev;
+            if (prev != NULL)
+                ((Rec *)prev)->active = 1;
+            Py_DECREF(self); /* current's reference: the caller holds another */
+        }
+    } else if (prev != NULL && Py_TYPE(prev) == Py_TYPE(self)) {
         ((Rec *)prev)->active = 1;
         set_profile(rec_profile, prev);
     } else if (prev == NULL || !PyCallable_Check(prev)) {
@@ -287,12 +372,7 @@ static void restore_prev(Rec *self) {
          * next event. (The agent does not start a recording over such a profiler.) */
         set_profile(NULL, NULL);
     } else { /* a Python-level profile function (sys.setprofile): hand it back the same way */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyObject *r = PyObject_CallFunctionObjArgs(self->setprofile, prev, NULL);
-        Py_XDECREF(r);
-        PyErr_Clear();
-        PyErr_Restore(type, value, tb);
+        call_quietly(self->setprofile, prev);
     }
 }
 
@@ -303,30 +383,83 @@ static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg) 
             restore_prev(self);
         return 0;
     }
-    dispatch(self, frame, what, arg); /* calls Python only to classify a new code object */
+    dispatch(self, what, frame, NULL, arg); /* calls Python only to classify a new code object */
     return 0;
+}
+
+static PyObject *mon_event(int what, PyObject *const *args, Py_ssize_t nargs) {
+    Rec *self = (Rec *)current;
+    if (self == NULL || nargs < 2)
+        Py_RETURN_NONE;
+    if (self->stopped) {
+        Py_INCREF(self); /* restore_prev drops current's reference */
+        restore_prev(self);
+        Py_DECREF(self);
+        Py_RETURN_NONE;
+    }
+    dispatch(self, what, NULL, args[0], nargs > 2 ? args[2] : NULL);
+    Py_RETURN_NONE;
+}
+
+/* PY_START, PY_RESUME, PY_THROW */
+static PyObject *mon_begins(PyObject *m, PyObject *const *args, Py_ssize_t n) { return mon_event(MON_BEGINS, args, n); }
+/* PY_RETURN, PY_YIELD, PY_UNWIND */
+static PyObject *mon_ends(PyObject *m, PyObject *const *args, Py_ssize_t n) { return mon_event(MON_ENDS, args, n); }
+/* CALL */
+static PyObject *mon_call(PyObject *m, PyObject *const *args, Py_ssize_t n) {
+    return n >= 3 ? mon_event(MON_C_CALL, args, n) : (Py_INCREF(Py_None), Py_None);
+}
+/* C_RETURN, C_RAISE */
+static PyObject *mon_c_ends(PyObject *m, PyObject *const *args, Py_ssize_t n) {
+    return n >= 3 ? mon_event(MON_C_ENDS, args, n) : (Py_INCREF(Py_None), Py_None);
+}
+
+static PyObject *configure_monitoring(PyObject *m, PyObject *args) {
+    PyObject *sw, *cfunc, *descr;
+    if (!PyArg_ParseTuple(args, "OOO", &sw, &cfunc, &descr))
+        return NULL;
+    Py_INCREF(sw);
+    Py_INCREF(cfunc);
+    Py_INCREF(descr);
+    Py_XSETREF_COMPAT(mon_switch, sw);
+    Py_XSETREF_COMPAT(c_function_type, cfunc);
+    Py_XSETREF_COMPAT(method_descriptor_type, descr);
+    Py_RETURN_NONE;
 }
 
 /* ---- the Python interface -------------------------------------------------------------------- */
 
+/* prev: sys.getprofile() for the profile function; unused with sys.monitoring (the thread's
+ * current recording is the one before). */
 static PyObject *rec_activate(Rec *self, PyObject *prev) {
+    if (self->monitoring)
+        prev = current != NULL ? current : Py_None;
     if (prev == (PyObject *)self) /* activated twice: keep the first prev */
         Py_RETURN_NONE;
     Py_CLEAR(self->prev);
+    Py_CLEAR(self->chain);
     if (prev != Py_None) {
         Py_INCREF(prev);
         self->prev = prev;
-    }
-    Py_CLEAR(self->chain);
-    if (prev != Py_None && Py_TYPE(prev) == Py_TYPE(self)) {
-        ((Rec *)prev)->active = 0; /* no longer installed: it gets its events through us */
-        if (!((Rec *)prev)->stopped) {
-            Py_INCREF(prev);
-            self->chain = (Rec *)prev;
+        if (Py_TYPE(prev) == Py_TYPE(self)) {
+            ((Rec *)prev)->active = 0; /* no longer installed: it gets its events through us */
+            if (!((Rec *)prev)->stopped) {
+                Py_INCREF(prev);
+                self->chain = (Rec *)prev;
+            }
         }
     }
     self->active = 1;
-    set_profile(rec_profile, (PyObject *)self);
+    if (self->monitoring) {
+        self->bind_root = 1;
+        Py_INCREF(self);
+        PyObject *old = current;
+        current = (PyObject *)self;
+        Py_XDECREF(old); /* still held by self->prev */
+        mon_count(self, 1);
+    } else {
+        set_profile(rec_profile, (PyObject *)self);
+    }
     Py_RETURN_NONE;
 }
 
@@ -337,7 +470,8 @@ static PyObject *rec_deactivate(Rec *self, PyObject *unused) {
 }
 
 static PyObject *rec_stop(Rec *self, PyObject *unused) {
-    self->stopped = 1; /* a profile function can only be changed from its own thread */
+    self->stopped = 1; /* it steps aside at its thread's next event: only that thread can */
+    mon_count(self, 0);
     Py_RETURN_NONE;
 }
 
@@ -377,6 +511,7 @@ static PyObject *rec_finish(Rec *self, PyObject *unused) {
     if (root->cost < 0)
         root->cost = end - root->start;
     self->stopped = 1; /* still installed or chained somewhere: it steps aside at the next event */
+    mon_count(self, 0);
     Py_CLEAR(self->root_frame);
     Py_CLEAR(self->chain);
     return PyFloat_FromDouble(root->cost / 1e9);
@@ -440,15 +575,21 @@ static void rec_dealloc(Rec *self) {
     Py_DECREF(tp);
 }
 
-/* Recording(root_code, root_frame, gap_label, classify, setprofile, interval_s, depth, max_nodes) */
+/* Recording(root_code, root_frame, gap_label, classify, setprofile, interval_s, depth, max_nodes,
+ *           monitoring=False) */
 static PyObject *rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *code, *frame, *gap, *classify, *setprofile;
     double interval_s;
     int depth;
     long long max_nodes;
-    if (!PyArg_ParseTuple(args, "OOOOOdiL", &code, &frame, &gap, &classify, &setprofile, &interval_s, &depth,
-                          &max_nodes))
+    int monitoring = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOdiL|p", &code, &frame, &gap, &classify, &setprofile, &interval_s, &depth,
+                          &max_nodes, &monitoring))
         return NULL;
+    if (monitoring && (mon_switch == NULL || c_function_type == NULL)) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_monitoring() first");
+        return NULL;
+    }
     Rec *self = (Rec *)PyType_GenericNew(type, NULL, NULL);
     if (self == NULL)
         return NULL;
@@ -468,10 +609,12 @@ static PyObject *rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     self->gap_label = gap;
     self->classify = classify;
     self->setprofile = setprofile;
-    if (frame != Py_None) {
+    self->monitoring = monitoring;
+    if (frame != Py_None && !monitoring) {
         Py_INCREF(frame);
         self->root_frame = frame;
     }
+    self->bind_root = self->root_frame == NULL;
     self->interval_ns = (int64_t)(interval_s * 1e9);
     self->depth = depth;
     self->max_nodes = max_nodes < 1 ? 1 : max_nodes;
@@ -530,10 +673,24 @@ static int module_exec(PyObject *m) {
     return 0;
 }
 
+#ifndef METH_FASTCALL
+#define METH_FASTCALL 0x0080 /* stable ABI from 3.10; used only on 3.12+ */
+#endif
+
+static PyMethodDef module_methods[] = {
+    {"configure_monitoring", configure_monitoring, METH_VARARGS,
+     "configure_monitoring(switch, builtin_function_type, method_descriptor_type)"},
+    {"mon_begins", (PyCFunction)(void (*)(void))mon_begins, METH_FASTCALL, "PY_START / PY_RESUME / PY_THROW"},
+    {"mon_ends", (PyCFunction)(void (*)(void))mon_ends, METH_FASTCALL, "PY_RETURN / PY_YIELD / PY_UNWIND"},
+    {"mon_call", (PyCFunction)(void (*)(void))mon_call, METH_FASTCALL, "CALL"},
+    {"mon_c_ends", (PyCFunction)(void (*)(void))mon_c_ends, METH_FASTCALL, "C_RETURN / C_RAISE"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyModuleDef_Slot module_slots[] = {{Py_mod_exec, module_exec}, {0, NULL}};
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_flight_mcp_recorder", "trace's C call-tree recorder", 0, NULL, module_slots,
+    PyModuleDef_HEAD_INIT, "_flight_mcp_recorder", "trace's C call-tree recorder", 0, module_methods, module_slots,
     NULL, NULL, NULL,
 };
 
