@@ -309,3 +309,27 @@ def test_scarce_monitoring_tool_ids(spawn, version, taken):
     out = trace(t.pid, "getglobal __main__ sys -e '[target.monitoring.get_tool(i) for i in range(6)]'",
                 "--allow-mutating")   # get_tool() is a method call: the read-only checker refuses it
     assert out.count("the application's own") == len(taken), out
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_concurrent_coroutines_traced_twice(spawn, version):
+    """Coroutines still suspended when a trace ends must leave nothing behind: the next trace of the
+    same function records full trees (on 3.12+ its events must come back on)."""
+    t = spawn(version, """
+        import asyncio, time
+        async def job(i):
+            time.sleep(0.001)
+            await asyncio.sleep(0.005 + i / 1000)
+            time.sleep(0.001)
+        async def main():
+            print("READY", flush=True)
+            while True:
+                await asyncio.gather(*(job(i) for i in range(5)))
+        asyncio.run(main())
+    """)
+    for _ in range(3):
+        out = trace_json(t.pid, "trace __main__ job -n 2")
+        for inv in out["invocations"]:
+            names = [c["name"] for c in inv["root"]["children"]]
+            assert names[0] == "sleep" and "[await]" in names and names[-1] == "sleep", inv["root"]
+    assert t.alive()

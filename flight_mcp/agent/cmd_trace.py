@@ -200,6 +200,7 @@ class MonitoringEvents(object):
         self.tool = None
         self.users = 0
         self.lock = _thread.allocate_lock()
+        self.module = module
         module.configure_monitoring(self.switch, type(len), type(list.append))
 
     def acquire(self):
@@ -215,6 +216,8 @@ class MonitoringEvents(object):
                 for event, fn in self.callbacks:
                     mon.register_callback(free[0], event, fn)
                 self.tool = free[0]
+                if self.module.monitoring_needed():   # a thread left recording (e.g. it never ran again)
+                    mon.set_events(self.tool, self.events)
             self.users += 1
             return True
 

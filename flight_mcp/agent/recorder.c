@@ -329,7 +329,7 @@ static void dispatch(Rec *self, int what, PyObject *frame, PyObject *code, PyObj
 /* Events are global to a tool, so each thread finds its recording here (a strong reference). */
 static __thread PyObject *current;
 static PyObject *mon_switch;    /* switch(on): our tool's events on or off (cmd_trace.py) */
-static Py_ssize_t mon_active;  /* recordings started and not finished: events on while > 0 */
+static Py_ssize_t mon_active;  /* threads whose current recording runs: events on while > 0 */
 
 static void call_quietly(PyObject *fn, PyObject *arg) {
     if (fn == NULL)
@@ -360,8 +360,11 @@ static void restore_prev(Rec *self) {
         if (current == (PyObject *)self) {
             Py_XINCREF(prev);
             current = prev;
-            if (prev != NULL)
+            if (prev != NULL) {
                 ((Rec *)prev)->active = 1;
+                mon_count((Rec *)prev, 1);
+            }
+            mon_count(self, 0);
             Py_DECREF(self); /* current's reference: the caller holds another */
         }
     } else if (prev != NULL && Py_TYPE(prev) == Py_TYPE(self)) {
@@ -414,6 +417,8 @@ static PyObject *mon_c_ends(PyObject *m, PyObject *const *args, Py_ssize_t n) {
     return n >= 3 ? mon_event(MON_C_ENDS, args, n) : (Py_INCREF(Py_None), Py_None);
 }
 
+static PyObject *monitoring_needed(PyObject *m, PyObject *unused) { return PyBool_FromLong(mon_active > 0); }
+
 static PyObject *configure_monitoring(PyObject *m, PyObject *args) {
     PyObject *sw, *cfunc, *descr;
     if (!PyArg_ParseTuple(args, "OOO", &sw, &cfunc, &descr))
@@ -457,6 +462,8 @@ static PyObject *rec_activate(Rec *self, PyObject *prev) {
         current = (PyObject *)self;
         Py_XDECREF(old); /* still held by self->prev */
         mon_count(self, 1);
+        if (self->prev != NULL && Py_TYPE(self->prev) == Py_TYPE(self))
+            mon_count((Rec *)self->prev, 0); /* its thread is counted once, through us */
     } else {
         set_profile(rec_profile, (PyObject *)self);
     }
@@ -680,6 +687,7 @@ static int module_exec(PyObject *m) {
 static PyMethodDef module_methods[] = {
     {"configure_monitoring", configure_monitoring, METH_VARARGS,
      "configure_monitoring(switch, builtin_function_type, method_descriptor_type)"},
+    {"monitoring_needed", monitoring_needed, METH_NOARGS, "Some thread records now: events must be on."},
     {"mon_begins", (PyCFunction)(void (*)(void))mon_begins, METH_FASTCALL, "PY_START / PY_RESUME / PY_THROW"},
     {"mon_ends", (PyCFunction)(void (*)(void))mon_ends, METH_FASTCALL, "PY_RETURN / PY_YIELD / PY_UNWIND"},
     {"mon_call", (PyCFunction)(void (*)(void))mon_call, METH_FASTCALL, "CALL"},
