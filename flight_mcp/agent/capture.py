@@ -90,18 +90,18 @@ class Expression(object):
         self.flag = flag
         self.allow_mutating = allow_mutating
         self.code = expr.compile_expr(source, flag, allow_mutating) if source else None
-        self.fn = self._function(allow_mutating) if self.code is not None else None
+        self.fn = self._function() if self.code is not None else None
         self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
         self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
         self.failures = 0
         self.first_failure = None
 
-    def _function(self, allow_mutating, names=_CONTEXT):
+    def _function(self, names=_CONTEXT):
         """The checked expression as `lambda target, args, kwargs, return_obj, cost: EXPR` (or over
         `names`): calling it costs a fraction of eval() with a fresh scope, and a filter runs on
         every call of a hot function. Its globals are the scope expr.evaluate() provides besides the
         names (builtins and the read-only guards); comprehensions see the names through the closure."""
-        tree = None if allow_mutating else safety.check(self.source, self.flag)
+        tree = None if self.allow_mutating else safety.check(self.source, self.flag)
         if not isinstance(tree, ast.AST):
             tree = ast.parse(self.source, mode="eval")
         body = tree.body if isinstance(tree, ast.Expression) else tree
@@ -114,17 +114,13 @@ class Expression(object):
         return eval(compile(lam, "<%s>" % self.flag, "eval"), scope)
 
     def gate(self, target):
-        """For a filter judged when the call starts, the cheapest function computing it for calls of
-        target, and whether it takes the instance apart: `(target, args, kwargs)` for a method (args
-        without the instance), else `(args, kwargs)`, compiled over exactly those names so nothing
-        sits between the probe and the expression."""
-        if "kwargs" in self.uses:   # kwargs also answers for named parameters: the general caller
-            return self.caller(target), False
-        if target.has_self:
-            return self._function(self.allow_mutating, ("target", "args", "kwargs")), True
-        if "target" in self.uses:   # None on a function
-            return self.caller(target), False
-        return self._function(self.allow_mutating, ("args", "kwargs")), False
+        """For a filter judged when the call starts, `(args, kwargs) -> value` for calls of target
+        (args as probes get them, instance first): on a plain function whose filter reads neither
+        target nor kwargs, the expression itself compiled over (args, kwargs), with no call between
+        the probe and the expression; else the general caller."""
+        if target.has_self or self.uses & {"target", "kwargs"}:
+            return self.caller(target)
+        return self._function(("args", "kwargs"))
 
     def caller(self, target):
         """call(args, kwargs, return_obj=None, cost=None) for calls of target, where args are all

@@ -281,6 +281,7 @@ class TraceProbe(object):
         self.recording, events = recorder()
         self.events = events if events is not None and events.acquire() else None
         self.busy = 0       # calls left unrecorded: their thread had another profiler
+        self.ended = False
         self.running = {}   # thread ident -> Invocation running on it (recursion joins its tree)
         self.gap_label = "[await]" if target.kind == "coroutine" else "[yield]"
 
@@ -306,7 +307,7 @@ class TraceProbe(object):
 
     def enter(self, args, kwargs, frame):
         cap = self.cap
-        if cap.done:
+        if cap.done or self.ended:
             return None
         tid = _get_ident()
         if tid in self.running:
@@ -346,6 +347,7 @@ class TraceProbe(object):
     def stop(self):
         """The command ended: recordings of calls still running remove themselves at their thread's
         next event (a profile function can only be changed from its own thread)."""
+        self.ended = True   # a suspended call that resumes now goes on unrecorded
         for inv in list(self.running.values()):
             inv.rec.stop()
         events, self.events = self.events, None
@@ -360,7 +362,7 @@ class TraceProbe(object):
         inv.rec.resume()
         tid = _get_ident()
         prev = sys.getprofile()
-        if tid in self.running or (self.events is None and self._profiler_busy(prev)):
+        if self.ended or tid in self.running or (self.events is None and self._profiler_busy(prev)):
             return   # another traced call (or profiler) runs on this thread; this one goes on unrecorded
         inv.tid = tid
         self._activate(inv, prev)
@@ -438,7 +440,10 @@ def trace(args, ctx):
     def describe(inv):
         return "%s %.3fms on %s" % (target.label, inv.cost * 1000.0, inv.thread[0])
 
-    summary = capture.run(ctx, target, probe, cap, timeout_s, describe)
+    try:
+        summary = capture.run(ctx, target, probe, cap, timeout_s, describe)
+    finally:
+        probe.stop()   # also when instrumenting failed: the probe holds a sys.monitoring tool id
     invocations = []
     for inv in cap.records:
         root, hidden, elided = tree_json(inv, depth, interval)

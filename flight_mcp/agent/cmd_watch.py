@@ -59,20 +59,7 @@ class WatchProbe(object):
                 cap.seen += 1
                 return (args, kwargs, perf(), now())
             return enter
-        (gate, split), failed = self.filter.gate(self.target), self.filter.failed
-        if split:
-            def enter(args, kwargs, frame):
-                if cap.done:
-                    return None
-                cap.seen += 1
-                try:
-                    if not gate(args[0] if args else None, args[1:], kwargs):
-                        return None
-                except BaseException as e:
-                    failed(e)
-                    return None
-                return (args, kwargs, perf(), now())
-            return enter
+        gate, failed = self.filter.gate(self.target), self.filter.failed
 
         def enter(args, kwargs, frame):
             if cap.done:
