@@ -1,9 +1,11 @@
 """trace: the call tree under each invocation of one function, with the time of every sub-call.
 
-The tree is recorded only on the thread running the traced call and only while it runs: the probe
-sets a profile function on that thread when the call starts (restoring the previous one when it
-ends or suspends), so other threads and the rest of the time pay nothing. The profile function is
-the C recorder (recorder.c) when it loads, else PyRecording below: same interface, same tree.
+The tree is recorded only for the thread running the traced call and only while it runs: the probe
+starts a recording when the call starts and hands the thread back what it had when the call ends or
+suspends. The recorder is the C one (recorder.c) when it loads, else PyRecording below: same
+interface, same tree. Its events come from a profile function on that thread (so other threads pay
+nothing) or, on 3.12+, from a sys.monitoring tool of ours that is on only while some call is being
+recorded (other threads then pay a C callback per call, as with any profiler there).
 """
 import _thread
 import glob
@@ -167,10 +169,10 @@ def _c_recorder():
     if os.environ.get("FLIGHT_MCP_PY_RECORDER") == "1" or hasattr(sys, "getobjects") or \
             not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None
+    from importlib.machinery import ExtensionFileLoader
+    import importlib.util
     for path in sorted(glob.glob(os.path.join(_AGENT_DIR, "_flight_mcp_recorder*.so"))):
         try:
-            from importlib.machinery import ExtensionFileLoader
-            import importlib.util
             loader = ExtensionFileLoader("_flight_mcp_recorder", path)
             spec = importlib.util.spec_from_file_location("_flight_mcp_recorder", path, loader=loader)
             module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,7 @@
-/* trace's call-tree recorder: a C profile function for the thread running a traced call.
+/* trace's call-tree recorder, for the thread running a traced call. Its events come from a C
+ * profile function on that thread (Python <= 3.11), or on 3.12+ from C callbacks on a
+ * sys.monitoring tool of its own (there the profile function is a shim that builds a frame object
+ * per call); the agent's cmd_trace.py picks and switches the source.
  *
  * Why C: a Python profile function costs 3-6 us per recorded call, which made trace 30-90x slower
  * than the untraced code; this one costs a hash probe and a clock read per event.
@@ -96,13 +99,12 @@ static size_t slot_of(PyObject *code, Py_ssize_t cap) {
     return (h >> 20) & (size_t)(cap - 1);
 }
 
-static int kinds_insert(Slot *table, Py_ssize_t cap, PyObject *code, int kind) {
+static void kinds_insert(Slot *table, Py_ssize_t cap, PyObject *code, int kind) {
     size_t i = slot_of(code, cap);
     while (table[i].code != NULL)
         i = (i + 1) & (size_t)(cap - 1);
     table[i].code = code;
     table[i].kind = kind;
-    return 0;
 }
 
 static int kind_of(Rec *self, PyObject *code) {
@@ -146,28 +148,28 @@ static int kind_of(Rec *self, PyObject *code) {
 
 /* ---- the tree -------------------------------------------------------------------------------- */
 
+/* Doubles *buf (of *cap items of size item) when it is full; -1 when out of memory. */
+static int grow(void **buf, Py_ssize_t *cap, Py_ssize_t used, size_t item) {
+    if (used < *cap)
+        return 0;
+    void *bigger = PyMem_Realloc(*buf, (size_t)(*cap * 2) * item);
+    if (bigger == NULL)
+        return -1;
+    *buf = bigger;
+    *cap *= 2;
+    return 0;
+}
+
 static int stack_push(Rec *self, int32_t index) {
-    if (self->sp == self->stack_cap) {
-        Py_ssize_t cap = self->stack_cap * 2;
-        int32_t *s = PyMem_Realloc(self->stack, (size_t)cap * sizeof(int32_t));
-        if (s == NULL)
-            return -1;
-        self->stack = s;
-        self->stack_cap = cap;
-    }
+    if (grow((void **)&self->stack, &self->stack_cap, self->sp, sizeof(int32_t)) < 0)
+        return -1;
     self->stack[self->sp++] = index;
     return 0;
 }
 
 static Py_ssize_t node_add(Rec *self, PyObject *label, int32_t parent, int64_t start) {
-    if (self->n == self->cap) {
-        Py_ssize_t cap = self->cap * 2;
-        Node *nodes = PyMem_Realloc(self->nodes, (size_t)cap * sizeof(Node));
-        if (nodes == NULL)
-            return -1;
-        self->nodes = nodes;
-        self->cap = cap;
-    }
+    if (grow((void **)&self->nodes, &self->cap, self->n, sizeof(Node)) < 0)
+        return -1;
     Node *node = &self->nodes[self->n];
     node->label = label;
     node->start = start;
