@@ -1,14 +1,14 @@
 """One live connection per target pid: attach on first use, reuse afterwards."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
+import socket
+import struct
 import threading
 import time
 
 from .attach import procs
-from .attach.bootstrap import RuntimeDir
+from .attach.bootstrap import RuntimeDir, agent_build
 from .attach.client import AgentClient
 from .errors import FlightError
 
@@ -16,21 +16,34 @@ DEFAULT_ATTACH_TIMEOUT = 5.0
 
 
 def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
+    """A connection to the agent of pid, or None. A socket that nobody serves, or that is served by
+    another process than pid (a previous process with this pid, anything put there), is removed."""
     path = rdir.sock("host")
     if not os.path.exists(path):
         return None
     try:
-        return AgentClient(pid, path)
+        client = AgentClient(pid, path)
     except OSError:
+        client = None
+    if client is not None:
         try:
-            os.unlink(path)  # stale: the agent is gone (e.g. a previous process with this pid)
+            peer = struct.unpack("3i", client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))[0]
         except OSError:
-            pass
-        return None
+            peer = None
+        if peer == pid:
+            return client
+        client.close()
+    try:
+        os.unlink(path)  # stale: the agent is gone (e.g. a previous process with this pid)
+    except OSError:
+        pass
+    return None
 
 
 def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
-    """Connects to the agent in pid, injecting it first when it is not running."""
+    """Connects to the agent in pid, injecting it first when it is not running (or replacing one
+    that another flight-mcp build left there)."""
     proc = procs.require_python(pid)
     try:
         st = os.stat(f"/proc/{pid}")
@@ -39,9 +52,15 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     rdir = RuntimeDir(pid, st.st_uid, st.st_gid)
     client = _connect(pid, rdir)
     how: dict = {"method": "already attached"}
+    replaced = None
+    if client is not None:
+        client.info = client.request("info", timeout=timeout)
+        if client.info.get("agent_build") != agent_build():
+            replaced = _retire(pid, client)
+            client = None
     if client is None:
         rdir.ensure()
-        with _attach_lock(rdir, time.monotonic() + timeout):
+        with rdir.lock(time.monotonic() + timeout):
             # Another flight-mcp (a second server, a CLI) may have attached while we waited.
             client = _connect(pid, rdir)
             if client is None and _pending_injection(pid, rdir):
@@ -51,29 +70,38 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
                 client = _wait_for_agent(pid, rdir, time.monotonic() + timeout, how)
             elif client is None:
                 client, how = _inject_and_connect(pid, proc.version, rdir, timeout)
-    client.info = client.request("info", timeout=timeout)
+        client.info = client.request("info", timeout=timeout)
+        if replaced:
+            how["replaced"] = replaced
     client.info["injection"] = how
     return client
 
 
-@contextlib.contextmanager
-def _attach_lock(rdir: RuntimeDir, deadline: float):
-    """One injection per target at a time across every flight-mcp process (flock on a file in
-    the target's runtime dir); the loser then finds the winner's agent instead of injecting twice."""
-    fd = os.open(rdir.lockfile(), os.O_RDWR | os.O_CREAT, 0o600)
+def _retire(pid: int, client: AgentClient) -> str:
+    """Detaches an agent of another build (a flight-mcp before an upgrade left it): its replies would
+    not fit our models. Refused while it serves other clients, whose commands it would end."""
+    info = client.info
+    old = f"{info.get('agent_version', 'unknown')} (build {info.get('agent_build') or 'unknown'})"
+    others = info.get("connections", 1) - 1  # agents before 0.2.0 do not say
+    if others > 0:
+        client.close()
+        raise FlightError("agent_version_mismatch", f"pid {pid} runs the agent of another flight-mcp, version {old}, "
+                          f"and it is serving {others} other client(s); this flight-mcp brings build {agent_build()}. "
+                          f"When they are done, detach it (`flight-mcp {pid} --cmd detach`) and retry.")
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise FlightError("attach_busy", f"another flight-mcp process is attaching to pid {rdir.pid} "
-                                      "and did not finish in time; retry in a moment.")
-                time.sleep(0.005)
-        yield
+        client.request("detach", timeout=5.0)
     finally:
-        os.close(fd)  # releases the lock
+        client.close()
+    _wait_until_gone(client.path)
+    return old
+
+
+def _wait_until_gone(path: str) -> None:
+    # The agent closes its listener just after answering `detach`: wait for it, so that an attach
+    # right after injects afresh instead of reaching the listener on its way out.
+    deadline = time.monotonic() + 2.0
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def _inject_and_connect(pid: int, version, rdir: RuntimeDir, timeout: float) -> tuple[AgentClient, dict]:
@@ -86,18 +114,10 @@ def _inject_and_connect(pid: int, version, rdir: RuntimeDir, timeout: float) -> 
     return client, how
 
 
-def _staged(pid: int, rdir: RuntimeDir) -> list[str]:
-    try:
-        names = os.listdir(rdir.host)
-    except OSError:
-        return []
-    return [n for n in names if n.startswith(f"inject-{pid}-")]
-
-
 def _pending_injection(pid: int, rdir: RuntimeDir) -> bool:
     """A payload of ours is mapped in pid and its bootstrap has not run yet (the bootstrap deletes
     its own file first thing; the library file goes as soon as the injector has mapped it)."""
-    scripts = {n[:-3] for n in _staged(pid, rdir) if n.endswith(".py")}
+    scripts = {n[:-3] for n in rdir.staged() if n.endswith(".py")}
     if not scripts:
         return False
     try:
@@ -109,14 +129,14 @@ def _pending_injection(pid: int, rdir: RuntimeDir) -> bool:
 
 
 def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
-    if os.path.exists(rdir.errfile("host")):
-        os.unlink(rdir.errfile("host"))
+    rdir.clear_error()
     lib, script = rdir.stage_injection(version)
     if version >= (3, 14):
         from .attach import remote_exec
         return remote_exec.run(pid, rdir.to_target(script))
     from .attach import inject
     try:
+        rdir.check_staged(lib)
         how = inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
         os.unlink(lib)  # mapped now; the mapping keeps it alive
         return how
@@ -134,11 +154,9 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
         client = _connect(pid, rdir)
         if client is not None:
             return client
-        if os.path.exists(rdir.errfile("host")):
-            with open(rdir.errfile("host")) as f:
-                detail = f.read().strip().splitlines()
-            raise FlightError("agent_failed", f"the agent failed to start inside pid {pid}: "
-                              f"{detail[-1] if detail else 'unknown error'}. The target is unaffected.")
+        detail = rdir.read_error()
+        if detail is not None:
+            raise _agent_error(pid, rdir, detail)
         if not os.path.exists(f"/proc/{pid}"):
             raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
         if time.monotonic() > deadline:
@@ -151,6 +169,18 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
                 "or a native deadlock). The target is unaffected and the agent will start once the GIL "
                 "is free; meanwhile stack with native=true reads the process from outside.")
         time.sleep(0.001)  # a stat per ms is nothing; the agent is often up within a few ms
+
+
+def _agent_error(pid: int, rdir: RuntimeDir, detail: str) -> FlightError:
+    kind, _, message = detail.partition(": ")
+    if kind == "Untrusted":
+        return FlightError("unsafe_runtime_dir", f"the agent was not started inside pid {pid}: {message}. Nothing was "
+                           f"loaded; remove it (as root: `rm -rf {rdir.host}`) and retry.")
+    if kind == "AgentConflict":
+        return FlightError("agent_version_mismatch", f"the agent was not started inside pid {pid}: {message} "
+                           f"(`flight-mcp {pid} --cmd detach` with the flight-mcp that attached it) and retry.")
+    return FlightError("agent_failed", f"the agent failed to start inside pid {pid}: {detail}. The target is "
+                       "unaffected.")
 
 
 class Sessions:
@@ -194,11 +224,7 @@ class Sessions:
             client.request("detach", timeout=5.0)
         finally:
             client.close()
-        # The agent closes its listener just after answering: wait for it, so that an attach
-        # right after this one injects afresh instead of reaching the listener on its way out.
-        deadline = time.monotonic() + 2.0
-        while os.path.exists(client.path) and time.monotonic() < deadline:
-            time.sleep(0.002)
+        _wait_until_gone(client.path)
         return True
 
     def close(self) -> None:

@@ -5,15 +5,17 @@ Rules for everything under this package (checked by tests):
 - never imports `threading`, `asyncio`, `logging`, `subprocess` or `queue` itself: importing
   `threading` first from a foreign thread makes that thread the target's "main thread" on 3.11/3.12;
   these modules are used only when the target already imported them (looked up in sys.modules);
-- loaded by the bootstrap under a private module name, never as `flight_mcp.agent`.
+- loaded by the bootstrap under a private module name (one per build: `_flight_mcp_agent_<build>`),
+  never as `flight_mcp.agent`; `detach` unloads it (unload()), so a later attach loads it afresh.
 """
 import importlib
 import os
+import sys
 
 from . import registry as _registry
 from . import server as _server
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = "0.2.0"
 
 
 def _load_commands(name=None):
@@ -31,9 +33,25 @@ def _load_commands(name=None):
             importlib.import_module(__name__ + "." + entry[:-3])
 
 
-def start(socket_path, allowed_uid):
-    """Idempotent: a second attach finds the running listener and does nothing."""
+def start(socket_path, allowed_uid, build=None):
+    """Idempotent: a second attach finds the running listener and does nothing. `build` is the
+    content hash of the agent's files (the host compares it with its own)."""
     if "info" not in _registry.COMMANDS:  # every attach asks for info first (cmd_admin: info, detach)
         importlib.import_module(__name__ + ".cmd_admin")
     _server.command_loader[0] = _load_commands
+    _server._state["build"] = build
     return _server.ensure_listening(socket_path, allowed_uid, AGENT_VERSION)
+
+
+def listening():
+    """Whether this agent still serves its socket (a bootstrap of another build asks)."""
+    return _server._state["listener"] is not None
+
+
+def unload():
+    """Forgets this package and its modules (after detach): nothing of ours stays in sys.modules or
+    in the import caches; running agent threads keep what they hold until they end."""
+    for key in [k for k in list(sys.modules) if k == __name__ or k.startswith(__name__ + ".")]:
+        sys.modules.pop(key, None)
+    for entry in __path__:
+        sys.path_importer_cache.pop(entry, None)

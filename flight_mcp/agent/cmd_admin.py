@@ -15,6 +15,8 @@ def info(args, ctx):
         "executable": sys.executable,
         "thread_count": len([i for i in sys._current_frames() if i not in server.AGENT_THREADS]),
         "agent_version": server._state["version"],
+        "agent_build": server._state.get("build"),
+        "connections": len(server._state["connections"]),
         "threading_imported": threading is not None,
         "asyncio_imported": "asyncio" in sys.modules,
         "argv": list(getattr(sys, "argv", []))[:20],
@@ -23,6 +25,14 @@ def info(args, ctx):
 
 @command("detach")
 def detach(args, ctx):
-    # Answer first, then close: closing cancels every command and removes its instrumentation.
+    # Answer first, then close: closing cancels every command and removes its instrumentation;
+    # then the package leaves sys.modules, so that nothing of ours stays and a re-attach loads afresh.
     ctx.after_reply.append(server.shutdown)
+    ctx.after_reply.append(_unload)
     return {"detached": True}
+
+
+def _unload():
+    package = sys.modules.get(__package__)
+    if package is not None:
+        package.unload()

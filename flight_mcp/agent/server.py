@@ -24,7 +24,7 @@ from .registry import COMMANDS, AgentError
 # Idents of the agent's own threads: left out of stack output and never traced.
 AGENT_THREADS = set()
 
-_state = {"listener": None, "path": None, "connections": set(), "version": None}
+_state = {"listener": None, "path": None, "connections": set(), "version": None, "build": None}
 # Set by the package's start(): loads the module of a command not registered yet (by name).
 command_loader = [None]
 _state_lock = _thread.allocate_lock()

@@ -1,61 +1,59 @@
-"""Files the target needs to start the agent, placed where the target can read them.
+"""Files the target needs to start the agent, in a directory no other user can reach.
 
 Everything lives in /tmp/flight-mcp-<uid>/ as the *target* sees it (through /proc/PID/root, so a
-containerised target sees it too), 0700 and owned by the target's uid, so a non-root target can
-read it when we run as root and nobody else can. The agent package is copied there, so the target
-needs neither flight-mcp installed nor read access to our install directory.
+containerised target sees it too), owned by the target's uid with mode 0700, so a non-root target
+can read it when we run as root and nobody else can. The agent package is copied there, so the
+target needs neither flight-mcp installed nor read access to our install directory.
+
+/tmp is every local user's, so nothing found there is trusted without proof (a planted
+/tmp/flight-mcp-0 was root code execution): RuntimeDir creates its directory atomically and uses
+it only through descriptors, after checking that it is a real directory of the target's uid with
+no group/other bits; it never chowns or chmods anything it did not just create; it creates every
+file fresh (O_EXCL, never through a link); the bootstrap script carries the content hash of every
+file the target will load and checks it right before loading (trusted_files.py, whose source the
+script embeds). RuntimeDir is the one place that knows the names of the files in that directory,
+and it removes the files of targets that are gone.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import functools
 import glob
-import hashlib
 import os
+import re
 import secrets
-import shutil
+import socket
+import stat
 import subprocess
+import time
 
 from ..errors import FlightError
+from . import trusted_files
+from .trusted_files import AGENT_MODULE, Untrusted
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT_SRC = os.path.join(_PKG, "agent")
-AGENT_MODULE = "_flight_mcp_agent"
 
-BOOTSTRAP = '''\
-# flight-mcp bootstrap: runs once in a fresh namespace of the target, on a new thread.
+_START = '''
 def _flight_mcp_start():
-    import os, sys
     try:
         os.unlink(__flight_mcp_bootstrap__)  # read: the server now knows this injection is no longer pending
     except BaseException:
         pass
-    agent_dir, sock, uid, errfile = {agent_dir!r}, {sock!r}, {uid!r}, {errfile!r}
     try:
-        import importlib.util, time
-        spec = importlib.util.spec_from_file_location(
-            {module!r}, agent_dir + "/__init__.py", submodule_search_locations=[agent_dir])
-        fresh = importlib.util.module_from_spec(spec)
-        # setdefault is atomic under the GIL: of two racing bootstraps exactly one loads the agent.
-        mod = sys.modules.setdefault({module!r}, fresh)
-        if mod is fresh:
-            try:
-                spec.loader.exec_module(mod)
-            except BaseException:
-                del sys.modules[{module!r}]
-                raise
-        else:
-            deadline = time.monotonic() + 10
-            while not hasattr(mod, "start") and time.monotonic() < deadline:
-                time.sleep(0.005)  # the other bootstrap is still loading it
-        mod.start(sock, uid)
+        load_agent({module!r}, {agent_dir!r}, {agent_uid!r}, {manifest!r}).start({sock!r}, {host_uid!r}, {build!r})
     except BaseException as e:  # a SystemExit here must never end the target
-        try:
-            import traceback
-            with open(errfile, "w") as f:
-                f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
-        except BaseException:
-            pass
+        report({errfile!r}, e)
 _flight_mcp_start()
 '''
+
+# Files of dead targets older than this go: younger ones may belong to a flight-mcp in another
+# pid namespace (the names carry pids as each flight-mcp sees them) that is using them right now.
+_STALE_S = 60.0
+_OWNED_BY_PID = re.compile(r"^(?:agent-(\d+)\.|inject-(\d+)-)")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def payload_library() -> str:
@@ -66,14 +64,52 @@ def payload_library() -> str:
     return found[0]
 
 
+@functools.lru_cache(maxsize=1)
+def agent_sources() -> tuple[str, tuple[tuple[str, bytes], ...]]:
+    """(build, ((name, content), ...)): the agent's modules and its C extensions (stable-ABI
+    `_flight_mcp_*.so`, one build for any target). The build names the agent folder and is what
+    a host compares with a running agent's to find one left by another flight-mcp."""
+    files = []
+    for name in sorted(os.listdir(AGENT_SRC)):
+        if name.endswith(".py") or (name.startswith("_flight_mcp_") and name.endswith(".so")):
+            with open(os.path.join(AGENT_SRC, name), "rb") as f:
+                files.append((name, f.read()))
+    digest = trusted_files.hashlib.sha256()
+    for name, data in files:
+        digest.update(name.encode() + b"\0" + trusted_files.sha256(data).encode())
+    return digest.hexdigest()[:16], tuple(files)
+
+
+def agent_build() -> str:
+    return agent_sources()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _bootstrap_head() -> str:
+    with open(trusted_files.__file__, encoding="utf-8") as f:
+        return f.read()
+
+
+def bootstrap_script(*, module: str, agent_dir: str, agent_uid: int, manifest: dict, sock: str, host_uid: int,
+                     build: str, errfile: str) -> str:
+    """The script the payload runs in a fresh namespace of the target, on a new thread."""
+    return _bootstrap_head() + _START.format(module=module, agent_dir=agent_dir, agent_uid=agent_uid,
+                                             manifest=manifest, sock=sock, host_uid=host_uid, build=build,
+                                             errfile=errfile)
+
+
 class RuntimeDir:
-    """Paths of one target's runtime directory, in our view (`host`) and in the target's (`target`)."""
+    """One target's runtime directory: its paths in our view (`host`) and the target's (`target`),
+    and every file in it. `tmp` replaces the target's /tmp (tests)."""
 
-    def __init__(self, pid: int, uid: int, gid: int):
+    def __init__(self, pid: int, uid: int, gid: int, tmp: str | None = None):
         self.pid, self.uid, self.gid = pid, uid, gid
-        self.target = f"/tmp/flight-mcp-{uid}"
-        self.host = f"/proc/{pid}/root{self.target}"
+        self.name = f"flight-mcp-{uid}"
+        self.target = f"/tmp/{self.name}"
+        self.tmp = tmp or f"/proc/{pid}/root/tmp"
+        self.host = os.path.join(self.tmp, self.name)
 
+    # -- names ---------------------------------------------------------------------------------
     def to_target(self, host_path: str) -> str:
         """A path under our view of the runtime dir, as the target sees it."""
         return self.target + host_path[len(self.host):]
@@ -81,29 +117,289 @@ class RuntimeDir:
     def sock(self, view: str) -> str:
         return os.path.join(getattr(self, view), f"agent-{self.pid}.sock")
 
-    def lockfile(self) -> str:
-        return os.path.join(self.host, f"agent-{self.pid}.lock")
-
     def errfile(self, view: str) -> str:
         return os.path.join(getattr(self, view), f"agent-{self.pid}.error")
 
-    def ensure(self) -> None:
-        try:
-            os.makedirs(self.host, mode=0o700, exist_ok=True)
-            st = os.lstat(self.host)
-            if st.st_uid != self.uid:
-                if os.geteuid() != 0:
-                    raise FlightError("unsafe_runtime_dir", f"{self.target} belongs to uid {st.st_uid}, not to "
-                                      f"the target's uid {self.uid}; remove it and retry.")
-                os.chown(self.host, self.uid, self.gid)
-            os.chmod(self.host, 0o700)
-        except PermissionError as e:
-            raise FlightError("permission_denied", f"cannot create {self.target} for pid {self.pid}: {e}. "
-                              "Run flight-mcp as the target's user or as root.")
+    def _lock_name(self) -> str:
+        return f"agent-{self.pid}.lock"
 
-    def _own(self, path: str) -> None:
-        if os.geteuid() == 0:
-            os.chown(path, self.uid, self.gid)
+    def staged_prefix(self) -> str:
+        """Start of the names of the payload copies and bootstrap scripts staged for this pid
+        (also how a mapped payload shows in /proc/PID/maps)."""
+        return f"inject-{self.pid}-"
+
+    def staged(self) -> list[str]:
+        try:
+            names = os.listdir(self.host)
+        except OSError:
+            return []
+        return [n for n in names if n.startswith(self.staged_prefix())]
+
+    def _shown(self) -> str:
+        """The directory as the target names it, and as we reach it when that differs."""
+        try:
+            same = os.path.samestat(os.stat(self.tmp), os.stat("/tmp"))
+        except OSError:
+            same = False
+        return self.target if same else f"{self.target} (seen from here as {self.host})"
+
+    # -- the directory ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Creates the directory when missing (atomically, 0700, the target's uid), refuses anything
+        else found there, and removes the files of targets that are gone."""
+        if os.geteuid() not in (0, self.uid):
+            raise FlightError("permission_denied", f"pid {self.pid} runs as uid {self.uid} and flight-mcp as uid "
+                              f"{os.geteuid()}: the target could not read files staged by us. Run flight-mcp as "
+                              "the target's user or as root.")
+        parent = self._open_tmp()
+        try:
+            try:
+                os.mkdir(self.name, 0o700, dir_fd=parent)
+                fd = os.open(self.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+                try:
+                    # Ours: nobody else may rename or replace an entry of ours in a sticky /tmp.
+                    if os.fstat(fd).st_uid == os.geteuid():
+                        os.fchmod(fd, 0o700)  # whatever the umask
+                        if self.uid != os.geteuid():
+                            os.fchown(fd, self.uid, self.gid)
+                finally:
+                    os.close(fd)
+            except FileExistsError:
+                pass  # checked below like anything else found there
+            except OSError as e:
+                raise FlightError("permission_denied", f"cannot create {self._shown()} for pid {self.pid}: {e}. "
+                                  "Run flight-mcp as the target's user or as root.")
+            fd = self._open_checked(parent)
+        finally:
+            os.close(parent)
+        try:
+            self._remove_dead(fd)
+        finally:
+            os.close(fd)
+
+    def _open_tmp(self) -> int:
+        try:
+            return os.open(self.tmp, _DIR_FLAGS)
+        except FileNotFoundError:
+            raise FlightError("no_such_process", f"pid {self.pid} exited, or has no /tmp ({self.tmp}) where "
+                              "flight-mcp could stage its agent.")
+        except PermissionError as e:
+            raise FlightError("permission_denied", f"cannot reach the /tmp of pid {self.pid} ({e}). Run flight-mcp "
+                              "as the target's user or as root (in a container: CAP_SYS_PTRACE).")
+
+    def _open_checked(self, parent: int) -> int:
+        try:
+            return trusted_files.open_dir(self.name, self.uid, parent, private=True, shown=self._shown())
+        except FileNotFoundError:
+            raise FlightError("unsafe_runtime_dir", f"{self._shown()} vanished while attaching (removed by "
+                              "someone else); retry.")
+        except Untrusted as e:
+            raise FlightError("unsafe_runtime_dir", f"{e}. flight-mcp stages the code it loads into pid {self.pid} "
+                              "there, so it never uses, adopts, chowns or chmods a path it did not create: remove "
+                              f"it (as root: `rm -rf {self.host}`) and retry.")
+
+    @contextlib.contextmanager
+    def _opened(self):
+        parent = self._open_tmp()
+        try:
+            fd = self._open_checked(parent)
+        finally:
+            os.close(parent)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _give(self, fd: int) -> None:
+        """What we just created goes to the target's uid (a non-root target must read it)."""
+        if os.geteuid() == 0 and self.uid != 0:
+            os.fchown(fd, self.uid, self.gid)
+
+    def _write_new(self, dir_fd: int, name: str, data: bytes) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            self._give(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _remove_dead(self, dir_fd: int) -> None:
+        """Sockets, locks, error files and staged payloads of pids that no longer exist."""
+        for name in os.listdir(dir_fd):
+            m = _OWNED_BY_PID.match(name)
+            pid = int(m.group(1) or m.group(2)) if m else None
+            if pid is None or pid == self.pid or os.path.exists(f"/proc/{pid}"):
+                continue
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    continue
+                if stat.S_ISSOCK(st.st_mode):
+                    if _listened(dir_fd, name):
+                        continue  # an agent that another pid namespace's flight-mcp attached
+                elif name.endswith(".lock"):
+                    _remove_free_lock(dir_fd, name)
+                    continue
+                elif time.time() - st.st_mtime < _STALE_S:
+                    continue
+                os.unlink(name, dir_fd=dir_fd)
+            except OSError:
+                continue
+
+    @contextlib.contextmanager
+    def lock(self, deadline: float):
+        """One injection per target at a time across every flight-mcp process: flock on a file that
+        its holder removes before releasing it, so none accumulate; a waiter that got the lock of a
+        removed file starts again."""
+        name = self._lock_name()
+        with self._opened() as dir_fd:
+            while True:
+                fd = self._open_lockfile(dir_fd, name)
+                try:
+                    while True:
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            break
+                        except BlockingIOError:
+                            if time.monotonic() > deadline:
+                                raise FlightError("attach_busy", f"another flight-mcp process is attaching to pid "
+                                                  f"{self.pid} and did not finish in time; retry in a moment.")
+                            time.sleep(0.005)
+                    try:
+                        current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        current = None
+                    if current is not None and os.path.samestat(current, os.fstat(fd)):
+                        break
+                except BaseException:
+                    os.close(fd)
+                    raise
+                os.close(fd)
+            try:
+                yield
+            finally:
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                finally:
+                    os.close(fd)  # releases the lock
+
+    def _open_lockfile(self, dir_fd: int, name: str) -> int:
+        while True:
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                             dir_fd=dir_fd)
+                self._give(fd)
+                return fd
+            except FileExistsError:
+                pass
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # its holder just removed it
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENXIO, errno.EACCES):
+                    raise
+                fd = None
+            if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            if fd is not None:
+                os.close(fd)
+            try:
+                os.unlink(name, dir_fd=dir_fd)  # not a lock file of ours: a link, a FIFO, another's file
+            except FileNotFoundError:
+                pass
+
+    # -- the agent's error file -----------------------------------------------------------------
+    def clear_error(self) -> None:
+        with self._opened() as dir_fd:
+            try:
+                os.unlink(os.path.basename(self.errfile("host")), dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+
+    def read_error(self) -> str | None:
+        """The last line of what the bootstrap wrote when the agent did not start (`Kind: message`),
+        or None when it wrote nothing."""
+        if not os.path.lexists(self.errfile("host")):
+            return None
+        with self._opened() as dir_fd:
+            try:
+                data = trusted_files.read_file(dir_fd, os.path.basename(self.errfile("host")), limit=1 << 16)
+            except (OSError, Untrusted) as e:
+                return f"unreadable error file: {e}"
+        lines = data.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "unknown error"
+
+    # -- what the target loads -------------------------------------------------------------------
+    def install_agent(self, version: tuple[int, int] | None = None) -> tuple[str, dict]:
+        """The agent folder (copied once per content) in the target's view, and the manifest of what
+        the target may load from it: name -> sha256, with the bytecode compiled for `version`."""
+        build, files = agent_sources()
+        name = "agent-" + build
+        manifest = {n: trusted_files.sha256(data) for n, data in files}
+        with self._opened() as dir_fd:
+            if not self._intact(dir_fd, name, manifest):
+                self._install(dir_fd, name, files, manifest)
+            self.precompile(os.path.join(self.host, name), version)
+            manifest.update(self._bytecode(dir_fd, name, manifest, version))
+        return os.path.join(self.target, name), manifest
+
+    def _intact(self, dir_fd: int, name: str, manifest: dict) -> bool:
+        files = trusted_files.AgentFiles(os.path.join(self.host, name), self.uid, manifest)
+        try:
+            files.verify_all()
+            return True
+        except (OSError, Untrusted):
+            return False
+
+    def _install(self, dir_fd: int, name: str, files, manifest: dict) -> None:
+        if _exists(dir_fd, name):
+            _remove_tree(dir_fd, name)  # altered: replaced, never repaired
+        tmp = f"{name}.tmp-{secrets.token_hex(4)}"
+        os.mkdir(tmp, 0o700, dir_fd=dir_fd)
+        tmp_fd = os.open(tmp, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            for fname, data in files:
+                self._write_new(tmp_fd, fname, data)
+            self._give(tmp_fd)
+        finally:
+            os.close(tmp_fd)
+        try:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            _remove_tree(dir_fd, tmp)  # another attach won the race: use its copy, once checked
+            if not self._intact(dir_fd, name, manifest):
+                raise FlightError("unsafe_runtime_dir", f"{self._shown()}/{name} changed while flight-mcp installed "
+                                  "it; retry.")
+
+    def _bytecode(self, dir_fd: int, name: str, manifest: dict, version) -> dict:
+        """Hashes of the bytecode precompile() wrote for the target's Python, for those files that pass
+        the ownership rule (any other is left out: the target then compiles the checked source)."""
+        if version is None:
+            return {}
+        out = {}
+        tag = "cpython-%d%d" % version
+        try:
+            agent_fd = trusted_files.open_dir(name, self.uid, dir_fd)
+            try:
+                cache = trusted_files.open_dir("__pycache__", self.uid, agent_fd)
+            finally:
+                os.close(agent_fd)
+        except (OSError, Untrusted):
+            return {}
+        try:
+            for src in manifest:
+                if src.endswith(".py"):
+                    pyc = f"{src[:-3]}.{tag}.pyc"
+                    try:
+                        out["__pycache__/" + pyc] = trusted_files.sha256(trusted_files.read_file(cache, pyc, self.uid))
+                    except (OSError, Untrusted):
+                        pass
+        finally:
+            os.close(cache)
+        return out
 
     def precompile(self, dest: str, version: tuple[int, int] | None) -> None:
         """Writes the agent's bytecode for the target's Python, once per content and version.
@@ -112,7 +408,8 @@ class RuntimeDir:
         write bytecode (PYTHONDONTWRITEBYTECODE=1 is common in container images): measured
         ~50-100 ms of the agent's start. Only for a plain `pythonX.Y` executable on our own
         filesystem view (not an embedding program, not a container's binary); any failure just
-        leaves the target compiling as before."""
+        leaves the target compiling as before. It runs as the target's user, so what it writes is
+        that user's without any chown (the bootstrap loads it only if its hash was recorded)."""
         if version is None or os.path.exists(os.path.join(dest, "__pycache__",
                                                           "__init__.cpython-%d%d.pyc" % version)):
             return
@@ -128,53 +425,88 @@ class RuntimeDir:
             subprocess.run([exe, "-S", "-c", "import compileall, sys; "
                             "compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2)", dest, target_dir],
                            capture_output=True, timeout=10, env={"PATH": os.environ.get("PATH", "/usr/bin")},
-                           **as_target)
-            cache = os.path.join(dest, "__pycache__")
-            if os.path.isdir(cache):
-                self._own(cache)
-                for f in os.listdir(cache):
-                    self._own(os.path.join(cache, f))
+                           umask=0o077, **as_target)
         except (OSError, subprocess.SubprocessError):
             pass
-
-    def install_agent(self) -> str:
-        """Copies the agent package (once per content) and returns its path in the target's view."""
-        digest = hashlib.sha1()
-        # The agent's modules and trace's C recorder (a stable-ABI extension: one build for any target).
-        files = sorted(f for f in os.listdir(AGENT_SRC)
-                       if f.endswith(".py") or (f.startswith("_flight_mcp_recorder") and f.endswith(".so")))
-        for name in files:
-            with open(os.path.join(AGENT_SRC, name), "rb") as f:
-                digest.update(name.encode() + b"\0" + f.read())
-        name = "agent-" + digest.hexdigest()[:12]
-        dest = os.path.join(self.host, name)
-        if not os.path.isdir(dest):
-            tmp = dest + f".tmp{secrets.token_hex(4)}"
-            os.makedirs(tmp, mode=0o700)
-            for f in files:
-                shutil.copyfile(os.path.join(AGENT_SRC, f), os.path.join(tmp, f))
-                self._own(os.path.join(tmp, f))
-            self._own(tmp)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)  # another attach won the race
-        return os.path.join(self.target, name)
 
     def stage_injection(self, version: tuple[int, int] | None = None) -> tuple[str, str]:
         """A unique copy of the payload (dlopen of a loaded path would not rerun its constructor)
         and its bootstrap script beside it. Returns (library path to inject, host path of the script)."""
-        agent_dir = self.install_agent()
-        self.precompile(os.path.join(self.host, os.path.basename(agent_dir)), version)
-        stem = f"inject-{self.pid}-{secrets.token_hex(6)}"
-        lib_host = os.path.join(self.host, stem + ".so")
-        script_host = os.path.join(self.host, stem + ".py")
-        shutil.copyfile(payload_library(), lib_host)
-        with open(script_host, "w") as f:
-            f.write(BOOTSTRAP.format(agent_dir=agent_dir, sock=self.sock("target"), uid=os.geteuid(),
-                                     errfile=self.errfile("target"), module=AGENT_MODULE))
-        for p in (lib_host, script_host):
-            os.chmod(p, 0o600)
-            self._own(p)
+        agent_dir, manifest = self.install_agent(version)
+        stem = f"{self.staged_prefix()}{secrets.token_hex(6)}"
+        with open(payload_library(), "rb") as f:
+            payload = f.read()
+        script = bootstrap_script(module=f"{AGENT_MODULE}_{agent_build()}", agent_dir=agent_dir, agent_uid=self.uid,
+                                  manifest=manifest, sock=self.sock("target"), host_uid=os.geteuid(),
+                                  build=agent_build(), errfile=self.errfile("target"))
+        with self._opened() as dir_fd:
+            self._write_new(dir_fd, stem + ".so", payload)
+            self._write_new(dir_fd, stem + ".py", script.encode())
+        self._payload_sha = trusted_files.sha256(payload)
         # The injector opens the library by the path *it* sees, ours: same file as the target's view.
-        return lib_host, script_host
+        return os.path.join(self.host, stem + ".so"), os.path.join(self.host, stem + ".py")
+
+    def check_staged(self, lib: str) -> None:
+        """Just before the target maps the payload: still the file we wrote."""
+        with self._opened() as dir_fd:
+            try:
+                trusted_files.read_verified(dir_fd, os.path.basename(lib), self.uid, self._payload_sha, lib)
+            except (OSError, Untrusted) as e:
+                raise FlightError("unsafe_runtime_dir", f"{e}; nothing was loaded into pid {self.pid}. Retry.")
+
+
+def _listened(dir_fd: int, name: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.2)
+    try:
+        s.connect(f"/proc/self/fd/{dir_fd}/{name}")
+        return True
+    except OSError as e:
+        return e.errno not in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        s.close()
+
+
+def _remove_free_lock(dir_fd: int, name: str) -> None:
+    """Removes a lock file nobody holds, while holding it: a process that opened it meanwhile gets
+    the lock only after the removal, sees its file gone, and starts again (RuntimeDir.lock)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass  # held: its target may be alive in another pid namespace
+    finally:
+        os.close(fd)
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _remove_tree(dir_fd: int, name: str, depth: int = 0) -> None:
+    """Removes name (relative to dir_fd) without following any link: renamed aside first, so
+    nobody can put something else under the name while we descend."""
+    if depth == 0:
+        aside = f".trash-{secrets.token_hex(4)}"
+        os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        name = aside
+    if not stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    if depth > 8:
+        raise OSError(errno.ELOOP, "nested too deep", name)
+    fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        for entry in os.listdir(fd):
+            _remove_tree(fd, entry, depth + 1)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..attach import procs
+from ..attach.bootstrap import RuntimeDir
 from .base import Call, Cli, Tool
 
 
@@ -45,11 +46,12 @@ def run(p: ListParams, call: Call) -> ListResult:
 def _agent_listening(x: procs.PythonProcess) -> bool:
     """The agent's socket exists and this very process has our payload mapped: a socket left by an
     earlier process with the same pid (killed while attached) does not count."""
-    if not os.path.exists(f"/proc/{x.pid}/root/tmp/flight-mcp-{x.uid}/agent-{x.pid}.sock"):
+    rdir = RuntimeDir(x.pid, x.uid, 0)
+    if not os.path.exists(rdir.sock("host")):
         return False
     try:
         with open(f"/proc/{x.pid}/maps") as f:
-            return f"/inject-{x.pid}-" in f.read()
+            return f"/{rdir.staged_prefix()}" in f.read()
     except OSError:
         return False
 
