@@ -34,10 +34,7 @@ def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
         if peer == pid:
             return client
         client.close()
-    try:
-        os.unlink(path)  # stale: the agent is gone (e.g. a previous process with this pid)
-    except OSError:
-        pass
+    rdir.remove(path)  # stale: the agent is gone (e.g. a previous process with this pid)
     return None
 
 
@@ -138,13 +135,13 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
     try:
         rdir.check_staged(lib)
         how = inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
-        os.unlink(lib)  # mapped now; the mapping keeps it alive
+        rdir.remove(lib)  # mapped now; the mapping keeps it alive
         return how
     except BaseException:  # nothing was loaded: the staged files must not look like a pending injection
         for p in (lib, script):
             try:
-                os.unlink(p)
-            except OSError:
+                rdir.remove(p)
+            except (OSError, FlightError):
                 pass
         raise
 

@@ -311,13 +311,18 @@ class RuntimeDir:
             except FileNotFoundError:
                 pass
 
-    # -- the agent's error file -----------------------------------------------------------------
-    def clear_error(self) -> None:
+    def remove(self, host_path: str) -> None:
+        """Removes one of our files (the path may be gone already). Through the checked directory's
+        descriptor: a path through /tmp could be redirected by whoever owns the directory entry."""
         with self._opened() as dir_fd:
             try:
-                os.unlink(os.path.basename(self.errfile("host")), dir_fd=dir_fd)
+                os.unlink(os.path.basename(host_path), dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+
+    # -- the agent's error file -----------------------------------------------------------------
+    def clear_error(self) -> None:
+        self.remove(self.errfile("host"))
 
     def read_error(self) -> str | None:
         """The last line of what the bootstrap wrote when the agent did not start (`Kind: message`),
