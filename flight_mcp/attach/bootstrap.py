@@ -21,6 +21,7 @@ import errno
 import fcntl
 import functools
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -74,7 +75,7 @@ def agent_sources() -> tuple[str, tuple[tuple[str, bytes], ...]]:
         if name.endswith(".py") or (name.startswith("_flight_mcp_") and name.endswith(".so")):
             with open(os.path.join(AGENT_SRC, name), "rb") as f:
                 files.append((name, f.read()))
-    digest = trusted_files.hashlib.sha256()
+    digest = hashlib.sha256()
     for name, data in files:
         digest.update(name.encode() + b"\0" + trusted_files.sha256(data).encode())
     return digest.hexdigest()[:16], tuple(files)
