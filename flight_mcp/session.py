@@ -153,7 +153,7 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
             return client
         detail = rdir.read_error()
         if detail is not None:
-            raise _agent_error(pid, rdir, detail)
+            raise _agent_error(pid, detail)
         if not os.path.exists(f"/proc/{pid}"):
             raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
         if time.monotonic() > deadline:
@@ -168,11 +168,11 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
         time.sleep(0.001)  # a stat per ms is nothing; the agent is often up within a few ms
 
 
-def _agent_error(pid: int, rdir: RuntimeDir, detail: str) -> FlightError:
+def _agent_error(pid: int, detail: str) -> FlightError:
     kind, _, message = detail.partition(": ")
     if kind == "Untrusted":
         return FlightError("unsafe_runtime_dir", f"the agent was not started inside pid {pid}: {message}. Nothing was "
-                           f"loaded; remove it (as root: `rm -rf {rdir.host}`) and retry.")
+                           "loaded from there; retry (flight-mcp replaces an altered agent folder).")
     if kind == "AgentConflict":
         return FlightError("agent_version_mismatch", f"the agent was not started inside pid {pid}: {message} "
                            f"(`flight-mcp {pid} --cmd detach` with the flight-mcp that attached it) and retry.")

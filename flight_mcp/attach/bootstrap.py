@@ -136,13 +136,16 @@ class RuntimeDir:
             return []
         return [n for n in names if n.startswith(self.staged_prefix())]
 
+    def _ours_too(self) -> bool:
+        """Whether the target's /tmp is ours as well (no mount namespace of its own)."""
+        try:
+            return os.path.samestat(os.stat(self.tmp), os.stat("/tmp"))
+        except OSError:
+            return False
+
     def _shown(self) -> str:
         """The directory as the target names it, and as we reach it when that differs."""
-        try:
-            same = os.path.samestat(os.stat(self.tmp), os.stat("/tmp"))
-        except OSError:
-            same = False
-        return self.target if same else f"{self.target} (seen from here as {self.host})"
+        return self.target if self._ours_too() else f"{self.target} (seen from here as {self.host})"
 
     # -- the directory ----------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -174,7 +177,8 @@ class RuntimeDir:
         finally:
             os.close(parent)
         try:
-            self._remove_dead(fd)
+            with self._failing("list the files of dead targets"):
+                self._remove_dead(fd)
         finally:
             os.close(fd)
 
@@ -197,17 +201,33 @@ class RuntimeDir:
         except Untrusted as e:
             raise FlightError("unsafe_runtime_dir", f"{e}. flight-mcp stages the code it loads into pid {self.pid} "
                               "there, so it never uses, adopts, chowns or chmods a path it did not create: remove "
-                              f"it (as root: `rm -rf {self.host}`) and retry.")
+                              f"it (as root: `rm -rf {self.target if self._ours_too() else self.host}`) and retry.")
 
-    @contextlib.contextmanager
-    def _opened(self):
+    def _open_dir(self) -> int:
         parent = self._open_tmp()
         try:
-            fd = self._open_checked(parent)
+            return self._open_checked(parent)
         finally:
             os.close(parent)
+
+    @contextlib.contextmanager
+    def _failing(self, doing: str):
+        """A file-system error while `doing` something in the directory, told as such (a full or
+        read-only /tmp, a file removed under us), never as a traceback."""
         try:
-            yield fd
+            yield
+        except OSError as e:
+            raise FlightError("runtime_dir_failed", f"could not {doing} in {self._shown()} for pid {self.pid}: "
+                              f"{e.strerror or e}. Check that the target's /tmp is writable and not full, then "
+                              "retry.") from None
+
+    @contextlib.contextmanager
+    def _opened(self, doing: str):
+        """The checked directory's descriptor, to be `doing` something with."""
+        fd = self._open_dir()
+        try:
+            with self._failing(doing):
+                yield fd
         finally:
             os.close(fd)
 
@@ -255,36 +275,44 @@ class RuntimeDir:
         its holder removes before releasing it, so none accumulate; a waiter that got the lock of a
         removed file starts again."""
         name = self._lock_name()
-        with self._opened() as dir_fd:
-            while True:
-                fd = self._open_lockfile(dir_fd, name)
-                try:
-                    while True:
-                        try:
-                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                            break
-                        except BlockingIOError:
-                            if time.monotonic() > deadline:
-                                raise FlightError("attach_busy", f"another flight-mcp process is attaching to pid "
-                                                  f"{self.pid} and did not finish in time; retry in a moment.")
-                            time.sleep(0.005)
-                    try:
-                        current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        current = None
-                    if current is not None and os.path.samestat(current, os.fstat(fd)):
-                        break
-                except BaseException:
-                    os.close(fd)
-                    raise
-                os.close(fd)
+        dir_fd = self._open_dir()
+        try:
+            with self._failing("take the attach lock"):
+                fd = self._acquire(dir_fd, name, deadline)
             try:
                 yield
             finally:
                 try:
                     os.unlink(name, dir_fd=dir_fd)
-                finally:
-                    os.close(fd)  # releases the lock
+                except OSError:
+                    pass
+                os.close(fd)  # releases the lock
+        finally:
+            os.close(dir_fd)
+
+    def _acquire(self, dir_fd: int, name: str, deadline: float) -> int:
+        while True:
+            fd = self._open_lockfile(dir_fd, name)
+            try:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise FlightError("attach_busy", f"another flight-mcp process is attaching to pid "
+                                              f"{self.pid} and did not finish in time; retry in a moment.")
+                        time.sleep(0.005)
+                try:
+                    current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    current = None
+                if current is not None and os.path.samestat(current, os.fstat(fd)):
+                    return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # its holder removed it meanwhile: lock the file now in place
 
     def _open_lockfile(self, dir_fd: int, name: str) -> int:
         while True:
@@ -315,7 +343,7 @@ class RuntimeDir:
     def remove(self, host_path: str) -> None:
         """Removes one of our files (the path may be gone already). Through the checked directory's
         descriptor: a path through /tmp could be redirected by whoever owns the directory entry."""
-        with self._opened() as dir_fd:
+        with self._opened("remove a file") as dir_fd:
             try:
                 os.unlink(os.path.basename(host_path), dir_fd=dir_fd)
             except FileNotFoundError:
@@ -330,7 +358,7 @@ class RuntimeDir:
         or None when it wrote nothing."""
         if not os.path.lexists(self.errfile("host")):
             return None
-        with self._opened() as dir_fd:
+        with self._opened("read the agent's error file") as dir_fd:
             try:
                 data = trusted_files.read_file(dir_fd, os.path.basename(self.errfile("host")), limit=1 << 16)
             except (OSError, Untrusted) as e:
@@ -345,7 +373,7 @@ class RuntimeDir:
         build, files = agent_sources()
         name = "agent-" + build
         manifest = {n: trusted_files.sha256(data) for n, data in files}
-        with self._opened() as dir_fd:
+        with self._opened("install the agent") as dir_fd:
             if not self._intact(dir_fd, name, manifest):
                 self._install(dir_fd, name, files, manifest)
             self.precompile(os.path.join(self.host, name), version)
@@ -445,7 +473,7 @@ class RuntimeDir:
         script = bootstrap_script(module=f"{AGENT_MODULE}_{agent_build()}", agent_dir=agent_dir, agent_uid=self.uid,
                                   manifest=manifest, sock=self.sock("target"), host_uid=os.geteuid(),
                                   build=agent_build(), errfile=self.errfile("target"))
-        with self._opened() as dir_fd:
+        with self._opened("stage the payload and its bootstrap script") as dir_fd:
             self._write_new(dir_fd, stem + ".so", payload)
             self._write_new(dir_fd, stem + ".py", script.encode())
         self._payload_sha = trusted_files.sha256(payload)
@@ -454,7 +482,7 @@ class RuntimeDir:
 
     def check_staged(self, lib: str) -> None:
         """Just before the target maps the payload: still the file we wrote."""
-        with self._opened() as dir_fd:
+        with self._opened("check the staged payload") as dir_fd:
             try:
                 trusted_files.read_verified(dir_fd, os.path.basename(lib), self.uid, self._payload_sha, lib)
             except (OSError, Untrusted) as e:
