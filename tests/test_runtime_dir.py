@@ -9,10 +9,12 @@ machine is never touched.
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -49,6 +51,12 @@ for line in sys.stdin:
     elif cmd[0] == "old":
         old_agent(cmd[1])
         print("OLD", flush=True)
+    elif cmd[0] == "hold":
+        import ctypes
+        print("HOLDING", flush=True)
+        # Blocked in read(2) *with* the GIL (PyDLL keeps it): an agent injected now waits for it.
+        ctypes.PyDLL(None).read(0, ctypes.create_string_buffer(64), 64)
+        print("RELEASED", flush=True)
 '''
 
 
@@ -212,10 +220,33 @@ def test_hostile_runtime_dir_is_refused_and_ours_is_checked_and_cleaned(private_
     assert cli_json(t.pid, "detach")["detached"] is True
     assert ask(t, "modules") == "-"
 
-    # The installed agent altered between attaches (by whoever could write there): replaced, never run.
-    [folder] = [os.path.join(rdir, n) for n in os.listdir(rdir) if n.startswith("agent-") and os.path.isdir(os.path.join(rdir, n))]
-    with open(os.path.join(folder, "cmd_admin.py"), "a") as f:
-        f.write(PLANTED)
+    # The agent folder altered after flight-mcp checked it, while the injected agent waits for the
+    # GIL: the target's own check, right before loading, refuses it; the next attach replaces it.
+    def payloads():
+        with open(f"/proc/{t.pid}/maps") as f:
+            return set(re.findall(r"inject-\d+-[0-9a-f]+\.so", f.read()))
+
+    earlier = payloads()  # a mapped payload stays mapped after detach
+    assert ask(t, "hold") == "HOLDING"
+    cli = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd", "attach --timeout 60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not payloads() - earlier:
+            assert time.monotonic() < deadline and cli.poll() is None, cli.communicate()
+            time.sleep(0.01)
+        [folder] = [os.path.join(rdir, n) for n in os.listdir(rdir) if n.startswith("agent-") and "." not in n]
+        with open(os.path.join(folder, "cmd_admin.py"), "a") as f:
+            f.write(PLANTED)
+        t.proc.stdin.write("go\n")
+        t.proc.stdin.flush()
+        assert t.read_line() == "RELEASED"
+        out, err = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+    assert cli.returncode == 1 and "Traceback" not in err, (out, err)
+    assert "cmd_admin.py differs from the file flight-mcp installed" in err, err
+    assert ask(t, "modules") == "-"
     assert cli_json(t.pid, "attach")["injection"]["method"] == "pyinjector"
     with open(os.path.join(folder, "cmd_admin.py"), "rb") as f, \
             open(os.path.join(bootstrap.AGENT_SRC, "cmd_admin.py"), "rb") as g:
