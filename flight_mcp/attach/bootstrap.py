@@ -54,6 +54,9 @@ _flight_mcp_start()
 # pid namespace (the names carry pids as each flight-mcp sees them) that is using them right now.
 _STALE_S = 60.0
 _OWNED_BY_PID = re.compile(r"^(?:agent-(\d+)\.|inject-(\d+)-)")
+# Where our own code shows in a target (frames, mapped files): the agent folder and staged payloads.
+OWN_PATH = re.compile(r"/flight-mcp-\d+/(agent-[0-9a-f]+/|inject-\d+-[0-9a-f]+\.(so|py))")
+PAYLOAD_FILE = re.compile(r"(^|/)inject-\d+-[0-9a-f]+\.so")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 

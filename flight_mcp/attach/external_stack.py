@@ -25,13 +25,14 @@ import time
 
 from ..errors import FlightError
 from . import procs
+from .bootstrap import OWN_PATH, PAYLOAD_FILE
 from .elf_debug import debug_info_status
 
 # Threads of our own agent (a pending payload thread, or agent threads) are left out, as the agent does.
-_OWN = re.compile(r"/flight-mcp-\d+/(agent-[0-9a-f]+/|inject-\d+-[0-9a-f]+\.(so|py))")
+_OWN = OWN_PATH
 # The payload's thread lives only until the bootstrap has started the agent: seen, it means an
 # injected agent is still waiting for the GIL.
-_PAYLOAD = re.compile(r"(^|/)inject-\d+-[0-9a-f]+\.so")
+_PAYLOAD = PAYLOAD_FILE
 
 _CHILD = r"""
 import json, sys
