@@ -54,6 +54,7 @@ _flight_mcp_start()
 # pid namespace (the names carry pids as each flight-mcp sees them) that is using them right now.
 _STALE_S = 60.0
 _OWNED_BY_PID = re.compile(r"^(?:agent-(\d+)\.|inject-(\d+)-)")
+_HALF_MADE = re.compile(r"^(?:agent-[0-9a-f]+\.tmp-|\.trash-)[0-9a-f]+$")
 # Where our own code shows in a target (frames, mapped files): the agent folder and staged payloads.
 OWN_PATH = re.compile(r"/flight-mcp-\d+/(agent-[0-9a-f]+/|inject-\d+-[0-9a-f]+\.(so|py))")
 PAYLOAD_FILE = re.compile(r"(^|/)inject-\d+-[0-9a-f]+\.so")
@@ -250,13 +251,18 @@ class RuntimeDir:
             os.close(fd)
 
     def _remove_dead(self, dir_fd: int) -> None:
-        """Sockets, locks, error files and staged payloads of pids that no longer exist."""
+        """Sockets, locks, error files and staged payloads of pids that no longer exist, and the
+        half-made agent folders of a flight-mcp killed while installing one."""
         for name in os.listdir(dir_fd):
             m = _OWNED_BY_PID.match(name)
             pid = int(m.group(1) or m.group(2)) if m else None
-            if pid is None or pid == self.pid or os.path.exists(f"/proc/{pid}"):
-                continue
             try:
+                if _HALF_MADE.match(name):
+                    if time.time() - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime >= _STALE_S:
+                        _remove_tree(dir_fd, name)
+                    continue
+                if pid is None or pid == self.pid or os.path.exists(f"/proc/{pid}"):
+                    continue
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     continue

@@ -173,7 +173,13 @@ def test_files_of_dead_targets_are_removed_and_the_rest_kept(tmp):
             made(f"inject-{dead}-0a1b.py"), made(f"inject-{dead}-0a1b.so"), made(f"agent-{dead}.sock.{dead}.tmp", "socket")]
     kept = [made(f"agent-{live}.sock", "socket"), made(f"agent-{live}.lock"), made(f"inject-{dead}-fresh.py", age=1.0),
             made(f"agent-{dead + 1}.sock", "socket", age="listening"), made(f"agent-{dead + 2}.lock")]
-    held = os.open(kept[-1], os.O_RDONLY)
+    build = bootstrap.agent_build()
+    for name, age in ((f"agent-{build}.tmp-0a1b2c3d", 3600.0), (".trash-0a1b2c3d", 3600.0),
+                      (f"agent-{build}.tmp-11111111", 1.0)):  # killed installs; one under way
+        os.makedirs(os.path.join(r.host, name, "__pycache__"))
+        os.utime(os.path.join(r.host, name), (time.time() - age,) * 2)
+        (gone if age > 60 else kept).append(os.path.join(r.host, name))
+    held = os.open(kept[4], os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)  # a lock somebody holds is never removed
     try:
         r.ensure()
