@@ -68,6 +68,11 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
             elif client is None:
                 client, how = _inject_and_connect(pid, proc.version, rdir, timeout)
         client.info = client.request("info", timeout=timeout)
+        if client.info.get("agent_build") != agent_build():  # another flight-mcp won the race to inject
+            client.close()
+            raise FlightError("agent_version_mismatch", f"another flight-mcp (agent version "
+                              f"{client.info.get('agent_version', 'unknown')}) attached pid {pid} at the same time; "
+                              "retry when it is done.")
         if replaced:
             how["replaced"] = replaced
     client.info["injection"] = how
