@@ -142,7 +142,7 @@ class RuntimeDir:
         digest = hashlib.sha1()
         # The agent's modules and trace's C recorder (a stable-ABI extension: one build for any target).
         files = sorted(f for f in os.listdir(AGENT_SRC)
-                       if f.endswith(".py") or (f.startswith("_flight_mcp_recorder") and f.endswith(".so")))
+                       if f.endswith(".py") or (f.startswith(("_flight_mcp_recorder", "_flight_mcp_hook")) and f.endswith(".so")))
         for name in files:
             with open(os.path.join(AGENT_SRC, name), "rb") as f:
                 digest.update(name.encode() + b"\0" + f.read())
