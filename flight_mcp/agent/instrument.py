@@ -419,12 +419,18 @@ def _mon_resume_throw(code, offset, exc):
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 _hook = {"module": None, "why": None}
+# 3.11 runs Python-to-Python calls without C recursion, unless a frame evaluator is set: then each
+# level takes C stack (measured: 20,000 levels fit an 8 MB stack, 50,000 crash). Above this
+# recursion limit the application may rely on that, so the trampoline (which adds C stack only to
+# the instrumented function's own recursion) is used instead.
+DEEP_RECURSION_311 = 10000
 
 
 def _hook_module():
     """hook.c's module, loaded at the first use; None (and _hook["why"] says why) when it cannot
     load: Python 3.12+, a debug (Py_TRACE_REFS) build whose objects are laid out differently, not
-    built, or FLIGHT_MCP_TRAMPOLINE=1 in the target's environment."""
+    built, FLIGHT_MCP_TRAMPOLINE=1 in the target's environment, or 3.11 with a raised recursion
+    limit (DEEP_RECURSION_311). Decided once: sites are keyed by what the mechanism hooks."""
     if _hook["module"] is not None or _hook["why"] is not None:
         return _hook["module"]
     if MONITORING:
@@ -433,6 +439,9 @@ def _hook_module():
         _hook["why"] = "debug (Py_TRACE_REFS) interpreter"
     elif os.environ.get("FLIGHT_MCP_TRAMPOLINE") == "1":
         _hook["why"] = "FLIGHT_MCP_TRAMPOLINE=1 in the target's environment"
+    elif sys.version_info[:2] == (3, 11) and sys.getrecursionlimit() > DEEP_RECURSION_311:
+        _hook["why"] = ("the target raised its recursion limit to %d, and on Python 3.11 a frame evaluator "
+                        "makes every Python call use C stack (a crash past ~20,000 levels)" % sys.getrecursionlimit())
     else:
         from importlib.machinery import ExtensionFileLoader
         import importlib.util
