@@ -17,7 +17,7 @@
  * its code trampoline when it cannot.
  *
  * The table it reads, set by set_sites(): (code, start, event, is_generator, slots, live) per site.
- *   start(values) -> entered or None: values are the parameters read from the new frame.
+ *   start(*values) -> entered or None: values are the parameters read from the new frame.
  *   event(entered, what, value): what 0 returned (value: the result), 1 raised (the exception),
  *     2 suspended, 3 resumed. Errors of both are swallowed; a pending exception is kept intact.
  *   slots: for each parameter, its index among the frame's fast locals; ~index when it may
@@ -105,26 +105,27 @@ static PyObject *read_values(const Site *s, void *frame) {
     return values;
 }
 
-/* Calls fn(args...) for its effect, keeping any pending exception and dropping errors of fn. */
-static PyObject *call_quiet(PyObject *fn, PyObject *a, PyObject *b, PyObject *c) {
+/* fn(*args), keeping any pending exception and dropping errors of fn. */
+static PyObject *call_quiet(PyObject *fn, PyObject *args) {
     PyObject *et, *ev, *etb;
     PyErr_Fetch(&et, &ev, &etb);
-    PyObject *r = c == NULL ? PyObject_CallFunctionObjArgs(fn, a, NULL)
-                            : PyObject_CallFunctionObjArgs(fn, a, b, c, NULL);
+    PyObject *r = PyObject_Call(fn, args, NULL);
     if (r == NULL)
         PyErr_Clear();
     PyErr_Restore(et, ev, etb);
     return r;
 }
 
+static PyObject *WHAT[4]; /* the ints 0-3, made once */
+
 static void send_event(PyObject *event, PyObject *entered, int what, PyObject *value) {
-    PyObject *w = PyLong_FromLong(what);
-    if (w == NULL) {
+    PyObject *args = PyTuple_Pack(3, entered, WHAT[what], value ? value : Py_None);
+    if (args == NULL) {
         PyErr_Clear();
         return;
     }
-    Py_XDECREF(call_quiet(event, entered, w, value ? value : Py_None));
-    Py_DECREF(w);
+    Py_XDECREF(call_quiet(event, args));
+    Py_DECREF(args);
 }
 
 /* The call ended: tells the probes how, leaving the result or the exception as it was. */
@@ -178,7 +179,7 @@ static PyObject *run_site(PyThreadState *ts, void *frame, int throwflag, Site *s
     if (first) {
         PyObject *values = read_values(s, frame); /* before any Python runs: s may go away */
         if (values != NULL) {
-            entered = call_quiet(start, values, NULL, NULL);
+            entered = call_quiet(start, values); /* start(*values): its parameters mirror the code's */
             Py_DECREF(values);
         } else {
             PyErr_Clear();
@@ -334,6 +335,9 @@ static int exec_module(PyObject *module) {
     if (cell == NULL)
         return -1;
     cell_type = (PyTypeObject *)cell; /* kept for the module's life */
+    for (int i = 0; i < 4; i++)
+        if ((WHAT[i] = PyLong_FromLong(i)) == NULL)
+            return -1;
     return 0;
 }
 
