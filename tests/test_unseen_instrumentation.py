@@ -36,7 +36,7 @@ def observe(me):
     names = [fs.name for fs in traceback.extract_stack(me)]
     return {"caller": me.f_back.f_code.co_name,
             "stack": names[names.index("rounds"):],
-            "foreign": sorted(set(fi.filename for fi in inspect.stack()) - {SCRIPT, threading.__file__})}
+            "foreign": sorted(set(fi.filename for fi in inspect.stack(0)) - {SCRIPT, threading.__file__})}
 
 
 def plain(seq, depth, boom=False):
@@ -120,7 +120,7 @@ def raw(f):
 
 
 def worker():
-    for i in range(40):   # warm up: call sites specialised (3.11+), function versions assigned
+    for i in range(15):   # warm up: call sites specialised (3.11+), function versions assigned
         rounds(-1)
     snap = [(f.__code__, raw(f)) for f in FUNCS]
     print("READY", flush=True)

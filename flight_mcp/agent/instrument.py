@@ -522,7 +522,10 @@ def _hook_start(site):
     position = dict((n, "p%d" % i) for i, n in enumerate(names))
     namespace = {"site": site, "_get_ident": _get_ident, "AGENT_THREADS": AGENT_THREADS,
                  "__builtins__": __builtins__}
-    exec(_START % (", ".join(position[n] for n in names), site.args_source(position.get)), namespace)
+    source = _START % (", ".join(position[n] for n in names), site.args_source(position.get))
+    # Compiled as this file: trace's recorder leaves out the agent's frames by their file, and a
+    # probe's enter starts a recording while start() still runs (its later C calls are ours).
+    exec(compile(source, __file__, "exec"), namespace)
     return namespace["start"]
 
 
