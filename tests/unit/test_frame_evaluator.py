@@ -187,6 +187,24 @@ def test_coroutine_awaited_and_nested_function_under_an_instrumented_outer():
     assert not evaluator_active()
 
 
+def test_calls_from_c_code_and_bound_methods_are_seen_without_our_frames():
+    class Box(object):
+        def get(self, x):
+            return sys._getframe(1).f_code.co_name, x
+
+    probe = Probe()
+    remove = watched(Box.get, probe)
+    try:
+        box = Box()
+        by_map = list(map(box.get, [1, 2]))           # called from C: the caller is the one of map
+        by_sort = sorted([3, 1], key=lambda v: box.get(v)[1])
+    finally:
+        remove()
+    here = "test_calls_from_c_code_and_bound_methods_are_seen_without_our_frames"
+    assert by_map == [(here, 1), (here, 2)] and by_sort == [1, 3]
+    assert [e[1][1:] for e in probe.events if e[0] == "enter"] == [(1,), (2,), (3,), (1,)]
+
+
 def test_calls_from_agent_threads_are_not_seen():
     def f(x):
         return x
