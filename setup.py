@@ -38,5 +38,12 @@ setup(
             py_limited_api=True,
             extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
         ),
+        # watch/trace's call hook on 3.8-3.11 (a frame evaluator): same build and shipping as the recorder.
+        Extension(
+            "flight_mcp.agent._flight_mcp_hook",
+            sources=["flight_mcp/agent/hook.c"],
+            py_limited_api=True,
+            extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
+        ),
     ],
 )

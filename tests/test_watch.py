@@ -121,10 +121,15 @@ def test_watch_expression_failures(spawn, version):
 
 def instrumented(pid, version):
     """Whether flight-mcp instrumentation is active on OrderService.process_order, read from the target:
-    a sys.monitoring tool (>= 3.12) or a hook object among the function's code constants (<= 3.11)."""
+    a sys.monitoring tool (>= 3.12), the agent's frame evaluator installed in the interpreter (<= 3.11),
+    or, with its code-trampoline fallback, a hook object among the function's code constants."""
     if tuple(map(int, version.split("."))) >= (3, 12):
         out = run(pid, "getglobal sys monitoring -e '[target.get_tool(i) for i in range(6)]'", "--allow-mutating")
         return "flight-mcp" in out
+    r = flight_cli("--allow-mutating", str(pid), "--cmd", "getglobal _flight_mcp_agent instrument -e "
+                   "\"target._hook['module'] is not None and target._hook['module'].active()\"", "--no-color")
+    if re.search(r"VALUE:\s+True", r.stdout):
+        return True
     out = run(pid, "getglobal __main__ OrderService process_order "
                    "-e '[type(c).__name__ for c in target.__code__.co_consts]' -x 2", "--allow-mutating")
     return "function" in out

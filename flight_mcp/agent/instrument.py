@@ -6,11 +6,18 @@ wrappers that call it), so it never rebinds a name; it instruments the function'
   plus the global PY_UNWIND/PY_THROW (they cannot be local) filtered by code object. A nested
   function (-nm) is covered by instrumenting its code object, so every inner function the outer
   one creates later is covered too.
-- Python <= 3.11: the function's __code__ is swapped for a trampoline with the same parameters,
-  freevars, name, file and line; it forwards the bound arguments to a hook that runs the probes and
-  calls the original code. Removal puts back the very same code object. A nested function is
-  covered by swapping its code object inside the outer function's co_consts. (Limitation: while
-  the outer function itself is instrumented, its nested function cannot be; the answer says so.)
+- Python <= 3.11: a C frame evaluator (hook.c, PEP 523) matches the frames of instrumented code
+  objects and runs the probes around them, so, as with sys.monitoring, the application sees no
+  frame of ours (frame chains, tracebacks, inspect, recursion depth) and the function object is
+  never touched; nested functions are covered through their code object, generator and coroutine
+  frames are seen at each resumption. It is installed with the first site, removed with the last.
+- Fallback when the evaluator cannot load (the answer's `mechanism` says so): the function's
+  __code__ is swapped for a trampoline with the same parameters, freevars, name, file and line; it
+  forwards the bound arguments to a hook that runs the probes and calls the original code (its
+  frames show in the application's stacks). Removal puts back the very same code object. A nested
+  function is covered by swapping its code object inside the outer function's co_consts.
+  (Limitation: while the outer function itself is instrumented, its nested function cannot be;
+  the answer says so.)
 
 A probe is any object with:
   needs_args             whether enter() needs args/kwargs (else it receives None, None)
@@ -23,6 +30,8 @@ application (they are swallowed here; probes report their own failures). Calls m
 own threads are never seen by probes.
 """
 import _thread
+import glob
+import os
 import sys
 import types
 
@@ -60,8 +69,7 @@ class Target(object):
 
     def describe(self):
         return {"label": self.label, "kind": self.kind, "file": self.code.co_filename,
-                "line": self.code.co_firstlineno,
-                "mechanism": "sys.monitoring" if MONITORING else "code trampoline"}
+                "line": self.code.co_firstlineno, "mechanism": mechanism()}
 
 
 def _unwrap(obj):
@@ -161,14 +169,19 @@ class _Site(object):
         """`lambda loc: ((loc['a'], loc['b']) + tuple(loc['rest']), {'k': loc['k'], **loc['kw']})`
         for this code's parameters: generated because a generic loop over the names costs several
         times more, and this runs on every call (3.12 f_locals is a fresh dict, 3.13 a proxy)."""
+        return eval("lambda loc: %s" % self.args_source(lambda name: "loc[%r]" % name),
+                    {"__builtins__": __builtins__})
+
+    def args_source(self, at):
+        """Source of `(all positional values, keyword-only and **kwargs)` for this code's parameters,
+        where at(name) spells the expression of one parameter's value."""
         self._read_params()
-        site = self
-        args = "(%s)" % "".join("loc[%r], " % n for n in site.posnames)
-        if site.varargs:
-            args += " + tuple(loc[%r])" % site.varargs
-        kwargs = "{%s}" % ", ".join(["%r: loc[%r]" % (n, n) for n in site.kwonames] +
-                                    (["**loc[%r]" % site.varkw] if site.varkw else []))
-        return eval("lambda loc: (%s, %s)" % (args, kwargs), {"__builtins__": __builtins__})
+        args = "(%s)" % "".join("%s, " % at(n) for n in self.posnames)
+        if self.varargs:
+            args += " + tuple(%s)" % at(self.varargs)
+        kwargs = "{%s}" % ", ".join(["%r: %s" % (n, at(n)) for n in self.kwonames] +
+                                    (["**%s" % at(self.varkw)] if self.varkw else []))
+        return "(%s, %s)" % (args, kwargs)
 
 
 def _enter(site, args, kwargs, frame):
@@ -208,7 +221,7 @@ _sites = {}   # key -> _Site (key: code object with monitoring; the function or 
 
 
 def _key(target):
-    if MONITORING:
+    if MONITORING or _hook_module() is not None:
         return id(target.code)  # by identity: equal code objects of different functions exist
     return (id(target.outer), target.code) if target.outer is not None else id(target.func)
 
@@ -221,13 +234,18 @@ def add(target, probe):
     with _lock:
         key = _key(target)
         site = _sites.get(key)
-        if site is None:
+        if site is None or not site.probes:   # (a site without probes is one being taken down)
             site = _Site(target)
             site.set_probes([probe])
             if MONITORING:
                 _monitoring_install(site)
             else:
-                _trampoline_install(site)
+                _sites[key] = site
+                try:
+                    _trampoline_install(site)
+                except BaseException:
+                    del _sites[key]
+                    raise
             _sites[key] = site
         else:
             site.set_probes(site.probes + (probe,))
@@ -241,8 +259,8 @@ def add(target, probe):
             site.set_probes([p for p in site.probes if p is not probe])
             if site.probes:
                 return
-            if _sites.get(key) is site:
-                del _sites[key]
+            for k in [k for k, s in _sites.items() if s is site]:   # a reload may have added a key
+                del _sites[k]
             if MONITORING:
                 _monitoring_uninstall(site)
             elif site.undo is not None:
@@ -397,7 +415,160 @@ def _mon_resume_throw(code, offset, exc):
 
 
 # ---------------------------------------------------------------------------------------------
-# Python <= 3.11: code trampoline
+# Python <= 3.11: the C frame evaluator (hook.c)
+
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+_hook = {"module": None, "why": None}
+# 3.11 runs Python-to-Python calls without C recursion, unless a frame evaluator is set: then each
+# level takes C stack (measured: 20,000 levels fit an 8 MB stack, 50,000 crash). Above this
+# recursion limit the application may rely on that, so the trampoline (which adds C stack only to
+# the instrumented function's own recursion) is used instead.
+DEEP_RECURSION_311 = 10000
+
+
+def _hook_module():
+    """hook.c's module, loaded at the first use; None (and _hook["why"] says why) when it cannot
+    load: Python 3.12+, a debug (Py_TRACE_REFS) build whose objects are laid out differently, not
+    built, FLIGHT_MCP_TRAMPOLINE=1 in the target's environment, or 3.11 with a raised recursion
+    limit (DEEP_RECURSION_311). Decided once: sites are keyed by what the mechanism hooks."""
+    if _hook["module"] is not None or _hook["why"] is not None:
+        return _hook["module"]
+    if MONITORING:
+        _hook["why"] = "Python >= 3.12 uses sys.monitoring"
+    elif hasattr(sys, "getobjects"):
+        _hook["why"] = "debug (Py_TRACE_REFS) interpreter"
+    elif os.environ.get("FLIGHT_MCP_TRAMPOLINE") == "1":
+        _hook["why"] = "FLIGHT_MCP_TRAMPOLINE=1 in the target's environment"
+    elif sys.version_info[:2] == (3, 11) and sys.getrecursionlimit() > DEEP_RECURSION_311:
+        _hook["why"] = ("the target raised its recursion limit to %d, and on Python 3.11 a frame evaluator "
+                        "makes every Python call use C stack (a crash past ~20,000 levels)" % sys.getrecursionlimit())
+    else:
+        from importlib.machinery import ExtensionFileLoader
+        import importlib.util
+        why = "_flight_mcp_hook is not in %s (rebuild/reinstall flight-mcp)" % _AGENT_DIR
+        for path in sorted(glob.glob(os.path.join(_AGENT_DIR, "_flight_mcp_hook*.so"))):
+            try:
+                loader = ExtensionFileLoader("_flight_mcp_hook", path)
+                module = importlib.util.module_from_spec(
+                    importlib.util.spec_from_file_location("_flight_mcp_hook", path, loader=loader))
+                loader.exec_module(module)
+                _hook["module"] = module
+                return module
+            except Exception as e:
+                why = "%s: %s" % (type(e).__name__, e)
+        _hook["why"] = why
+    return None
+
+
+def mechanism():
+    """How calls are intercepted, as the answer names it (with why, when it is the fallback)."""
+    if MONITORING:
+        return "sys.monitoring"
+    if _hook_module() is not None:
+        return "frame evaluator"
+    return ("code trampoline (the frame evaluator could not load: %s; the trampoline's frames show in "
+            "the application's stacks)" % _hook["why"])
+
+
+def _slots(code):
+    """Where each parameter's value sits among the fast locals of a frame about to run code:
+    ~index when it may be in a cell there (3.8-3.10 move a cell parameter into its cell slot before
+    the frame runs; 3.11 turns its own slot into a cell in the generator prologue)."""
+    n = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & CO_VARARGS) + \
+        bool(code.co_flags & CO_VARKEYWORDS)
+    out = []
+    for i, name in enumerate(code.co_varnames[:n]):
+        if name not in code.co_cellvars:
+            out.append(i)
+        elif sys.version_info < (3, 11):
+            out.append(~(code.co_nlocals + code.co_cellvars.index(name)))
+        else:
+            out.append(~i)
+    return tuple(out)
+
+
+_START = """def start(%s):
+    probes = site.probes
+    if not probes or _get_ident() in AGENT_THREADS:
+        return None
+    if site.needs_args:
+        try:
+            args, kwargs = %s
+        except BaseException:
+            return None
+    else:
+        args = kwargs = None
+    entered = None
+    for p in probes:
+        try:
+            token = p.enter(args, kwargs, None)
+        except BaseException:
+            token = None
+        if token is not None:
+            if entered is None:
+                entered = [(p, token)]
+            else:
+                entered.append((p, token))
+    return entered
+"""
+
+
+def _hook_start(site):
+    """start(*values) for hook.c: the probes' enter (_enter(), inlined), on every call of the site.
+    Generated with one parameter per parameter of the code (p0, p1, ...), so the values hook.c
+    reads are bound by the call itself and the arguments are built in the same frame: this is a
+    watch's whole cost per call when its filter never matches."""
+    names = site.code.co_varnames[:len(_slots(site.code))]
+    position = dict((n, "p%d" % i) for i, n in enumerate(names))
+    namespace = {"site": site, "_get_ident": _get_ident, "AGENT_THREADS": AGENT_THREADS,
+                 "__builtins__": __builtins__}
+    source = _START % (", ".join(position[n] for n in names), site.args_source(position.get))
+    # Compiled as this file: trace's recorder leaves out the agent's frames by their file, and a
+    # probe's enter starts a recording while start() still runs (its later C calls are ours).
+    exec(compile(source, __file__, "exec"), namespace)
+    return namespace["start"]
+
+
+def _hook_event(entered, what, value):
+    """event(entered, what, value) for hook.c: 0 returned, 1 raised, 2 suspended, 3 resumed."""
+    if what == 0:
+        _leave(entered, value, None)
+    elif what == 1:
+        _leave(entered, None, value)
+    else:
+        _each(entered, "suspend" if what == 2 else "resume")
+
+
+def _hook_publish():
+    """Hands hook.c the sites that have probes (it installs or removes itself to match)."""
+    table, seen = [], set()
+    for site in list(_sites.values()):
+        if site.probes and id(site) not in seen and getattr(site, "hook_entry", None) is not None:
+            seen.add(id(site))
+            table.append(site.hook_entry)
+    _hook["module"].set_sites(tuple(table))
+
+
+def _hook_install(site):
+    code = site.code
+    site.live.clear()
+    site.hook_entry = (code, _hook_start(site), _hook_event, site.target.kind != "function", _slots(code),
+                       site.live)
+    _sites.setdefault(id(code), site)   # after a reload: found under the new code's key too
+    site.undo = _hook_publish
+    _hook_publish()
+
+
+def _trampoline_install(site):
+    """Installs site on <= 3.11 (reload calls it by this name after it replaced the code)."""
+    if _hook_module() is not None:
+        _hook_install(site)
+    else:
+        _code_swap_install(site)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python <= 3.11 fallback: code trampoline
 
 _serial = [0]
 _HOOK_LOCAL = "__flight_mcp_hook__"
@@ -590,7 +761,7 @@ def _make_hook(site, orig_for):
     return hook
 
 
-def _trampoline_install(site):
+def _code_swap_install(site):
     target = site.target
     code = target.code
     if target.outer is None:

@@ -40,7 +40,8 @@ class Summary(BaseModel):
     kind: str = Field(description="function, generator or coroutine.")
     file: str
     line: int
-    mechanism: str = Field(description="sys.monitoring (Python >= 3.12) or code trampoline (<= 3.11).")
+    mechanism: str = Field(description="sys.monitoring (Python >= 3.12), frame evaluator (<= 3.11), or code "
+                           "trampoline (<= 3.11 fallback; the text says why the evaluator could not be used).")
     started: str
     duration_s: float
     seen: int = Field(description="Calls of the function while instrumented.")
