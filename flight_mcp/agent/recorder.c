@@ -486,7 +486,11 @@ static PyObject *mon_event(int what, PyObject *const *args, Py_ssize_t nargs) {
         Py_DECREF(self);
         Py_RETURN_NONE;
     }
+    /* Held while it records: classifying a new code object runs Python, which may let the
+     * command's thread end the command and drop the cell's reference (rec_stop). */
+    Py_INCREF(self);
     dispatch(self, what, NULL, args[0], nargs > 2 ? args[2] : NULL);
+    Py_DECREF(self);
     Py_RETURN_NONE;
 }
 

@@ -141,3 +141,18 @@ def test_trace_says_when_and_why_the_python_recorder_recorded():
     assert "Python recorder" in text and why in text and "30-90x" in text
     text = trace_tool.render(trace_tool.TraceResult(**base, recorder="c"), False)
     assert "Python recorder" not in text
+
+
+def test_every_agent_thread_starts_through_server_start_thread():
+    """A thread started any other way would inherit the target's stack size (and escape
+    AGENT_THREADS, which keeps our frames out of stack output and traces)."""
+    import re
+    agent = os.path.join(PKG, "agent")
+    starts = re.compile(r"start_new_thread|start_joinable_thread|\bThread\(|pthread_create|_thread\.start")
+    offenders = []
+    for name in sorted(os.listdir(agent)):
+        if name.endswith(".py") and name != "server.py":
+            for number, line in enumerate(open(os.path.join(agent, name)), 1):
+                if starts.search(line) and not line.lstrip().startswith("#"):
+                    offenders.append("%s:%d: %s" % (name, number, line.strip()))
+    assert not offenders, "start agent threads with server.start_thread: %s" % offenders
