@@ -1,8 +1,8 @@
 """The agent's threads do not inherit the target's choices, every pyenv Python 3.8-3.13.
 
 A target that set threading.stack_size(128 KiB), raised its recursion limit and holds a 5,000-deep
-nested list answers getglobal -r / -x / a deep expression, a watch and a stack (a value or a
-message, never a crash), while its own threads, started before, during and after, keep the stack
+nested list answers getglobal -r / -x / a deep expression, a watch, a stack and a trace (a value or
+a message, never a crash; the trace says why its slower Python recorder recorded), while its own threads, started before, during and after, keep the stack
 size it chose. Attach works while the target traces allocations with tracemalloc and its threads
 keep calling into the dynamic loader (the payload's thread once started under the loader lock).
 On 3.12+, a trace whose command ended keeps no recording referenced from the traced thread."""
@@ -84,7 +84,7 @@ def answered(r, cmd):
 
 @pytest.mark.parametrize("version", version_params())
 def test_small_target_stack_deep_data(spawn, version, tmp_path):
-    t = spawn(version, SMALL_STACK_DEEP)
+    t = spawn(version, SMALL_STACK_DEEP, env={"FLIGHT_MCP_PY_RECORDER": "1"})   # trace says why it is slow
     deep_expr = "target" + "[0]" * 3000
     commands = [
         ("getglobal __main__ DEEP -r", "VALUE"),
@@ -94,6 +94,8 @@ def test_small_target_stack_deep_data(spawn, version, tmp_path):
         ("getglobal __main__ DEEP -e '%s'" % ("(" * 3000 + "target" + ")" * 3000), None),
         ("watch __main__ use -n 1 -x 6 --timeout 20", "use"),
         ("stack", "MainThread"),
+        ("trace __main__ use -n 1", "Python recorder, which makes traced calls 30-90x slower than the native one: "
+                                    "FLIGHT_MCP_PY_RECORDER=1 is set in the target's environment"),
     ]
     for cmd, expected in commands:
         r = flight_cli(str(t.pid), "--cmd", cmd, "--no-color", timeout=90)
