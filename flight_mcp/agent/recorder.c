@@ -424,7 +424,7 @@ static void call_quietly(PyObject *fn, PyObject *arg) {
 }
 
 static void mon_count(Rec *self, int on) {
-    if (!self->monitoring || self->counted == on)
+    if (!self->monitoring || self->counted == on || (on && self->stopped))
         return;
     self->counted = on;
     if (on ? mon_active++ == 0 : --mon_active == 0)
@@ -619,8 +619,10 @@ static PyObject *rec_activate(Rec *self, PyObject *prev) {
         cell->current = (PyObject *)self;
         Py_XDECREF(old); /* still held by self->prev */
         mon_count(self, 1);
-        if (self->prev != NULL && Py_TYPE(self->prev) == Py_TYPE(self))
-            mon_count((Rec *)self->prev, 0); /* its thread is counted once, through us */
+        /* Its thread is counted once, through us. (Switching events on runs Python, during which
+         * our command may have ended and handed the thread back to prev: then prev counts.) */
+        if (cell->current == (PyObject *)self && self->prev != NULL && Py_TYPE(self->prev) == Py_TYPE(self))
+            mon_count((Rec *)self->prev, 0);
     } else {
         set_profile(rec_profile, (PyObject *)self);
     }
