@@ -8,12 +8,11 @@ nothing) or, on 3.12+, from a sys.monitoring tool of ours that is on only while 
 recorded (other threads then pay a C callback per call, as with any profiler there).
 """
 import _thread
-import glob
 import os
 import sys
 import time
 
-from . import capture, instrument
+from . import capture, instrument, native
 from .registry import AgentError, command
 
 _get_ident = _thread.get_ident
@@ -164,23 +163,10 @@ class PyRecording(object):
 
 
 def _c_recorder():
-    """The C recorder's module, or None: not built, a debug (Py_TRACE_REFS) interpreter whose objects
-    are laid out differently, a free-threaded build, or FLIGHT_MCP_PY_RECORDER=1 in the target."""
-    if os.environ.get("FLIGHT_MCP_PY_RECORDER") == "1" or hasattr(sys, "getobjects") or \
-            not getattr(sys, "_is_gil_enabled", lambda: True)():
-        return None
-    from importlib.machinery import ExtensionFileLoader
-    import importlib.util
-    for path in sorted(glob.glob(os.path.join(_AGENT_DIR, "_flight_mcp_recorder*.so"))):
-        try:
-            loader = ExtensionFileLoader("_flight_mcp_recorder", path)
-            spec = importlib.util.spec_from_file_location("_flight_mcp_recorder", path, loader=loader)
-            module = importlib.util.module_from_spec(spec)
-            loader.exec_module(module)
-            return module
-        except Exception:
-            pass
-    return None
+    """(the C recorder's module, None), or (None, why the Python recorder records instead)."""
+    if os.environ.get("FLIGHT_MCP_PY_RECORDER") == "1":
+        return None, "FLIGHT_MCP_PY_RECORDER=1 is set in the target's environment; unset it for the C recorder"
+    return native.extension()
 
 
 class MonitoringEvents(object):
@@ -246,18 +232,19 @@ _recorders_lock = _thread.allocate_lock()
 
 
 def recorder():
-    """(recorder type, MonitoringEvents or None), loaded once: two traces starting together must
-    share one type, or each would take the other's recording for a foreign profiler."""
+    """(recorder type, MonitoringEvents or None, why the Python recorder records or None), loaded
+    once: two traces starting together must share one type, or each would take the other's
+    recording for a foreign profiler."""
     with _recorders_lock:
         if not _recorders:
-            module = _c_recorder()
+            module, fallback = _c_recorder()
             events = None
             if module is not None and hasattr(sys, "monitoring"):
                 try:
                     events = MonitoringEvents(module)
                 except Exception:
                     events = None
-            _recorders.append((module.Recording if module is not None else PyRecording, events))
+            _recorders.append((module.Recording if module is not None else PyRecording, events, fallback))
     return _recorders[0]
 
 
@@ -280,7 +267,7 @@ class TraceProbe(object):
         self.entrance_s = entrance_ms / 1000.0
         self.interval_s = interval_ms / 1000.0
         self.depth = depth
-        self.recording, events = recorder()
+        self.recording, events, self.fallback = recorder()
         self.events = events if events is not None and events.acquire() else None
         self.busy = 0       # calls left unrecorded: their thread had another profiler
         self.ended = False
@@ -457,5 +444,6 @@ def trace(args, ctx):
     summary["errors"] = [e for e in (flt.report(),) if e]
     summary["depth"], summary["interval_ms"], summary["entrance_ms"] = depth, interval, entrance
     summary["recorder"] = "c" if probe.recording is not PyRecording else "python"
+    summary["recorder_fallback"] = probe.fallback
     summary["profiler_busy"] = probe.busy
     return summary

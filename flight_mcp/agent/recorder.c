@@ -11,6 +11,13 @@
  * own interpreter. Loaded by the agent from its own folder; when it cannot be loaded the agent
  * falls back to its Python recorder (cmd_trace.py), which has the same interface and semantics.
  *
+ * It also starts the agent's threads (start_thread): with pthread_create and a stack of the agent's
+ * size, so they never inherit the target's threading.stack_size(), without touching that setting.
+ *
+ * Its few direct libc imports are pinned to their oldest versions (dlsym was GLIBC_2.34), and
+ * pthread functions come from dlsym (libpthread before glibc 2.34): a build on a new glibc loads
+ * into a target on an old one instead of leaving trace to the slower Python recorder.
+ *
  * The tree is kept in preorder in one array. A call cheaper than the interval is dropped when it
  * returns (everything it called was cheaper still, so already dropped): memory holds only what
  * will be shown plus the open calls. Labels (code objects, builtin callables) are borrowed while
@@ -21,9 +28,17 @@
 #include <Python.h>
 #include <structmember.h>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__x86_64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+#elif defined(__aarch64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.17");
+#endif
 
 /* The profile events (Include/cpython/pystate.h); unchanged since Python 2. */
 #define EV_CALL 0
@@ -70,6 +85,8 @@ typedef struct {
     int kind;
 } Slot;
 
+struct Cell;
+
 typedef struct Rec {
     PyObject_HEAD
     Node *nodes;
@@ -87,6 +104,8 @@ typedef struct Rec {
     int monitoring; /* events from our sys.monitoring tool (3.12+), else from the profile function */
     int bind_root;  /* the root's own start may still come: skip it (see frame_begins) */
     int counted;    /* monitoring: counted in mon_active */
+    struct Cell *cell; /* monitoring: the thread it was activated on (a counted reference) */
+    Py_ssize_t lost;   /* innermost open calls that got no stack entry (out of memory) */
     Py_ssize_t gap, dropped;
 } Rec;
 
@@ -181,6 +200,11 @@ static Py_ssize_t node_add(Rec *self, PyObject *label, int32_t parent, int64_t s
 }
 
 static void push(Rec *self, PyObject *label) {
+    if (self->lost) { /* below a call that could not be stacked: so is this one, or pops mis-nest */
+        self->lost++;
+        self->dropped++;
+        return;
+    }
     int32_t parent = self->stack[self->sp - 1];
     int32_t index = -1;
     if (parent >= 0) {
@@ -191,8 +215,14 @@ static void push(Rec *self, PyObject *label) {
         else
             index = (int32_t)node_add(self, label, parent, now_ns());
     }
-    if (stack_push(self, index) < 0 && index >= 0)
-        self->n--; /* out of memory: forget the node rather than mis-nest the tree */
+    if (stack_push(self, index) < 0) {
+        /* Out of memory: forget the node and count the call as open without a stack entry; its
+         * return then pops nothing (popping would end its parent's node early). */
+        if (index >= 0)
+            self->n--;
+        self->lost = 1;
+        self->dropped++;
+    }
 }
 
 /* Ends the open node at index (the last one of the array when it is dropped). */
@@ -214,6 +244,10 @@ static void close_node(Rec *self, int32_t index, int64_t end, int force_keep) {
 }
 
 static void pop(Rec *self) {
+    if (self->lost) {
+        self->lost--;
+        return;
+    }
     if (self->sp <= 1)
         return; /* the root ends with finish() */
     int32_t index = self->stack[--self->sp];
@@ -328,8 +362,53 @@ static void dispatch(Rec *self, int what, PyObject *frame, PyObject *code, PyObj
 
 /* ---- events from sys.monitoring (3.12+) ------------------------------------------------------ */
 
-/* Events are global to a tool, so each thread finds its recording here (a strong reference). */
-static __thread PyObject *current;
+/* pthread functions, from dlsym at load (see the top of the file); NULL when not found. */
+static int (*key_create)(pthread_key_t *, void (*)(void *));
+static int (*key_set)(pthread_key_t, const void *);
+static int (*attr_init)(pthread_attr_t *);
+static int (*attr_destroy)(pthread_attr_t *);
+static int (*attr_set_stack)(pthread_attr_t *, size_t);
+static int (*attr_set_detach)(pthread_attr_t *, int);
+static int (*thread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+/* Events are global to a tool, so each thread finds its recording through its cell. The cell is
+ * on the heap, not in thread-local storage, so that the command's own thread can hand it back
+ * when the command ends (rec_stop): a recording must not stay referenced until its thread's next
+ * event, which may never come (events off, the thread blocked or gone). A cell lives while its
+ * thread does or a recording activated on it does, whichever is longer. */
+typedef struct Cell {
+    PyObject *current; /* strong reference to the running Rec, or NULL; changed with the GIL held */
+    int refs;          /* its thread until it exits, plus each Rec activated on it (atomic) */
+} Cell;
+
+static __thread Cell *thread_cell;
+static pthread_key_t cell_key; /* its destructor drops the thread's reference at thread exit */
+static int have_cell_key;
+
+/* Also runs at thread exit without the GIL: touches only the atomic count and libc's heap. */
+static void cell_release(void *p) {
+    Cell *cell = p;
+    if (__atomic_sub_fetch(&cell->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(cell);
+}
+
+/* The calling thread's cell, created on first use; NULL when out of memory. */
+static Cell *my_cell(void) {
+    Cell *cell = thread_cell;
+    if (cell == NULL && have_cell_key) {
+        cell = calloc(1, sizeof(Cell));
+        if (cell == NULL)
+            return NULL;
+        cell->refs = 1;
+        if (key_set(cell_key, cell) != 0) {
+            free(cell);
+            return NULL;
+        }
+        thread_cell = cell;
+    }
+    return cell;
+}
+
 static PyObject *mon_switch;    /* switch(on): our tool's events on or off (cmd_trace.py) */
 static Py_ssize_t mon_active;  /* threads whose current recording runs: events on while > 0 */
 
@@ -345,7 +424,7 @@ static void call_quietly(PyObject *fn, PyObject *arg) {
 }
 
 static void mon_count(Rec *self, int on) {
-    if (!self->monitoring || self->counted == on)
+    if (!self->monitoring || self->counted == on || (on && self->stopped))
         return;
     self->counted = on;
     if (on ? mon_active++ == 0 : --mon_active == 0)
@@ -359,15 +438,19 @@ static void restore_prev(Rec *self) {
     self->active = 0;
     PyObject *prev = self->prev;
     if (self->monitoring) {
-        if (current == (PyObject *)self) {
+        Cell *cell = self->cell;
+        if (cell != NULL && cell->current == (PyObject *)self) {
+            /* Recordings whose command ended are skipped, not reinstalled to step aside later. */
+            while (prev != NULL && ((Rec *)prev)->stopped)
+                prev = ((Rec *)prev)->prev;
             Py_XINCREF(prev);
-            current = prev;
+            cell->current = prev;
             if (prev != NULL) {
                 ((Rec *)prev)->active = 1;
                 mon_count((Rec *)prev, 1);
             }
             mon_count(self, 0);
-            Py_DECREF(self); /* current's reference: the caller holds another */
+            Py_DECREF(self); /* the cell's reference: the caller holds another */
         }
     } else if (prev != NULL && Py_TYPE(prev) == Py_TYPE(self)) {
         ((Rec *)prev)->active = 1;
@@ -393,16 +476,21 @@ static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg) 
 }
 
 static PyObject *mon_event(int what, PyObject *const *args, Py_ssize_t nargs) {
-    Rec *self = (Rec *)current;
+    Cell *cell = thread_cell;
+    Rec *self = cell != NULL ? (Rec *)cell->current : NULL;
     if (self == NULL || nargs < 2)
         Py_RETURN_NONE;
     if (self->stopped) {
-        Py_INCREF(self); /* restore_prev drops current's reference */
+        Py_INCREF(self); /* restore_prev drops the cell's reference */
         restore_prev(self);
         Py_DECREF(self);
         Py_RETURN_NONE;
     }
+    /* Held while it records: classifying a new code object runs Python, which may let the
+     * command's thread end the command and drop the cell's reference (rec_stop). */
+    Py_INCREF(self);
     dispatch(self, what, NULL, args[0], nargs > 2 ? args[2] : NULL);
+    Py_DECREF(self);
     Py_RETURN_NONE;
 }
 
@@ -425,6 +513,10 @@ static PyObject *configure_monitoring(PyObject *m, PyObject *args) {
     PyObject *sw, *cfunc, *descr;
     if (!PyArg_ParseTuple(args, "OOO", &sw, &cfunc, &descr))
         return NULL;
+    if (!have_cell_key) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread-exit hook (pthread_key_create) in this process");
+        return NULL;
+    }
     Py_INCREF(sw);
     Py_INCREF(cfunc);
     Py_INCREF(descr);
@@ -434,13 +526,76 @@ static PyObject *configure_monitoring(PyObject *m, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- the agent's threads ----------------------------------------------------------------------- */
+
+static void *thread_main(void *fn) {
+    PyGILState_STATE state = PyGILState_Ensure();
+    PyObject *r = PyObject_CallObject((PyObject *)fn, NULL);
+    if (r == NULL)
+        PyErr_Clear(); /* the agent's callable catches its own errors; nothing may reach the target */
+    Py_XDECREF(r);
+    Py_DECREF((PyObject *)fn);
+    PyGILState_Release(state);
+    return NULL;
+}
+
+/* start_thread(fn, stack_bytes) -> ident: fn() on a new detached thread with a stack of that size.
+ * _thread.start_new_thread would use the size the target set with threading.stack_size(), and
+ * changing that setting around it would show our size to the target, or give it to a thread the
+ * target starts meanwhile (the GIL can change hands between two bytecodes). */
+static PyObject *start_thread(PyObject *m, PyObject *args) {
+    PyObject *fn;
+    Py_ssize_t stack_bytes;
+    if (!PyArg_ParseTuple(args, "On", &fn, &stack_bytes))
+        return NULL;
+    if (thread_create == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_create is not visible in this process");
+        return NULL;
+    }
+    pthread_attr_t attr;
+    pthread_t thread;
+    int err = attr_init(&attr);
+    if (err == 0) {
+        err = attr_set_stack(&attr, (size_t)stack_bytes);
+        if (err == 0)
+            err = attr_set_detach(&attr, PTHREAD_CREATE_DETACHED);
+        if (err == 0) {
+            Py_INCREF(fn); /* the thread's */
+            err = thread_create(&thread, &attr, thread_main, fn);
+            if (err != 0)
+                Py_DECREF(fn);
+        }
+        attr_destroy(&attr);
+    }
+    if (err != 0) {
+        PyErr_Format(PyExc_RuntimeError, "cannot start a thread with a %zd-byte stack: %s", stack_bytes,
+                     strerror(err));
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong((unsigned long)thread);
+}
+
 /* ---- the Python interface -------------------------------------------------------------------- */
 
 /* prev: sys.getprofile() for the profile function; unused with sys.monitoring (the thread's
  * current recording is the one before). */
 static PyObject *rec_activate(Rec *self, PyObject *prev) {
-    if (self->monitoring)
-        prev = current != NULL ? current : Py_None;
+    Cell *cell = NULL;
+    if (self->monitoring) {
+        cell = my_cell();
+        if (cell == NULL) /* out of memory: this call goes unrecorded */
+            Py_RETURN_NONE;
+        if (self->cell != cell) { /* resumed on another thread (a coroutine) */
+            if (self->cell != NULL) {
+                if (self->active)
+                    restore_prev(self);
+                cell_release(self->cell);
+            }
+            __atomic_add_fetch(&cell->refs, 1, __ATOMIC_ACQ_REL);
+            self->cell = cell;
+        }
+        prev = cell->current != NULL ? cell->current : Py_None;
+    }
     if (prev == (PyObject *)self) /* activated twice: keep the first prev */
         Py_RETURN_NONE;
     Py_CLEAR(self->prev);
@@ -460,12 +615,14 @@ static PyObject *rec_activate(Rec *self, PyObject *prev) {
     if (self->monitoring) {
         self->bind_root = 1;
         Py_INCREF(self);
-        PyObject *old = current;
-        current = (PyObject *)self;
+        PyObject *old = cell->current;
+        cell->current = (PyObject *)self;
         Py_XDECREF(old); /* still held by self->prev */
         mon_count(self, 1);
-        if (self->prev != NULL && Py_TYPE(self->prev) == Py_TYPE(self))
-            mon_count((Rec *)self->prev, 0); /* its thread is counted once, through us */
+        /* Its thread is counted once, through us. (Switching events on runs Python, during which
+         * our command may have ended and handed the thread back to prev: then prev counts.) */
+        if (cell->current == (PyObject *)self && self->prev != NULL && Py_TYPE(self->prev) == Py_TYPE(self))
+            mon_count((Rec *)self->prev, 0);
     } else {
         set_profile(rec_profile, (PyObject *)self);
     }
@@ -479,12 +636,17 @@ static PyObject *rec_deactivate(Rec *self, PyObject *unused) {
 }
 
 static PyObject *rec_stop(Rec *self, PyObject *unused) {
-    self->stopped = 1; /* it steps aside at its thread's next event: only that thread can */
+    self->stopped = 1;
+    /* A profile function steps aside at its thread's next event (only that thread can change it);
+     * a monitoring recording is handed back here, through its thread's cell. */
+    if (self->monitoring && self->active)
+        restore_prev(self);
     mon_count(self, 0);
     Py_RETURN_NONE;
 }
 
 static void close_open(Rec *self, int64_t end) {
+    self->lost = 0;
     while (self->sp > 1) {
         int32_t index = self->stack[--self->sp];
         if (index >= 0)
@@ -513,6 +675,8 @@ static PyObject *rec_resume(Rec *self, PyObject *unused) {
 
 static PyObject *rec_finish(Rec *self, PyObject *unused) {
     int64_t end = now_ns();
+    if (self->monitoring && self->active)
+        restore_prev(self);
     if (self->gap >= 0)
         rec_resume(self, NULL);
     close_open(self, end);
@@ -579,6 +743,8 @@ static void rec_dealloc(Rec *self) {
     Py_XDECREF(self->gap_label);
     Py_XDECREF(self->prev);
     Py_XDECREF((PyObject *)self->chain);
+    if (self->cell != NULL)
+        cell_release(self->cell);
     freefunc tp_free = (freefunc)PyType_GetSlot(tp, Py_tp_free);
     tp_free(self);
     Py_DECREF(tp);
@@ -672,6 +838,18 @@ static int module_exec(PyObject *m) {
         PyErr_SetString(PyExc_ImportError, "the interpreter's PyEval_SetProfile/PyFrame_GetCode are not visible");
         return -1;
     }
+    attr_init = (int (*)(pthread_attr_t *))dlsym(RTLD_DEFAULT, "pthread_attr_init");
+    attr_destroy = (int (*)(pthread_attr_t *))dlsym(RTLD_DEFAULT, "pthread_attr_destroy");
+    attr_set_stack = (int (*)(pthread_attr_t *, size_t))dlsym(RTLD_DEFAULT, "pthread_attr_setstacksize");
+    attr_set_detach = (int (*)(pthread_attr_t *, int))dlsym(RTLD_DEFAULT, "pthread_attr_setdetachstate");
+    thread_create = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(
+        RTLD_DEFAULT, "pthread_create");
+    if (!attr_init || !attr_destroy || !attr_set_stack || !attr_set_detach)
+        thread_create = NULL; /* start_thread says so */
+    key_create = (int (*)(pthread_key_t *, void (*)(void *)))dlsym(RTLD_DEFAULT, "pthread_key_create");
+    key_set = (int (*)(pthread_key_t, const void *))dlsym(RTLD_DEFAULT, "pthread_setspecific");
+    if (!have_cell_key && key_create != NULL && key_set != NULL && key_create(&cell_key, cell_release) == 0)
+        have_cell_key = 1; /* once per process: the module may be loaded again after a detach */
     PyObject *type = PyType_FromSpec(&rec_spec);
     if (type == NULL)
         return -1;
@@ -689,6 +867,7 @@ static int module_exec(PyObject *m) {
 static PyMethodDef module_methods[] = {
     {"configure_monitoring", configure_monitoring, METH_VARARGS,
      "configure_monitoring(switch, builtin_function_type, method_descriptor_type)"},
+    {"start_thread", start_thread, METH_VARARGS, "start_thread(fn, stack_bytes) -> ident of a new thread running fn()"},
     {"monitoring_needed", monitoring_needed, METH_NOARGS, "Some thread records now: events must be on."},
     {"mon_begins", (PyCFunction)(void (*)(void))mon_begins, METH_FASTCALL, "PY_START / PY_RESUME / PY_THROW"},
     {"mon_ends", (PyCFunction)(void (*)(void))mon_ends, METH_FASTCALL, "PY_RETURN / PY_YIELD / PY_UNWIND"},

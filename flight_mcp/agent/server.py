@@ -19,6 +19,7 @@ import socket
 import struct
 import time
 
+from . import native
 from .registry import COMMANDS, AgentError
 
 # Idents of the agent's own threads: left out of stack output and never traced.
@@ -30,8 +31,16 @@ command_loader = [None]
 _state_lock = _thread.allocate_lock()
 
 
+# The stack of every agent thread, whatever the target set with threading.stack_size() (the payload
+# gives the first one the same): recursion in views and expressions is bounded to fit it.
+STACK_BYTES = 16 << 20
+
+
 def start_thread(fn, *args):
-    """Starts an agent thread without the threading module (see package docstring)."""
+    """Starts an agent thread without the threading module (see package docstring), with a stack of
+    STACK_BYTES. Never through _thread.stack_size(): set and restored around a start, the target
+    would see our size, and a thread it starts meanwhile would get it (the GIL can change hands
+    between any two bytecodes)."""
     def run():
         ident = _thread.get_ident()
         AGENT_THREADS.add(ident)
@@ -41,7 +50,62 @@ def start_thread(fn, *args):
             pass
         finally:
             AGENT_THREADS.discard(ident)
-    return _thread.start_new_thread(run, ())
+    module = native.extension()[0]
+    if module is not None:
+        return module.start_thread(run, STACK_BYTES)
+    return _ctypes_start(run)
+
+
+_ctypes_starter = []
+
+
+def _ctypes_start(run):
+    """pthread_create through ctypes, when our C extension cannot be used (free-threaded or debug
+    builds): a ctypes callback takes the GIL on its foreign thread the way the extension does.
+    Without ctypes either, the thread gets the target's stack size (only a bare embedding lacks it)."""
+    if not _ctypes_starter:
+        try:
+            _ctypes_starter.append(_make_ctypes_starter())
+        except Exception:
+            _ctypes_starter.append(None)
+    if _ctypes_starter[0] is None:
+        return _thread.start_new_thread(run, ())
+    return _ctypes_starter[0](run)
+
+
+def _make_ctypes_starter():
+    import ctypes
+    import itertools
+    libc = ctypes.CDLL(None)
+    pending = {}
+    keys = itertools.count(1)   # 0 would arrive as None
+
+    def entry(key):
+        fn = pending.pop(key, None)
+        if fn is not None:
+            fn()
+
+    # One callback for every thread, kept for ever: a thread still returns through it after fn().
+    callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(entry)
+
+    def start(run):
+        attr = ctypes.create_string_buffer(256)   # >= sizeof(pthread_attr_t) on every Linux ABI
+        ident = ctypes.c_ulong()
+        if libc.pthread_attr_init(attr) != 0:
+            raise OSError("pthread_attr_init failed")
+        try:
+            key = next(keys)
+            pending[key] = run
+            err = libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(STACK_BYTES)) or \
+                libc.pthread_attr_setdetachstate(attr, 1) or \
+                libc.pthread_create(ctypes.byref(ident), attr, callback, ctypes.c_void_p(key))
+            if err:
+                pending.pop(key, None)
+                raise OSError(err, "cannot start an agent thread: %s" % os.strerror(err))
+        finally:
+            libc.pthread_attr_destroy(attr)
+        return ident.value
+    return start
 
 
 def ensure_listening(path, allowed_uid, version):

@@ -53,6 +53,8 @@ class TraceResult(Summary):
     invocations: list[Invocation]
     recorder: str = Field("c", description="What recorded the trees: 'c' (native profile hook, the normal case) "
                                            "or 'python' (fallback when the native one cannot load; slower).")
+    recorder_fallback: str | None = Field(None, description="Why the Python recorder recorded instead of the native "
+                                                            "one (each traced call then costs 30-90x more).")
     profiler_busy: int = Field(0, description="Calls not recorded because their thread was running another "
                                               "C-level profiler (such as cProfile).")
 
@@ -65,7 +67,8 @@ def run(p: TraceParams, call: Call) -> TraceResult:
     raw = request(p, call, "trace", {"interval": p.interval, "entrance_time": p.entrance_time, "depth": p.depth})
     return TraceResult(**summary_of(raw), depth=raw["depth"], interval_ms=raw["interval_ms"],
                        entrance_ms=raw["entrance_ms"], invocations=raw["invocations"],
-                       recorder=raw.get("recorder", "c"), profiler_busy=raw.get("profiler_busy", 0))
+                       recorder=raw.get("recorder", "c"), recorder_fallback=raw.get("recorder_fallback"),
+                       profiler_busy=raw.get("profiler_busy", 0))
 
 
 def _cost(ms: float) -> str:
@@ -125,6 +128,9 @@ def render(r: TraceResult, color: bool) -> str:
         out.append(empty_hint(r, "trace"))
     elif any(i.hidden_nodes for i in r.invocations) and r.depth == -1 and r.interval_ms > 0:
         out.append(f"Sub-calls under {r.interval_ms}ms are hidden (-i 0 shows them).")
+    if r.recorder == "python":
+        out.append("Recorded by the Python recorder, which makes traced calls 30-90x slower than the native one: "
+                   f"{r.recorder_fallback or 'the native recorder could not be used'}.")
     if r.profiler_busy:
         out.append(f"{r.profiler_busy} calls were not recorded: their thread runs another profiler (such as "
                    "cProfile), which trace cannot displace and restore; stop it or trace another thread's calls.")
