@@ -165,8 +165,8 @@ class Viewer(object):
             return "%s%s" % (lay.short, body)
         else:
             body = self._seq_text(obj, base, room, depth, path | {id(obj)})
-        if t is base and base is not _deque:
-            return body
+        if base is not _deque and (t is base or lay.name == objstate.type_name(base)):
+            return body  # (capture._Kwargs calls itself dict)
         return "%s(%s)" % (lay.short, body)
 
     def _seq_text(self, obj, base, room, depth, path):
@@ -223,8 +223,11 @@ class Viewer(object):
         d = self.reader.instance_dict(mod)
         name = objstate.dict_get(d, "__name__") if d is not None else None
         path = objstate.dict_get(d, "__file__") if d is not None else None
-        name = str.__repr__(name) if type(name) is str else "?"
-        return "<module %s from %s>" % (name, str.__repr__(path)) if type(path) is str else "<module %s>" % name
+        if type(path) is str:
+            return "<module %s from %s>" % (str.__repr__(name) if type(name) is str else "?", str.__repr__(path))
+        if type(name) is str and name in sys.builtin_module_names:  # a tuple of exact str
+            return "<module %s (built-in)>" % str.__repr__(name)
+        return "<module %s>" % (str.__repr__(name) if type(name) is str else "?")
 
     def _method_text(self, m):
         func, owner = _method.__dict__["__func__"].__get__(m), _method.__dict__["__self__"].__get__(m)
