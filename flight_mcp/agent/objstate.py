@@ -96,12 +96,22 @@ def short_name(t):
     return qual if type(qual) is str else "?"
 
 
+_BASE_OF_BUILTIN = {id(c): c for c in CONTAINERS}  # id of a C type -> its container base or False
+
+
 def container_base(t):
     """The built-in container t is (or derives from), else None."""
+    got = _BASE_OF_BUILTIN.get(id(t))
+    if got is not None:
+        return got or None
+    found = None
     for base in CONTAINERS:
         if issubclass(t, base):  # on two real types: a walk of t's MRO, no __subclasscheck__
-            return base
-    return None
+            found = base
+            break
+    if not is_heap(t):  # C types live as long as the process: their answer is kept
+        _BASE_OF_BUILTIN[id(t)] = found or False
+    return found
 
 
 class Layout(object):

@@ -46,28 +46,38 @@ def _safe_repr_types():
 _SAFE = {}  # filled on first use: nothing done at import time
 
 
+_STDLIB_VALUES = (("datetime", ("date", "timedelta", "timezone", "datetime", "time")), ("decimal", ("Decimal",)),
+                  ("uuid", ("UUID",)))
+_found_stdlib = {}  # module name -> {name: class}, once the target imported it (classes live on)
+
+
+def _stdlib_classes(modname):
+    got = _found_stdlib.get(modname)
+    if got is None:
+        mod = sys.modules.get(modname)
+        d = objstate.Reader().instance_dict(mod) if type(mod) is _module else None
+        if d is None:
+            return {}
+        names = dict(_STDLIB_VALUES)[modname]
+        got = _found_stdlib[modname] = {k: v for k, v in objstate.dict_items(d) if type(k) is str and k in names
+                                        and type(v) is type}
+    return got
+
+
 def _optional_safe_types():
     """Exact stdlib value types with a repr of their own fields, when the target imported them."""
     found = []
-    for modname, names in (("datetime", ("date", "timedelta", "timezone")), ("decimal", ("Decimal",)),
-                           ("uuid", ("UUID",))):
-        mod = sys.modules.get(modname)
-        d = objstate.Reader().instance_dict(mod) if type(mod) is _module else None
-        for name in names:
-            t = objstate.dict_get(d, name) if d is not None else None
-            if type(t) is type:
-                found.append(t)
+    for modname, names in _STDLIB_VALUES:
+        classes = _stdlib_classes(modname)
+        found.extend(classes[n] for n in names[:3] if n in classes)
     return found
 
 
 def _tz_types():
-    """(datetime, time) classes: safe to repr when their tzinfo is None or a plain timezone."""
-    mod = sys.modules.get("datetime")
-    d = objstate.Reader().instance_dict(mod) if type(mod) is _module else None
-    if d is None:
-        return ()
-    return tuple(t if type(t) is type else None for t in
-                 (objstate.dict_get(d, "datetime"), objstate.dict_get(d, "time"), objstate.dict_get(d, "timezone")))
+    """(datetime, time, timezone) classes: a datetime or time is safe to repr when its tzinfo is None
+    or a plain timezone."""
+    classes = _stdlib_classes("datetime")
+    return classes.get("datetime"), classes.get("time"), classes.get("timezone")
 
 
 class Viewer(object):
@@ -107,20 +117,24 @@ class Viewer(object):
 
     def _text(self, obj, room, depth, path):
         t = type(obj)
+        exact = _EXACT_LEAVES.get(id(t))
+        if exact is not None:
+            return exact(obj, room), None
         lay = self.reader.layout(t) if objstate.is_heap(t) else None
-        if self.raw and lay is not None and not lay.builtin_repr():
-            return self._target_repr(obj, lay)
-        leaf = _leaf_text(obj, t, room)
-        if leaf is not None:
-            return leaf, None
+        if lay is not None:
+            if self.raw and not lay.builtin_repr():
+                return self._target_repr(obj, lay)
+            leaf = _leaf_text(obj, t, room)
+            if leaf is not None:
+                return leaf, None
+        base = objstate.container_base(t)
+        if base is not None:
+            return self._container_text(obj, t, lay, base, room, depth, path), None
         if self._is_safe(t):
             return repr(obj), None
         lay = lay or self.reader.layout(t)
         if issubclass(t, type):
             return "<class '%s'>" % objstate.type_name(obj), None
-        base = objstate.container_base(t)
-        if base is not None:
-            return self._container_text(obj, t, lay, base, room, depth, path), None
         if issubclass(t, _module):
             return self._module_text(obj), None
         if issubclass(t, BaseException):
@@ -150,6 +164,10 @@ class Viewer(object):
 
     def _container_text(self, obj, t, lay, base, room, depth, path):
         n = base.__len__(obj)
+        if t is base:
+            lay = None
+        elif lay is None:
+            lay = self.reader.layout(t)
         if id(obj) in path:
             return {_dict: "{...}", _list: "[...]", _deque: "[...]"}.get(base, "(...)")
         opener, closer = _brackets(base, n)
@@ -158,14 +176,16 @@ class Viewer(object):
                                     opener + closer, n, keyed=True) if depth > 0 else "%s...(%d items)%s" % (opener, n, closer)
         elif depth <= 0 and n:
             body = "%s...(%d items)%s" % (opener, n, closer)
-        elif lay.fields is not None and len(lay.fields) == n and n <= REPR_ITEMS:
+        elif lay is not None and lay.fields is not None and len(lay.fields) == n and n <= REPR_ITEMS:
             names = lay.fields
             body = self._pairs_text(list(zip(names, objstate.head(obj, base, n))), room, depth, path | {id(obj)}, "()",
                                     n, keyed=False, assign=True)
             return "%s%s" % (lay.short, body)
         else:
             body = self._seq_text(obj, base, room, depth, path | {id(obj)})
-        if base is not _deque and (t is base or lay.name == objstate.type_name(base)):
+        if lay is None:
+            return body if base is not _deque else "deque(%s)" % body
+        if lay.name == objstate.type_name(base):
             return body  # (capture._Kwargs calls itself dict)
         return "%s(%s)" % (lay.short, body)
 
@@ -256,7 +276,7 @@ class Viewer(object):
         t = type(obj)
         base = objstate.container_base(t)
         kind = _kind(t, base)
-        node = {"type": self.reader.layout(t).name, "kind": kind}
+        node = {"type": self.reader.layout(t).name if objstate.is_heap(t) else _builtin_name(t), "kind": kind}
         if base is not None:
             node["len"] = base.__len__(obj)
         node["repr"], error = self.text(obj, TOP_REPR_LIMIT if top else REPR_LIMIT)
@@ -375,30 +395,54 @@ def _kind(t, base):
     return "object"
 
 
+def _str_text(s, room, base=str):
+    n = base.__len__(s)
+    if n <= room:
+        return base.__repr__(s)
+    cut = max(1, room - 24)  # room for the note
+    return base.__repr__(base.__getitem__(s, slice(0, cut))) + "...(%d chars)" % n
+
+
+def _int_text(i, room):
+    bits = int.bit_length(i)
+    if bits > 3 * max(room, 8):  # decimal conversion is quadratic, and refused past 4300 digits
+        return "<int of %d bits>" % bits
+    return int.__repr__(i)
+
+
+# Plain data of exact built-in types, by id (a dict of types would hash a metaclass's __hash__).
+_EXACT_LEAVES = {
+    id(str): _str_text, id(int): _int_text,
+    id(bytes): lambda b, room: _str_text(b, room, bytes), id(bytearray): lambda b, room: _str_text(b, room, bytearray),
+    id(float): lambda f, room: float.__repr__(f), id(complex): lambda c, room: complex.__repr__(c),
+    id(bool): lambda b, room: "True" if b else "False", id(type(None)): lambda n, room: "None",
+}
+
+
 def _leaf_text(obj, t, room):
-    """repr of plain data (and of subclasses of str/bytes/int/float, by the base's own method),
-    bounded: a long string is cut before repr, a huge int is not converted at all."""
-    if t is type(None):
-        return "None"
-    if t is bool:
-        return "True" if obj else "False"
+    """repr of a subclass of str/bytes/int/float/complex by the base's own method, bounded like the
+    exact types (_EXACT_LEAVES): a long string is cut before repr, a huge int is not converted."""
     for base in (str, bytes, bytearray):
         if issubclass(t, base):
-            n = base.__len__(obj)
-            if n <= room:
-                return base.__repr__(obj)
-            cut = max(1, room - 24)  # room for the note
-            return base.__repr__(base.__getitem__(obj, slice(0, cut))) + "...(%d chars)" % n
+            return _str_text(obj, room, base)
     if issubclass(t, int):
-        bits = int.bit_length(obj)
-        if bits > 3 * max(room, 8):
-            return "<int of %d bits>" % bits
-        return int.__repr__(obj)
+        return _int_text(obj, room)
     if issubclass(t, float):
         return float.__repr__(obj)
     if issubclass(t, complex):
         return complex.__repr__(obj)
     return None
+
+
+_BUILTIN_NAMES = {}
+
+
+def _builtin_name(t):
+    """type_name of a C type, kept: C types live as long as the process."""
+    name = _BUILTIN_NAMES.get(id(t))
+    if name is None:
+        name = _BUILTIN_NAMES[id(t)] = objstate.type_name(t)
+    return name
 
 
 # ---- what the commands call -----------------------------------------------------------------
