@@ -48,10 +48,8 @@ def _traceback(exc_type_name, message, tb):
 
 
 def _exception_name(exc):
-    """`ValueError`, `app.errors.Timeout`: as traceback names it (module left out for builtins and
-    __main__), from type's own fields."""
-    name = objstate.type_name(type(exc))
-    return name[len("__main__."):] if name.startswith("__main__.") else name
+    """`ValueError`: the class's own __name__, from type's field (not a metaclass property)."""
+    return objstate.short_name(type(exc))
 
 
 def _message(exc, budget):

@@ -16,6 +16,7 @@ from _collections import deque
 _ns_of = type.__dict__["__dict__"].__get__          # a class's own namespace (mappingproxy)
 _mro_of = type.__dict__["__mro__"].__get__
 _qualname_of = type.__dict__["__qualname__"].__get__
+_name_of = type.__dict__["__name__"].__get__
 _module_of = type.__dict__["__module__"].__get__
 _flags_of = type.__dict__["__flags__"].__get__
 _HEAPTYPE = 1 << 9                                   # Py_TPFLAGS_HEAPTYPE: a class defined in Python
@@ -89,11 +90,12 @@ def type_name(t):
 
 
 def short_name(t):
+    """The class's own __name__ (type's field, whatever the metaclass says)."""
     try:
-        qual = _qualname_of(t)
+        name = _name_of(t)
     except Exception:
         return "?"
-    return qual if type(qual) is str else "?"
+    return name if type(name) is str else "?"
 
 
 _BASE_OF_BUILTIN = {id(c): c for c in CONTAINERS}  # id of a C type -> its container base or False

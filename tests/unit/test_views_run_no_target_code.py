@@ -365,3 +365,53 @@ def test_raw_runs_repr_on_an_agent_thread_with_a_budget_and_bounded_threads():
     assert timebox.stuck() == 0, "threads that returned are no longer counted"
     budget = timebox.Budget(total_s=0.0)
     assert "spent" in objview.short_repr(Raising(), raw=True, budget=budget)
+
+
+def test_watch_record_is_finished_on_another_thread_with_budgets():
+    """What WatchProbe.leave keeps (references) is turned into text by finish(): the exception's
+    __str__ runs on an agent thread within its budget, the traceback is read from the files, the
+    thread's name from the Thread's own field (its `name` property is not run)."""
+    from flight_mcp.agent import cmd_watch
+    gate = threading.Lock()
+    gate.acquire()
+    where = []
+
+    class Stuck(Exception):
+        def __str__(self):
+            where.append(threading.get_ident())
+            gate.acquire()
+            return "never"
+
+    class Named(threading.Thread):
+        @property
+        def name(self):
+            hit("thread name property")
+            return "never"
+
+    def transfer():
+        raise Stuck(Hostile(owner="ann"))
+
+    try:
+        transfer()
+    except Stuck as e:
+        exc = e
+    thread = Named(name="app-worker")
+    record = {"time": "t", "cost_ms": 1.0, "is_exp": True, "tid": 1,
+              "_pending": {"exc": (exc, exc.__traceback__), "value": [Hostile(owner="bob")], "thread": thread}}
+    RAN.clear()
+    ARMED[0] = True
+    try:
+        started = time.monotonic()
+        cmd_watch.finish(record, {"expand": 1, "verbose": False, "raw": True}, timebox.Budget())
+        took = time.monotonic() - started
+    finally:
+        ARMED[0] = False
+        gate.release()
+    assert took < 1.5 and where and threading.get_ident() not in where
+    assert record["exception"] == "Stuck: <str of Stuck: timed out after 200 ms>", record
+    tb = record["traceback"]
+    assert "in transfer" in tb and "raise Stuck(Hostile(owner=\"ann\"))" in tb and tb.endswith(record["exception"])
+    assert record["thread"] == "app-worker" and "_pending" not in record
+    assert "<repr of Hostile: timed out after 200 ms>" not in record["view"]["repr"]  # it returned: no gate
+    assert RAN == ["__repr__"], RAN  # raw asked for Hostile's own __repr__, and nothing else ran
+    assert cmd_watch.finish(record, {}, None) is record  # idempotent
