@@ -183,11 +183,7 @@ class Viewer(object):
             return "%s%s" % (lay.short, body)
         else:
             body = self._seq_text(obj, base, room, depth, path | {id(obj)})
-        if lay is None:
-            return body if base is not _deque else "deque(%s)" % body
-        if lay.name == objstate.type_name(base):
-            return body  # (capture._Kwargs calls itself dict)
-        return "%s(%s)" % (lay.short, body)
+        return _wrap(body, t, base, lay)
 
     def _seq_text(self, obj, base, room, depth, path):
         n = base.__len__(obj)
@@ -279,20 +275,20 @@ class Viewer(object):
         node = {"type": self.reader.layout(t).name if objstate.is_heap(t) else _builtin_name(t), "kind": kind}
         if base is not None:
             node["len"] = base.__len__(obj)
-        node["repr"], error = self.text(obj, TOP_REPR_LIMIT if top else REPR_LIMIT)
-        if error is not None:
-            node["error"] = node["repr"]
+        node["repr"] = None
+        limit = TOP_REPR_LIMIT if top else REPR_LIMIT
+        parts = None
         if id(obj) in path:
             node["cycle"] = True
-            return node
-        if self.raw or expand <= 0:
-            return node
-        try:
-            parts = self._children(obj, t, kind, base, verbose)
-        except Exception as e:
-            node["error"] = "cannot list contents: %s" % type(e).__name__
-            return node
+        elif not self.raw and expand > 0:
+            try:
+                parts = self._children(obj, t, kind, base, verbose)
+            except Exception as e:
+                node["error"] = "cannot list contents: %s" % type(e).__name__
         if parts is None:
+            node["repr"], error = self.text(obj, limit)
+            if error is not None:
+                node["error"] = node["repr"]
             return node
         total, head, tail = parts
         path = path | {id(obj)}
@@ -306,7 +302,42 @@ class Viewer(object):
         if total > len(shown):
             node["elided"] = total - len(shown)
             node["elided_at"] = len(head) if tail and len(shown) == len(head) + len(tail) else len(shown)
+        # the children's texts already hold the whole content: write it from them, not again from obj
+        text = self._composed(obj, t, base, shown, limit) if total == len(shown) else None
+        node["repr"] = text if text is not None else self.text(obj, limit)[0]
         return node
+
+    def _composed(self, obj, t, base, shown, limit):
+        """The repr text() would write, from the children's texts when they are obj's whole content
+        (a container, or a plain object whose every attribute is shown); None otherwise."""
+        parts = [(kid["name"], kid["view"]["repr"]) for kid in shown]
+        lay = None if t is base else self.reader.layout(t)
+        if base is None:
+            if not self._plain_object(obj, t, lay, len(parts)):
+                return None
+            text = "%s({%s})" % (lay.short, ", ".join("%s: %s" % kv for kv in parts))
+        elif base is _dict:
+            text = _wrap("{%s}" % ", ".join("%s: %s" % kv for kv in parts), t, base, lay)
+        elif lay is not None and lay.fields is not None and len(lay.fields) == len(parts):
+            text = "%s(%s)" % (lay.short, ", ".join("%s=%s" % kv for kv in parts))
+        else:
+            inner = ", ".join(r for _, r in parts)
+            if base is _tuple:
+                body = "(%s)" % (inner + "," if len(parts) == 1 else inner)
+            elif base is _set or base is _frozenset:
+                body = "{%s}" % inner if parts else ("set()" if base is _set else "frozenset()")
+                body = "frozenset(%s)" % body if base is _frozenset and parts else body
+            else:
+                body = "[%s]" % inner
+            text = _wrap(body, t, base, lay)
+        return text if len(text) <= limit else text[:limit] + "..."
+
+    def _plain_object(self, obj, t, lay, shown):
+        """text() writes obj as `Type({state})`, and all of its state is shown."""
+        if issubclass(t, (type, _module, BaseException)) or self._is_safe(t) or (self.tz and (t is self.tz[0] or t is self.tz[1])):
+            return False
+        pairs = self._state(obj)
+        return pairs is not None and len(pairs) == shown
 
     def _children(self, obj, t, kind, base, verbose):
         """(total, head pairs, tail pairs) of (name, value) to expand, or None for a leaf.
@@ -323,7 +354,7 @@ class Viewer(object):
             return n, self._named(head, self._key_name), self._named(tail, self._key_name)
         if base is not None:
             n = base.__len__(obj)
-            names = self.reader.layout(t).fields
+            names = self.reader.layout(t).fields if objstate.is_heap(t) else None
             if verbose or n <= 10:
                 items = objstate.head(obj, base, ITEMS_LIMIT if verbose else 10)
                 tail = []
@@ -371,6 +402,15 @@ def _sorted_pairs(items):
     if all(type(k) is int or type(k) is float for k, v in items):
         return sorted(items, key=_first)
     return items
+
+
+def _wrap(body, t, base, lay):
+    """A container's text: a subclass's name around the base's own form (deque(...) too)."""
+    if lay is None:
+        return body if base is not _deque else "deque(%s)" % body
+    if lay.name == objstate.type_name(base):
+        return body  # (capture._Kwargs calls itself dict)
+    return "%s(%s)" % (lay.short, body)
 
 
 def _brackets(base, n):
