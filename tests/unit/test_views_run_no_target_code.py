@@ -171,6 +171,42 @@ class HostileSet(set):
         return 0
 
 
+class HostileStr(str):
+    def __repr__(self):
+        hit("str __repr__")
+        return "S"
+
+    def __len__(self):
+        hit("str __len__")
+        return 0
+
+    def __getitem__(self, i):
+        hit("str __getitem__")
+        return ""
+
+    def __eq__(self, other):
+        hit("str __eq__")
+        return False
+
+    def __hash__(self):
+        hit("str __hash__")
+        return 1
+
+    def __lt__(self, other):
+        hit("str __lt__")
+        return True
+
+
+class HostileInt(int):
+    def __repr__(self):
+        hit("int __repr__")
+        return "I"
+
+    def bit_length(self):
+        hit("int bit_length")
+        return 0
+
+
 class Boom(Exception):
     def __str__(self):
         hit("exception __str__")
@@ -196,6 +232,7 @@ def _hostile_world():
         "keyed": keyed, "dd": dd, "od": collections.OrderedDict(z=h), "counter": collections.Counter(a=2),
         "nt": Point(1, h), "dq": collections.deque([h, 2]), "exc": Boom(h), "cls": Hostile,
         "method": h.__len__, "frozen": frozenset([1]), "big": 10 ** 5000, "long": "x" * 100000,
+        "strkeys": {HostileStr("b"): HostileStr("x" * 500), HostileStr("a"): HostileInt(7)},
     }
     return world, h, s, dd
 
@@ -237,6 +274,9 @@ def test_views_read_state_without_running_target_code(armed):
     assert kids["'keyed'"]["len"] == 3  # user keys: never sorted, hashed or compared
     assert "<int of" in kids["'big'"]["repr"] and "(100000 chars)" in kids["'long'"]["repr"]
     assert kids["'exc'"]["repr"].startswith("Boom(Hostile(")
+    strkeys = kids["'strkeys'"]  # str/int subclasses: their base's own methods, never sorted
+    assert [k["name"] for k in strkeys["children"]] == ["'b'", "'a'"]
+    assert strkeys["children"][1]["view"]["repr"] == "7" and "(500 chars)" in strkeys["children"][0]["view"]["repr"]
     assert kids["'cls'"]["repr"] == "<class '%s.Hostile'>" % __name__
     assert kids["'method'"]["repr"].startswith("<bound method Hostile.__len__ of <")
     assert "'ann'" in text and "H" not in text.replace("Hostile", "")
