@@ -303,7 +303,8 @@ class Viewer(object):
             node["elided"] = total - len(shown)
             node["elided_at"] = len(head) if tail and len(shown) == len(head) + len(tail) else len(shown)
         # the children's texts already hold the whole content: write it from them, not again from obj
-        text = self._composed(obj, t, base, shown, limit) if total == len(shown) else None
+        whole = total == len(shown) and not any(kid["view"].get("cycle") for kid in shown)
+        text = self._composed(obj, t, base, shown, limit) if whole else None
         node["repr"] = text if text is not None else self.text(obj, limit)[0]
         return node
 
