@@ -379,10 +379,11 @@ def test_raw_runs_repr_on_an_agent_thread_with_a_budget_and_bounded_threads():
             seen.append(threading.get_ident())
             return "Where()"
     try:
-        started = time.monotonic()
-        text = objview.short_repr([Blocking(gate), 1, Where(), Raising()], 1000, raw=True)
-        assert time.monotonic() - started < 1.5
-        assert text == ("[<repr of Blocking: timed out after 200 ms>, 1, Where(), "
+        started = time.monotonic()  # (1 s per call: a loaded machine must not time Where() out)
+        text = objview.short_repr([Blocking(gate), 1, Where(), Raising()], 1000, raw=True,
+                                  budget=timebox.Budget(per_call_s=1.0))
+        assert time.monotonic() - started < 3
+        assert text == ("[<repr of Blocking: timed out after 1000 ms>, 1, Where(), "
                         "<repr failed: ValueError: repr is broken on purpose>]"), text
         assert seen and me not in seen, "a user __repr__ ran on the calling thread"
         # abandoned threads stay bounded: once MAX_STUCK are blocked, no further one starts
@@ -391,7 +392,7 @@ def test_raw_runs_repr_on_an_agent_thread_with_a_budget_and_bounded_threads():
         assert timebox.stuck() == timebox.MAX_STUCK
         started = time.monotonic()
         text = objview.short_repr(Blocking(gate), raw=True)
-        assert "still blocked" in text and time.monotonic() - started < 0.1, text
+        assert "still blocked" in text and time.monotonic() - started < 0.5, text
         # a listing with raw: the slow value says so, the others come
         mod = types.ModuleType("slow_mod")
         mod.SLOW, mod.N = Blocking(gate), 5
@@ -442,16 +443,16 @@ def test_watch_record_is_finished_on_another_thread_with_budgets():
     ARMED[0] = True
     try:
         started = time.monotonic()
-        cmd_watch.finish(record, {"expand": 1, "verbose": False, "raw": True}, timebox.Budget())
+        cmd_watch.finish(record, {"expand": 1, "verbose": False, "raw": True}, timebox.Budget(per_call_s=1.0))
         took = time.monotonic() - started
     finally:
         ARMED[0] = False
         gate.release()
-    assert took < 1.5 and where and threading.get_ident() not in where
-    assert record["exception"] == "Stuck: <str of Stuck: timed out after 200 ms>", record
+    assert took < 3 and where and threading.get_ident() not in where
+    assert record["exception"] == "Stuck: <str of Stuck: timed out after 1000 ms>", record
     tb = record["traceback"]
     assert "in transfer" in tb and "raise Stuck(Hostile(owner=\"ann\"))" in tb and tb.endswith(record["exception"])
     assert record["thread"] == "app-worker" and "_pending" not in record
-    assert "<repr of Hostile: timed out after 200 ms>" not in record["view"]["repr"]  # it returned: no gate
+    assert "timed out" not in record["view"]["repr"]  # Hostile.__repr__ returned: no gate
     assert RAN == ["__repr__"], RAN  # raw asked for Hostile's own __repr__, and nothing else ran
     assert cmd_watch.finish(record, {}, None) is record  # idempotent
