@@ -175,10 +175,11 @@ def _value(t, cmd):
 @pytest.mark.parametrize("version", version_params())
 def test_repr_that_raises_or_recurses(idle, version):
     t = idle(version)
-    bad = _value(t, "getglobal __main__ BAD")
-    assert bad["type"] == "__main__.BadRepr"
+    bad = _value(t, "getglobal __main__ BAD")  # a view never calls the target's __repr__ ...
+    assert bad["type"] == "__main__.BadRepr" and "error" not in bad and "BadRepr" in bad["repr"]
+    bad = _value(t, "getglobal __main__ BAD -r")  # ... raw does, on an agent thread
     assert bad["error"] == "<repr failed: ValueError: repr is broken on purpose>"
-    rec = _value(t, "getglobal __main__ RECURSIVE")
+    rec = _value(t, "getglobal __main__ RECURSIVE -r")
     assert rec["error"] == "<repr failed: RecursionError (a __repr__ that recurses)>"
     loop = _value(t, "getglobal __main__ LOOP -x 4")
     assert loop["children"][2]["view"].get("cycle") is True  # the list inside itself is not re-expanded

@@ -1,17 +1,25 @@
-"""getglobal: a module global or class field, seen through an optional expression; or a listing."""
+"""getglobal: a module global or class field, seen through an optional expression; or a listing.
+
+Listings and views run none of the target's code (objview.py); with raw, each value's own
+__repr__ runs on an agent thread with its time budget, so one slow or blocked value shows as such
+and the rest of the answer still comes.
+"""
 from . import expr, lookup, objview
 from .registry import AgentError, command
 
 LISTING_LIMIT = 300
 
 
-def _listing(owner, verbose):
+def _listing(owner, verbose, raw):
+    viewer = objview.Viewer(raw=raw)
     entries = []
-    for name, value in sorted(vars(owner).items()):
+    for name, value in sorted(lookup.names_of(owner), key=lambda kv: kv[0]):  # exact str names only
         if name.startswith("__") and not verbose:
             continue
-        entries.append({"name": name, "type": objview.type_name(value),
-                        "value": objview.short_repr(value, 120)})
+        if len(entries) < LISTING_LIMIT:
+            entries.append({"name": name, "type": objview.type_name(value), "value": viewer.text(value, 120)[0]})
+        else:
+            entries.append(None)  # counted, not read: a value left out costs nothing
     elided = max(0, len(entries) - LISTING_LIMIT)
     return entries[:LISTING_LIMIT], elided
 
@@ -19,13 +27,13 @@ def _listing(owner, verbose):
 @command("getglobal")
 def getglobal(args, ctx):
     mod = lookup.module(args["module"])
-    owner = lookup.klass(mod, args["cls"]) if args.get("cls") else mod
-    where = mod.__name__ + ("." + args["cls"] if args.get("cls") else "")
+    owner = lookup.klass(mod, args["cls"], args["module"]) if args.get("cls") else mod
+    where = args["module"] + ("." + args["cls"] if args.get("cls") else "")
     field = args.get("field")
     if not field:
-        entries, elided = _listing(owner, args.get("verbose"))
+        entries, elided = _listing(owner, args.get("verbose"), bool(args.get("raw")))
         return {"mode": "listing", "owner": where, "entries": entries, "elided": elided}
-    value = lookup.attribute(owner, field, "field")
+    value = lookup.attribute(owner, field, "field", args["module"] if owner is mod else None)
     source = args.get("expr") or "target"
     code = expr.compile_expr(source, "-e/--expr", args.get("allow_mutating", False))
     try:

@@ -7,13 +7,18 @@ found. C types without GC support (int, str, float, bytes, ...) are never tracke
 found this way: that is an error, not an empty answer. Builtin containers the GC has untracked
 (a dict or tuple holding only atomic values) are missed; the result says so for those types. Frames of functions that are running are not GC-tracked on
 most versions, so a local variable of a running function does not show as a referrer.
+
+Nothing here runs the target's code (objstate.py): classes are compared by id (a metaclass may
+define __eq__/__hash__), referrers are read through C-level descriptors, and --count-by keys are
+counted by value only when they are plain built-in data, else by their view's text.
 """
 import gc
 import os
 import sys
 import time
+import types
 
-from . import expr, lookup, objview
+from . import expr, lookup, objstate, objview
 from .registry import AgentError, command
 from .server import now_ms
 
@@ -40,7 +45,8 @@ def _klass(spec):
 
 
 def _all_subclasses(cls):
-    found, todo = {cls}, [cls]
+    """{id: class} of cls and its subclasses (by id: a metaclass may define __hash__/__eq__)."""
+    found, todo = {id(cls): cls}, [cls]
     while todo:
         c = todo.pop()
         try:
@@ -48,26 +54,26 @@ def _all_subclasses(cls):
         except TypeError:
             subs = []
         for s in subs:
-            if s not in found:
-                found.add(s)
+            if id(s) not in found:
+                found[id(s)] = s
                 todo.append(s)
     return found
 
 
 def _find(cls, subclasses):
     """Every GC-tracked instance (exact type, or any subclass), oldest first as gc lists them."""
-    types_ = _all_subclasses(cls) if subclasses else {cls}
+    types_ = _all_subclasses(cls) if subclasses else {id(cls): cls}
     objs = gc.get_objects()
     try:
         if len(types_) == 1:
             return [o for o in objs if type(o) is cls]
-        return [o for o in objs if type(o) in types_]
+        return [o for o in objs if id(type(o)) in types_]
     finally:
         del objs
 
 
 def _check_findable(cls, label):
-    if not (cls.__flags__ & _HAVE_GC):
+    if not (objstate.flags(cls) & _HAVE_GC):
         raise AgentError(
             "not_tracked", "instances of %s are not tracked by the garbage collector (the type has no GC "
             "support: a C type like int/str/float/bytes), "
@@ -75,24 +81,24 @@ def _check_findable(cls, label):
             "MODULE NAME -e ..., or vmtool on the class that holds them." % label)
 
 
-def _instance_dict(obj):
-    """obj.__dict__ without running __getattr__/properties of the target's classes."""
-    try:
-        d = object.__getattribute__(obj, "__dict__")
-    except Exception:
-        return None
-    return d if isinstance(d, dict) else None
-
-
 def _keys_of(d, ids):
     """(key, value) pairs of dict d whose value is one of the objects with these ids."""
     try:
-        return [(k, v) for k, v in list(d.items()) if id(v) in ids]
+        return [(k, v) for k, v in objstate.dict_items(d) if id(v) in ids]
     except Exception:
         return []
 
 
-def _holders(containers, modules_by_dict, ignore):
+def _key_text(k):
+    return k if type(k) is str else objview.short_repr(k, 40)
+
+
+def _is_container(obj):
+    t = type(obj)
+    return any(issubclass(t, b) for b in (dict, list, tuple, set, frozenset))
+
+
+def _holders(containers, modules_by_dict, ignore, reader):
     """Where each dict/list/tuple/set that refers to an instance sits: id(container) ->
     "Owner.attr" / "module M, global G" text, or ("owner", obj) when the container IS obj.__dict__.
     Two more heap scans at most (the owner of a __dict__ is one level further on Python <= 3.10)."""
@@ -103,26 +109,26 @@ def _holders(containers, modules_by_dict, ignore):
     for h in gc.get_referrers(*containers):
         if id(h) in ignore or id(h) in ids:
             continue
-        if isinstance(h, dict):
+        if issubclass(type(h), dict):
             mod = modules_by_dict.get(id(h))
             if mod is not None:
                 for k, v in _keys_of(h, ids):
-                    found.setdefault(id(v), "module %s, global %s" % (mod, k))
+                    found.setdefault(id(v), "module %s, global %s" % (mod, _key_text(k)))
             else:
                 pending.append(h)
             continue
-        d = _instance_dict(h)
+        d = reader.instance_dict(h)
         if d is None:
             continue
         if id(d) in ids:
             found[id(d)] = ("owner", h)
         for k, v in _keys_of(d, ids):  # 3.11+: an object with inline attributes refers directly
-            found.setdefault(id(v), "%s.%s" % (objview.type_name(h), k))
+            found.setdefault(id(v), "%s.%s" % (objview.type_name(h), _key_text(k)))
     if pending:
         pending_ids = {id(d) for d in pending}
         owners = {}
         for o in gc.get_referrers(*pending):
-            d = _instance_dict(o)
+            d = reader.instance_dict(o)
             if d is not None and id(d) in pending_ids:
                 owners[id(d)] = o
         for d in pending:
@@ -132,53 +138,52 @@ def _holders(containers, modules_by_dict, ignore):
             if id(d) in ids:
                 found[id(d)] = ("owner", o)
             for k, v in _keys_of(d, ids):
-                found.setdefault(id(v), "%s.%s" % (objview.type_name(o), k))
+                found.setdefault(id(v), "%s.%s" % (objview.type_name(o), _key_text(k)))
     return found
 
 
-def _describe(ref, obj, holders, modules_by_dict):
+def _describe(ref, obj, holders, modules_by_dict, reader):
     """How `ref` holds `obj`, e.g. "__main__.Registry.items", "list[3] (len 10) in __main__.Cache.entries"."""
     held = holders.get(id(ref))
-    if isinstance(held, tuple):
-        attrs = [str(k) for k, v in _keys_of(ref, {id(obj)})][:3]
+    if type(held) is tuple:
+        attrs = [_key_text(k) for k, v in _keys_of(ref, {id(obj)})][:3]
         return "%s.%s" % (objview.type_name(held[1]), "/".join(attrs))
     mod = modules_by_dict.get(id(ref))
     if mod is not None:
-        return "module %s, global %s" % (mod, ", ".join(str(k) for k, v in _keys_of(ref, {id(obj)})[:3]))
-    kind = type(ref).__name__
-    if kind == "frame":
+        return "module %s, global %s" % (mod, ", ".join(_key_text(k) for k, v in _keys_of(ref, {id(obj)})[:3]))
+    t = type(ref)
+    if t is types.FrameType:
         return "frame of %s (%s:%d)" % (ref.f_code.co_name, os.path.basename(ref.f_code.co_filename), ref.f_lineno)
-    if kind == "cell":
+    if t is types.CellType:
         return "closure cell"
-    if kind == "method":
-        return "bound method %s" % getattr(getattr(ref, "__func__", None), "__qualname__", "?")
-    if isinstance(ref, dict):
+    if t is types.MethodType:
+        func = types.MethodType.__dict__["__func__"].__get__(ref)
+        name = types.FunctionType.__dict__["__qualname__"].__get__(func) if type(func) is types.FunctionType else "?"
+        return "bound method %s" % name
+    kind = objstate.short_name(t)
+    if issubclass(t, dict):
         keys = [objview.short_repr(k, 40) for k, v in _keys_of(ref, {id(obj)})][:3]
         text = "dict[%s]" % ", ".join(keys) if keys else "dict (as a key)"
-    elif isinstance(ref, list):
-        text = "list[%s] (len %d)" % (", ".join(str(i) for i, v in enumerate(ref) if v is obj)[:40], len(ref))
-    elif isinstance(ref, (tuple, set, frozenset)):
-        text = "%s (len %d)" % (kind, len(ref))
+    elif issubclass(t, list):
+        text = "list[%s] (len %d)" % (", ".join(str(i) for i, v in enumerate(list.__iter__(ref)) if v is obj)[:40],
+                                      list.__len__(ref))
+    elif _is_container(ref):
+        text = "%s (len %d)" % (kind, objstate.container_base(t).__len__(ref))
     else:
-        attrs = [str(k) for k, v in _keys_of(_instance_dict(ref) or {}, {id(obj)})][:3]
-        for klass in type(ref).__mro__:
-            for slot in getattr(klass, "__slots__", ()) or ():
-                try:
-                    if isinstance(slot, str) and object.__getattribute__(ref, slot) is obj:
-                        attrs.append(slot)
-                except Exception:
-                    pass
+        attrs = [_key_text(k) for k, v in _keys_of(reader.instance_dict(ref) or {}, {id(obj)})][:3]
+        attrs.extend(name for name, v in reader.slot_values(ref) if v is obj)
         label = objview.type_name(ref)
         return "%s.%s" % (label, "/".join(attrs)) if attrs else label
-    return text + (" in %s" % held if isinstance(held, str) else "")
+    return text + (" in %s" % held if type(held) is str else "")
 
 
 def _referrers(instances, ignore):
     """Referrer descriptions with counts, bounded; the agent's own lists and frames left out."""
+    reader = objstate.Reader()
     targets = {id(o): o for o in instances}
     modules_by_dict = {}
     for name, m in list(sys.modules.items()):
-        d = _instance_dict(m) if m is not None else None
+        d = reader.instance_dict(m) if m is not None and type(name) is str else None
         if d is not None:
             modules_by_dict[id(d)] = name
     refs = gc.get_referrers(*instances)
@@ -187,17 +192,16 @@ def _referrers(instances, ignore):
     for r in refs:
         if id(r) in ignore:
             continue
-        if type(r).__name__ == "frame" and os.path.dirname(os.path.abspath(r.f_code.co_filename)) == _AGENT_DIR:
+        if type(r) is types.FrameType and os.path.dirname(os.path.abspath(r.f_code.co_filename)) == _AGENT_DIR:
             continue
         level1.append(r)
     del refs
-    containers = [r for r in level1 if isinstance(r, (dict, list, tuple, set, frozenset))
-                  and id(r) not in modules_by_dict]
-    holders = _holders(containers, modules_by_dict, ignore | {id(level1), id(containers)})
+    containers = [r for r in level1 if _is_container(r) and id(r) not in modules_by_dict]
+    holders = _holders(containers, modules_by_dict, ignore | {id(level1), id(containers)}, reader)
     counts = {}
     for r in level1:
         for obj in _held(r, targets):
-            key = _describe(r, obj, holders, modules_by_dict)
+            key = _describe(r, obj, holders, modules_by_dict, reader)
             counts[key] = counts.get(key, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [{"referrer": k, "count": n} for k, n in ranked[:REFERRERS_LIMIT]], max(0, len(ranked) - REFERRERS_LIMIT)
@@ -220,14 +224,12 @@ def _count_by(found, code, source):
             failures += 1
             first_error = first_error or expr.describe_failure("--count-by", source, e)
             continue
-        try:
-            counts[key] = counts.get(key, 0) + 1
-        except TypeError:  # an unhashable key: counted by its repr instead
-            label = _Label(objview.short_repr(key, 120))
-            counts[label] = counts.get(label, 0) + 1
+        if not _plain(key):  # hashing or comparing it would run its class's code: counted by its text
+            key = _Label(objview.short_repr(key, 120))
+        counts[key] = counts.get(key, 0) + 1
     labelled = {}
     for key, n in counts.items():
-        label = str(key) if isinstance(key, _Label) else objview.short_repr(key, 120)
+        label = str.__str__(key) if type(key) is _Label else objview.short_repr(key, 120)
         labelled[label] = labelled.get(label, 0) + n
     ranked = sorted(labelled.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"counts": [{"key": k, "count": n} for k, n in ranked[:COUNT_LIMIT]],
@@ -235,7 +237,18 @@ def _count_by(found, code, source):
 
 
 class _Label(str):
-    """The repr of an unhashable key, kept apart from a str key with the same text."""
+    """The text of a key that is not plain data, kept apart from a str key with the same text."""
+
+
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def _plain(key, depth=3):
+    """Plain built-in data (exact types), hashed and compared by C code only."""
+    t = type(key)
+    if any(t is p for p in _PLAIN):
+        return True
+    return t is tuple and depth > 0 and all(_plain(k, depth - 1) for k in key)
 
 
 @command("vmtool")
@@ -261,7 +274,7 @@ def vmtool(args, ctx):
               "subclasses": bool(args.get("subclasses")), "search_ms": round(search_ms, 3), "notes": []}
     if issubclass(cls, _UNTRACKED_KINDS):
         result["notes"].append("%s objects holding only atomic values are untracked by the GC and not listed."
-                               % cls.__name__)
+                               % objstate.short_name(cls))
     try:
         if key_code is not None:
             result["count_by"] = dict(_count_by(found, key_code, args["count_by"]), expr=args["count_by"])

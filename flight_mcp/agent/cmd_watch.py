@@ -1,36 +1,100 @@
 """watch: what real calls of one function receive, return or raise, through a user expression.
 
 The expression and the filter are compiled once per command and evaluated on the calling thread
-when a call ends (so they see return_obj and cost), then the value is turned into a bounded view
-right away: the object may change after the call. A failing expression never reaches the
-application; it is reported once with the number of calls it failed on.
+when a call ends (so they see return_obj and cost). Then the calling thread only takes what cannot
+wait, and runs none of the target's code doing it: the value's view (objview reads the state the
+objects have right then, through C-level reads; the object may change after the call), references
+to the exception and its traceback, and the Thread object. Everything that can run the target's
+code or take long (the value's own repr for -r, the exception's message, the traceback's text with
+source lines, the thread's name) is formed afterwards on the command's thread, each call into the
+target with its time budget (timebox.py). A failing expression never reaches the application; it
+is reported once with the number of calls it failed on.
 """
 import _thread
+import linecache
 import os
+import sys
 import time
-import traceback
 
-from . import capture, instrument, objview
+from . import capture, instrument, objstate, objview, timebox
 from .registry import command
 
 _get_ident = _thread.get_ident
 _perf = time.perf_counter
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 TRACEBACK_LINES = 60
+_PLAIN_ARGS = (str, int, float, bool, type(None))
 
 
-def _traceback(exc):
-    """The exception's traceback without the agent's own frames (hooks sit between the caller
-    and the function on Python <= 3.11)."""
-    tb = exc.__traceback__
-    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(_AGENT_DIR)]
-    lines = ["Traceback (most recent call last):\n"]
-    lines.extend(traceback.format_list(frames))
-    lines.extend(traceback.format_exception_only(type(exc), exc))
-    text = "".join(lines).rstrip("\n").split("\n")
-    if len(text) > TRACEBACK_LINES:
-        text = text[:5] + ["  ... %d lines ..." % (len(text) - TRACEBACK_LINES + 5)] + text[-(TRACEBACK_LINES - 6):]
-    return "\n".join(text)
+def _traceback(exc_type_name, message, tb):
+    """The traceback's text, like traceback.format_exception, without the agent's own frames (hooks
+    sit between the caller and the function on Python <= 3.11). Source lines come from the files
+    (linecache without module globals: no loader of the target is asked)."""
+    lines = ["Traceback (most recent call last):"]
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_AGENT_DIR):
+            lineno = tb.tb_lineno
+            lines.append('  File "%s", line %s, in %s' % (code.co_filename, "?" if lineno is None else lineno,
+                                                          code.co_name))
+            source = linecache.getline(code.co_filename, lineno).strip() if type(lineno) is int else ""
+            if source:
+                lines.append("    " + source)
+        tb = tb.tb_next
+    lines.extend(("%s: %s" % (exc_type_name, message) if message else exc_type_name).split("\n"))
+    if len(lines) > TRACEBACK_LINES:
+        lines = lines[:5] + ["  ... %d lines ..." % (len(lines) - TRACEBACK_LINES + 5)] + lines[-(TRACEBACK_LINES - 6):]
+    return "\n".join(lines)
+
+
+def _exception_name(exc):
+    """`ValueError`: the class's own __name__, from type's field (not a metaclass property)."""
+    return objstate.short_name(type(exc))
+
+
+def _message(exc, budget):
+    """str(exc), cut to one line of 300 characters. A built-in exception holding plain data is
+    read directly; anything else may run the target's __str__: on its own thread, with its budget."""
+    t = type(exc)
+    args = objstate.exception_args(exc)
+    if not objstate.is_heap(t) and all(any(type(a) is p for p in _PLAIN_ARGS) for a in args):
+        text = str(exc)
+    else:
+        text, error = budget.call(str, exc, objstate.short_name(t))
+        if error is not None:
+            return error.replace("<repr", "<str")
+    return objview.short_repr(text, 300)[1:-1]
+
+
+def _thread_facts(thread, tid):
+    """(name, daemon) from the Thread object's own fields, never its (overridable) properties."""
+    d = objstate.Reader().instance_dict(thread) if thread is not None else None
+    if d is None:
+        return "Thread-%d" % tid, None
+    name, daemon = objstate.dict_get(d, "_name"), objstate.dict_get(d, "_daemonic")
+    return (name if type(name) is str else "Thread-%d" % tid), (daemon if type(daemon) is bool else None)
+
+
+def finish(record, view_opts, budget):
+    """Completes a record on the command's thread from what the calling thread kept (idempotent)."""
+    pending = record.pop("_pending", None)
+    if pending is None:
+        return record
+    if "value" in pending:
+        record["view"] = objview.view(pending["value"], budget=budget, **view_opts)
+    if "expr_error" in pending:
+        e = pending["expr_error"]
+        record["expr_error"] = "%s: %s" % (_exception_name(e), _message(e, budget))
+    if "exc" in pending:
+        exc, tb = pending["exc"]
+        name, message = _exception_name(exc), _message(exc, budget)
+        record["exception"] = "%s: %s" % (name, message)
+        try:
+            record["traceback"] = _traceback(name, message, tb)
+        except Exception:
+            record["traceback"] = record["exception"]
+    record["thread"], record["daemon"] = _thread_facts(pending.get("thread"), record["tid"])
+    return record
 
 
 class WatchProbe(object):
@@ -47,6 +111,9 @@ class WatchProbe(object):
         self.check = flt.caller(target) if flt.code is not None else None
         self.show = watch_expr.caller(target)
         self.enter = self._make_enter()
+        threading = sys.modules.get("threading")
+        active = getattr(threading, "_active", None) if threading is not None else None
+        self.threads = active.get if type(active) is dict else (lambda tid: None)
 
     def _make_enter(self):
         """enter(args, kwargs, frame) -> token or None, a closure over what it needs: it runs on every
@@ -76,7 +143,7 @@ class WatchProbe(object):
 
     def leave(self, token, result, exc):
         cost = (_perf() - token[2]) * 1000.0
-        if isinstance(exc, GeneratorExit):
+        if issubclass(type(exc), GeneratorExit):  # (isinstance would consult a __class__ property)
             exc = None
         if self.exception_only and exc is None:
             return
@@ -92,22 +159,20 @@ class WatchProbe(object):
         if cap.done:
             return
         cap.matched += 1
-        record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None}
+        tid = _get_ident()
+        pending = {"thread": self.threads(tid)}   # the Thread object: its name is read later
+        record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None,
+                  "tid": tid, "_pending": pending}
         try:
             value = self.show(args, kwargs, result, cost)
-            record["view"] = objview.view(value, **self.view_opts)
+            if self.view_opts["raw"]:
+                pending["value"] = value  # its own repr runs later, on the command's thread
+            else:
+                record["view"] = objview.view(value, **self.view_opts)  # runs no target code
         except BaseException as e:
-            self.expr.failed(e)
-            record["expr_error"] = "%s: %s" % (type(e).__name__, objview.short_repr(str(e), 300)[1:-1])
+            pending["expr_error"] = e  # reported (expr.failed) on the command's thread: str(e) is target code
         if exc is not None:
-            record["exception"] = "%s: %s" % (type(exc).__name__, objview.short_repr(str(exc), 300)[1:-1])
-            try:
-                record["traceback"] = _traceback(exc)
-            except BaseException:
-                record["traceback"] = record["exception"]
-        tid = _get_ident()
-        name, daemon = capture.thread_facts(tid)
-        record.update(thread=name, tid=tid, daemon=daemon)
+            pending["exc"] = (exc, exc.__traceback__)  # the chain from here down stays as it is now
         cap.add(record)
 
 
@@ -126,11 +191,31 @@ def watch(args, ctx):
                  "raw": bool(args.get("raw"))}
     probe = WatchProbe(target, cap, watch_expr, flt, bool(args.get("exception")), view_opts)
 
-    def describe(rec):
+    budget = timebox.Budget()
+
+    def done(rec):
+        failed = "_pending" in rec and "expr_error" in rec["_pending"]
+        finish(rec, view_opts, budget)
+        if failed:
+            watch_expr.failed(_Failure.of(rec["expr_error"]))
+        return rec
+
+    def describe(rec):  # on the command's thread, once per record, as it arrives
+        rec = done(rec)
         return "%s %.3fms%s" % (target.label, rec["cost_ms"], " raised " + rec["exception"] if rec["is_exp"] else "")
 
     summary = capture.run(ctx, target, probe, cap, timeout_s, describe)
     summary["expr"] = source
-    summary["records"] = list(cap.records)
+    summary["records"] = [done(rec) for rec in list(cap.records)]
     summary["errors"] = [e for e in (watch_expr.report(), flt.report()) if e]
     return summary
+
+
+class _Failure(Exception):
+    """An --expr failure as the text finish() formed (on the command's thread, with the budget), for
+    Expression.failed(), which would otherwise call str() on the target's exception itself."""
+
+    @classmethod
+    def of(cls, text):
+        name, _, message = text.partition(": ")
+        return type(name, (cls,), {})(message)

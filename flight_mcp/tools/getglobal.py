@@ -24,7 +24,10 @@ class GetGlobalParams(TimedParams):
         2, ge=0, le=6, description="Levels of contents to expand (0 = one-line repr).")
     verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
         False, description="Show every item of long containers (else the first and last 5) and dunder names.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show the value as its repr() on one line.")
+    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
+        False, description="Show the value (each value, in a listing) as its own repr() on one line: the target's "
+                           "__repr__ runs on an agent thread, at most 200 ms per object (else shown as timed out). "
+                           "Without it no code of the target runs: objects are shown from their __dict__/__slots__.")
 
 
 class Entry(BaseModel):

@@ -28,7 +28,9 @@ class VmtoolParams(TimedParams):
     expand: Annotated[int, Cli("-x", "--expand")] = Field(
         1, ge=0, le=6, description="Levels of contents to expand (0 = repr only).")
     verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder names when expanding.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show str() of the value instead of a view.")
+    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
+        False, description="Show the value's own repr() on one line instead of a view: the target's __repr__ runs on "
+                           "an agent thread, at most 200 ms per object (else shown as timed out).")
     subclasses: Annotated[bool, Cli("-s", "--subclasses")] = Field(
         False, description="Also find instances of subclasses of the class (default: that exact class only).")
     referrers: Annotated[bool, Cli("--referrers")] = Field(

@@ -22,7 +22,10 @@ class WatchParams(FunctionParams):
     expand: Annotated[int, Cli("-x", "--expand")] = Field(
         2, ge=-1, le=6, description="Levels of contents to expand in the value (-1 or 0 = one-line repr).")
     verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder attributes.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(False, description="Show str() of the value on one line.")
+    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
+        False, description="Show the value's own repr() on one line: the target's __repr__ runs after the call, on an "
+                           "agent thread, at most 200 ms per object (else shown as timed out). Without it no code of "
+                           "the target runs: objects are shown from their __dict__/__slots__.")
 
 
 class Record(BaseModel):
