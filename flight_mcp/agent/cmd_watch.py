@@ -52,11 +52,12 @@ class WatchProbe(object):
         """enter(args, kwargs, frame) -> token or None, a closure over what it needs: it runs on every
         call of the watched function, matching or not (a never-true filter's whole cost is here)."""
         cap, perf, now = self.cap, _perf, time.time
+        seen = cap.note_seen
         if not self.early:
             def enter(args, kwargs, frame):
                 if cap.done:
                     return None
-                cap.seen += 1
+                seen()
                 return (args, kwargs, perf(), now())
             return enter
         gate, failed = self.filter.gate(self.target), self.filter.failed
@@ -64,7 +65,7 @@ class WatchProbe(object):
         def enter(args, kwargs, frame):
             if cap.done:
                 return None
-            cap.seen += 1
+            seen()
             try:
                 if not gate(args, kwargs):
                     return None
@@ -91,7 +92,7 @@ class WatchProbe(object):
         cap = self.cap
         if cap.done:
             return
-        cap.matched += 1
+        cap.note_matched()
         record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None}
         try:
             value = self.show(args, kwargs, result, cost)
