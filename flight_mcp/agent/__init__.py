@@ -10,6 +10,7 @@ Rules for everything under this package (checked by tests):
 import importlib
 import os
 
+from . import atfork as _atfork
 from . import registry as _registry
 from . import server as _server
 
@@ -36,4 +37,5 @@ def start(socket_path, allowed_uid):
     if "info" not in _registry.COMMANDS:  # every attach asks for info first (cmd_admin: info, detach)
         importlib.import_module(__name__ + ".cmd_admin")
     _server.command_loader[0] = _load_commands
+    _atfork.install()   # a child the target forks starts clean
     return _server.ensure_listening(socket_path, allowed_uid, AGENT_VERSION)
