@@ -6,6 +6,7 @@ thread named with terminal escape sequences, globals holding them, a thread that
 of `hot`'s instrumentation state as the target itself sees it (its code object on <= 3.11, its
 sys.monitoring local events on >= 3.12).
 """
+import json
 import os
 import signal
 import subprocess
@@ -237,21 +238,26 @@ def check_fork(t, log):
 
 
 def check_stopped_target(t):
-    """A SIGSTOPped target: the message says it is stopped and how to resume it; it stays stopped."""
+    """A SIGSTOPped target: the message says it is stopped and how to resume it, not that a thread
+    holds the GIL; stack reads it from outside instead; it stays stopped."""
     os.kill(t.pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 5
         while proc_state(t.pid) != "T":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        for cmd in ("stack",):
-            started = time.monotonic()
-            r = cli(t.pid, cmd)
-            assert r.returncode == 1, (cmd, r.stdout, r.stderr)
-            assert "is stopped" in r.stderr and f"kill -CONT {t.pid}" in r.stderr, r.stderr
-            assert "GIL" not in r.stderr and "Traceback" not in r.stderr, r.stderr
-            assert time.monotonic() - started < 4.0
-            assert proc_state(t.pid) == "T"  # left as it was
+        started = time.monotonic()
+        r = cli(t.pid, "watch __main__ hot -n 1 --timeout 2")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert "is stopped" in r.stderr and f"kill -CONT {t.pid}" in r.stderr, r.stderr
+        assert "GIL" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert time.monotonic() - started < 4.0
+        r = cli(t.pid, "stack", "--json")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["source"] == "external" and out["agent_error"] == "process_stopped", out["notes"]
+        assert f"kill -CONT {t.pid}" in out["notes"][0] and "GIL" not in out["notes"][0], out["notes"]
+        assert proc_state(t.pid) == "T"  # left as it was
     finally:
         os.kill(t.pid, signal.SIGCONT)
 

@@ -72,8 +72,7 @@ class StackResult(BaseModel):
 
 
 # Agent errors that a reading from outside cannot cure either: report them as they are.
-_NO_FALLBACK = {"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable",
-                "process_stopped"}
+_NO_FALLBACK = {"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable"}
 
 # Processes in which the last outside reading saw an injected agent still waiting for the GIL, keyed
 # by (pid, start time) against pid reuse. While it waits, asking again would only spend the deadline
