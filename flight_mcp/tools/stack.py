@@ -185,8 +185,8 @@ def _apply_names(threads: list[ThreadStack], by_native_id: dict) -> int:
 def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
     """The agent's answer within `budget` seconds, attach included, or a FlightError saying why not.
 
-    The attach has its own, longer deadline: it goes on in the background when we stop waiting,
-    so the next call finds the agent (an agent waiting for the GIL starts once the GIL is free).
+    The attach shares that budget; an agent injected meanwhile still starts once the GIL is free,
+    so the next call finds it.
     """
     box: dict = {}
 
