@@ -150,6 +150,9 @@ def _external(p: StackParams, timeout: float, call: Call | None = None) -> Stack
     return StackResult(pid=raw["pid"], source="external", threads=threads, notes=notes)
 
 
+# How long an attach started by stack may go on in the background after stack answered from outside.
+ATTACH_GRACE_S = 5.0
+
 # How long the names may lag behind the outside reading (they are asked for in parallel with it).
 _NAMES_GRACE_S = 0.3
 
@@ -185,13 +188,14 @@ def _apply_names(threads: list[ThreadStack], by_native_id: dict) -> int:
 def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
     """The agent's answer within `budget` seconds, attach included, or a FlightError saying why not.
 
-    The attach shares that budget; an agent injected meanwhile still starts once the GIL is free,
-    so the next call finds it.
+    We wait `budget` at most, but an attach under way goes on in the background for up to
+    ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
     """
     box: dict = {}
 
     def ask() -> None:
         try:
+            call.client(p.pid, max(budget, ATTACH_GRACE_S))
             box["raw"] = call.request(p.pid, "stack", {"async": p.async_tasks}, timeout=budget)
         except FlightError as e:
             box["error"] = e
