@@ -46,19 +46,19 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     tools = _tools_for(words[0] if words else "", all_tools)
     tool, params = cmdline.parse(words, tools, pid)
     sessions = Sessions()
-    call = Call(sessions, allow_mutating=allow_mutating,
+    call = Call(sessions, allow_mutating=allow_mutating, on_cli=True,
                 progress=lambda done, total, msg: print(f"  ... {msg}", file=sys.stderr) if sys.stderr.isatty() else None)
     # Ctrl-C ends a watch/trace cleanly: the agent removes its instrumentation and we print what was captured.
     previous = signal.signal(signal.SIGINT, lambda *_: call.cancel_event.set())
     try:
-        result = tool.run(params, call)
+        result = tool.invoke(params, call)
     finally:
         signal.signal(signal.SIGINT, previous)
         sessions.close()
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        print(tool.render(result, color))
+        print(tool.text(result, color))
     return 0
 
 
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(int(args.target), split(args.cmd), color=color, as_json=args.json,
                            allow_mutating=args.allow_mutating)
     except FlightError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        from .render import escape
+        code = "" if e.kind == "usage" else f" [{e.kind}]"
+        print(f"error: {escape(e.message)}{code}", file=sys.stderr)  # messages may quote target data
         return 2 if e.kind == "usage" else 1
     except KeyboardInterrupt:
         return 130

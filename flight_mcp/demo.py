@@ -50,7 +50,7 @@ def run_demo(color: bool = False) -> int:
             started = time.monotonic()
             try:
                 tool, params = cmdline.parse(words, tools, proc.pid)
-                print(tool.render(tool.run(params, call), color))
+                print(tool.text(tool.invoke(params, call), color))
             except FlightError as e:
                 failures += 1
                 print(f"error: {e.message}")

@@ -1,9 +1,51 @@
-"""Shared pieces of the text renderings: colour, tree glyphs, object views."""
+"""Shared pieces of the text renderings: colour, tree glyphs, object views, and escaping.
+
+Text from the target (thread names, values, file names, exception messages) can hold terminal
+control sequences: printed raw, `\\x1b[2J...` clears or rewrites the screen of whoever reads it
+(root's terminal included). Every text rendering is made from `escaped(result)`, a copy of the
+Result whose strings have their control characters escaped; our own colours are added by the
+renderers afterwards, so they stay. The JSON (structuredContent, --json) keeps the strings as
+they are.
+"""
 from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
 
 RESET = "\033[0m"
 COLORS = {"red": "\033[31m", "yellow": "\033[33m", "green": "\033[32m", "faint": "\033[2;32m",
           "bold": "\033[1m", "cyan": "\033[36m", "dim": "\033[2m"}
+
+
+# C0 controls but tab and newline (text layout our renderers use: tracebacks, sources), DEL, C1
+# (\\x9b is a one-byte CSI on some terminals), and the bidirectional overrides that reorder what is
+# shown (U+202A-U+202E, U+2066-U+2069).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape(text: str) -> str:
+    """text with its control characters written as escapes (`\\x1b`), as repr() would."""
+    return _CONTROL.sub(_escape_char, text) if _CONTROL.search(text) else text
+
+
+def escaped(obj: Any) -> Any:
+    """A copy of obj (a Result model, or what it holds) with every string escaped, keys included."""
+    if isinstance(obj, str):
+        return escape(obj)
+    if isinstance(obj, BaseModel):
+        return obj.model_copy(update={k: escaped(v) for k, v in obj.__dict__.items()})
+    if isinstance(obj, dict):
+        return {escaped(k): escaped(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(escaped(x) for x in obj)
+    return obj
 
 
 def paint(text: str, color: str | None, enabled: bool) -> str:

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from . import __version__
 from .errors import FlightError
+from .render import escape
 from .session import Sessions
 from .skills import all_skills
 from .tools import all_tools
@@ -75,14 +76,14 @@ def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
 
         call = Call(sessions, allow_mutating=allow_mutating, progress=progress)
         try:
-            result = await anyio.to_thread.run_sync(tool.run, params, call, abandon_on_cancel=True)
+            result = await anyio.to_thread.run_sync(tool.invoke, params, call, abandon_on_cancel=True)
         except FlightError as e:
-            return _error(f"{e.kind}: {e.message}")
+            return _error(f"{e.kind}: {escape(e.message)}")
         finally:
             # Cancelled by the client (or done): the worker sees this and cancels the agent command,
             # which removes its instrumentation.
             call.cancel_event.set()
-        return CallToolResult(content=[TextContent(type="text", text=tool.render(result, False))],
+        return CallToolResult(content=[TextContent(type="text", text=tool.text(result, False))],
                               structured_content=result.model_dump(mode="json"))
 
     handler.__name__ = tool.name

@@ -42,6 +42,9 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     """Connects to the agent in pid, injecting it first when it is not running (or replacing one
     that another flight-mcp build left there)."""
     proc = procs.require_python(pid)
+    stopped = procs.stopped_error(pid)
+    if stopped is not None:  # nothing could answer: say so now, rather than time out on the GIL
+        raise stopped
     try:
         st = os.stat(f"/proc/{pid}")
     except FileNotFoundError:
@@ -162,6 +165,9 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
         if not os.path.exists(f"/proc/{pid}"):
             raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
         if time.monotonic() > deadline:
+            stopped = procs.stopped_error(pid)
+            if stopped is not None:  # stopped while we waited
+                raise stopped
             raise FlightError(
                 "agent_timeout",
                 f"the agent was loaded into pid {pid} "
@@ -189,19 +195,21 @@ class Sessions:
     """pid -> AgentClient, shared by every tool call of one server (or one CLI run)."""
 
     def __init__(self, attach_timeout: float = DEFAULT_ATTACH_TIMEOUT):
+        # attach_timeout: for get() without a timeout; a tool call passes its own deadline.
         self._clients: dict[int, AgentClient] = {}
         self._lock = threading.Lock()
         self._pid_locks: dict[int, threading.Lock] = {}
         self.attach_timeout = attach_timeout
 
-    def get(self, pid: int) -> AgentClient:
+    def get(self, pid: int, timeout: float | None = None) -> AgentClient:
+        """The session for pid, attaching within timeout (default: attach_timeout) if needed."""
         with self._lock:
             lock = self._pid_locks.setdefault(pid, threading.Lock())
         with lock:
             client = self._clients.get(pid)
             if client is not None and not client.closed:
                 return client
-            client = attach(pid, self.attach_timeout)
+            client = attach(pid, self.attach_timeout if timeout is None else timeout)
             self._clients[pid] = client
             return client
 

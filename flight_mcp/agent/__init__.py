@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 
+from . import atfork as _atfork
 from . import registry as _registry
 from . import server as _server
 
@@ -40,6 +41,7 @@ def start(socket_path, allowed_uid, build=None):
         importlib.import_module(__name__ + ".cmd_admin")
     _server.command_loader[0] = _load_commands
     _server._state["build"] = build
+    _atfork.install()   # a child the target forks starts clean
     return _server.ensure_listening(socket_path, allowed_uid, AGENT_VERSION)
 
 

@@ -6,6 +6,7 @@ append and a lock release that wakes the command thread. The command thread does
 """
 import _thread
 import ast
+import itertools
 import sys
 import time
 
@@ -162,20 +163,54 @@ class Expression(object):
                  ". Those calls were treated as not matching") + "; the application was not affected."}
 
 
+class Tally(object):
+    """A counter that many application threads bump at once: count() is one C call (atomic under
+    the GIL), where `n += 1` on an attribute loses increments between its read and its write.
+    Probes call `bump` (a bound C method: no Python frame, about the cost of `n += 1`)."""
+    __slots__ = ("_count", "bump")
+
+    def __init__(self):
+        self._count = itertools.count()
+        self.bump = self._count.__next__
+
+    @property
+    def value(self):
+        # count's only public view of its state is its repr, `count(N)` (no call advances it)
+        return int(repr(self._count)[6:-1])
+
+
 class Capture(object):
-    """Counters and captured records of one command; add() enforces the limit across threads."""
+    """Counters and captured records of one command; add() enforces the limit across threads.
+    Probes count with note_seen(), note_matched(), note_skipped()."""
 
     def __init__(self, ctx, limit):
         self.ctx = ctx
         self.limit = limit
-        self.seen = 0
-        self.matched = 0
-        self.skipped = 0      # matched but dropped by a threshold (trace -et)
+        self._seen, self._matched, self._skipped = Tally(), Tally(), Tally()
+        self.note_seen = self._seen.bump
+        self.note_matched = self._matched.bump
+        self.note_skipped = self._skipped.bump   # matched but dropped by a threshold (trace -et)
         self.records = []
         self.done = False
         self._lock = _thread.allocate_lock()
 
+    @property
+    def seen(self):
+        return self._seen.value
+
+    @property
+    def matched(self):
+        return self._matched.value
+
+    @property
+    def skipped(self):
+        return self._skipped.value
+
     def add(self, record):
+        # Checked before the lock too: in a forked child the lock may be held by a thread that
+        # did not survive the fork, and its commands are cancelled (atfork.py).
+        if self.done or self.ctx.cancelled:
+            return False
         with self._lock:
             if self.done:
                 return False
@@ -192,6 +227,7 @@ def run(ctx, target, probe, cap, timeout_s, describe):
     unhook = instrument.add(target, probe)
 
     def remove():
+        cap.done = True  # calls still running when the command ends are not recorded
         unhook()
         stop = getattr(probe, "stop", None)  # calls still running when the command ends
         if stop is not None:

@@ -11,7 +11,7 @@ _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def _frame(f):
     code = f.f_code
-    line = f.f_lineno
+    line = f.f_lineno  # None at some instructions on 3.11+: sent as unknown, never guessed
     src = linecache.getline(code.co_filename, line).strip() if line else ""
     return {"file": code.co_filename, "line": line, "name": code.co_name,
             "qualname": getattr(code, "co_qualname", code.co_name), "source": src[:200]}

@@ -248,6 +248,14 @@ def recorder():
     return _recorders[0]
 
 
+def forget_recorders():
+    """In a forked child (atfork.py), which freed the monitoring tool cached here: the next trace
+    there loads its recorder afresh. A fresh lock: the parent's may have been held at the fork."""
+    global _recorders_lock
+    _recorders_lock = _thread.allocate_lock()
+    del _recorders[:]
+
+
 class Invocation(object):
     """One traced call: its recording and the facts of the call around it."""
     __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "exc")
@@ -301,7 +309,7 @@ class TraceProbe(object):
         tid = _get_ident()
         if tid in self.running:
             return None
-        cap.seen += 1
+        cap.note_seen()
         if self.filter.code is not None and not self.filter.late and not self._check(args, kwargs):
             return None
         prev = sys.getprofile()
@@ -325,9 +333,9 @@ class TraceProbe(object):
         cap = self.cap
         if self.filter.late and not self._check(inv.args[0], inv.args[1], result, inv.cost * 1000.0):
             return
-        cap.matched += 1
+        cap.note_matched()
         if inv.cost < self.entrance_s:
-            cap.skipped += 1
+            cap.note_skipped()
             return
         inv.thread = capture.thread_facts(inv.tid)
         inv.exc = None if exc is None or isinstance(exc, GeneratorExit) else "%s: %s" % (type(exc).__name__, exc)

@@ -119,11 +119,12 @@ class WatchProbe(object):
         """enter(args, kwargs, frame) -> token or None, a closure over what it needs: it runs on every
         call of the watched function, matching or not (a never-true filter's whole cost is here)."""
         cap, perf, now = self.cap, _perf, time.time
+        seen = cap.note_seen
         if not self.early:
             def enter(args, kwargs, frame):
                 if cap.done:
                     return None
-                cap.seen += 1
+                seen()
                 return (args, kwargs, perf(), now())
             return enter
         gate, failed = self.filter.gate(self.target), self.filter.failed
@@ -131,7 +132,7 @@ class WatchProbe(object):
         def enter(args, kwargs, frame):
             if cap.done:
                 return None
-            cap.seen += 1
+            seen()
             try:
                 if not gate(args, kwargs):
                     return None
@@ -158,7 +159,7 @@ class WatchProbe(object):
         cap = self.cap
         if cap.done:
             return
-        cap.matched += 1
+        cap.note_matched()
         tid = _get_ident()
         pending = {"thread": self.threads(tid)}   # the Thread object: its name is read later
         record = {"time": capture.wall_time_text(token[3]), "cost_ms": round(cost, 6), "is_exp": exc is not None,

@@ -268,6 +268,23 @@ def add(target, probe):
     return remove
 
 
+def remove_all(fresh_lock=False):
+    """Removes every instrumentation of every command at once, and frees the monitoring tool.
+    fresh_lock: in a forked child (atfork.py), where the lock may be held by a thread that did not
+    survive the fork, so waiting for it would hang the child."""
+    global _lock
+    if fresh_lock:
+        _lock = _thread.allocate_lock()
+    with _lock:
+        for key, site in list(_sites.items()):
+            site.set_probes(())
+            del _sites[key]   # before the uninstall: the last one frees the monitoring tool
+            if MONITORING:
+                _monitoring_uninstall(site)
+            elif site.undo is not None:
+                site.undo()
+
+
 # ---------------------------------------------------------------------------------------------
 # Python >= 3.12: sys.monitoring
 

@@ -11,10 +11,15 @@ thread that read the request runs it, after starting a fresh thread that takes o
 (the answer then waits for no thread to start; see Connection.serve).
 When the connection closes, every command it started is cancelled, which removes its
 instrumentation.
+Nothing the agent must do on time waits on the client: progress events are dropped while the
+client does not read (the socket is full), and a final message waits at most REPLY_WAIT_S, after
+which the connection is given up (see Connection.send). Commands remove their instrumentation
+before they answer, so a stopped client never keeps it alive.
 """
 import _thread
 import json
 import os
+import select
 import socket
 import struct
 import time
@@ -29,6 +34,10 @@ _state = {"listener": None, "path": None, "connections": set(), "version": None,
 # Set by the package's start(): loads the module of a command not registered yet (by name).
 command_loader = [None]
 _state_lock = _thread.allocate_lock()
+
+# How long a final message waits for a client that does not read (stopped with Ctrl-Z, or stuck)
+# before the connection is given up: its commands have already cleaned up by then.
+REPLY_WAIT_S = 30.0
 
 
 # The stack of every agent thread, whatever the target set with threading.stack_size() (the payload
@@ -158,6 +167,33 @@ def shutdown():
             pass
 
 
+def forget_in_child():
+    """In a child forked by the target: the listener, connections and agent threads belong to the
+    parent. Closes the child's copies of their sockets (close only: shutdown() would end the
+    parent's connections too, and the socket file stays the parent's), marks their commands
+    cancelled, and returns those commands. Never waits: a lock may be held by a thread that did
+    not survive the fork, so locks are made afresh."""
+    global _state_lock
+    _state_lock = _thread.allocate_lock()
+    listener, conns = _state["listener"], list(_state["connections"])
+    _state.update(listener=None, path=None, connections=set())
+    AGENT_THREADS.intersection_update([_thread.get_ident()])
+    ctxs = []
+    for sock in [listener] + [c.sock for c in conns]:
+        try:
+            if sock is not None:
+                sock.close()
+        except OSError:
+            pass
+    for conn in conns:
+        conn.closed = True
+        conn.send_lock = _thread.allocate_lock()
+        for ctx in list(conn.running.values()):
+            ctx.cancelled = True
+            ctxs.append(ctx)
+    return ctxs
+
+
 def _peer_uid(sock):
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
@@ -196,7 +232,8 @@ class CommandContext(object):
         self.after_reply = []
 
     def emit(self, event):
-        self.conn.send({"id": self.id, "event": event})
+        """Streams a progress event; never waits: dropped while the client does not read."""
+        return self.conn.send({"id": self.id, "event": event}, wait_s=0)
 
     def cancel(self):
         self.cancelled = True
@@ -225,16 +262,72 @@ class Connection(object):
         self.send_lock = _thread.allocate_lock()
         self.running = {}
         self.closed = False
+        self._unsent = b""   # the tail of a message the socket did not take yet
 
-    def send(self, msg):
+    def send(self, msg, wait_s=None):
+        """Writes one message. wait_s=0 (progress events): never waits; the message is dropped when
+        the client is not reading (socket full) or another thread is writing. Otherwise it waits at
+        most wait_s (default REPLY_WAIT_S) for the client to read, then gives the connection up.
+        Returns whether the message was handed to the socket whole."""
+        if wait_s is None:
+            wait_s = REPLY_WAIT_S
         data = (json.dumps(msg, default=repr, ensure_ascii=False) + "\n").encode("utf-8", "replace")
-        with self.send_lock:
+        lock = self.send_lock
+        if not (lock.acquire(True, wait_s) if wait_s > 0 else lock.acquire(False)):
+            return False
+        try:
             if self.closed:
-                return
+                return False
+            if wait_s <= 0:
+                # A message partly written before must be finished first; never start one we
+                # could not finish without waiting.
+                if self._unsent and not self._write(0):
+                    return False
+                self._unsent = data
+                self._write(0)  # whatever the socket did not take goes out before the next message
+                return True
+            self._unsent += data
+            if not self._write(wait_s):
+                self._give_up()
+                return False
+            return True
+        finally:
+            lock.release()
+
+    def _write(self, wait_s):
+        """Writes self._unsent within wait_s seconds; True when all of it went. Under send_lock."""
+        deadline = time.monotonic() + wait_s
+        while self._unsent:
             try:
-                self.sock.sendall(data)
+                n = self.sock.send(self._unsent, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                n = 0
             except OSError:
                 self.closed = True
+                self._unsent = b""
+                return False
+            self._unsent = self._unsent[n:]
+            if not self._unsent:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                select.select([], [self.sock], [], min(left, 0.5))
+            except (OSError, ValueError):
+                self.closed = True
+                return False
+        return True
+
+    def _give_up(self):
+        """The client did not read for REPLY_WAIT_S: end the connection. shutdown() wakes the reading
+        thread, which closes it (cancelling its commands); closing here, under send_lock, could not."""
+        self.closed = True
+        self._unsent = b""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def serve(self, buf=b""):
         # A command runs on this (reading) thread once a new thread reads on: waking a thread
@@ -307,10 +400,15 @@ class Connection(object):
             fn()
 
     def close(self):
-        with self.send_lock:
-            self.closed = True
+        # Not under send_lock: a thread may hold it for up to REPLY_WAIT_S writing to a client
+        # that does not read; shutdown() makes its write fail at once.
+        self.closed = True
         for ctx in list(self.running.values()):
             ctx.cancel()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import FlightError
+from . import procs
 
 _CLOSED = object()
 _TURN = object()  # "the socket has no reader now: take over" (to a waiting request)
@@ -150,9 +151,15 @@ class AgentClient:
                 if msg is None:
                     now = time.monotonic()
                     if cancel_sent_at is None and (now >= deadline or (cancelled is not None and cancelled())):
+                        stopped = procs.stopped_error(self.pid) if now >= deadline else None
+                        if stopped is not None:  # it cannot even take the cancel
+                            raise stopped
                         self._send({"cancel": req_id})
                         cancel_sent_at = now
                     elif cancel_sent_at is not None and now - cancel_sent_at > 3.0:
+                        stopped = procs.stopped_error(self.pid)
+                        if stopped is not None:
+                            raise stopped
                         raise FlightError("agent_timeout", f"pid {self.pid} did not answer `{cmd}` within "
                                           f"{timeout:.1f}s; its threads may be holding the GIL in native code "
                                           "(stack with native=true reads it from outside).")

@@ -110,3 +110,24 @@ def require_python(pid: int) -> PythonProcess:
     if proc is None:
         raise FlightError("no_such_process", f"pid {pid} exited while being inspected.")
     return proc
+
+
+def stopped_error(pid: int) -> FlightError | None:
+    """A process_stopped error when pid is stopped (state T: SIGSTOP, Ctrl-Z; t: held by a
+    debugger), else None. Nothing runs in a stopped process, so the agent cannot answer or start;
+    without this, the silence looked like a thread holding the GIL. We never resume it ourselves:
+    whoever stopped it meant it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    if state == "T":
+        return FlightError("process_stopped", f"pid {pid} is stopped (by SIGSTOP, or Ctrl-Z in its terminal): "
+                           "no code runs in it, so flight-mcp cannot attach or get an answer, and left it "
+                           f"stopped. Resume it with `kill -CONT {pid}` (or `fg` in its shell), then retry.")
+    if state == "t":
+        return FlightError("process_stopped", f"pid {pid} is stopped by a debugger or tracer (ptrace): no code "
+                           "runs in it, so flight-mcp cannot attach or get an answer. Continue it in that "
+                           "debugger (or detach the debugger), then retry.")
+    return None

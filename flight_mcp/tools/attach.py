@@ -18,9 +18,8 @@ class AttachResult(BaseModel):
 
 
 def run_attach(p: TimedParams, call: Call) -> AttachResult:
-    call.sessions.attach_timeout = p.timeout_s
     kept = p.pid in call.sessions.attached()
-    info = dict(call.client(p.pid).info)
+    info = dict(call.client(p.pid, p.timeout_s).info)  # this call's deadline only, not the server's default
     if kept:  # this server's session is reused: say so, not how the agent got in at first
         info["injection"] = {"method": "already attached", "session": "kept"}
     return AttachResult(**{k: info[k] for k in AttachResult.model_fields if k in info})

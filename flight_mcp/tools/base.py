@@ -8,12 +8,14 @@ all derive from the Params model; the text, the JSON and the CLI output all deri
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FlightError
+from ..render import escape, escaped
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -49,33 +51,52 @@ def cli_of(model: type[BaseModel], name: str) -> Cli | None:
 
 
 class Call:
-    """What a running tool may use: the target's agent, progress reports, the cancel flag, the gate."""
+    """What a running tool may use: the target's agent, progress reports, the cancel flag, the gate.
+    on_cli: a person typed the command (the CLI), rather than an agent calling over MCP."""
 
     def __init__(self, sessions, *, allow_mutating: bool = False,
-                 progress: Callable[[float, float | None, str], None] | None = None):
+                 progress: Callable[[float, float | None, str], None] | None = None, on_cli: bool = False):
         self.sessions = sessions
         self.allow_mutating = allow_mutating
+        self.on_cli = on_cli
         self._progress = progress
         self.cancel_event = threading.Event()
 
-    def client(self, pid: int):
-        return self.sessions.get(pid)
+    def client(self, pid: int, timeout: float = DEFAULT_TIMEOUT_S):
+        """The agent of pid, attaching within timeout when it is not attached yet."""
+        return self.sessions.get(pid, timeout)
 
     def request(self, pid: int, cmd: str, args: dict, timeout: float = DEFAULT_TIMEOUT_S,
-                on_event: Callable[[dict], None] | None = None) -> dict:
+                on_event: Callable[[dict], None] | None = None, *, budget_arg: str | None = None,
+                margin: float = 0.0) -> dict:
+        """Runs cmd within `timeout` seconds, attach included: the request gets what the attach
+        left. budget_arg names an argument of the agent's set to that rest (a capture's own
+        deadline); margin is extra time for its answer to arrive after that deadline."""
+        started = time.monotonic()
+        client = self.client(pid, timeout)
+        left = max(timeout - (time.monotonic() - started), 0.001)
         args = dict(args, allow_mutating=self.allow_mutating)  # the agent applies the read-only gate
-        return self.client(pid).request(cmd, args, timeout=timeout, on_event=on_event,
-                                        cancelled=self.cancel_event.is_set)
+        if budget_arg is not None:
+            args[budget_arg] = round(left, 3)
+        return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=self.cancel_event.is_set)
 
     def progress(self, done: float, total: float | None, message: str) -> None:
         if self._progress is not None:
-            self._progress(done, total, message)
+            self._progress(done, total, escape(message))  # the message describes target data
 
     def require_mutating(self, what: str) -> None:
         if not self.allow_mutating:
             raise FlightError("read_only", f"{what} changes the target, and this server is read-only. "
                               "Restart it with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) "
                               "if changing the target is intended.")
+
+    def require_host_write(self, what: str) -> None:
+        """Writing a file on the host as the server's user: what a person asks on the CLI, but over
+        MCP an agent could overwrite any file the server may write, so it needs --allow-mutating."""
+        if not self.on_cli and not self.allow_mutating:
+            raise FlightError("read_only", f"{what} writes a file on the machine running flight-mcp, as its user, "
+                              "and this server is read-only. Leave it out to get the text in the answer, or "
+                              "restart the server with --allow-mutating if writing files is intended.")
 
 
 @dataclass
@@ -91,3 +112,28 @@ class Tool:
     title: str = ""
     # the seed's command word, when it differs from the MCP tool name
     aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def invoke(self, params: Params, call: Call) -> BaseModel:
+        """run(), where an answer that does not fit the Result model (an agent of another version,
+        a fact we did not expect) becomes an error with its code, never a traceback."""
+        try:
+            return self.run(params, call)
+        except FlightError:
+            raise
+        except (ValidationError, KeyError, TypeError, AttributeError) as e:  # a missing or mistyped fact
+            what = _first_errors(e) if isinstance(e, ValidationError) else f"{type(e).__name__}: {escape(str(e))}"
+            raise FlightError("bad_agent_reply", f"the agent's answer to {self.name} does not fit what this "
+                              f"flight-mcp expects ({what}). The target is unaffected. An agent left by another "
+                              "flight-mcp version answers differently: detach it and retry; otherwise report "
+                              "this.") from None
+
+    def text(self, result: BaseModel, color: bool) -> str:
+        """The text rendering, with every string from the target escaped (see render.py)."""
+        return self.render(escaped(result), color)
+
+
+def _first_errors(e: ValidationError, most: int = 3) -> str:
+    errors = e.errors()
+    said = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}, got {escape(repr(x.get('input')))[:80]}"
+                     for x in errors[:most])
+    return said + (f"; {len(errors) - most} more" if len(errors) > most else "")

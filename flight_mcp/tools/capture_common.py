@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field
 from .base import Call, Cli, TimedParams
 
 CAPTURE_TIMEOUT_S = 30.0
-# The agent stops at timeout_s and answers with what it captured; the request itself may take a
-# little longer (attach, the answer's transfer).
+# The agent stops at the deadline (timeout_s less what the attach took) and answers with what it
+# captured; the answer may take a little longer to arrive.
 REPLY_MARGIN_S = 10.0
 
 
@@ -31,7 +31,8 @@ class FunctionParams(TimedParams):
     limits: Annotated[int, Cli("-n", "--limits", "--limit")] = Field(
         10, ge=1, le=10000, description="Stop after capturing this many invocations.")
     timeout_s: float = Field(CAPTURE_TIMEOUT_S, gt=0, le=3600,
-                             description="Deadline in seconds: the call returns what it captured by then.")
+                             description="Deadline in seconds, attach included: the call returns what it "
+                                         "captured by then.")
 
 
 class Summary(BaseModel):
@@ -66,8 +67,9 @@ def request(p: FunctionParams, call: Call, cmd: str, args: dict) -> dict:
         call.progress(ev.get("captured", 0), ev.get("limit"), ev.get("message", ""))
 
     args = dict(args, module=p.module, cls=p.cls, method=p.method, nested_method=p.nested_method,
-                filter_expr=p.filter_expr, limits=p.limits, duration_s=p.timeout_s)
-    return call.request(p.pid, cmd, args, timeout=p.timeout_s + REPLY_MARGIN_S, on_event=on_event)
+                filter_expr=p.filter_expr, limits=p.limits)
+    return call.request(p.pid, cmd, args, timeout=p.timeout_s, on_event=on_event, budget_arg="duration_s",
+                        margin=REPLY_MARGIN_S)
 
 
 _STOP_WHY = {"limit": "the limit of {limit} was reached",
@@ -92,8 +94,12 @@ def empty_hint(s: Summary, what: str) -> str:
     if s.matched == 0:
         return (f"{where} was called {s.seen} times in {s.duration_s}s but no call passed the filter"
                 f"{'/-e' if what == 'watch' else ''}; loosen it.")
-    return (f"{where} was called {s.seen} times in {s.duration_s}s; {s.skipped} matching calls were below "
-            f"the -et threshold; lower -et.")
+    if s.skipped:  # trace -et only
+        return (f"{where} was called {s.seen} times in {s.duration_s}s; {s.skipped} matching calls were below "
+                f"the -et threshold; lower -et.")
+    return (f"{where} was called {s.seen} times in {s.duration_s}s and {s.matched} calls matched, but none "
+            f"ended before the capture stopped (only calls that end while instrumented are captured); raise "
+            f"timeout_s.")
 
 
 def render_errors(s: Summary) -> list[str]:

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ..attach import external_stack, safepoint
+from ..attach import external_stack, procs, safepoint
 from ..errors import FlightError
-from ..render import paint
+from ..render import escaped, paint
 from ..session import attach_existing
 from .base import Call, Cli, TimedParams, Tool
 
@@ -25,12 +25,15 @@ class StackParams(TimedParams):
     native: Annotated[bool, Cli("--native")] = Field(
         False, description="Merge native (C) frames under the Python ones, read from outside the process.")
     filepath: Annotated[str | None, Cli("-f", "--filepath")] = Field(
-        None, description="Also write the text rendering to this file (on the machine running flight-mcp).")
+        None, description="Also write the text rendering to this file (on the machine running flight-mcp, as its "
+                          "user). Over MCP only when the server runs with --allow-mutating; the CLI writes where "
+                          "its user asks.")
 
 
 class Frame(BaseModel):
     file: str
-    line: int
+    line: int | None = Field(description="None when the interpreter knows no line for where the frame stands "
+                             "(f_lineno is None at some instructions on Python 3.11+).")
     name: str
     qualname: str = ""
     source: str = ""
@@ -99,13 +102,19 @@ def _agent_listening(pid: int, call: Call) -> bool:
 
 
 def run(p: StackParams, call: Call) -> StackResult:
+    if p.filepath:
+        call.require_host_write("stack with filepath")
     if p.native:
         result = _external(p, p.timeout_s, call)
     else:
         result = _agent_or_external(p, call)
     if p.filepath:
-        with open(p.filepath, "w") as f:
-            f.write(render(result, False) + "\n")
+        try:
+            with open(p.filepath, "w") as f:
+                f.write(render(escaped(result), False) + "\n")
+        except OSError as e:
+            raise FlightError("write_failed", f"could not write the stacks to {p.filepath}: {e.strerror}. "
+                              "Name a file in a directory you can write, or leave filepath out.")
         result.notes.append(f"written to {p.filepath}")
     return result
 
@@ -140,6 +149,9 @@ def _external(p: StackParams, timeout: float, call: Call | None = None) -> Stack
             "call without native=true for them." if p.native else "it did not answer."))
     return StackResult(pid=raw["pid"], source="external", threads=threads, notes=notes)
 
+
+# How long an attach started by stack may go on in the background after stack answered from outside.
+ATTACH_GRACE_S = 5.0
 
 # How long the names may lag behind the outside reading (they are asked for in parallel with it).
 _NAMES_GRACE_S = 0.3
@@ -176,13 +188,14 @@ def _apply_names(threads: list[ThreadStack], by_native_id: dict) -> int:
 def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
     """The agent's answer within `budget` seconds, attach included, or a FlightError saying why not.
 
-    The attach has its own, longer deadline: it goes on in the background when we stop waiting,
-    so the next call finds the agent (an agent waiting for the GIL starts once the GIL is free).
+    We wait `budget` at most, but an attach under way goes on in the background for up to
+    ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
     """
     box: dict = {}
 
     def ask() -> None:
         try:
+            call.client(p.pid, max(budget, ATTACH_GRACE_S))
             box["raw"] = call.request(p.pid, "stack", {"async": p.async_tasks}, timeout=budget)
         except FlightError as e:
             box["error"] = e
@@ -201,6 +214,9 @@ def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
 
 def _why_no_answer(pid: int, budget: float) -> FlightError:
     """Why the attach (still going on in the background) gave no answer within our budget."""
+    stopped = procs.stopped_error(pid)
+    if stopped is not None:
+        return stopped
     try:
         with open(f"/proc/{pid}/maps") as f:
             loaded = f"/inject-{pid}-" in f.read()
@@ -274,7 +290,8 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
             where = f'File "{fr.file}", line {fr.line}, in ' if fr.line else ""
             lines.append(f"    (C) {where}{paint(fr.name, 'yellow', color)} {lib}".rstrip())
             continue
-        lines.append(f'    File "{fr.file}", line {fr.line}, in {paint(fr.name, "cyan", color)}')
+        line = "?" if fr.line is None else fr.line  # unknown: said so, not guessed
+        lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
         if fr.source:
             lines.append(f"        {fr.source}")
     return lines
