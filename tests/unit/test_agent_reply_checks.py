@@ -22,7 +22,7 @@ class AgentAnswering(Call):
         return self.reply
 
     def client(self, pid, timeout=10.0):
-        raise AssertionError("not used")
+        return None  # already "attached": stack warms the connection before it asks
 
 
 def _thread(frames):

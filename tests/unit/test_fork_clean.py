@@ -24,6 +24,9 @@ class Probe:
 def _state():
     if hot.__code__ is not ORIG:
         return "patched"
+    hook = instrument._hook["module"]
+    if hook is not None and hook.active():   # 3.8-3.11: the frame evaluator (code left as it is)
+        return "evaluator"
     mon = getattr(sys, "monitoring", None)
     if mon is not None and any((mon.get_tool(i) or "").startswith("flight-mcp") for i in range(6)):
         return "tool-left"
@@ -38,7 +41,7 @@ def test_child_handler_removes_everything_without_waiting_on_locks():
     probe = Probe()
     instrument.add(target, probe)
     hot(1)
-    assert probe.calls == 1 and (_state() == "patched" or instrument.monitoring_tool() is not None)
+    assert probe.calls == 1 and (_state() in ("patched", "evaluator") or instrument.monitoring_tool() is not None)
     # a thread that did not survive the fork held these
     instrument._lock.acquire()
     server._state_lock.acquire()
