@@ -11,6 +11,8 @@ import time
 import anyio
 import pytest
 
+from flight_mcp.attach.bootstrap import AGENT_MODULE, agent_build
+
 from .conftest import flight_cli, version_params
 from .mcp_client import mcp_session, text_of
 
@@ -126,7 +128,7 @@ def instrumented(pid, version):
     if tuple(map(int, version.split("."))) >= (3, 12):
         out = run(pid, "getglobal sys monitoring -e '[target.get_tool(i) for i in range(6)]'", "--allow-mutating")
         return "flight-mcp" in out
-    r = flight_cli("--allow-mutating", str(pid), "--cmd", "getglobal _flight_mcp_agent instrument -e "
+    r = flight_cli("--allow-mutating", str(pid), "--cmd", f"getglobal {AGENT_MODULE}_{agent_build()} instrument -e "
                    "\"target._hook['module'] is not None and target._hook['module'].active()\"", "--no-color")
     if re.search(r"VALUE:\s+True", r.stdout):
         return True
