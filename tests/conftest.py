@@ -147,3 +147,23 @@ def pytest_sessionfinish(session, exitstatus):
         else:
             print(message, file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# Pasted into a target's source: whether flight-mcp instruments a code object, as the target itself
+# can tell (3.12+: local sys.monitoring events; 3.8-3.11: a probe in the agent's frame evaluator,
+# whose code objects stay untouched; the code-trampoline fallback is seen by the caller as a swapped
+# __code__).
+TARGET_SEES_INSTRUMENTATION = '''
+def flight_mcp_hooks(code):
+    import sys
+    mon = getattr(sys, "monitoring", None)
+    if mon is not None:
+        return any(mon.get_local_events(tool, code) for tool in range(6))
+    for name, module in list(sys.modules.items()):
+        engine = getattr(module, "instrument", None) if name.startswith("_flight_mcp_agent") else None
+        site = engine._sites.get(id(code)) if engine is not None else None
+        hook = engine._hook["module"] if site is not None and site.probes else None
+        if hook is not None and hook.active():
+            return True
+    return False
+'''

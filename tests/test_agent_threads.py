@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import flight_cli, version_params
+from .conftest import TARGET_SEES_INSTRUMENTATION, flight_cli, version_params
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -149,7 +149,7 @@ def test_attach_while_tracemalloc_traces_and_threads_use_the_loader(spawn, versi
     assert t.alive()
 
 
-TRACED_THREAD_ENDS = """
+TRACED_THREAD_ENDS = TARGET_SEES_INSTRUMENTATION + """
 import gc, os, sys, threading, time
 
 def blocked(gate):
@@ -175,9 +175,7 @@ print("BASELINE", baseline, flush=True)
 original = blocked.__code__
 
 def instrumented():
-    if hasattr(sys, "monitoring"):
-        return any(sys.monitoring.get_local_events(tool, original) for tool in range(6))
-    return blocked.__code__ is not original
+    return blocked.__code__ is not original or flight_mcp_hooks(original)
 
 while not os.path.exists("GO") or not instrumented():   # a second trace waits for the call
     time.sleep(0.02)

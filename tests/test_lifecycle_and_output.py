@@ -16,7 +16,7 @@ import time
 import anyio
 import pytest
 
-from .conftest import flight_cli, version_params
+from .conftest import TARGET_SEES_INSTRUMENTATION, flight_cli, version_params
 from .mcp_client import mcp_session, text_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(180)
 RAW_NAME = "\x1b[2J\x1b[31mred-thread\x07"
 RAW_VALUE = "evil\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eabc"
 
-TARGET = r'''
+TARGET = TARGET_SEES_INSTRUMENTATION + r'''
 import os, sys, threading, time
 
 HOSTILE = "evil\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eabc"
@@ -49,12 +49,8 @@ def state(fn):
     evaluator has a probe on its code), monitored (local events of a flight-mcp tool), tool-left (no events on fn, but a flight-mcp tool still registered), clean."""
     if fn.__code__ is not ORIG[fn.__name__]:
         return "patched"
-    for name, module in list(sys.modules.items()):   # 3.8-3.11: the agent's frame evaluator
-        engine = getattr(module, "instrument", None) if name.startswith("_flight_mcp_agent") else None
-        site = engine._sites.get(id(fn.__code__)) if engine is not None else None
-        hook = engine._hook["module"] if site is not None and site.probes else None
-        if hook is not None and hook.active():
-            return "hooked"
+    if sys.version_info < (3, 12) and flight_mcp_hooks(fn.__code__):   # our frame evaluator
+        return "hooked"
     mon = getattr(sys, "monitoring", None)
     if mon is not None:
         tools = [i for i in range(6) if (mon.get_tool(i) or "").startswith("flight-mcp")]

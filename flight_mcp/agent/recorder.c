@@ -20,8 +20,9 @@
  *
  * The tree is kept in preorder in one array. A call cheaper than the interval is dropped when it
  * returns (everything it called was cheaper still, so already dropped): memory holds only what
- * will be shown plus the open calls. Labels (code objects, builtin callables) are borrowed while
- * their call runs, which keeps them alive, and owned once their node is kept.
+ * will be shown plus the open calls. Every node owns its label (code object, builtin callable)
+ * from the start: a bound method lives only as long as its call, and a call may end unseen (its
+ * command ended, so the recording stopped taking events) before its node is closed.
  */
 #define Py_LIMITED_API 0x03080000
 #define PY_SSIZE_T_CLEAN
@@ -77,7 +78,6 @@ typedef struct {
     int64_t start, cost; /* ns; cost -1 while the call runs */
     int32_t parent;      /* index of the parent node, -1 for the root */
     int32_t hidden;      /* calls hidden (by -i or -d) in this subtree */
-    int owned;
 } Node;
 
 typedef struct {
@@ -195,7 +195,7 @@ static Py_ssize_t node_add(Rec *self, PyObject *label, int32_t parent, int64_t s
     node->cost = -1;
     node->parent = parent;
     node->hidden = 0;
-    node->owned = 0;
+    Py_INCREF(label);
     return self->n++;
 }
 
@@ -219,7 +219,7 @@ static void push(Rec *self, PyObject *label) {
         /* Out of memory: forget the node and count the call as open without a stack entry; its
          * return then pops nothing (popping would end its parent's node early). */
         if (index >= 0)
-            self->n--;
+            Py_DECREF(self->nodes[--self->n].label);
         self->lost = 1;
         self->dropped++;
     }
@@ -233,14 +233,11 @@ static void close_node(Rec *self, int32_t index, int64_t end, int force_keep) {
     if (!force_keep && self->depth <= 0 && node->cost < self->interval_ns) {
         parent->hidden++;
         for (Py_ssize_t i = index; i < self->n; i++)
-            if (self->nodes[i].owned)
-                Py_DECREF(self->nodes[i].label);
+            Py_DECREF(self->nodes[i].label);
         self->n = index;
         return;
     }
     parent->hidden += node->hidden;
-    node->owned = 1;
-    Py_INCREF(node->label);
 }
 
 static void pop(Rec *self) {
@@ -729,8 +726,7 @@ static PyObject *rec_get_stopped(Rec *self, void *unused) { return PyBool_FromLo
 static void rec_dealloc(Rec *self) {
     PyTypeObject *tp = Py_TYPE(self);
     for (Py_ssize_t i = 0; i < self->n; i++)
-        if (self->nodes[i].owned)
-            Py_DECREF(self->nodes[i].label);
+        Py_DECREF(self->nodes[i].label);
     for (Py_ssize_t i = 0; i < self->kinds_cap; i++)
         Py_XDECREF(self->kinds[i].code);
     PyMem_Free(self->nodes);
@@ -795,8 +791,6 @@ static PyObject *rec_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     self->max_nodes = max_nodes < 1 ? 1 : max_nodes;
     self->gap = -1;
     node_add(self, code, -1, now_ns());
-    self->nodes[0].owned = 1;
-    Py_INCREF(code);
     self->stack[self->sp++] = 0;
     return (PyObject *)self;
 }
