@@ -1,0 +1,930 @@
+"""The run-time half of read-only mode: every operation of a checked expression goes through here.
+
+safety.check() rewrites the expression so that each attribute read, subscript, operator, comparison,
+truth test, iteration, call of a builtin, method call and f-string field calls one guard below. A
+guard looks at the exact run-time types and either does the operation itself, in a way that runs
+only the interpreter's C code, or raises Refused naming what it would have run. Sizes are checked
+BEFORE the work: an int past MAX_INT_BITS, a str/bytes past MAX_CHARS, a container past MAX_ITEMS is
+never made, so no single step holds the GIL for more than a few tens of ms. Loops, comprehensions and
+deep checks spend a per-evaluation Budget (steps, bytes, wall time): past it the expression stops.
+
+Plain data is what str()/repr()/==/</hash may touch: exact int, float, complex, bool, None, str,
+bytes, and exact tuple/list/dict/set/frozenset of plain data. Objects of other types may still be
+compared with ==, hashed or shown when their class uses the interpreter's C code for it (object's
+identity ==, a datetime's C comparison, the default <Box object at 0x...> repr).
+
+Limits: a C extension's own slots run as its C code does; str keys of class dicts are trusted.
+"""
+import operator
+import re
+import time
+
+from .typefacts import MAPPINGPROXY, Refused, c_slot, is_class, lookup, slot_owner, unproxy
+
+MAX_INT_BITS = 1 << 16        # ~20,000 digits: * / // % str() of such ints take well under 10 ms
+MAX_CHARS = 1 << 23           # one str/bytes of 8 MB at most
+MAX_ITEMS = 200000            # items one step may make, sort, copy or compare
+MAX_STEPS = 2000000           # per evaluation: loop iterations plus items visited by the checks
+MAX_BYTES = 1 << 26           # per evaluation: 64 MB made in all
+MAX_SECONDS = 1.0             # per evaluation, checked as loops run
+MAX_WIDTH = 10000             # widths and precisions in format specs and % templates
+MAX_DEPTH = 40                # nesting of data the deep checks follow
+ALLOW_HINT = ("Restart the server with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) "
+              "if running it is intended.")
+
+SCALARS = frozenset([int, float, complex, bool, type(None), str, bytes])
+NUMBERS = frozenset([int, float, complex, bool])
+INTS = frozenset([int, bool])
+TEXT = frozenset([str, bytes])
+_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+SIZED = frozenset([list, tuple, dict, set, frozenset, str, bytes, range]) | frozenset(_DICT_VIEWS)
+CONTAINER_BASES = (dict, list, tuple, set, frozenset)
+_monotonic = time.monotonic
+
+
+class ReadOnlyRefused(Refused):
+    """Shown by expr.describe_failure as is: what was refused, why, and what to do instead."""
+
+
+def refuse(what, why, instead=None):
+    raise ReadOnlyRefused("read-only mode refused %s: %s. %s%s" % (
+        what, why, (instead + ". ") if instead else "", ALLOW_HINT))
+
+
+def too_big(what, size, bound, unit):
+    refuse(what, "it would make %s %s (the bound is %s): one such step holds the interpreter, and every "
+                 "thread of the target, while it runs" % (size, unit, bound),
+           "Narrow it (a slice, a smaller range, a filter)")
+
+
+class Budget(object):
+    """What one evaluation may still spend; None (no loops in the expression) means per-step bounds."""
+    __slots__ = ("steps", "bytes", "deadline")
+
+    def __init__(self):
+        self.steps = MAX_STEPS
+        self.bytes = MAX_BYTES
+        self.deadline = _monotonic() + MAX_SECONDS
+
+
+def spend(fb, steps, nbytes=0):
+    if steps > MAX_ITEMS:
+        too_big("a step over %d items" % steps, steps, MAX_ITEMS, "items")
+    if fb is None:
+        return
+    fb.steps -= steps
+    fb.bytes -= nbytes
+    if fb.steps < 0 or fb.bytes < 0 or _monotonic() > fb.deadline:
+        refuse("to go on with the expression",
+               "it ran past its budget (%d steps, %d MB, %.1f s per evaluation), so it stopped before "
+               "holding the target any longer" % (MAX_STEPS, MAX_BYTES >> 20, MAX_SECONDS),
+               "Narrow it (a slice, a smaller range, a filter)")
+
+
+def _tname(x):
+    return type(x).__name__
+
+
+# ---- what a value is allowed to take part in ----
+
+def _deep(fb, x, accept, depth):
+    """Walks exact builtin containers of x, calling accept(v) on every non-container value."""
+    t = type(x)
+    if t in SCALARS:
+        return
+    if t in CONTAINER_BASES or t in _DICT_VIEWS:
+        if depth > MAX_DEPTH:
+            refuse("data nested deeper than %d levels" % MAX_DEPTH, "the check would not end in time")
+        items = x.items() if t is dict else x
+        spend(fb, len(x))
+        kinds = set(map(type, items)) if t is not dict else None
+        if kinds is not None and kinds <= SCALARS:
+            return   # the common case, checked at C speed
+        for v in items:
+            _deep(fb, v, accept, depth + 1)
+        return
+    accept(x)
+
+
+def _by_c_code(x, names, what):
+    t = type(x)
+    for name in names:
+        if not c_slot(t, name) or slot_owner(t, name) in CONTAINER_BASES:
+            refuse("%s a %s" % (what, t.__name__), "its class defines %s in Python, and running it is "
+                   "running the target's own code" % name,
+                   "Compare plain values instead (numbers, str, bytes, tuples of them), e.g. target.id == 3")
+
+
+def eq_safe(fb, x):
+    """x == y runs only C code (identity for plain objects, value compare for plain data)."""
+    _deep(fb, x, lambda v: _by_c_code(v, ("__eq__", "__ne__"), "comparing"), 0)
+    return x
+
+
+def hash_safe(fb, x):
+    _deep(fb, x, lambda v: _by_c_code(v, ("__eq__", "__hash__"), "hashing"), 0)
+    return x
+
+
+_ORDER = ("__lt__", "__le__", "__gt__", "__ge__", "__eq__")
+
+
+def ord_safe(fb, x):
+    def accept(v):
+        t = type(v)
+        if is_class(v) or not all(c_slot(t, n) for n in _ORDER) or lookup(t, "__lt__")[0] in (None, object):
+            refuse("ordering a %s" % t.__name__, "only plain data (numbers, str, bytes, tuples and lists of "
+                   "them) and types whose comparison is C code are compared in read-only mode")
+        _by_c_code(v, _ORDER, "ordering")
+    _deep(fb, x, accept, 0)
+    return x
+
+
+def _text_accept(v):
+    t = type(v)
+    if t is int or t is bool:
+        return
+    if is_class(v):
+        if c_slot(type(v), "__repr__"):
+            return
+    elif lookup(t, "__repr__")[0] is object and lookup(t, "__str__")[0] is object:
+        return   # <Box object at 0x...>: the interpreter's own text
+    refuse("turning a %s into text" % t.__name__,
+           "its class defines __repr__/__str__/__format__ and running it is running the target's code",
+           "Read the fields you need instead (target.name, target.__dict__)")
+
+
+def text_safe(fb, x):
+    """str(x)/repr(x) run no target code and make a bounded text; returns an estimate of its length."""
+    size = [0]
+
+    def accept(v):
+        _text_accept(v)
+        size[0] += 60
+    _deep(fb, x, accept, 0)
+    _text_size(fb, x, size)
+    return size[0]
+
+
+def _text_size(fb, x, size):
+    """Adds the length of the text of x's ints, strs and bytes (what makes reprs big) to size[0]."""
+    t = type(x)
+    if t is int:
+        bits = x.bit_length()
+        if bits > MAX_INT_BITS:
+            too_big("turning an int of %d bits into text" % bits, bits, MAX_INT_BITS, "bits")
+        size[0] += bits // 3 + 2
+    elif t is str or t is bytes:
+        size[0] += len(x) * (1 if t is str else 4) + 3
+    elif t in CONTAINER_BASES or t in _DICT_VIEWS:
+        size[0] += 2 * len(x) + 2
+        for v in (x.items() if t is dict else x):
+            if type(v) not in (float, bool, type(None), complex):
+                _text_size(fb, v, size)
+    if size[0] > MAX_CHARS:
+        too_big("making a text of over %d characters" % MAX_CHARS, size[0], MAX_CHARS, "characters")
+
+
+def _int_ok(x):
+    if type(x) is int and x.bit_length() > MAX_INT_BITS:
+        too_big("arithmetic on an int of %d bits" % x.bit_length(), x.bit_length(), MAX_INT_BITS, "bits")
+
+
+# ---- truth, attributes, items ----
+
+def truth(x):
+    """x itself, once `if x`/`not x`/`x or y` is known to run no target code (__bool__, __len__)."""
+    t = type(x)
+    if t in SCALARS or t in SIZED:
+        return x
+    if c_slot(t, "__bool__") and c_slot(t, "__len__"):
+        return x
+    refuse("the truth value of a %s" % t.__name__, "its class defines __bool__ or __len__ in Python",
+           "Test a field instead (target.x is not None, len(target.items) > 0)")
+
+
+def attr(obj, name):
+    if type(obj) in SCALARS:
+        return getattr(obj, name)
+    from .typefacts import attribute
+    try:
+        return attribute(obj, name)
+    except ReadOnlyRefused:
+        raise
+    except Refused as e:
+        refuse("reading .%s of a %s" % (name, _tname(obj)), str(e))
+
+
+def _index(fb, obj, key):
+    """obj[key] for an exact sequence: an int, or a slice of ints whose result size is known first."""
+    tk = type(key)
+    if tk is int or tk is bool:
+        return obj[key]
+    if tk is slice:
+        for part in (key.start, key.stop, key.step):
+            if type(part) not in (int, bool, type(None)):
+                refuse("a slice bound of type %s" % _tname(part), "converting it runs its __index__")
+        n = len(range(len(obj))[key])
+        if type(obj) is not range:
+            spend(fb, n, n * 8)
+        return obj[key]
+    refuse("an index of type %s" % tk.__name__, "converting it runs its __index__", "Use an int or a slice")
+
+
+def item(fb, obj, key):
+    t = type(obj)
+    if t is tuple or t is list or t is str or t is bytes or t is range:
+        return _index(fb, obj, key)
+    if t is MAPPINGPROXY:
+        return item(fb, unproxy(obj), key)
+    if isinstance(obj, dict) and slot_owner(t, "__getitem__") is dict:
+        return dict_get(fb, obj, key, True)
+    for base in (list, tuple, str, bytes):
+        if isinstance(obj, base) and slot_owner(t, "__getitem__") is base and c_slot(t, "__len__"):
+            return _index(fb, obj, key)
+    refuse("subscripting a %s" % t.__name__, "its class's __getitem__ is the target's own code",
+           "Subscript plain containers (dict, list, tuple, str) or read the object's fields")
+
+
+TRUSTED_MAPPINGS = set()   # our own dict subclasses whose __missing__ is the agent's (capture._Kwargs)
+_MISSING = object()
+
+
+def dict_get(fb, d, key, raising, default=None):
+    """d[key] / d.get(key) on a dict or dict subclass, never running __missing__ (a defaultdict's
+    would insert key, a Counter's would answer 0): a missing key is a KeyError or default."""
+    hash_safe(fb, key)
+    keys_safe(fb, d)
+    value = dict.get(d, key, _MISSING)
+    if value is not _MISSING:
+        return value
+    if type(d) in TRUSTED_MAPPINGS:
+        return d[key] if raising else dict.get(d, key, default)
+    if raising:
+        raise KeyError(key)
+    return default
+
+
+def keys_safe(fb, d):
+    """Looking a key up in d compares it with stored keys of the same hash: those must be plain."""
+    if type(d) in TRUSTED_MAPPINGS:
+        return
+    kinds = set(map(type, d)) if len(d) < MAX_ITEMS else None
+    if kinds is None:
+        spend(fb, len(d))
+    if kinds is not None and kinds <= SCALARS:
+        return
+    for k in d:
+        hash_safe(fb, k)
+
+
+# ---- iteration ----
+
+class Own(object):
+    """An iterator the expression made itself (a generator expression, enumerate, zip, reversed):
+    iterating it runs only the expression's own guarded code."""
+    __slots__ = ("it",)
+
+    def __init__(self, it):
+        self.it = it
+
+    def __iter__(self):
+        return self.it
+
+
+def own(it):
+    return Own(it)
+
+
+def iterable(fb, x, what="iterating"):
+    """x when iterating it runs only C code and leaves the target unchanged; its size is spent."""
+    t = type(x)
+    if t in SIZED:
+        spend(fb, len(x))
+        return x
+    if t is Own:
+        return x.it
+    if t is MAPPINGPROXY:
+        return iterable(fb, unproxy(x), what)
+    owner = slot_owner(t, "__iter__")
+    if owner is not None and lookup(owner, "__iter__")[1] is lookup(t, "__iter__")[1] \
+            and c_slot(t, "__len__") and (owner in SIZED or _is_collection_type(owner)):
+        spend(fb, len(x))
+        return x
+    if owner is not None and lookup(t, "__next__")[1] is not None:
+        refuse("%s a %s" % (what, t.__name__), "it is an iterator/generator/file of the target: iterating "
+               "it would consume it", "Read a container instead")
+    if lookup(t, "__next__")[1] is not None:
+        refuse("%s a %s" % (what, t.__name__), "it is an iterator/generator of the target: iterating it "
+               "would consume it (and run its code)", "Read a container instead")
+    if lookup(t, "__iter__")[1] is None and lookup(t, "__getitem__")[1] is None:
+        raise TypeError("%r object is not iterable" % t.__name__)
+    refuse("%s a %s" % (what, t.__name__), "its class's __iter__/__getitem__ is the target's own code",
+           "Iterate plain containers (list, tuple, dict, set, str)")
+
+
+def _is_collection_type(owner):
+    # C collections whose iteration does not consume them (deque, OrderedDict, array).
+    return owner.__module__ in ("collections", "array", "_collections") and owner.__name__ in (
+        "deque", "OrderedDict", "array", "defaultdict")
+
+
+def items(fb, x, what="iterating"):
+    """A list of x's items, made with every step counted (for builtins that consume iterables)."""
+    it = iterable(fb, x, what)
+    if type(x) is Own:
+        out = []
+        for v in it:
+            out.append(v)
+            if len(out) & 1023 == 0:
+                spend(fb, 1024, 8192)
+        return out
+    return it
+
+
+def loop(fb, x, unpack):
+    """The iterable of a comprehension's `for`: checked, and every step counted."""
+    it = iterable(fb, x)
+    steps = 0
+    for v in it:
+        steps += 1
+        if steps == 512:
+            spend(fb, 512)
+            steps = 0
+        if unpack and type(v) not in (tuple, list):
+            iterable(fb, v, "unpacking")
+        yield v
+
+
+def star(fb, x):
+    return items(fb, x, "unpacking")
+
+
+def star_hashable(fb, x):
+    out = items(fb, x, "unpacking")
+    hash_safe(fb, list(out) if type(out) not in SIZED else out)
+    return out
+
+
+def mapping(fb, x):
+    """The dict that {**x} or f(**x) may read: a copy of a dict, never x's own keys()/__getitem__."""
+    x = unproxy(x)
+    if isinstance(x, dict):
+        spend(fb, len(x), 64 * len(x))
+        return dict.copy(x)
+    refuse("unpacking a %s with **" % _tname(x), "it would call its class's keys() and __getitem__",
+           "Unpack a dict")
+
+
+# ---- operators ----
+
+_BINOPS = {
+    "Add": operator.add, "Sub": operator.sub, "Mult": operator.mul, "Div": operator.truediv,
+    "FloorDiv": operator.floordiv, "Mod": operator.mod, "Pow": operator.pow, "LShift": operator.lshift,
+    "RShift": operator.rshift, "BitOr": operator.or_, "BitXor": operator.xor, "BitAnd": operator.and_,
+    "MatMult": operator.matmul,
+}
+_SYMBOLS = {"Add": "+", "Sub": "-", "Mult": "*", "Div": "/", "FloorDiv": "//", "Mod": "%", "Pow": "**",
+            "LShift": "<<", "RShift": ">>", "BitOr": "|", "BitXor": "^", "BitAnd": "&", "MatMult": "@"}
+_SETS = frozenset([set, frozenset, type({}.keys()), type({}.items())])
+_SEQS = frozenset([str, bytes, list, tuple])
+
+
+def binop(fb, op, a, b):
+    ta, tb = type(a), type(b)
+    if ta in NUMBERS and tb in NUMBERS:
+        _int_ok(a)
+        _int_ok(b)
+        if ta in INTS and tb in INTS:
+            _int_result(op, a, b)
+        return _BINOPS[op](a, b)
+    if op == "Mult" and (ta in _SEQS and tb in INTS or tb in _SEQS and ta in INTS):
+        seq, n = (a, b) if ta in _SEQS else (b, a)
+        _made(fb, type(seq), len(seq) * max(n, 0), "repeating a %s" % type(seq).__name__)
+        return seq * n
+    if op == "Add" and ta is tb and ta in _SEQS:
+        _made(fb, ta, len(a) + len(b), "concatenating")
+        return a + b
+    if op == "Mod" and ta in TEXT:
+        return percent(fb, a, b)
+    if op in ("BitOr", "BitAnd", "Sub", "BitXor") and ta in _SETS and tb in _SETS:
+        hash_safe(fb, list(a))
+        hash_safe(fb, list(b))
+        spend(fb, len(a) + len(b), 64 * (len(a) + len(b)))
+        return _BINOPS[op](a, b)
+    if op == "BitOr" and ta is dict and tb is dict:
+        keys_safe(fb, a)
+        keys_safe(fb, b)
+        spend(fb, len(a) + len(b), 64 * (len(a) + len(b)))
+        return a | b
+    refuse("%s %s %s" % (_tname(a), _SYMBOLS[op], _tname(b)),
+           "read-only mode runs operators only on plain numbers, str, bytes, lists, tuples and sets (a "
+           "class's own %s could run anything)" % _SYMBOLS[op])
+
+
+def _int_result(op, a, b):
+    bits = None
+    if op == "Pow" and b > 0 and abs(a) > 1:
+        bits = a.bit_length() * b
+    elif op == "LShift" and b > 0 and a:
+        bits = a.bit_length() + b
+    elif op == "Mult":
+        bits = a.bit_length() + b.bit_length()
+    if bits is not None and bits > MAX_INT_BITS:
+        too_big("%s %s %s on ints" % ("x", _SYMBOLS[op], "y"), "an int of ~%d" % bits, MAX_INT_BITS, "bits")
+
+
+def _made(fb, t, n, what):
+    if t is str or t is bytes:
+        if n > MAX_CHARS:
+            too_big(what, n, MAX_CHARS, "characters")
+        spend(fb, 1, n)
+    else:
+        spend(fb, n, 8 * n)
+
+
+def unary(op, x):
+    if type(x) in NUMBERS:
+        _int_ok(x)
+        return -x if op == "USub" else (+x if op == "UAdd" else ~x)
+    refuse("the operator %s on a %s" % ({"USub": "-", "UAdd": "+", "Invert": "~"}[op], _tname(x)),
+           "only plain numbers take unary operators in read-only mode")
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?[hlL]?(.)")
+_DIGITS = re.compile(r"\d+")
+
+
+def _width_ok(spec, where):
+    for run in _DIGITS.findall(spec):
+        if len(run) > 5 or int(run) > MAX_WIDTH:
+            too_big("the width or precision %s in %s" % (run, where), run, MAX_WIDTH, "characters of padding")
+
+
+def percent(fb, template, args):
+    """template % args, with the values shown as plain data and the widths bounded first."""
+    text = template if type(template) is str else template.decode("latin-1")
+    for width, precision, _ in _PERCENT_SPEC.findall(text):
+        if width == "*" or precision == "*":
+            refuse("a * width in a %% template", "its size would come from the data", "Write the width")
+        _width_ok(width + "." + precision, "a % template")
+    if type(args) is dict:
+        keys_safe(fb, args)
+    elif type(args) is not tuple and not (type(args) in SCALARS):
+        if isinstance(args, dict) or lookup(type(args), "__getitem__")[1] is not None:
+            refuse("%% formatting with a %s" % _tname(args), "it would look keys up through its class's own "
+                   "__getitem__ (a defaultdict would insert them)", "Format with a plain dict or tuple")
+    size = text_safe(fb, args)
+    spend(fb, 1, size + len(text))
+    return template % args
+
+
+def format_value(fb, value, conversion, spec):
+    """One f-string field: the conversion (!s !r !a) and the format spec, on plain data only."""
+    if conversion == 115:
+        value = call_str(fb, value)
+    elif conversion == 114:
+        value = call_repr(fb, value)
+    elif conversion == 97:
+        value = call_ascii(fb, value)
+    return call_format(fb, value, spec)
+
+
+# ---- calls of builtins by name ----
+
+def _checked_text(fn):
+    def call(fb, x=_MISSING, *rest):
+        if x is _MISSING:
+            return fn()
+        if rest:
+            if type(x) is bytes and fn is str and all(type(r) is str for r in rest):
+                _codec_ok(rest[0])
+                spend(fb, 1, len(x) * 4)
+                return str(x, *rest)
+            refuse("str() with an encoding on a %s" % _tname(x), "only bytes are decoded in read-only mode")
+        spend(fb, 1, text_safe(fb, x))
+        return fn(x)
+    return call
+
+
+call_str = _checked_text(str)
+call_repr = _checked_text(repr)
+call_ascii = _checked_text(ascii)
+_CODECS = frozenset(["utf-8", "utf8", "ascii", "latin-1", "latin1", "iso-8859-1", "utf-16", "utf-32",
+                     "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "cp1252"])
+_ERRORS = frozenset(["strict", "ignore", "replace", "backslashreplace", "xmlcharrefreplace",
+                     "surrogateescape", "surrogatepass", "namereplace"])
+
+
+def _codec_ok(encoding, errors="strict"):
+    if encoding.lower().replace("_", "-") not in _CODECS or errors not in _ERRORS:
+        refuse("the codec %r/%r" % (encoding, errors), "a codec other than the builtin ones may be the "
+               "target's code", "Use one of %s" % ", ".join(sorted(_CODECS)))
+
+
+def call_format(fb, value, spec=""):
+    if type(spec) is not str:
+        refuse("a format spec of type %s" % _tname(spec), "only str specs are read")
+    _width_ok(spec, "a format spec")
+    t = type(value)
+    if t not in SCALARS and not c_slot(t, "__format__"):
+        refuse("formatting a %s" % t.__name__, "its class defines __format__ in Python")
+    spend(fb, 1, text_safe(fb, value) + 16)
+    return format(value, spec)
+
+
+def call_len(fb, x):
+    t = type(x)
+    if t in SIZED:
+        return len(x)
+    if t is MAPPINGPROXY:
+        return len(unproxy(x))
+    if c_slot(t, "__len__"):
+        return len(x)
+    refuse("len() of a %s" % t.__name__, "its class's __len__ is the target's own code",
+           "Take len() of a plain container")
+
+
+def _classinfo_ok(fb, cls, depth=0):
+    if type(cls) is tuple:
+        if depth > MAX_DEPTH:
+            refuse("a classinfo nested this deep", "")
+        spend(fb, len(cls))
+        for c in cls:
+            _classinfo_ok(fb, c, depth + 1)
+        return
+    if not is_class(cls):
+        raise TypeError("isinstance() arg 2 must be a type or tuple of types")
+    meta = type(cls)
+    if not (c_slot(meta, "__instancecheck__") and c_slot(meta, "__subclasscheck__")):
+        refuse("isinstance()/issubclass() with %s" % cls.__name__, "its metaclass %s decides in Python "
+               "(an ABC runs __subclasshook__)" % meta.__name__,
+               "Compare the type itself: type(x) is C, or type(x).__name__ == 'C'")
+
+
+def call_isinstance(fb, x, cls):
+    _classinfo_ok(fb, cls)
+    return issubclass(type(x), cls)   # by the real type: x.__class__ may be the target's property
+
+
+def call_issubclass(fb, c, cls):
+    if not is_class(c):
+        raise TypeError("issubclass() arg 1 must be a class")
+    _classinfo_ok(fb, cls)
+    return issubclass(c, cls)
+
+
+def call_type(fb, x):
+    return type(x)
+
+
+def _key_guard(key):
+    if key is None:
+        return None
+    guard = KEY_GUARDS.get(id(key))
+    if guard is None or guard[0] is not key:
+        refuse("the key function %r" % (key,), "only builtins on the read-only list are key functions")
+    return guard[1]
+
+
+def _ordered(fb, values, key):
+    """The sort keys of values, checked to compare as C code; values when there is no key."""
+    guard = _key_guard(key)
+    keys = values if guard is None else [guard(fb, v) for v in values]
+    spend(fb, len(keys))
+    ord_safe(fb, keys if type(keys) is list else list(keys))
+    return keys
+
+
+def call_sorted(fb, x, key=None, reverse=False):
+    values = list(items(fb, x))
+    keys = _ordered(fb, values, key)
+    reverse = bool(truth(reverse))
+    if key is None:
+        return sorted(values, reverse=reverse)
+    order = sorted(range(len(values)), key=keys.__getitem__, reverse=reverse)
+    return [values[i] for i in order]
+
+
+def _extreme(fn):
+    def call(fb, *args, **kw):
+        key = kw.pop("key", None)
+        has_default = "default" in kw
+        default = kw.pop("default", None)
+        if kw:
+            raise TypeError("unexpected keyword arguments %s" % sorted(kw))
+        values = list(items(fb, args[0])) if len(args) == 1 else list(args)
+        if not values:
+            if has_default:
+                return default
+            return fn(values)
+        keys = _ordered(fb, values, key)
+        i = fn(range(len(values)), key=keys.__getitem__)
+        return values[i]
+    return call
+
+
+call_min = _extreme(min)
+call_max = _extreme(max)
+
+
+def call_sum(fb, x, start=0):
+    values = items(fb, x)
+    kinds = set(map(type, values))
+    if not kinds <= NUMBERS or type(start) not in NUMBERS:
+        refuse("sum() of %s" % ", ".join(sorted(k.__name__ for k in kinds | {type(start)})),
+               "sum() adds plain numbers only in read-only mode (adding anything else runs its __add__ or "
+               "copies lists over and over)")
+    for v in values if INTS & kinds else ():
+        _int_ok(v)
+    return sum(values, start)
+
+
+def call_any(fb, x):
+    for v in items(fb, x):
+        if truth(v):
+            return True
+    return False
+
+
+def call_all(fb, x):
+    for v in items(fb, x):
+        if not truth(v):
+            return False
+    return True
+
+
+def _collect(fn, hashing):
+    def call(fb, x=(), **kw):
+        if kw:
+            raise TypeError("%s() takes no keyword arguments" % fn.__name__)
+        values = items(fb, x)
+        n = len(values)
+        spend(fb, n, 16 * n)
+        if hashing:
+            hash_safe(fb, values if type(values) in CONTAINER_BASES else list(values))
+        return fn(values)
+    return call
+
+
+call_list = _collect(list, False)
+call_tuple = _collect(tuple, False)
+call_set = _collect(set, True)
+call_frozenset = _collect(frozenset, True)
+
+
+def call_dict(fb, x=(), **kw):
+    x = unproxy(x)
+    if isinstance(x, dict):
+        out = mapping(fb, x)
+    else:
+        out = {}
+        for pair in items(fb, x):
+            if type(pair) not in (tuple, list) or len(pair) != 2:
+                refuse("dict() of a %s item" % _tname(pair), "only pairs (tuples or lists of 2) are read")
+            out[hash_safe(fb, pair[0])] = pair[1]
+    out.update(kw)
+    return out
+
+
+def call_enumerate(fb, x, start=0):
+    if type(start) not in INTS:
+        refuse("enumerate() with a start of type %s" % _tname(start), "converting it runs its __index__")
+    return Own(enumerate(iterable(fb, x), start))
+
+
+def call_zip(fb, *xs):
+    return Own(zip(*[iterable(fb, x) for x in xs]))
+
+
+def call_reversed(fb, x):
+    t = type(x)
+    if t in (list, tuple, range, str, bytes, dict) or t in _DICT_VIEWS:
+        spend(fb, len(x))
+        return Own(reversed(x))
+    refuse("reversed() of a %s" % t.__name__, "its class's __reversed__/__getitem__ is the target's own code")
+
+
+def _ints_only(name, fn):
+    def call(fb, *args):
+        for a in args:
+            if type(a) not in INTS:
+                refuse("%s() with a %s" % (name, _tname(a)), "converting it runs its __index__", "Pass ints")
+            _int_ok(a)
+        return fn(*args)
+    return call
+
+
+call_range = _ints_only("range", range)
+call_chr = _ints_only("chr", chr)
+call_hex = _ints_only("hex", hex)
+call_oct = _ints_only("oct", oct)
+call_bin = _ints_only("bin", bin)
+
+
+def _numbers_only(name, fn):
+    def call(fb, *args):
+        for a in args:
+            if type(a) not in NUMBERS and not (name == "round" and a is None):
+                refuse("%s() of a %s" % (name, _tname(a)), "only plain numbers are read by %s() in read-only "
+                       "mode (its class's own method would run)" % name)
+            _int_ok(a)
+        if name == "round" and len(args) == 2 and type(args[1]) in INTS and abs(args[1]) > MAX_WIDTH:
+            too_big("round() to %d digits" % args[1], args[1], MAX_WIDTH, "digits")
+        return fn(*args)
+    return call
+
+
+call_abs = _numbers_only("abs", abs)
+call_round = _numbers_only("round", round)
+call_divmod = _numbers_only("divmod", divmod)
+
+
+def _convert(name, fn, accepted):
+    def call(fb, x=_MISSING, *rest):
+        if x is _MISSING:
+            return fn()
+        if type(x) not in accepted or any(type(r) not in (int, str) for r in rest):
+            refuse("%s() of a %s" % (name, _tname(x)), "converting anything but plain numbers, str and "
+                   "bytes runs the class's own method")
+        if type(x) in TEXT and len(x) > 5000 and name != "float":
+            too_big("%s() of a text of %d characters" % (name, len(x)), len(x), 5000, "characters")
+        _int_ok(x)
+        return fn(x, *rest)
+    return call
+
+
+call_int = _convert("int", int, NUMBERS | TEXT)
+call_float = _convert("float", float, NUMBERS | TEXT)
+call_complex = _convert("complex", complex, NUMBERS | frozenset([str]))
+
+
+def call_ord(fb, c):
+    if type(c) not in TEXT:
+        refuse("ord() of a %s" % _tname(c), "only str and bytes are read")
+    return ord(c)
+
+
+def call_bool(fb, x=False):
+    return bool(truth(x))
+
+
+def call_hash(fb, x):
+    return hash(hash_safe(fb, x))
+
+
+def call_id(fb, x):
+    return id(x)
+
+
+def call_callable(fb, x):
+    return callable(x)
+
+
+def call_slice(fb, *args):
+    return slice(*args)
+
+
+def call_hasattr(fb, x, name):
+    try:
+        attr(x, name)
+    except AttributeError:
+        return False
+    return True
+
+
+
+def contains(fb, x, c):
+    """x in c, with c an exact builtin container whose compared items are plain."""
+    t = type(c)
+    if t is MAPPINGPROXY:
+        return contains(fb, x, unproxy(c))
+    if t is str or t is bytes:
+        if type(x) is not t:
+            raise TypeError("'in <%s>' requires %s as left operand, not %s" % (t.__name__, t.__name__, _tname(x)))
+        return x in c
+    if t is range and type(x) in INTS:
+        return x in c
+    if isinstance(c, dict) and slot_owner(t, "__contains__") is dict or t is type({}.keys()):
+        hash_safe(fb, x)
+        keys_safe(fb, c if isinstance(c, dict) else list(c))
+        return x in c
+    if t is set or t is frozenset:
+        hash_safe(fb, x)
+        keys_safe(fb, c)
+        return x in c
+    values = items(fb, c, "a membership test over")
+    eq_safe(fb, x)
+    eq_safe(fb, values if type(values) in CONTAINER_BASES else list(values))
+    return x in values
+
+
+# ---- methods of builtin values ----
+
+_STR_METHODS = frozenset(n for n in dir(str) if not n.startswith("_") and not n.startswith("format"))
+_BYTES_METHODS = frozenset(n for n in dir(bytes) if not n.startswith("_"))
+_NUMBER_METHODS = frozenset(["as_integer_ratio", "bit_length", "conjugate", "hex", "is_integer",
+                             "to_bytes", "real", "imag", "numerator", "denominator", "bit_count"])
+_SET_METHODS = frozenset(["copy", "difference", "intersection", "isdisjoint", "issubset",
+                          "issuperset", "symmetric_difference", "union"])
+# Builtin types -> the methods that only read. A subclass gets them when it does not override them
+# (the builtin's own C method then runs, called unbound, never a lookup through the subclass).
+SAFE_METHODS = {
+    str: _STR_METHODS, bytes: _BYTES_METHODS,
+    int: _NUMBER_METHODS, float: _NUMBER_METHODS, bool: _NUMBER_METHODS,
+    complex: frozenset(["conjugate"]),
+    dict: frozenset(["get", "keys", "values", "items", "copy"]),
+    list: frozenset(["count", "index", "copy"]),
+    tuple: frozenset(["count", "index"]),
+    set: _SET_METHODS, frozenset: _SET_METHODS,
+    range: frozenset(["count", "index"]),
+}
+ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values())
+
+
+def _method_base(obj, name):
+    t = type(obj)
+    if t in SAFE_METHODS:
+        return t if name in SAFE_METHODS[t] else None
+    for base in _class_mro(t):
+        if base in SAFE_METHODS:
+            if name in SAFE_METHODS[base] and lookup(t, name)[0] is base:
+                return base
+            return None
+    return None
+
+
+def _grow(obj, name, args):
+    """The size a str/bytes method would make, when it can be much bigger than its receiver."""
+    n = len(obj) if type(obj) in TEXT else 0
+    if name in ("center", "ljust", "rjust", "zfill") and args and type(args[0]) in INTS:
+        return max(n, args[0])
+    if name == "expandtabs":
+        tab = args[0] if args and type(args[0]) in INTS else 8
+        return n * max(tab, 1)
+    if name == "replace" and len(args) >= 2:
+        old, new = args[0], args[1]
+        count = len(obj) + 1 if not old else obj.count(old)
+        if len(args) > 2 and type(args[2]) in INTS and args[2] >= 0:
+            count = min(count, args[2])
+        return n + count * max(len(new) - len(old), 0)
+    if name == "to_bytes":
+        return args[0] if args and type(args[0]) in INTS else 1
+    if name == "hex":
+        return 3 * n
+    return n
+
+
+def method(fb, obj, name, *args, **kw):
+    """obj.name(*args, **kw) for the read-only methods of builtin values, with plain arguments."""
+    base = _method_base(obj, name)
+    if base is None:
+        refuse("the method call .%s() on a %s" % (name, _tname(obj)),
+               "only read-only methods of builtin values run in read-only mode (str methods, "
+               "dict.get/keys/values/items, list.count/index, set operations, ...); a method of the "
+               "target's own classes can change anything",
+               "Read attributes instead (e.g. instances[0].processed)")
+    if name == "join" and args:
+        parts = items(fb, args[0])
+        kinds = set(map(type, parts))
+        if not kinds <= {base}:
+            refuse("join() of %s" % ", ".join(sorted(k.__name__ for k in kinds)), "only plain %s items are "
+                   "joined in read-only mode" % base.__name__)
+        _made(fb, base, sum(map(len, parts)) + len(obj) * len(parts), "join()")
+        args = (parts,) + args[1:]
+    elif base in _SET_METHODS_OWNERS:
+        hash_safe(fb, list(obj))
+        args = tuple(hash_safe(fb, list(items(fb, a))) for a in args)
+    else:
+        for a in args + tuple(kw.values()):
+            if type(a) not in SCALARS:
+                if type(a) in (tuple, list, dict, frozenset, set):
+                    hash_safe(fb, a)
+                else:
+                    refuse("passing a %s to .%s()" % (_tname(a), name), "only plain data is passed to "
+                           "methods in read-only mode (the method would run its class's code)")
+        if name == "encode" or name == "decode":
+            _codec_ok(*(list(args) + list(kw.values()))[:2] or ["utf-8"])
+        if base is dict and name == "get":
+            return dict_get(fb, obj, args[0] if args else kw.get("key"), False,
+                            args[1] if len(args) > 1 else None)
+        if name in ("count", "index") and base in (list, tuple):
+            eq_safe(fb, obj)
+        if base is range and args and type(args[0]) not in INTS:
+            refuse("range.%s() of a %s" % (name, _tname(args[0])), "it would compare every item")
+        if base in TEXT or (base in INTS and name == "to_bytes"):
+            _made(fb, bytes, _grow(obj, name, args), ".%s()" % name)
+        elif name == "copy":
+            spend(fb, len(obj), 8 * len(obj))
+    return getattr(base, name)(obj, *args, **kw)
+
+
+_SET_METHODS_OWNERS = (set, frozenset)
+_class_mro = type.__dict__["__mro__"].__get__
+
+
+import builtins as _builtins   # noqa: E402  (the real builtins, for key= and the name table)
+
+CALL_GUARDS = dict((name[5:], fn) for name, fn in list(globals().items()) if name.startswith("call_"))
+# key=len passes the builtin itself; sorted/min/max run our guard for it instead.
+KEY_GUARDS = dict((id(getattr(_builtins, name)), (getattr(_builtins, name), fn)) for name, fn in CALL_GUARDS.items())
