@@ -19,13 +19,13 @@ import operator
 import re
 import time
 
-from .typefacts import MAPPINGPROXY, Refused, c_slot, is_class, lookup, slot_owner, unproxy
+from .typefacts import MAPPINGPROXY, Refused, attribute, c_slot, is_a, is_class, lookup, slot_owner, unproxy
 
 MAX_INT_BITS = 1 << 16        # ~20,000 digits: * / // % str() of such ints take well under 10 ms
 MAX_CHARS = 1 << 23           # one str/bytes of 8 MB at most
 MAX_ITEMS = 200000            # items one step may make, sort, copy or compare
-MAX_STEPS = 2000000           # per evaluation: loop iterations plus items visited by the checks
-MAX_BYTES = 1 << 26           # per evaluation: 64 MB made in all
+MAX_STEPS = 500000            # per evaluation: loop iterations plus items visited by the checks
+MAX_BYTES = 1 << 25           # per evaluation: 32 MB made in all
 MAX_SECONDS = 1.0             # per evaluation, checked as loops run
 MAX_WIDTH = 10000             # widths and precisions in format specs and % templates
 MAX_DEPTH = 40                # nesting of data the deep checks follow
@@ -57,24 +57,24 @@ def too_big(what, size, bound, unit):
            "Narrow it (a slice, a smaller range, a filter)")
 
 
-class Budget(object):
-    """What one evaluation may still spend; None (no loops in the expression) means per-step bounds."""
-    __slots__ = ("steps", "bytes", "deadline")
-
-    def __init__(self):
-        self.steps = MAX_STEPS
-        self.bytes = MAX_BYTES
-        self.deadline = _monotonic() + MAX_SECONDS
+def budget():
+    """What one evaluation may still spend: [steps, bytes, deadline (set at the first spend)].
+    A list, made by a literal in the expression itself: a filter on a hot function pays ~50 ns for it.
+    None (an expression without loops or calls) means each step is bounded on its own."""
+    return [MAX_STEPS, MAX_BYTES, 0.0]
 
 
 def spend(fb, steps, nbytes=0):
     if steps > MAX_ITEMS:
-        too_big("a step over %d items" % steps, steps, MAX_ITEMS, "items")
+        too_big("going over %d items in one step" % steps, steps, MAX_ITEMS, "items")
     if fb is None:
         return
-    fb.steps -= steps
-    fb.bytes -= nbytes
-    if fb.steps < 0 or fb.bytes < 0 or _monotonic() > fb.deadline:
+    fb[0] -= steps
+    fb[1] -= nbytes
+    now = _monotonic()
+    if not fb[2]:
+        fb[2] = now + MAX_SECONDS
+    if fb[0] < 0 or fb[1] < 0 or now > fb[2]:
         refuse("to go on with the expression",
                "it ran past its budget (%d steps, %d MB, %.1f s per evaluation), so it stopped before "
                "holding the target any longer" % (MAX_STEPS, MAX_BYTES >> 20, MAX_SECONDS),
@@ -83,6 +83,17 @@ def spend(fb, steps, nbytes=0):
 
 def _tname(x):
     return type(x).__name__
+
+
+def size(x):
+    """len(x) by the builtin base's own C __len__: a subclass's Python __len__ never runs."""
+    t = type(x)
+    if t in SIZED:
+        return len(x)
+    for base in CONTAINER_BASES + (str, bytes):
+        if is_a(x, base):
+            return base.__len__(x)
+    return len(x)   # callers reach here only for types whose __len__ is C code
 
 
 # ---- what a value is allowed to take part in ----
@@ -117,11 +128,15 @@ def _by_c_code(x, names, what):
 
 def eq_safe(fb, x):
     """x == y runs only C code (identity for plain objects, value compare for plain data)."""
+    if type(x) in SCALARS:
+        return x
     _deep(fb, x, lambda v: _by_c_code(v, ("__eq__", "__ne__"), "comparing"), 0)
     return x
 
 
 def hash_safe(fb, x):
+    if type(x) in SCALARS:
+        return x
     _deep(fb, x, lambda v: _by_c_code(v, ("__eq__", "__hash__"), "hashing"), 0)
     return x
 
@@ -130,6 +145,9 @@ _ORDER = ("__lt__", "__le__", "__gt__", "__ge__", "__eq__")
 
 
 def ord_safe(fb, x):
+    if type(x) in SCALARS:
+        return x
+
     def accept(v):
         t = type(v)
         if is_class(v) or not all(c_slot(t, n) for n in _ORDER) or lookup(t, "__lt__")[0] in (None, object):
@@ -206,7 +224,6 @@ def truth(x):
 def attr(obj, name):
     if type(obj) in SCALARS:
         return getattr(obj, name)
-    from .typefacts import attribute
     try:
         return attribute(obj, name)
     except ReadOnlyRefused:
@@ -237,10 +254,10 @@ def item(fb, obj, key):
         return _index(fb, obj, key)
     if t is MAPPINGPROXY:
         return item(fb, unproxy(obj), key)
-    if isinstance(obj, dict) and slot_owner(t, "__getitem__") is dict:
+    if is_a(obj, dict) and slot_owner(t, "__getitem__") is dict:
         return dict_get(fb, obj, key, True)
     for base in (list, tuple, str, bytes):
-        if isinstance(obj, base) and slot_owner(t, "__getitem__") is base and c_slot(t, "__len__"):
+        if is_a(obj, base) and slot_owner(t, "__getitem__") is base and c_slot(t, "__len__"):
             return _index(fb, obj, key)
     refuse("subscripting a %s" % t.__name__, "its class's __getitem__ is the target's own code",
            "Subscript plain containers (dict, list, tuple, str) or read the object's fields")
@@ -269,12 +286,11 @@ def keys_safe(fb, d):
     """Looking a key up in d compares it with stored keys of the same hash: those must be plain."""
     if type(d) in TRUSTED_MAPPINGS:
         return
-    kinds = set(map(type, d)) if len(d) < MAX_ITEMS else None
-    if kinds is None:
-        spend(fb, len(d))
-    if kinds is not None and kinds <= SCALARS:
+    keys = dict.keys(d) if is_a(d, dict) else d   # never a subclass's own __iter__
+    spend(fb, size(d) // 64)
+    if set(map(type, keys)) <= SCALARS:
         return
-    for k in d:
+    for k in keys:
         hash_safe(fb, k)
 
 
@@ -296,20 +312,23 @@ def own(it):
     return Own(it)
 
 
-def iterable(fb, x, what="iterating"):
-    """x when iterating it runs only C code and leaves the target unchanged; its size is spent."""
+def iterable(fb, x, what="iterating", upfront=True):
+    """x when iterating it runs only C code and leaves the target unchanged. upfront: its size is
+    spent now (a builtin will go over all of it in one step), else the caller counts its steps."""
     t = type(x)
     if t in SIZED:
-        spend(fb, len(x))
+        if upfront:
+            spend(fb, len(x))
         return x
     if t is Own:
         return x.it
     if t is MAPPINGPROXY:
-        return iterable(fb, unproxy(x), what)
+        return iterable(fb, unproxy(x), what, upfront)
     owner = slot_owner(t, "__iter__")
     if owner is not None and lookup(owner, "__iter__")[1] is lookup(t, "__iter__")[1] \
             and c_slot(t, "__len__") and (owner in SIZED or _is_collection_type(owner)):
-        spend(fb, len(x))
+        if upfront:
+            spend(fb, size(x))
         return x
     if owner is not None and lookup(t, "__next__")[1] is not None:
         refuse("%s a %s" % (what, t.__name__), "it is an iterator/generator/file of the target: iterating "
@@ -344,7 +363,7 @@ def items(fb, x, what="iterating"):
 
 def loop(fb, x, unpack):
     """The iterable of a comprehension's `for`: checked, and every step counted."""
-    it = iterable(fb, x)
+    it = iterable(fb, x, upfront=False)
     steps = 0
     for v in it:
         steps += 1
@@ -369,9 +388,10 @@ def star_hashable(fb, x):
 def mapping(fb, x):
     """The dict that {**x} or f(**x) may read: a copy of a dict, never x's own keys()/__getitem__."""
     x = unproxy(x)
-    if isinstance(x, dict):
-        spend(fb, len(x), 64 * len(x))
-        return dict.copy(x)
+    if is_a(x, dict):
+        spend(fb, size(x), 64 * size(x))
+        # dict.copy of a subclass that overrides __iter__ would call its keys(): copy the items view
+        return dict.copy(x) if type(x) is dict else dict(dict.items(x))
     refuse("unpacking a %s with **" % _tname(x), "it would call its class's keys() and __getitem__",
            "Unpack a dict")
 
@@ -471,7 +491,7 @@ def percent(fb, template, args):
     if type(args) is dict:
         keys_safe(fb, args)
     elif type(args) is not tuple and not (type(args) in SCALARS):
-        if isinstance(args, dict) or lookup(type(args), "__getitem__")[1] is not None:
+        if is_a(args, dict) or lookup(type(args), "__getitem__")[1] is not None:
             refuse("%% formatting with a %s" % _tname(args), "it would look keys up through its class's own "
                    "__getitem__ (a defaultdict would insert them)", "Format with a plain dict or tuple")
     size = text_safe(fb, args)
@@ -540,7 +560,7 @@ def call_len(fb, x):
     if t is MAPPINGPROXY:
         return len(unproxy(x))
     if c_slot(t, "__len__"):
-        return len(x)
+        return size(x)
     refuse("len() of a %s" % t.__name__, "its class's __len__ is the target's own code",
            "Take len() of a plain container")
 
@@ -675,7 +695,7 @@ call_frozenset = _collect(frozenset, True)
 
 def call_dict(fb, x=(), **kw):
     x = unproxy(x)
-    if isinstance(x, dict):
+    if is_a(x, dict):
         out = mapping(fb, x)
     else:
         out = {}
@@ -805,9 +825,9 @@ def contains(fb, x, c):
         return x in c
     if t is range and type(x) in INTS:
         return x in c
-    if isinstance(c, dict) and slot_owner(t, "__contains__") is dict or t is type({}.keys()):
+    if is_a(c, dict) and slot_owner(t, "__contains__") is dict or t is type({}.keys()):
         hash_safe(fb, x)
-        keys_safe(fb, c if isinstance(c, dict) else list(c))
+        keys_safe(fb, c if is_a(c, dict) else list(c))  # dict_keys: C iteration
         return x in c
     if t is set or t is frozenset:
         hash_safe(fb, x)

@@ -32,6 +32,7 @@ not called, but a key= naming it is refused. With --allow-mutating the expressio
 import ast
 import builtins
 import io
+import sys
 import tokenize
 
 from . import guards
@@ -211,6 +212,10 @@ def _g(name):
 
 def _call(name, *args):
     return ast.Call(func=_g(name), args=list(args), keywords=[])
+
+
+def _index(n):
+    return ast.Index(value=_const(n)) if hasattr(ast, "Index") and sys.version_info < (3, 9) else _const(n)
 
 
 def _budget():
@@ -409,17 +414,19 @@ def check(source, flag, condition=False):
     if condition:
         tree.body = _truth(tree.body)
     if guard.budgeted:
-        # (lambda __flight_ro_budget: BODY)(Budget()): one fresh budget per evaluation; without
-        # loops or calls the guards get the global None and bound each step on its own.
-        params = ast.arguments(posonlyargs=[], args=[ast.arg(arg=BUDGET, annotation=None)], vararg=None,
-                               kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
-        tree.body = ast.Call(func=ast.Lambda(args=params, body=tree.body), args=[_call("Budget")], keywords=[])
+        # (__flight_ro_budget := [steps, bytes, deadline], BODY)[1]: one fresh budget per evaluation,
+        # a local of the filter's lambda that comprehensions see; without loops or calls the guards
+        # get the global None and bound each step on their own.
+        fresh = ast.List(elts=[_const(v) for v in guards.budget()], ctx=ast.Load())
+        bind = ast.NamedExpr(target=ast.Name(id=BUDGET, ctx=ast.Store()), value=fresh)
+        tree.body = ast.Subscript(value=ast.Tuple(elts=[bind, tree.body], ctx=ast.Load()),
+                                  slice=_index(1), ctx=ast.Load())
     return ast.fix_missing_locations(tree)
 
 
 RUNTIME = dict((_GUARD + name, getattr(guards, name)) for name in (
     "attr", "item", "binop", "unary", "truth", "contains", "eq_safe", "ord_safe", "hash_safe", "star",
-    "star_hashable", "mapping", "loop", "own", "format_value", "method", "Budget"))
+    "star_hashable", "mapping", "loop", "own", "format_value", "method"))
 RUNTIME.update((_GUARD + "call_" + name, guards.CALL_GUARDS[name]) for name in PURE_CALLS)
 RUNTIME[_GUARD + "slice"] = slice
 RUNTIME[BUDGET] = None

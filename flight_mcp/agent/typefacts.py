@@ -18,8 +18,6 @@ C_SLOTS = frozenset([types.WrapperDescriptorType, types.MethodDescriptorType, ty
                      types.ClassMethodDescriptorType])
 # Descriptors whose __get__ is C code that calls nothing of the target's.
 C_GETTERS = frozenset([types.GetSetDescriptorType, types.MemberDescriptorType]) | C_SLOTS
-# Attribute lookup machinery that is the interpreter's own (anything else is the target's).
-_GENERIC_GETATTRIBUTE = frozenset(id(c.__dict__["__getattribute__"]) for c in (object, type, types.ModuleType))
 MAPPINGPROXY = type(type.__dict__)
 _MISSING = object()
 
@@ -28,10 +26,27 @@ class Refused(Exception):
     """Reading this would run the target's own code; the message says what and what to do instead."""
 
 
+_DICTS = {}   # id(type) -> (its MRO tuple, ((class, the class's real dict), ...)); bounded, see _dicts
+
+
+def _dicts(tp):
+    """(class, dict) along tp's MRO. A class's dict object never changes (its contents do); the MRO
+    may (assigning __bases__ makes a new tuple), so an entry is valid while the tuple is the same.
+    Reading the dicts through mappingproxies costs ~10x more, and a filter runs per call."""
+    mro = tp.__mro__ if type(tp) is type else _class_mro(tp)   # a metaclass may make __mro__ a property
+    hit = _DICTS.get(id(tp))
+    if hit is not None and hit[0] is mro:
+        return hit[1]
+    pairs = tuple((klass, gc.get_referents(_class_dict(klass))[0]) for klass in mro)
+    if len(_DICTS) >= 512:
+        _DICTS.clear()   # keeps at most 512 classes alive, and only until the next clear
+    _DICTS[id(tp)] = (mro, pairs)
+    return pairs
+
+
 def lookup(tp, name):
     """(owner, value) of the first class along tp's MRO whose own dict holds name, or (None, None)."""
-    for klass in _class_mro(tp):
-        d = _class_dict(klass)
+    for klass, d in _dicts(tp):
         if name in d:
             return klass, d[name]
     return None, None
@@ -50,8 +65,14 @@ def slot_owner(tp, name):
     return owner if value is not None and type(value) in C_SLOTS else None
 
 
+def is_a(obj, cls):
+    """isinstance(obj, cls) by the real type: isinstance() falls back to reading obj.__class__,
+    which a class of the target may define as a property (or serve through __getattribute__)."""
+    return issubclass(type(obj), cls)
+
+
 def is_class(obj):
-    """isinstance(obj, type) by the real type: isinstance() would read obj.__class__, which a class
+    """is_a(obj, type) by the real type: is_a() would read obj.__class__, which a class
     of the target may define as a property."""
     return issubclass(type(obj), type)
 
@@ -68,7 +89,7 @@ def unproxy(obj):
 
 def _refuse_descriptor(obj, name, owner, value):
     kind = type(value).__name__
-    if isinstance(value, property):
+    if is_a(value, property):
         raise Refused("%s.%s is a property: reading it runs the class's own code. Read the attribute it "
                       "wraps instead (look at type(x).__dict__ or the instance's __dict__)" % (owner.__name__, name))
     raise Refused("%s.%s is a %s descriptor: reading it runs its own __get__. Read the instance's "
@@ -104,7 +125,10 @@ def instance_dict(obj):
     if type(desc) not in (types.GetSetDescriptorType, types.MemberDescriptorType):
         raise Refused("%s defines __dict__ itself: reading it runs the class's own code" % owner.__name__)
     d = desc.__get__(obj, type(obj))
-    return d if isinstance(d, dict) else None
+    return d if is_a(d, dict) else None
+
+
+_PLAIN_VALUES = frozenset([int, float, complex, bool, type(None), str, bytes, tuple, list, dict, set, frozenset])
 
 
 def attribute(obj, name):
@@ -113,25 +137,36 @@ def attribute(obj, name):
     if name == "__class__":
         return type(obj)
     tp = type(obj)
-    owner, ga = lookup(tp, "__getattribute__")
-    if ga is not None and id(ga) not in _GENERIC_GETATTRIBUTE:
-        raise Refused("%s defines __getattribute__: every attribute read runs the class's own code"
-                      % owner.__name__)
-    if is_class(obj):
+    if issubclass(tp, type):
         return _class_attribute(obj, name)
-    owner, value = lookup(tp, name)
-    if value is not None and _is_data_descriptor(value):
+    # One walk along the MRO finds the name, __getattribute__ and the __dict__ descriptor.
+    owner = value = ga = dict_desc = None
+    for klass, d in _dicts(tp):
+        if owner is None and name in d:
+            owner, value = klass, d[name]
+        if ga is None and "__getattribute__" in d:
+            ga = d["__getattribute__"]
+            if type(ga) not in C_SLOTS:
+                raise Refused("%s defines __getattribute__: every attribute read runs the class's own code"
+                              % klass.__name__)
+        if dict_desc is None and "__dict__" in d:
+            dict_desc = d["__dict__"]
+    plain = type(value) in _PLAIN_VALUES
+    if owner is not None and not plain and _is_data_descriptor(value):
         return _bind(obj, name, owner, value)
-    d = instance_dict(obj)
-    if d is not None:
-        found = dict.get(d, name, _MISSING)
-        if found is not _MISSING:
-            return found
-    if value is not None or owner is not None:
-        return _bind(obj, name, owner, value)
-    if isinstance(obj, types.ModuleType) and d is not None and "__getattr__" in d:
-        raise Refused("the module %s has a __getattr__: reading the missing name %r would run it"
-                      % (dict.get(d, "__name__", "?"), name))
+    if dict_desc is not None:
+        if type(dict_desc) not in (types.GetSetDescriptorType, types.MemberDescriptorType):
+            raise Refused("%s defines __dict__ itself: reading it runs the class's own code" % tp.__name__)
+        d = dict_desc.__get__(obj, tp)
+        if is_a(d, dict):
+            found = dict.get(d, name, _MISSING)
+            if found is not _MISSING:
+                return found
+            if is_a(obj, types.ModuleType) and "__getattr__" in d and owner is None:
+                raise Refused("the module %s has a __getattr__: reading the missing name %r would run it"
+                              % (dict.get(d, "__name__", "?"), name))
+    if owner is not None:
+        return value if plain else _bind(obj, name, owner, value)
     gowner, getattr_ = lookup(tp, "__getattr__")
     if getattr_ is not None:
         raise Refused("%s has no attribute %r of its own and defines __getattr__: reading it would run the "
