@@ -494,6 +494,8 @@ def percent(fb, template, args):
         if is_a(args, dict) or lookup(type(args), "__getitem__")[1] is not None:
             refuse("%% formatting with a %s" % _tname(args), "it would look keys up through its class's own "
                    "__getitem__ (a defaultdict would insert them)", "Format with a plain dict or tuple")
+    if type(template) is bytes:   # %s of bytes runs __bytes__ or the buffer protocol: plain data only
+        _deep(fb, args, lambda v: refuse("b'%%s' %% a %s" % _tname(v), "it would run its __bytes__"), 0)
     size = text_safe(fb, args)
     spend(fb, 1, size + len(text))
     return template % args

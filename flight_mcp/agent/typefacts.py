@@ -8,6 +8,7 @@ class, then the instance __dict__, then the class) but runs only C-level descrip
 a Python-level descriptor or a __getattr__ fallback is refused, never run.
 """
 import gc
+import sys
 import types
 
 _class_dict = type.__dict__["__dict__"].__get__   # the class's own dict (no metaclass property runs)
@@ -96,10 +97,30 @@ def _refuse_descriptor(obj, name, owner, value):
                   "__dict__ instead" % (owner.__name__, name, kind))
 
 
+def _c_accessor(vt):
+    """namedtuple fields: a C descriptor that only indexes the tuple."""
+    return vt.__name__ == "_tuplegetter" and vt.__module__ in ("_collections", "collections") \
+        and c_slot(vt, "__get__")
+
+
+def _enum_field(obj, name, owner):
+    """Enum.name / Enum.value are the enum module's properties over _name_ / _value_: read those."""
+    enum = sys.modules.get("enum")
+    if enum is not None and owner is getattr(enum, "Enum", None) and name in ("name", "value"):
+        d = instance_dict(obj)
+        if d is not None and "_%s_" % name in d:
+            return True, d["_%s_" % name]
+    return False, None
+
+
 def _bind(obj, name, owner, value, cls=None):
     """What obj.name gives when the class holds `value`: only C-level or plain-function binding."""
     vt = type(value)
-    if vt in C_GETTERS:
+    if obj is not None:
+        found, field = _enum_field(obj, name, owner)
+        if found:
+            return field
+    if vt in C_GETTERS or _c_accessor(vt):
         return value.__get__(obj, cls if cls is not None else type(obj))
     if vt is types.FunctionType:
         return value if obj is None else types.MethodType(value, obj)

@@ -3,6 +3,8 @@ bounded, and nothing of the target run or changed (generators not advanced, no k
 method of the target's classes called). Plus the bounds: CPU and memory per step and per evaluation,
 another thread keeps running, and deep nesting gets a message."""
 import collections
+import enum
+import functools
 import io
 import threading
 import time
@@ -83,6 +85,29 @@ class Collide(object):
     __eq__ = _spy("__eq__ on collision")
 
 
+class Descriptor(object):
+    def __get__(self, obj, cls):
+        CALLS.append("descriptor __get__")
+        return 1
+
+
+class MetaProp(type):
+    @property
+    def x(cls):
+        CALLS.append("metaclass property")
+        return 1
+
+
+class WithDescriptors(metaclass=MetaProp):
+    d = Descriptor()
+    cached = functools.cached_property(_spy("cached_property"))
+
+
+def _module_getattr(name):
+    CALLS.append("module __getattr__")
+    return 1
+
+
 def gen():
     yield 1
     yield 2
@@ -98,7 +123,9 @@ def world(tmp_path=None):
          "counter": collections.Counter(a=1), "spy": Spy(), "spydict": SpyDict(a=1), "spylist": SpyList([1, 2]),
          "spystr": SpyStr("abc"), "spyint": SpyInt(5), "props": Props(), "fallback": Fallback(),
          "getattribute": Getattribute(), "withmeta": WithMeta, "collide": {Collide(): 1, 8: 2},
-         "items": [1, 2, 3], "plain": {"db": "x", "n": 3}}
+         "items": [1, 2, 3], "plain": {"db": "x", "n": 3}, "descriptors": WithDescriptors(),
+         "metaclass": WithDescriptors, "module": types.ModuleType("m")}
+    w["module"].__getattr__ = _module_getattr
     return w
 
 
@@ -145,10 +172,11 @@ HOSTILE = [
     "target in [1, 2]", "target in {1: 2}", "7 in target", "target[7]", "target.get(7)", "8 in target",
     "{1, 2} | target", "target | {1}", "{1: 2} | target", "'x'.join([target])", "str([target])",
     "f'{[target]}'", "sorted([1, 2], key=target)", "'{}'.upper() in target", "chr(target)", "hex(target)",
-    "slice(target)", "[1, 2, 3][slice(target)]", "type(target).__name__ in target",
+    "slice(target)", "[1, 2, 3][slice(target)]", "type(target).__name__ in target", "target.d", "target.x",
+    "target.cached", "type(target).x", "hasattr(target, 'x')", "target.__dict__", "str(target.__dict__)",
 ]
 NAMES = ["gen", "it", "map", "file", "dd", "chain", "proxy", "counter", "spy", "spydict", "spylist", "spystr",
-         "spyint", "props", "fallback", "getattribute", "withmeta", "collide"]
+         "spyint", "props", "fallback", "getattribute", "withmeta", "collide", "descriptors", "metaclass", "module"]
 
 
 @pytest.mark.timeout(120)
@@ -201,6 +229,8 @@ STILL_WORKS = [
     ("'db' in target", {"target": types.MappingProxyType({"db": 1})}, True),
     ("target[1:3]", {"target": list(range(10))}, [1, 2]), ("hasattr(target, 'plain')", {"target": Props()}, True),
     ("'x' in target", {"target": collections.defaultdict(int)}, False),
+    ("target.b + target[0]", {"target": collections.namedtuple("P", "a b")(1, 2)}, 3),
+    ("(target.name, target.value)", {"target": enum.Enum("Color", "RED")(1)}, ("RED", 1)),
 ]
 
 
