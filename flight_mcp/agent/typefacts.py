@@ -149,6 +149,7 @@ def instance_dict(obj):
     return d if is_a(d, dict) else None
 
 
+_OBJECT_GETATTRIBUTE = object.__dict__["__getattribute__"]
 _PLAIN_VALUES = frozenset([int, float, complex, bool, type(None), str, bytes, tuple, list, dict, set, frozenset])
 
 
@@ -178,7 +179,9 @@ def attribute(obj, name):
     if dict_desc is not None:
         if type(dict_desc) not in (types.GetSetDescriptorType, types.MemberDescriptorType):
             raise Refused("%s defines __dict__ itself: reading it runs the class's own code" % tp.__name__)
-        d = dict_desc.__get__(obj, tp)
+        # The interpreter's own getter, found above; through the attribute when __getattribute__ is
+        # object's (then obj.__dict__ reaches that same getter, at a third of the cost).
+        d = obj.__dict__ if ga is _OBJECT_GETATTRIBUTE else dict_desc.__get__(obj, tp)
         if is_a(d, dict):
             found = dict.get(d, name, _MISSING)
             if found is not _MISSING:
