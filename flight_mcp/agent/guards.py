@@ -629,7 +629,7 @@ def call_sorted(fb, x, key=None, reverse=False):
 
 
 def _extreme(fn):
-    def call(fb, *args, **kw):
+    def call(fb, /, *args, **kw):
         key = kw.pop("key", None)
         has_default = "default" in kw
         default = kw.pop("default", None)
@@ -695,7 +695,7 @@ call_set = _collect(set, True)
 call_frozenset = _collect(frozenset, True)
 
 
-def call_dict(fb, x=(), **kw):
+def call_dict(fb, x=(), /, **kw):
     x = unproxy(x)
     if is_a(x, dict):
         out = mapping(fb, x)
@@ -894,10 +894,13 @@ def _grow(obj, name, args):
         return args[0] if args and type(args[0]) in INTS else 1
     if name == "hex":
         return 3 * n
+    if name == "translate" and args and type(args[0]) is dict:
+        longest = max([len(v) for v in args[0].values() if type(v) in TEXT] + [1])
+        return n * longest
     return n
 
 
-def method(fb, obj, name, *args, **kw):
+def method(fb, obj, name, /, *args, **kw):   # / : keywords named fb/obj/name are the method's
     """obj.name(*args, **kw) for the read-only methods of builtin values, with plain arguments."""
     base = _method_base(obj, name)
     if base is None:

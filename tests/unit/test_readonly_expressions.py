@@ -231,6 +231,7 @@ STILL_WORKS = [
     ("'x' in target", {"target": collections.defaultdict(int)}, False),
     ("target.b + target[0]", {"target": collections.namedtuple("P", "a b")(1, 2)}, 3),
     ("(target.name, target.value)", {"target": enum.Enum("Color", "RED")(1)}, ("RED", 1)),
+    ("dict(fb=1, obj=2, name=3)", {}, {"fb": 1, "obj": 2, "name": 3}), ("'a,b'.split(sep=',')", {}, ["a", "b"]),
 ]
 
 
@@ -249,7 +250,8 @@ BIG = ["sum(range(10**11))", "(((9**128)**128)**128)**128 > 0", "len([str(x) for
        "any(x < 0 for x in range(10**12))", "[c for c in 'x' * 8000000 for d in 'y' * 100]",
        "['x' * 8000000 for _ in range(100)]", "round(5, -10**9)", "int('9' * 100000)",
        "sum([2**60000] * 10000)", "set(range(10**8))", "{*range(10**8)}", "'x' * 4000000 + 'y' * 4000000 + 'z' * 4000000",
-       "[*range(10**9)]", "10**6 in list(range(10**9))", "str(list(range(10**6)))", "(-1) ** (10**18) + 2 ** (2**20)"]
+       "[*range(10**9)]", "10**6 in list(range(10**9))", "str(list(range(10**6)))", "(-1) ** (10**18) + 2 ** (2**20)",
+       "('a' * 1000).translate({97: 'b' * 8000000})", "dict(fb=1, obj=2, x='y' * 10**9)"]
 
 
 def _run_with_ticker(sources):
