@@ -91,8 +91,8 @@ class Expression(object):
         self.source = source
         self.flag = flag
         self.allow_mutating = allow_mutating
-        self.condition = flag.startswith("-f")
-        self.code = expr.compile_expr(source, flag, allow_mutating, self.condition) if source else None
+        self.use = "condition" if flag.startswith("-f") else "value"
+        self.code = expr.compile_expr(source, flag, allow_mutating, self.use) if source else None
         self.fn = self._function() if self.code is not None else None
         self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
         self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
@@ -104,7 +104,7 @@ class Expression(object):
         `names`): calling it costs a fraction of eval() with a fresh scope, and a filter runs on
         every call of a hot function. Its globals are the scope expr.evaluate() provides besides the
         names (builtins and the read-only guards); comprehensions see the names through the closure."""
-        tree = None if self.allow_mutating else safety.check(self.source, self.flag, self.condition)
+        tree = None if self.allow_mutating else safety.check(self.source, self.flag, self.use)
         if not isinstance(tree, ast.AST):
             tree = ast.parse(self.source, mode="eval")
         body = tree.body if isinstance(tree, ast.Expression) else tree

@@ -9,10 +9,10 @@ from . import safety, typefacts
 from .registry import AgentError
 
 
-def compile_expr(source, flag, allow_mutating=False, condition=False):
+def compile_expr(source, flag, allow_mutating=False, use="value"):
     """Compiles a user expression; a syntax error names the flag and shows where.
     Unless allow_mutating, the expression must pass the read-only checker (safety.py).
-    condition: the caller tests the value's truth (a filter), which must run no target code either."""
+    use: "condition" (a filter: its truth is tested) or "key" (hashed), see safety.check."""
     if source is None:
         return None
     safety.precheck(source, flag)   # deep nesting overflows the parser (3.8) before any SyntaxError
@@ -30,7 +30,7 @@ def compile_expr(source, flag, allow_mutating=False, condition=False):
                          "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
     if not allow_mutating:
         # Read-only: the checked AST, every operation through a run-time guard (guards.py).
-        code = compile(safety.check(source, flag, condition), "<%s>" % flag, "eval")
+        code = compile(safety.check(source, flag, use), "<%s>" % flag, "eval")
     return code
 
 

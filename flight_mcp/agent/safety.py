@@ -402,17 +402,23 @@ class _Guard(ast.NodeTransformer):
         return node
 
 
-def check(source, flag, condition=False):
+USES = {"value": None, "condition": "truth", "key": "hash_safe"}
+
+
+def check(source, flag, use="value"):
     """The guarded AST of a read-only expression, or AgentError("read_only") naming what was refused.
-    condition: the value is a filter whose truth the caller tests (its __bool__ must not run)."""
+    use: what the caller does with the value besides showing it: "condition" tests its truth (a
+    filter), "key" hashes it (vmtool --count-by); neither may run the target's __bool__/__hash__."""
     precheck(source, flag)
     tree = ast.parse(source, "<%s>" % flag, "eval")
     _depth_ok(tree, flag, source)
     _check(tree, flag, source)
     guard = _Guard(flag, source)
     tree = guard.visit(tree)
-    if condition:
+    if use == "condition":
         tree.body = _truth(tree.body)
+    elif use == "key":
+        tree.body = guard._guard("hash_safe", tree.body, tree.body)
     if guard.budgeted:
         # (__flight_ro_budget := [steps, bytes, deadline], BODY)[1]: one fresh budget per evaluation,
         # a local of the filter's lambda that comprehensions see; without loops or calls the guards

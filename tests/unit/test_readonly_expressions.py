@@ -325,6 +325,15 @@ def test_a_filter_tests_truth_without_the_targets_bool():
     assert CALLS == []
 
 
+def test_a_count_by_key_is_hashed_without_the_targets_hash():
+    del CALLS[:]
+    code = expr.compile_expr("target", "--count-by", False, "key")
+    with pytest.raises(guards.ReadOnlyRefused):
+        expr.evaluate(code, {"target": SpyStr("a")})
+    assert expr.evaluate(code, {"target": ("a", 1)}) == ("a", 1)
+    assert CALLS == []
+
+
 def test_refused_constructs_stay_refused_statically():
     for source in ["target.clear()", "getattr(target, 'x')", "(x := 1)", "lambda: 1", "open('/tmp/x')",
                    "().__class__.__bases__", "2 ** target", "1 < 2 in target", "sorted(target, key=print)"]:
