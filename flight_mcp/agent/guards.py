@@ -251,6 +251,8 @@ def _index(fb, obj, key):
 def item(fb, obj, key):
     t = type(obj)
     if t is tuple or t is list or t is str or t is bytes or t is range:
+        if type(key) is int:
+            return obj[key]   # args[0] in a filter: one call, no more
         return _index(fb, obj, key)
     if t is MAPPINGPROXY:
         return item(fb, unproxy(obj), key)
