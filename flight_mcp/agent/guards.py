@@ -103,6 +103,8 @@ def _deep(fb, x, accept, depth):
     t = type(x)
     if t in SCALARS:
         return
+    if t in TRUSTED_MAPPINGS:
+        t, x = dict, dict.copy(x)   # kwargs: a dict of ours (its __missing__ is the agent's)
     if t in CONTAINER_BASES or t in _DICT_VIEWS:
         if depth > MAX_DEPTH:
             refuse("data nested deeper than %d levels" % MAX_DEPTH, "the check would not end in time")
@@ -194,9 +196,9 @@ def _text_size(fb, x, size):
         size[0] += bits // 3 + 2
     elif t is str or t is bytes:
         size[0] += len(x) * (1 if t is str else 4) + 3
-    elif t in CONTAINER_BASES or t in _DICT_VIEWS:
+    elif t in CONTAINER_BASES or t in _DICT_VIEWS or t in TRUSTED_MAPPINGS:
         size[0] += 2 * len(x) + 2
-        for v in (x.items() if t is dict else x):
+        for v in (dict.items(x) if is_a(x, dict) else x):
             if type(v) not in (float, bool, type(None), complex):
                 _text_size(fb, v, size)
     if size[0] > MAX_CHARS:

@@ -334,6 +334,14 @@ def test_a_count_by_key_is_hashed_without_the_targets_hash():
     assert CALLS == []
 
 
+def test_kwargs_of_a_call_read_like_a_dict():
+    class Target(object):
+        has_self, posnames = False, ("user",)
+    f = capture.Expression("f'{kwargs}' == str(kwargs) and kwargs == {'a': 1} and kwargs['user'] == 'bob'",
+                           "-f/--filter", False)
+    assert f.caller(Target())(("bob",), {"a": 1}) is True
+
+
 def test_refused_constructs_stay_refused_statically():
     for source in ["target.clear()", "getattr(target, 'x')", "(x := 1)", "lambda: 1", "open('/tmp/x')",
                    "().__class__.__bases__", "2 ** target", "1 < 2 in target", "sorted(target, key=print)"]:
