@@ -37,7 +37,7 @@ NUMBERS = frozenset([int, float, complex, bool])
 INTS = frozenset([int, bool])
 TEXT = frozenset([str, bytes])
 _DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
-SIZED = frozenset([list, tuple, dict, set, frozenset, str, bytes, range]) | frozenset(_DICT_VIEWS)
+SIZED = frozenset([list, tuple, dict, set, frozenset, str, bytes, bytearray, range]) | frozenset(_DICT_VIEWS)
 CONTAINER_BASES = (dict, list, tuple, set, frozenset)
 _monotonic = time.monotonic
 
