@@ -35,7 +35,7 @@ import io
 import sys
 import tokenize
 
-from . import guards
+from . import guard_calls, guards
 from .registry import AgentError
 
 # Builtins whose call cannot change anything by itself (they run protocol methods only).
@@ -137,7 +137,7 @@ def _check_call(node, flag, source):
     if isinstance(func, ast.Attribute):
         # The receiver's type is known only at run time (the guard checks it); a name that no
         # builtin type offers read-only (clear, pop, append, stats, ...) is refused now.
-        if func.attr not in guards.ANY_SAFE_METHOD:
+        if func.attr not in guard_calls.ANY_SAFE_METHOD:
             _refuse(flag, source, node, "the method call .%s()" % func.attr,
                     "calling a method can change the object; only read-only methods of builtin values "
                     "(str methods, dict.get/keys/values/items, list.count/index, ...) run in read-only mode")
@@ -432,7 +432,8 @@ def check(source, flag, use="value"):
 
 RUNTIME = dict((_GUARD + name, getattr(guards, name)) for name in (
     "attr", "item", "binop", "unary", "truth", "contains", "eq_safe", "ord_safe", "hash_safe", "star",
-    "star_hashable", "mapping", "loop", "own", "format_value", "method"))
-RUNTIME.update((_GUARD + "call_" + name, guards.CALL_GUARDS[name]) for name in PURE_CALLS)
+    "star_hashable", "mapping", "loop", "own"))
+RUNTIME.update((_GUARD + name, getattr(guard_calls, name)) for name in ("format_value", "method"))
+RUNTIME.update((_GUARD + "call_" + name, guard_calls.CALL_GUARDS[name]) for name in PURE_CALLS)
 RUNTIME[_GUARD + "slice"] = slice
 RUNTIME[BUDGET] = None
