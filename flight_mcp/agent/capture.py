@@ -10,7 +10,7 @@ import itertools
 import sys
 import time
 
-from . import expr, instrument, safety
+from . import expr, guards, instrument, safety
 from .registry import AgentError
 
 PROGRESS_EVERY_S = 0.2
@@ -79,18 +79,21 @@ class _Kwargs(dict):
 
 _Kwargs.__name__ = _Kwargs.__qualname__ = "dict"
 _Kwargs.__module__ = "builtins"
+guards.TRUSTED_MAPPINGS.add(_Kwargs)   # its __missing__ is ours: read-only kwargs['user'] may run it
 
 
 class Expression(object):
     """A user expression compiled once, evaluated per call with the one expression context:
     target (instance for methods), args (without it), kwargs, return_obj, cost (ms).
-    A failure is remembered once, with how often it happened."""
+    A failure is remembered once, with how often it happened.
+    A filter (-f...) is a condition: in read-only mode even its truth test runs no target code."""
 
     def __init__(self, source, flag, allow_mutating):
         self.source = source
         self.flag = flag
         self.allow_mutating = allow_mutating
-        self.code = expr.compile_expr(source, flag, allow_mutating) if source else None
+        self.use = "condition" if flag.startswith("-f") else "value"
+        self.code = expr.compile_expr(source, flag, allow_mutating, self.use) if source else None
         self.fn = self._function() if self.code is not None else None
         self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
         self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
@@ -102,7 +105,7 @@ class Expression(object):
         `names`): calling it costs a fraction of eval() with a fresh scope, and a filter runs on
         every call of a hot function. Its globals are the scope expr.evaluate() provides besides the
         names (builtins and the read-only guards); comprehensions see the names through the closure."""
-        tree = None if self.allow_mutating else safety.check(self.source, self.flag)
+        tree = None if self.allow_mutating else safety.check(self.source, self.flag, self.use)
         if not isinstance(tree, ast.AST):
             tree = ast.parse(self.source, mode="eval")
         body = tree.body if isinstance(tree, ast.Expression) else tree

@@ -261,7 +261,7 @@ def vmtool(args, ctx):
     mutating = args.get("allow_mutating", False)
     source = args.get("expr") or "instances"
     code = expr.compile_expr(source, "-e/--expr", mutating)
-    key_code = expr.compile_expr(args["count_by"], "--count-by", mutating) if args.get("count_by") else None
+    key_code = expr.compile_expr(args["count_by"], "--count-by", mutating, "key") if args.get("count_by") else None
     cls, label = _klass(args.get("cls"))
     _check_findable(cls, label)
     started = now_ms()

@@ -5,17 +5,22 @@ Names an expression may use (the same in trace -f, watch --expr/-f, getglobal -e
   args        positional arguments WITHOUT the instance, kwargs: keyword arguments
   return_obj  the return value (watch), cost: milliseconds the call took, instances (vmtool)
 """
-from . import safety
+from . import safety, typefacts
 from .registry import AgentError
 
 
-def compile_expr(source, flag, allow_mutating=False):
+def compile_expr(source, flag, allow_mutating=False, use="value"):
     """Compiles a user expression; a syntax error names the flag and shows where.
-    Unless allow_mutating, the expression must pass the read-only checker (safety.py)."""
+    Unless allow_mutating, the expression must pass the read-only checker (safety.py).
+    use: "condition" (a filter: its truth is tested) or "key" (hashed), see safety.check."""
     if source is None:
         return None
+    safety.precheck(source, flag)   # deep nesting overflows the parser (3.8) before any SyntaxError
     try:
         code = compile(source, "<%s>" % flag, "eval")
+    except (MemoryError, RecursionError):
+        raise AgentError("bad_expression", "the %s expression %r is nested too deeply for the parser. Split it "
+                         "into smaller expressions." % (flag, source[:200]))
     except SyntaxError as e:
         caret = ""
         if e.offset:
@@ -24,8 +29,8 @@ def compile_expr(source, flag, allow_mutating=False):
                          "syntax error in %s expression %r: %s%s. Write a single Python expression, "
                          "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
     if not allow_mutating:
-        # Read-only: the checked AST, with run-time guards for iterators and method calls.
-        code = compile(safety.check(source, flag), "<%s>" % flag, "eval")
+        # Read-only: the checked AST, every operation through a run-time guard (guards.py).
+        code = compile(safety.check(source, flag, use), "<%s>" % flag, "eval")
     return code
 
 
@@ -45,6 +50,6 @@ def scope(names):
 
 
 def describe_failure(flag, source, exc):
-    if isinstance(exc, safety.ReadOnlyRefused):
+    if isinstance(exc, typefacts.Refused):
         return "%s expression %r: %s" % (flag, source, exc)
     return "%s expression %r raised %s: %s" % (flag, source, type(exc).__name__, exc)

@@ -1,45 +1,41 @@
 """Read-only checker for user expressions: what "read-only mode" means for -f, --expr, -e.
 
 check(source, flag) parses the expression, refuses every construct that could change the target,
-and returns the AST rewritten with run-time guards (see RUNTIME). A refusal is
-AgentError("read_only") naming the construct, where it is, and how to allow it (--allow-mutating).
+and returns the AST rewritten so that EVERY operation runs through a run-time guard (guards.py):
+attribute reads, subscripts, operators, comparisons, truth tests, iteration (comprehensions,
+unpacking, star-args), calls of builtins, method calls and f-string fields. The guards decide by
+the exact run-time type: an expression can neither run away (sizes are checked before the work;
+loops spend a per-evaluation budget of steps, bytes and time) nor run any of the target's own
+code (no __repr__/__eq__/__hash__/__iter__/__getitem__/keys()/properties/__getattr__ of its
+classes, no generator advanced, no defaultdict key inserted). A refusal is AgentError("read_only")
+at compile time, or guards.ReadOnlyRefused at run time, naming the construct, why, and what to do.
 
-What passes: names, attribute reads, subscripts, slices, literals (f-strings included: a format
-spec runs the value's __format__, a protocol method like __str__; the spec is itself checked),
-comparisons, boolean/arithmetic/bitwise operators, conditional expressions, comprehensions and
-generator expressions, calls of PURE_CALLS, and calls of SAFE_METHODS on builtin values of
-exactly those types (e.g. `target.get('db')` on a dict, `name.startswith('x')` on a str).
-
-What is refused, and why:
+Refused before running, and why:
 - assignment expressions (walrus), lambda, await/yield: they bind names or create code;
 - calls of anything but PURE_CALLS by name: exec/eval/compile/open/__import__/getattr/setattr/
   delattr/globals/locals/vars/breakpoint/input/print/iter/next/..., calling a value
-  (`instances[0]()`, `type(x)(...)`), and method calls on anything but builtin values
-  (`target.clear()`, `instances[0].stats()`): a method of a target class can do anything;
+  (`instances[0]()`, `type(x)(...)`), and method calls whose name no builtin type offers read-only;
 - dunder attributes and names (`().__class__.__bases__`, `f.__globals__`, `__builtins__`) except
-  the descriptive SAFE_DUNDERS (__class__, __name__, __dict__, ...); the classic sandbox escape
-  chain needs __bases__/__subclasses__/__globals__, all refused;
-- getattr/hasattr with a computed name would bypass the dunder rule: getattr is refused,
-  hasattr is allowed only with a constant, non-dunder name (it runs properties like a read does);
-- `key=` of sorted/min/max must itself be a PURE_CALLS name (key=target.clear would call it);
-- `type()` with 3 arguments (creating a class runs __init_subclass__ of its bases);
-- `**` and `<<` with a non-constant or large right operand (10**10**10 would hold the GIL for
-  ever: that changes the target too).
-At run time (the guards): iterating an ITERATOR or GENERATOR of the target (list(gen), `x in
-file`, a comprehension over it) is refused, because it consumes it; a method call is allowed only
-when the receiver's exact type is a builtin listed in SAFE_METHODS; `d[k]` on a defaultdict
-raises KeyError for a missing k instead of inserting it.
+  the descriptive SAFE_DUNDERS; the classic sandbox escape chain needs __bases__/__subclasses__/
+  __globals__, all refused;
+- getattr, and hasattr with a computed or dunder name (it would bypass the dunder rule);
+- `key=` of sorted/min/max that is not a PURE_CALLS name; `type()` with 3 arguments;
+- `**` and `<<` with a non-constant or large right operand;
+- a chained comparison that contains `in` (write `a in b and b < c`);
+- expressions longer than MAX_SOURCE characters or nested deeper than MAX_NESTING: the parser of
+  Python 3.8 overflows on deep nesting (and the guards would not fit the agent's stack).
 
-What read-only cannot promise: reading an attribute, subscripting, comparing, str()/repr()/len()
-run the object's own protocol methods (properties, __getattr__, __getitem__, __eq__, __repr__,
-...), exactly as any debugger or repr would. A class whose reads have side effects keeps them;
-a builtin that the target itself replaced (builtins.len = ...) runs as the target made it.
-Memory and CPU are not bounded beyond the `**`/`<<` rule ('x' * 10**8 allocates 100 MB).
+What read-only cannot promise: the C code of extension types runs as it is (their slots are C, so
+no Python of the target runs); a builtin that the target itself replaced (builtins.len = ...) is
+not called, but a key= naming it is refused. With --allow-mutating the expression runs unguarded.
 """
 import ast
 import builtins
+import io
 import sys
+import tokenize
 
+from . import guard_calls, guards
 from .registry import AgentError
 
 # Builtins whose call cannot change anything by itself (they run protocol methods only).
@@ -49,34 +45,9 @@ PURE_CALLS = frozenset([
     "dict", "set", "frozenset", "enumerate", "zip", "range", "id", "hash", "divmod", "chr", "ord",
     "hex", "oct", "bin", "format", "callable", "hasattr", "slice",
 ])
-# Of those, the ones that iterate a positional argument (the iterator guard wraps it).
-ITERATING_CALLS = frozenset([
-    "sorted", "min", "max", "sum", "any", "all", "list", "tuple", "dict", "set", "frozenset",
-    "enumerate", "zip",
-])
 SAFE_DUNDERS = frozenset(["__class__", "__name__", "__qualname__", "__module__", "__doc__",
                           "__dict__", "__file__", "__slots__"])
 MAX_EXPONENT = 128  # `x ** 128` and `1 << 128` stay cheap; anything larger is refused
-
-# str.format/format_map are left out: "{0.__globals__}".format(f) reads dunders past the checker.
-_STR_METHODS = frozenset(n for n in dir(str) if not n.startswith("_") and not n.startswith("format"))
-_BYTES_METHODS = frozenset(n for n in dir(bytes) if not n.startswith("_"))
-_NUMBER_METHODS = frozenset(["as_integer_ratio", "bit_length", "conjugate", "hex", "is_integer",
-                             "to_bytes", "real", "imag", "numerator", "denominator", "bit_count"])
-_SET_METHODS = frozenset(["copy", "difference", "intersection", "isdisjoint", "issubset",
-                          "issuperset", "symmetric_difference", "union"])
-# Exact types (never subclasses: a subclass may override the method) -> methods that only read.
-SAFE_METHODS = {
-    str: _STR_METHODS, bytes: _BYTES_METHODS,
-    int: _NUMBER_METHODS, float: _NUMBER_METHODS, bool: _NUMBER_METHODS,
-    complex: frozenset(["conjugate"]),
-    dict: frozenset(["get", "keys", "values", "items", "copy"]),
-    list: frozenset(["count", "index", "copy"]),
-    tuple: frozenset(["count", "index"]),
-    set: _SET_METHODS, frozenset: _SET_METHODS,
-    range: frozenset(["count", "index"]),
-}
-_ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values())
 
 _ALLOWED_NODES = tuple(getattr(ast, n) for n in (
     "Expression", "BoolOp", "BinOp", "UnaryOp", "IfExp", "Dict", "Set", "ListComp", "SetComp",
@@ -91,15 +62,12 @@ _REFUSED_WHY = {
     "Await": "await runs a coroutine", "Yield": "yield suspends", "YieldFrom": "yield suspends",
 }
 
-ITER_GUARD = "__flight_ro_iter"
-METHOD_GUARD = "__flight_ro_method"
-ITEM_GUARD = "__flight_ro_item"
-ALLOW_HINT = ("Restart the server with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) "
-              "if running it is intended.")
-
-
-class ReadOnlyRefused(Exception):
-    """Raised by the run-time guards; expr.describe_failure shows its message as is."""
+ALLOW_HINT = guards.ALLOW_HINT
+ReadOnlyRefused = guards.ReadOnlyRefused
+MAX_SOURCE = 2000    # characters of one expression
+MAX_NESTING = 40     # brackets, and levels of the parsed expression over its operands
+_GUARD = "__flight_ro_"
+BUDGET = _GUARD + "budget"
 
 
 def _refuse(flag, source, node, what, why):
@@ -169,7 +137,7 @@ def _check_call(node, flag, source):
     if isinstance(func, ast.Attribute):
         # The receiver's type is known only at run time (the guard checks it); a name that no
         # builtin type offers read-only (clear, pop, append, stats, ...) is refused now.
-        if func.attr not in _ANY_SAFE_METHOD:
+        if func.attr not in guard_calls.ANY_SAFE_METHOD:
             _refuse(flag, source, node, "the method call .%s()" % func.attr,
                     "calling a method can change the object; only read-only methods of builtin values "
                     "(str methods, dict.get/keys/values/items, list.count/index, ...) run in read-only mode")
@@ -197,111 +165,275 @@ def _check_call(node, flag, source):
                     "(key=len, key=str, ...)")
 
 
+def _too_deep(flag, source, what):
+    raise AgentError(
+        "bad_expression",
+        "the %s expression is %s: read-only and mutating expressions alike are limited to %d characters "
+        "and %d levels of nesting (deeper would overflow the parser of Python 3.8 and the agent's stack). "
+        "Split it into smaller expressions, or read the value and expand it (-x)." % (
+            flag, what, MAX_SOURCE, MAX_NESTING))
+
+
+def precheck(source, flag):
+    """Refuses what would overflow the parser or the compiler before either sees it."""
+    if len(source) > MAX_SOURCE:
+        _too_deep(flag, source, "%d characters long" % len(source))
+    depth = unary = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    _too_deep(flag, source, "nested more than %d brackets deep" % MAX_NESTING)
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+            if tok.string in ("-", "+", "~", "not", "**"):
+                unary += 1
+                if unary > MAX_NESTING:
+                    _too_deep(flag, source, "a chain of more than %d operators" % MAX_NESTING)
+            elif tok.type not in (tokenize.NUMBER, tokenize.NAME) or tok.string in ("if", "else", "and", "or"):
+                unary = 0
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        pass   # compile() reports it with the caret
+
+
+def _depth_ok(tree, flag, source):
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > 3 * MAX_NESTING:
+            _too_deep(flag, source, "nested more than %d levels deep" % MAX_NESTING)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _g(name):
+    return ast.Name(id=_GUARD + name, ctx=ast.Load())
+
+
+def _call(name, *args):
+    return ast.Call(func=_g(name), args=list(args), keywords=[])
+
+
+def _index(n):
+    return ast.Index(value=_const(n)) if hasattr(ast, "Index") and sys.version_info < (3, 9) else _const(n)
+
+
+def _budget():
+    return ast.Name(id=BUDGET, ctx=ast.Load())
+
+
+def _const(value):
+    return ast.Constant(value=value, kind=None)
+
+
+_BOOLISH = (ast.Compare, ast.Constant)
+
+
+def _truth(node):
+    """node, wrapped so that testing its truth runs no __bool__/__len__ of the target."""
+    if isinstance(node, _BOOLISH) or isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return node
+    return ast.copy_location(_call("truth", node), node)
+
+
 class _Guard(ast.NodeTransformer):
-    """Inserts the run-time guards: iterables fetched from the target, and method receivers."""
+    """Routes every operation through guards.py; `budgeted` tells whether a Budget is needed."""
+
+    def __init__(self, flag, source):
+        self.flag, self.source = flag, source
+        self.budgeted = False
+
+    def _guard(self, name, node, *args):
+        """A guard that makes things (calls, operators, loops): the expression gets a Budget."""
+        self.budgeted = True
+        return self._check(name, node, *args)
 
     @staticmethod
-    def _fetched(node):
-        return isinstance(node, (ast.Name, ast.Attribute, ast.Subscript))
+    def _check(name, node, *args):
+        """A guard that only checks or reads (bounded per step): no Budget needed for it."""
+        return ast.copy_location(_call(name, _budget(), *args), node)
 
-    def _wrap(self, fn, *args):
-        return ast.Call(func=ast.Name(id=fn, ctx=ast.Load()), args=list(args), keywords=[])
-
-    def _iter(self, node):
-        return ast.copy_location(self._wrap(ITER_GUARD, node), node) if self._fetched(node) else node
-
-    def visit_comprehension(self, node):
+    def visit_Attribute(self, node):
         self.generic_visit(node)
-        node.iter = self._iter(node.iter)
+        return ast.copy_location(_call("attr", node.value, _const(node.attr)), node)
+
+    def visit_Slice(self, node):
+        self.generic_visit(node)
+        parts = [p if p is not None else _const(None) for p in (node.lower, node.upper, node.step)]
+        return ast.copy_location(_call("slice", *parts), node)
+
+    def visit_Index(self, node):     # 3.8
+        self.generic_visit(node)
+        return node.value
+
+    def visit_ExtSlice(self, node):  # 3.8
+        self.generic_visit(node)
+        return ast.Tuple(elts=node.dims, ctx=ast.Load())
+
+    def visit_Subscript(self, node):
+        copies = isinstance(getattr(node.slice, "value", node.slice), (ast.Slice, ast.ExtSlice, ast.Tuple))
+        self.generic_visit(node)
+        return (self._guard if copies else self._check)("item", node, node.value, node.slice)
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        return self._guard("binop", node, _const(type(node.op).__name__), node.left, node.right)
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            node.operand = _truth(node.operand)
+            return node
+        if isinstance(node.operand, ast.Constant):
+            return node
+        return ast.copy_location(_call("unary", _const(type(node.op).__name__), node.operand), node)
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        node.values = [_truth(v) for v in node.values[:-1]] + node.values[-1:]
         return node
 
-    def visit_Starred(self, node):
+    def visit_IfExp(self, node):
         self.generic_visit(node)
-        node.value = self._iter(node.value)
+        node.test = _truth(node.test)
         return node
 
     def visit_Compare(self, node):
         self.generic_visit(node)
-        node.comparators = [self._iter(c) if isinstance(op, (ast.In, ast.NotIn)) else c
-                            for op, c in zip(node.ops, node.comparators)]
+        membership = [op for op in node.ops if isinstance(op, (ast.In, ast.NotIn))]
+        if membership:
+            if len(node.ops) > 1:
+                _refuse(self.flag, self.source, node, "a chained comparison with `in`",
+                        "each membership test is checked on its own; write `a in b and b < c`")
+            test = self._check("contains", node, node.left, node.comparators[0])
+            return test if isinstance(node.ops[0], ast.In) else \
+                ast.copy_location(ast.UnaryOp(op=ast.Not(), operand=test), node)
+        operands = [node.left] + node.comparators
+        needs = [set() for _ in operands]
+        for i, op in enumerate(node.ops):
+            if isinstance(op, (ast.Eq, ast.NotEq)):
+                kind = "eq_safe"
+            elif isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+                kind = "ord_safe"
+            else:
+                continue   # is / is not: identity, no code runs
+            needs[i].add(kind)
+            needs[i + 1].add(kind)
+        for i, operand in enumerate(operands):
+            if needs[i] and not isinstance(operand, ast.Constant):
+                kind = "ord_safe" if "ord_safe" in needs[i] else "eq_safe"
+                operands[i] = self._check(kind, operand, operand)
+        node.left, node.comparators = operands[0], operands[1:]
         return node
 
-    def visit_Subscript(self, node):
-        self.generic_visit(node)
-        node.value = ast.copy_location(self._wrap(ITEM_GUARD, node.value), node.value)
-        return node
+    def _args(self, node):
+        args = [ast.Starred(value=self._guard("star", a, a.value), ctx=ast.Load()) if isinstance(a, ast.Starred)
+                else a for a in node.args]
+        keywords = [ast.keyword(arg=None, value=self._guard("mapping", k.value, k.value)) if k.arg is None else k
+                    for k in node.keywords]
+        return args, keywords
 
     def visit_Call(self, node):
-        self.generic_visit(node)
         func = node.func
-        if isinstance(func, ast.Name) and func.id in ITERATING_CALLS:
-            node.args = [self._iter(a) for a in node.args]
-        elif isinstance(func, ast.Attribute):
-            # obj.m(a) -> __flight_ro_method(obj, 'm')(a): the receiver is evaluated once, as before.
-            node.func = ast.copy_location(
-                self._wrap(METHOD_GUARD, func.value, ast.Constant(value=func.attr, kind=None)), func)
-            node.args = [self._iter(a) for a in node.args]
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        args, keywords = self._args(node)
+        self.budgeted = True
+        if isinstance(func, ast.Attribute):
+            receiver = self.visit(func.value)
+            guard = _call("method", _budget(), receiver, _const(func.attr))
+        else:
+            guard = _call("call_" + func.id, _budget())
+        guard.args.extend(args)
+        guard.keywords = keywords
+        return ast.copy_location(guard, node)
+
+    def visit_Starred(self, node):
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Load):
+            node.value = self._guard("star", node.value, node.value)
+        return node
+
+    def visit_Set(self, node):
+        self.generic_visit(node)
+        node.elts = [self._hashable(e) for e in node.elts]
+        return node
+
+    def _hashable(self, node):
+        if isinstance(node, ast.Constant):
+            return node
+        if isinstance(node, ast.Starred):
+            node.value.func = _g("star_hashable")
+            return node
+        return self._check("hash_safe", node, node)
+
+    def visit_Dict(self, node):
+        self.generic_visit(node)
+        node.values = [self._guard("mapping", v, v) if k is None else v for k, v in zip(node.keys, node.values)]
+        node.keys = [self._hashable(k) if k is not None else None for k in node.keys]
+        return node
+
+    def visit_comprehension(self, node):
+        self.generic_visit(node)
+        unpack = isinstance(node.target, (ast.Tuple, ast.List))
+        node.iter = self._guard("loop", node.iter, node.iter, _const(unpack))
+        node.ifs = [_truth(t) for t in node.ifs]
+        return node
+
+    def visit_SetComp(self, node):
+        self.generic_visit(node)
+        node.elt = self._hashable(node.elt)
+        return node
+
+    def visit_DictComp(self, node):
+        self.generic_visit(node)
+        node.key = self._hashable(node.key)
+        return node
+
+    def visit_GeneratorExp(self, node):
+        self.generic_visit(node)
+        return ast.copy_location(_call("own", node), node)
+
+    def visit_FormattedValue(self, node):
+        self.generic_visit(node)
+        spec = node.format_spec if node.format_spec is not None else _const("")
+        node.value = self._guard("format_value", node.value, node.value, _const(node.conversion), spec)
+        node.conversion, node.format_spec = -1, None
         return node
 
 
-def check(source, flag):
-    """The guarded AST of a read-only expression, or AgentError("read_only") naming what was refused."""
+USES = {"value": None, "condition": "truth", "key": "hash_safe"}
+
+
+def check(source, flag, use="value"):
+    """The guarded AST of a read-only expression, or AgentError("read_only") naming what was refused.
+    use: what the caller does with the value besides showing it: "condition" tests its truth (a
+    filter), "key" hashes it (vmtool --count-by); neither may run the target's __bool__/__hash__."""
+    precheck(source, flag)
     tree = ast.parse(source, "<%s>" % flag, "eval")
+    _depth_ok(tree, flag, source)
     _check(tree, flag, source)
-    tree = _Guard().visit(tree)
+    guard = _Guard(flag, source)
+    tree = guard.visit(tree)
+    if use == "condition":
+        tree.body = _truth(tree.body)
+    elif use == "key":
+        tree.body = guard._guard("hash_safe", tree.body, tree.body)
+    if guard.budgeted:
+        # (__flight_ro_budget := [steps, bytes, deadline], BODY)[1]: one fresh budget per evaluation,
+        # a local of the filter's lambda that comprehensions see; without loops or calls the guards
+        # get the global None and bound each step on their own.
+        fresh = ast.List(elts=[_const(v) for v in guards.budget()], ctx=ast.Load())
+        bind = ast.NamedExpr(target=ast.Name(id=BUDGET, ctx=ast.Store()), value=fresh)
+        tree.body = ast.Subscript(value=ast.Tuple(elts=[bind, tree.body], ctx=ast.Load()),
+                                  slice=_index(1), ctx=ast.Load())
     return ast.fix_missing_locations(tree)
 
 
-# ---- run-time guards (placed in the evaluation globals by expr.evaluate) ----
-
-_PLAIN_ITERABLES = (list, tuple, dict, set, frozenset, str, bytes, range, type({}.keys()),
-                    type({}.values()), type({}.items()))
-
-
-def _ro_iter(obj):
-    if type(obj) in _PLAIN_ITERABLES:
-        return obj
-    try:
-        it = iter(obj)
-    except TypeError:
-        return obj  # not iterable: let the consumer raise its own error
-    if it is obj:
-        raise ReadOnlyRefused(
-            "read-only mode refused iterating a %s: it is an iterator/generator of the target, and "
-            "iterating it would consume it. %s" % (type(obj).__name__, ALLOW_HINT))
-    return obj
-
-
-def _ro_method(obj, name):
-    allowed = SAFE_METHODS.get(type(obj))
-    if allowed is None or name not in allowed:
-        raise ReadOnlyRefused(
-            "read-only mode refused the method call .%s() on a %s: only read-only methods of builtin "
-            "values run in read-only mode (str methods, dict.get/keys/values/items, list.count/index, "
-            "set operations, ...); a method of the target's own classes can change anything. Read "
-            "attributes instead (e.g. instances[0].processed), or: %s" % (name, type(obj).__name__, ALLOW_HINT))
-    return getattr(obj, name)
-
-
-class _NoMissing(object):
-    """A defaultdict seen through [] without its __missing__: d[k] of a missing k would insert it."""
-    __slots__ = ("d",)
-
-    def __init__(self, d):
-        self.d = d
-
-    def __getitem__(self, key):
-        if key in self.d:
-            return dict.__getitem__(self.d, key)
-        raise KeyError(key)
-
-
-def _ro_item(obj):
-    collections = sys.modules.get("collections")
-    defaultdict = getattr(collections, "defaultdict", None)
-    if defaultdict is not None and isinstance(obj, defaultdict):
-        return _NoMissing(obj)
-    return obj
-
-
-RUNTIME = {ITER_GUARD: _ro_iter, METHOD_GUARD: _ro_method, ITEM_GUARD: _ro_item}
+RUNTIME = dict((_GUARD + name, getattr(guards, name)) for name in (
+    "attr", "item", "binop", "unary", "truth", "contains", "eq_safe", "ord_safe", "hash_safe", "star",
+    "star_hashable", "mapping", "loop", "own"))
+RUNTIME.update((_GUARD + name, getattr(guard_calls, name)) for name in ("format_value", "method"))
+RUNTIME.update((_GUARD + "call_" + name, guard_calls.CALL_GUARDS[name]) for name in PURE_CALLS)
+RUNTIME[_GUARD + "slice"] = slice
+RUNTIME[BUDGET] = None
