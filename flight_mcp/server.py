@@ -37,7 +37,11 @@ return_obj, cost (ms), instances (vmtool). watch/trace wait for calls until `lim
 captured or `timeout_s` passes; every result says how many calls were seen/matched/captured.
 All instrumentation is removed when a call ends. Each tool has a guide with examples as an MCP
 resource skill://flight-mcp-<tool> (start with skill://flight-mcp-attach). The server is read-only unless started with
---allow-mutating (reload, vmtool forceGc, expressions with side effects).
+--allow-mutating (reload, vmtool forceGc, expressions with side effects). Read-only means: expressions
+run none of the target's own code and cannot run away (a property, __getattr__, a generator or an
+oversized operation is refused with what to read instead), values are shown from their
+__dict__/__slots__, and a target's own __repr__ runs only with raw=true, time-boxed, off the
+application's threads.
 """
 
 
