@@ -30,12 +30,11 @@ application (they are swallowed here; probes report their own failures). Calls m
 own threads are never seen by probes.
 """
 import _thread
-import glob
 import os
 import sys
 import types
 
-from . import lookup
+from . import lookup, native
 from .registry import AgentError
 from .server import AGENT_THREADS
 
@@ -434,7 +433,6 @@ def _mon_resume_throw(code, offset, exc):
 # ---------------------------------------------------------------------------------------------
 # Python <= 3.11: the C frame evaluator (hook.c)
 
-_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 _hook = {"module": None, "why": None}
 # 3.11 runs Python-to-Python calls without C recursion, unless a frame evaluator is set: then each
 # level takes C stack (measured: 20,000 levels fit an 8 MB stack, 50,000 crash). Above this
@@ -460,19 +458,10 @@ def _hook_module():
         _hook["why"] = ("the target raised its recursion limit to %d, and on Python 3.11 a frame evaluator "
                         "makes every Python call use C stack (a crash past ~20,000 levels)" % sys.getrecursionlimit())
     else:
-        from importlib.machinery import ExtensionFileLoader
-        import importlib.util
-        why = "_flight_mcp_hook is not in %s (rebuild/reinstall flight-mcp)" % _AGENT_DIR
-        for path in sorted(glob.glob(os.path.join(_AGENT_DIR, "_flight_mcp_hook*.so"))):
-            try:
-                loader = ExtensionFileLoader("_flight_mcp_hook", path)
-                module = importlib.util.module_from_spec(
-                    importlib.util.spec_from_file_location("_flight_mcp_hook", path, loader=loader))
-                loader.exec_module(module)
-                _hook["module"] = module
-                return module
-            except Exception as e:
-                why = "%s: %s" % (type(e).__name__, e)
+        module, why = native.extension("_flight_mcp_hook")
+        if module is not None:
+            _hook["module"] = module
+            return module
         _hook["why"] = why
     return None
 

@@ -125,10 +125,10 @@ def test_ctypes_fallback_gives_the_same_stack(small_stack_setting):
 
 def test_native_load_failures_name_the_cause_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_AGENT_DIR", str(tmp_path))
-    module, why = native._load()
+    module, why = native._load("_flight_mcp_recorder")
     assert module is None and "missing" in why and "reinstall" in why
     (tmp_path / "_flight_mcp_recorder.abi3.so").write_bytes(b"not an ELF file")
-    module, why = native._load()
+    module, why = native._load("_flight_mcp_recorder")
     assert module is None and "_flight_mcp_recorder.abi3.so" in why and "could not be loaded" in why
 
 
