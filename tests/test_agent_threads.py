@@ -6,6 +6,7 @@ a message, never a crash; the trace says why its slower Python recorder recorded
 size it chose. Attach works while the target traces allocations with tracemalloc and its threads
 keep calling into the dynamic loader (the payload's thread once started under the loader lock).
 On 3.12+, a trace whose command ended keeps no recording referenced from the traced thread."""
+import json
 import subprocess
 import sys
 import time
@@ -216,3 +217,46 @@ def test_trace_that_ended_keeps_no_recording_on_the_traced_thread(spawn, version
     (tmp_path / "END").write_text("")
     line = t.read_line(timeout=20)
     assert line == "RECORDINGS 0", f"a recording stays referenced after its command ended: {line}"
+
+
+SMALL_STACK_RECURSION = """
+import os, sys, threading, time
+threading.stack_size(256 * 1024)
+# 3.11+ run Python-to-Python calls without C recursion, so 900 levels fit a 256 KiB thread; before
+# 3.11 every level takes C stack already, and the application itself stays shallower.
+DEPTH = 900 if sys.version_info >= (3, 11) else 150
+
+def watched(x):
+    return x + 1
+
+def rec(n):
+    return 0 if n == 0 else 1 + rec(n - 1)
+
+def worker():
+    while True:
+        watched(rec(DEPTH))
+        time.sleep(0.005)
+
+threading.Thread(target=worker, daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_watch_never_overflows_a_small_thread_stack(spawn, version):
+    # On 3.11 a frame evaluator would make each of the worker's 900 levels use C stack: 256 KiB
+    # overflowed (a crash) until the engine learnt to fall back to its trampoline there.
+    t = spawn(version, SMALL_STACK_RECURSION)
+    r = flight_cli("--json", str(t.pid), "--cmd", "watch __main__ watched -n 3 --timeout 20", timeout=60)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["captured"] == 3, result
+    mechanism = result["mechanism"]
+    if version == "3.11":
+        assert mechanism.startswith("code trampoline") and "256 KiB" in mechanism, mechanism
+    else:
+        assert mechanism in ("frame evaluator", "sys.monitoring"), mechanism
+    time.sleep(0.5)   # the worker goes on recursing, uninstrumented again
+    assert t.alive(), "the target died while its function was watched"

@@ -32,6 +32,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* dlsym's oldest version: a build on a new glibc (dlsym@GLIBC_2.34) still loads into a target on an
+ * old one (the recorder and the payload do the same). */
+#if defined(__x86_64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+#elif defined(__aarch64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.17");
+#endif
+
 /* Offsets measured from each version's headers (offsetof on PyFrameObject / _PyInterpreterFrame,
  * PyInterpreterState, PyGenObject), x86-64 and aarch64 (LP64). */
 typedef struct {
@@ -304,8 +312,18 @@ static PyObject *active(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(installed && current_eval(interp_now()) == ours());
 }
 
+/* The stack size threads started from Python get (threading.stack_size(); 0: the platform's
+ * default), read without setting it: _thread.stack_size() with no argument resets it to 0. */
+static PyObject *thread_stack_size(PyObject *self, PyObject *unused) {
+    size_t (*get)(void) = (size_t (*)(void))dlsym(RTLD_DEFAULT, "PyThread_get_stacksize");
+    if (get == NULL)
+        Py_RETURN_NONE;
+    return PyLong_FromSize_t(get());
+}
+
 static PyMethodDef methods[] = {
     {"set_sites", set_sites, METH_O, "Replaces the instrumented sites; installs or removes the evaluator."},
+    {"thread_stack_size", thread_stack_size, METH_NOARGS, "threading.stack_size(), read without changing it."},
     {"active", active, METH_NOARGS, "Whether our evaluator is the interpreter's current one."},
     {NULL, NULL, 0, NULL},
 };

@@ -435,17 +435,19 @@ def _mon_resume_throw(code, offset, exc):
 
 _hook = {"module": None, "why": None}
 # 3.11 runs Python-to-Python calls without C recursion, unless a frame evaluator is set: then each
-# level takes C stack (measured: 20,000 levels fit an 8 MB stack, 50,000 crash). Above this
-# recursion limit the application may rely on that, so the trampoline (which adds C stack only to
-# the instrumented function's own recursion) is used instead.
-DEEP_RECURSION_311 = 10000
+# level takes C stack (measured: 20,000 levels fit an 8 MB stack, 50,000 crash). So on 3.11 the
+# evaluator is used only where every recursion level the target allows has this much stack in the
+# stacks its threads get; elsewhere the trampoline (which adds C stack only to the instrumented
+# function's own recursion) is used instead.
+C_STACK_PER_LEVEL_311 = 1024
 
 
 def _hook_module():
     """hook.c's module, loaded at the first use; None (and _hook["why"] says why) when it cannot
     load: Python 3.12+, a debug (Py_TRACE_REFS) build whose objects are laid out differently, not
-    built, FLIGHT_MCP_TRAMPOLINE=1 in the target's environment, or 3.11 with a raised recursion
-    limit (DEEP_RECURSION_311). Decided once: sites are keyed by what the mechanism hooks."""
+    built, FLIGHT_MCP_TRAMPOLINE=1 in the target's environment, or 3.11 where the evaluator's C
+    stack could overflow a thread (_stack_too_small_311). Decided once: sites are keyed by what the
+    mechanism hooks."""
     if _hook["module"] is not None or _hook["why"] is not None:
         return _hook["module"]
     if MONITORING:
@@ -454,16 +456,32 @@ def _hook_module():
         _hook["why"] = "debug (Py_TRACE_REFS) interpreter"
     elif os.environ.get("FLIGHT_MCP_TRAMPOLINE") == "1":
         _hook["why"] = "FLIGHT_MCP_TRAMPOLINE=1 in the target's environment"
-    elif sys.version_info[:2] == (3, 11) and sys.getrecursionlimit() > DEEP_RECURSION_311:
-        _hook["why"] = ("the target raised its recursion limit to %d, and on Python 3.11 a frame evaluator "
-                        "makes every Python call use C stack (a crash past ~20,000 levels)" % sys.getrecursionlimit())
     else:
         module, why = native.extension("_flight_mcp_hook")
-        if module is not None:
+        if module is not None and sys.version_info[:2] == (3, 11):
+            why = _stack_too_small_311(module)
+        if why is None:
             _hook["module"] = module
             return module
         _hook["why"] = why
     return None
+
+
+def _stack_too_small_311(module):
+    """Why, on 3.11, the evaluator could overflow a thread's stack here (None when it cannot): the
+    target's recursion limit times C_STACK_PER_LEVEL_311 against the stack its threads get, set by
+    threading.stack_size() or else RLIMIT_STACK (glibc's default for new threads and the main
+    thread's own limit)."""
+    import resource
+    levels = sys.getrecursionlimit()
+    size = module.thread_stack_size()
+    where = "threading.stack_size()"
+    if not size:
+        size, where = resource.getrlimit(resource.RLIMIT_STACK)[0], "the stack limit (ulimit -s)"
+    if size < 0 or size >= levels * C_STACK_PER_LEVEL_311:   # (RLIM_INFINITY is -1)
+        return None
+    return ("on Python 3.11 a frame evaluator makes every Python call use C stack, and %s gives threads "
+            "%d KiB for a recursion limit of %d" % (where, size // 1024, levels))
 
 
 def mechanism():

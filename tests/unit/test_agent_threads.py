@@ -48,7 +48,8 @@ def glibc_versions(path):
 
 
 @pytest.mark.parametrize("kind,pattern", [("payload", "payload/_flight_payload*.so"),
-                                          ("recorder", "agent/_flight_mcp_recorder*.so")])
+                                          ("recorder", "agent/_flight_mcp_recorder*.so"),
+                                          ("recorder", "agent/_flight_mcp_hook*.so")])
 def test_built_libraries_load_into_older_glibc(kind, pattern):
     floor = FLOOR.get(platform.machine())
     if floor is None:

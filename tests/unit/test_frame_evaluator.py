@@ -229,4 +229,4 @@ def test_fallback_is_named_in_the_answer(monkeypatch):
     monkeypatch.setattr(instrument, "_hook", {"module": None, "why": None})
     if sys.version_info[:2] == (3, 11):
         monkeypatch.setattr(sys, "getrecursionlimit", lambda: 50000)
-        assert "recursion limit to 50000" in instrument.mechanism()
+        assert "recursion limit of 50000" in instrument.mechanism()
