@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import re
 from dataclasses import dataclass
 
@@ -112,16 +113,29 @@ def require_python(pid: int) -> PythonProcess:
     return proc
 
 
+STOP_SETTLE_S = 0.3
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def stopped_error(pid: int) -> FlightError | None:
     """A process_stopped error when pid is stopped (state T: SIGSTOP, Ctrl-Z; t: held by a
     debugger), else None. Nothing runs in a stopped process, so the agent cannot answer or start;
     without this, the silence looked like a thread holding the GIL. We never resume it ourselves:
     whoever stopped it meant it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    state = _state(pid)
+    # A stop that passes is not one: another flight-mcp's injection holds a thread under ptrace for
+    # a few ms (seen as "t" when two attaches race). Only a stop that lasts is reported.
+    deadline = time.monotonic() + STOP_SETTLE_S
+    while state in ("T", "t") and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state = _state(pid)
     if state == "T":
         return FlightError("process_stopped", f"pid {pid} is stopped (by SIGSTOP, or Ctrl-Z in its terminal): "
                            "no code runs in it, so flight-mcp cannot attach or get an answer, and left it "
