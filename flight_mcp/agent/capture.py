@@ -10,7 +10,7 @@ import itertools
 import sys
 import time
 
-from . import expr, guards, instrument, safety
+from . import expr, guards, instrument, objstate, safety
 from .registry import AgentError
 
 PROGRESS_EVERY_S = 0.2
@@ -37,13 +37,19 @@ def float_arg(args, name, flag, default, minimum=None):
     return _number_arg(args, name, flag, default, minimum, float, "a number")
 
 
-def thread_facts(ident):
-    """(name, daemon) of a thread, from threading only if the target imported it."""
-    threading = sys.modules.get("threading")
-    t = getattr(threading, "_active", {}).get(ident) if threading is not None else None
-    if t is not None:
-        return t.name, bool(t.daemon)
-    return "Thread-%d" % ident, None
+def thread_facts(ident, thread=None):
+    """(name, daemon) of a thread (its Thread object from threading, if the target imported it),
+    read from the object's own fields, never its properties: a Thread subclass may override them,
+    and trace asks this on the application's thread."""
+    if thread is None:
+        threading = sys.modules.get("threading")
+        active = getattr(threading, "_active", None) if threading is not None else None
+        thread = active.get(ident) if type(active) is dict else None
+    d = objstate.Reader().instance_dict(thread) if thread is not None else None
+    if d is None:
+        return "Thread-%d" % ident, None
+    name, daemon = objstate.dict_get(d, "_name"), objstate.dict_get(d, "_daemonic")
+    return (name if type(name) is str else "Thread-%d" % ident), (daemon if type(daemon) is bool else None)
 
 
 def wall_time_text(t):

@@ -66,15 +66,6 @@ def _message(exc, budget):
     return objview.short_repr(text, 300)[1:-1]
 
 
-def _thread_facts(thread, tid):
-    """(name, daemon) from the Thread object's own fields, never its (overridable) properties."""
-    d = objstate.Reader().instance_dict(thread) if thread is not None else None
-    if d is None:
-        return "Thread-%d" % tid, None
-    name, daemon = objstate.dict_get(d, "_name"), objstate.dict_get(d, "_daemonic")
-    return (name if type(name) is str else "Thread-%d" % tid), (daemon if type(daemon) is bool else None)
-
-
 def finish(record, view_opts, budget):
     """Completes a record on the command's thread from what the calling thread kept (idempotent)."""
     pending = record.pop("_pending", None)
@@ -93,7 +84,7 @@ def finish(record, view_opts, budget):
             record["traceback"] = _traceback(name, message, tb)
         except Exception:
             record["traceback"] = record["exception"]
-    record["thread"], record["daemon"] = _thread_facts(pending.get("thread"), record["tid"])
+    record["thread"], record["daemon"] = capture.thread_facts(record["tid"], pending.get("thread"))
     return record
 
 
