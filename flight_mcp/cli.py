@@ -104,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                            allow_mutating=args.allow_mutating)
     except FlightError as e:
         from .render import escape
-        code = "" if e.kind == "usage" else f" [{e.kind}]"
+        code = "" if e.code == "usage" else f" [{e.code}]"
         print(f"error: {escape(e.message)}{code}", file=sys.stderr)  # messages may quote target data
-        return 2 if e.kind == "usage" else 1
+        if e.hint and e.code != "usage":
+            print(f"hint: {escape(e.hint)}", file=sys.stderr)
+        return 2 if e.code == "usage" else 1
     except KeyboardInterrupt:
         return 130
 

@@ -13,7 +13,7 @@ import typing
 from pydantic import BaseModel, ValidationError
 
 from .errors import FlightError
-from .tools.base import Tool, cli_of
+from .tools.base import Tool, cli_name, cli_of, validation_problems
 
 _INTERNAL = {"pid", "timeout_s"}
 
@@ -104,8 +104,8 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
     try:
         return tool, model.model_validate(values)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors())
-        raise FlightError("usage", f"{name}: {problems}. Usage: {usage(tool)}")
+        raise FlightError("usage", f"{name}: {validation_problems(e, lambda n: cli_name(model, n))}. "
+                          f"Usage: {usage(tool)}")
 
 
 def _is_number(word: str) -> bool:

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .models import ValueView
+
 RESET = "\033[0m"
 COLORS = {"red": "\033[31m", "yellow": "\033[33m", "green": "\033[32m", "faint": "\033[2;32m",
           "bold": "\033[1m", "cyan": "\033[36m", "dim": "\033[2m"}
@@ -61,38 +63,42 @@ def _quoted(text: str) -> str:
     return text
 
 
-def type_label(view: dict) -> str:
-    return f"<class '{view.get('type', '?')}'>"
+# what a missing view shows
+NO_VIEW = ValueView(type="?", kind="leaf", repr="")
 
 
-def view_lines(view: dict, indent: str = "  ") -> list[str]:
-    """An objview node (agent/objview.py) as lines, in flight_profiler's layout: sorted, double-quoted
-    dict keys; `Type({...})` for objects; first and last 5 items of long containers around `...,`."""
-    kids = view.get("children")
+def type_label(view: ValueView) -> str:
+    return f"<class '{view.type}'>"
+
+
+def view_lines(view: ValueView, indent: str = "  ") -> list[str]:
+    """A value's view as lines, in flight_profiler's layout: sorted, double-quoted dict keys;
+    `Type({...})` for objects; first and last 5 items of long containers around `... N more`."""
+    kids = view.children
     if not kids:
-        text = _quoted(view.get("repr", "")) if view.get("kind") == "leaf" else view.get("repr", "")
-        return [text + ("  (cycle: shown above)" if view.get("cycle") else "")]
-    kind = view.get("kind")
+        text = _quoted(view.repr or "") if view.kind == "leaf" else (view.repr or "")
+        return [text + ("  (cycle: shown above)" if view.cycle else "")]
+    kind = view.kind
     if kind == "mapping" or kind == "object":
         opener, closer, sep = "{", "}", ", "
     elif kind == "set":
         opener, closer, sep = "set(", ")", ","
-    elif view.get("type") == "tuple":
+    elif view.type == "tuple":
         opener, closer, sep = "(", ")", ","
     else:
         opener, closer, sep = "[", "]", ","
     if kind == "object":
-        short = view["type"].rsplit(".", 1)[-1]
+        short = view.type.rsplit(".", 1)[-1]
         opener, closer = f"{short}({{", "})"
     body: list[list[str]] = []
     for kid in kids:
-        sub = view_lines(kid["view"], indent)
-        if kid["name"]:
-            sub = [f"{_quoted(kid['name'])}: {sub[0]}"] + sub[1:]
+        sub = view_lines(kid.view, indent)
+        if kid.name:
+            sub = [f"{_quoted(kid.name)}: {sub[0]}"] + sub[1:]
         body.append(sub)
-    if view.get("elided"):
-        at = view.get("elided_at", len(body))
-        body.insert(at, [f"... {view['elided']} more"])
+    if view.elided:
+        at = view.elided_at if view.elided_at is not None else len(body)
+        body.insert(at, [f"... {view.elided} more"])
     lines = [opener]
     for i, sub in enumerate(body):
         end = sep if i < len(body) - 1 else ""
@@ -112,6 +118,6 @@ def rows_block(rows: list[tuple[str, list[str]]], width: int) -> str:
     return "\n".join(out)
 
 
-def expr_block(expr: str, view: dict, width: int = 12) -> str:
+def expr_block(expr: str, view: ValueView, width: int = 12) -> str:
     """The EXPR / TYPE / VALUE layout of getglobal, watch and vmtool."""
     return rows_block([("EXPR:", [expr]), ("TYPE:", [type_label(view)]), ("VALUE:", view_lines(view))], width)

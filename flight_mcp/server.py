@@ -23,7 +23,7 @@ from .render import escape
 from .session import Sessions
 from .skills import all_skills
 from .tools import all_tools
-from .tools.base import Call, Tool
+from .tools.base import Call, Tool, validation_problems
 
 INSTRUCTIONS = """\
 flight-mcp looks inside a RUNNING Python process (CPython 3.8+) without restarting it.
@@ -59,8 +59,13 @@ def _signature(tool: Tool) -> inspect.Signature:
     return inspect.Signature(params, return_annotation=Annotated[CallToolResult, tool.result])
 
 
-def _error(message: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+def _error(e: FlightError) -> CallToolResult:
+    """An error as text (code, what happened, what to do) and as structuredContent {"error": {code,
+    message, hint, argument}}, so a client can branch on the code."""
+    fact = {k: escape(v) if isinstance(v, str) else v for k, v in e.as_fact().items()}
+    text = f"{fact['code']}: {fact['message']}" + (f"\nhint: {fact['hint']}" if fact["hint"] else "")
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content={"error": fact},
+                          is_error=True)
 
 
 def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
@@ -69,8 +74,9 @@ def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
         try:
             params = tool.params.model_validate(kwargs)
         except ValidationError as e:
-            return _error("invalid arguments: " + "; ".join(
-                f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+            errors = e.errors()
+            return _error(FlightError("usage", "invalid arguments: " + validation_problems(e, str),
+                                      arg=".".join(map(str, errors[0]["loc"])) if errors[0]["loc"] else None))
 
         def progress(done: float, total: float | None, message: str) -> None:
             try:
@@ -82,7 +88,7 @@ def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
         try:
             result = await anyio.to_thread.run_sync(tool.invoke, params, call, abandon_on_cancel=True)
         except FlightError as e:
-            return _error(f"{e.kind}: {escape(e.message)}")
+            return _error(e)
         finally:
             # Cancelled by the client (or done): the worker sees this and cancels the agent command,
             # which removes its instrumentation.

@@ -382,9 +382,7 @@ class Connection(object):
             result = handler(ctx.args, ctx)
             reply = {"id": ctx.id, "result": result}
         except AgentError as e:
-            err = {"kind": e.kind, "message": e.message}
-            err.update(e.extra)
-            reply = {"id": ctx.id, "error": err}
+            reply = {"id": ctx.id, "error": e.fact()}
         except BaseException as e:  # a bug of ours must not reach the target
             reply = {"id": ctx.id, "error": {"kind": "agent_bug",
                                               "message": "%s: %s" % (type(e).__name__, e)}}

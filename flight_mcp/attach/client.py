@@ -173,7 +173,8 @@ class AgentClient:
                     continue
                 if "error" in msg:
                     err = dict(msg["error"])
-                    raise FlightError(err.pop("kind", "agent_error"), err.pop("message", "agent error"), **err)
+                    raise FlightError(err.pop("kind", "agent_bug"), err.pop("message", "the agent sent an error "
+                                      "without a message"), arg=err.pop("arg", None), **err)
                 return msg["result"]
         finally:
             with self._lock:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import FlightError
+from ..errors import FlightError, speak
 from ..render import escape, escaped
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -32,10 +32,18 @@ class Cli:
 
 
 class Params(BaseModel):
-    """Base of every tool's parameters: which process, and how long to wait for it."""
+    """Base of every tool's parameters: which process, and how long to wait for it.
+
+    The agent's request is the Params' own dump (agent_args): the agent keeps no defaults and no
+    range checks of its own, cross-field rules are model validators here."""
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # fields the host uses itself, not sent to the agent
+    host_only: ClassVar[frozenset[str]] = frozenset({"pid", "timeout_s"})
 
     pid: int = Field(description="Process id of the target Python process (list_processes shows them).")
+
+    def agent_args(self) -> dict:
+        return self.model_dump(exclude=set(self.host_only))
 
 
 class TimedParams(Params):
@@ -44,10 +52,24 @@ class TimedParams(Params):
 
 
 def cli_of(model: type[BaseModel], name: str) -> Cli | None:
-    for meta in model.model_fields[name].metadata:
+    field = model.model_fields.get(name)
+    for meta in field.metadata if field is not None else ():
         if isinstance(meta, Cli):
             return meta
     return None
+
+
+def cli_name(model: type[BaseModel], name: str) -> str:
+    """How the command line spells argument `name` of model: its flags, its positional slot in
+    capitals, or the name itself for one the CLI does not take."""
+    if name == "timeout_s":
+        return "--timeout"
+    cli = cli_of(model, name)
+    if cli is None:
+        return name
+    if cli.positional:
+        return name.upper()
+    return "/".join(cli.flags) or name
 
 
 class Call:
@@ -66,12 +88,16 @@ class Call:
         """The agent of pid, attaching within timeout when it is not attached yet."""
         return self.sessions.get(pid, timeout)
 
-    def request(self, pid: int, cmd: str, args: dict, timeout: float = DEFAULT_TIMEOUT_S,
+    def request(self, params: Params, cmd: str, args: dict | None = None,
                 on_event: Callable[[dict], None] | None = None, *, budget_arg: str | None = None,
-                margin: float = 0.0) -> dict:
-        """Runs cmd within `timeout` seconds, attach included: the request gets what the attach
-        left. budget_arg names an argument of the agent's set to that rest (a capture's own
-        deadline); margin is extra time for its answer to arrive after that deadline."""
+                margin: float = 0.0, timeout: float | None = None) -> dict:
+        """Runs cmd with params.agent_args() (or args) within timeout (params.timeout_s), attach included:
+        the request gets what the attach left. budget_arg names an argument of the agent's set to
+        that rest (a capture's own deadline); margin is extra time for its answer to arrive after
+        that deadline."""
+        pid = params.pid
+        timeout = timeout if timeout is not None else getattr(params, "timeout_s", DEFAULT_TIMEOUT_S)
+        args = params.agent_args() if args is None else args
         started = time.monotonic()
         client = self.client(pid, timeout)
         left = max(timeout - (time.monotonic() - started), 0.001)
@@ -118,8 +144,8 @@ class Tool:
         a fact we did not expect) becomes an error with its code, never a traceback."""
         try:
             return self.run(params, call)
-        except FlightError:
-            raise
+        except FlightError as e:  # in the caller's language: the argument names it typed
+            raise e.spoken(lambda n: cli_name(self.params, n) if call.on_cli else n) from None
         except (ValidationError, KeyError, TypeError, AttributeError) as e:  # a missing or mistyped fact
             what = _first_errors(e) if isinstance(e, ValidationError) else f"{type(e).__name__}: {escape(str(e))}"
             raise FlightError("bad_agent_reply", f"the agent's answer to {self.name} does not fit what this "
@@ -130,6 +156,17 @@ class Tool:
     def text(self, result: BaseModel, color: bool) -> str:
         """The text rendering, with every string from the target escaped (see render.py)."""
         return self.render(escaped(result), color)
+
+
+def validation_problems(e: ValidationError, name_of: Callable[[str], str]) -> str:
+    """A validation error of the caller's arguments, each argument spelled by name_of (a model
+    validator's message names arguments as {arg:NAME})."""
+    out = []
+    for err in e.errors():
+        msg = speak(err["msg"].removeprefix("Value error, "), name_of)
+        where = ".".join(name_of(str(x)) if i == 0 else str(x) for i, x in enumerate(err["loc"]))
+        out.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(out)
 
 
 def _first_errors(e: ValidationError, most: int = 3) -> str:

@@ -68,7 +68,7 @@ def request(p: FunctionParams, call: Call, cmd: str, args: dict) -> dict:
 
     args = dict(args, module=p.module, cls=p.cls, method=p.method, nested_method=p.nested_method,
                 filter_expr=p.filter_expr, limits=p.limits)
-    return call.request(p.pid, cmd, args, timeout=p.timeout_s, on_event=on_event, budget_arg="duration_s",
+    return call.request(p, cmd, args, on_event=on_event, budget_arg="duration_s",
                         margin=REPLY_MARGIN_S)
 
 

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ..render import expr_block, paint
+from ..models import ValueView
+from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
 
 
@@ -41,14 +42,14 @@ class GetGlobalResult(BaseModel):
     owner: str
     field: str | None = None
     expr: str | None = None
-    view: dict | None = Field(None, description="The value: {type, repr, len?, children?: [{name, view}], elided?}.")
+    view: ValueView | None = Field(None, description="The value.")
     entries: list[Entry] | None = None
     elided: int = 0
 
 
 def run(p: GetGlobalParams, call: Call) -> GetGlobalResult:
     args = p.model_dump(exclude={"pid", "timeout_s"})
-    return GetGlobalResult(**call.request(p.pid, "getglobal", args, timeout=p.timeout_s))
+    return GetGlobalResult(**call.request(p, "getglobal", args))
 
 
 def render(r: GetGlobalResult, color: bool) -> str:
@@ -60,7 +61,7 @@ def render(r: GetGlobalResult, color: bool) -> str:
         if r.elided:
             lines.append(f"  ... {r.elided} more names")
         return "\n".join(lines)
-    return expr_block(r.expr or "target", r.view or {})
+    return expr_block(r.expr or "target", r.view or NO_VIEW)
 
 
 TOOL = Tool(

@@ -21,7 +21,7 @@ class ModuleResult(BaseModel):
 
 
 def run(p: ModuleParams, call: Call) -> ModuleResult:
-    return ModuleResult(**call.request(p.pid, "module", {"filepath": p.filepath}, timeout=p.timeout_s))
+    return ModuleResult(**call.request(p, "module"))
 
 
 def render(r: ModuleResult, color: bool) -> str:

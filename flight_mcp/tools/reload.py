@@ -44,7 +44,7 @@ class ReloadResult(BaseModel):
 def run(p: ReloadParams, call: Call) -> ReloadResult:
     call.require_mutating("reload")
     args = p.model_dump(exclude={"pid", "timeout_s"})
-    return ReloadResult(**call.request(p.pid, "reload", args, timeout=p.timeout_s))
+    return ReloadResult(**call.request(p, "reload", args))
 
 
 def render(r: ReloadResult, color: bool) -> str:

@@ -161,7 +161,7 @@ def _names_from_running_agent(pid: int, call: Call, out: dict) -> None:
     """native_id -> the agent's thread facts, only from an agent that already runs: never injects."""
     try:
         if pid in call.sessions.attached():
-            raw = call.request(pid, "stack", {"async": False}, timeout=2.0)
+            raw = call.sessions.get(pid).request("stack", {"async": False, "allow_mutating": False}, timeout=2.0)
         else:
             client = attach_existing(pid)
             if client is None:
@@ -196,7 +196,7 @@ def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
     def ask() -> None:
         try:
             call.client(p.pid, max(budget, ATTACH_GRACE_S))
-            box["raw"] = call.request(p.pid, "stack", {"async": p.async_tasks}, timeout=budget)
+            box["raw"] = call.request(p, "stack", {"async": p.async_tasks}, timeout=budget)
         except FlightError as e:
             box["error"] = e
         except Exception as e:  # never a traceback to the user; the fallback still answers

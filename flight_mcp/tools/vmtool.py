@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from ..errors import FlightError
-from ..render import expr_block, paint
+from ..models import ValueView
+from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
 
 
@@ -79,7 +80,7 @@ class VmtoolResult(BaseModel):
     subclasses: bool = False
     search_ms: float | None = Field(None, description="Time the heap search took in the target.")
     notes: list[str] = Field(default_factory=list)
-    view: dict | None = Field(None, description="The expression's value: {type, repr, len?, children?, elided?}.")
+    view: ValueView | None = Field(None, description="The expression's value.")
     count_by: CountBy | None = None
     referrers: list[Referrer] | None = None
     referrers_elided: int = 0
@@ -94,7 +95,7 @@ class VmtoolResult(BaseModel):
 def run(p: VmtoolParams, call: Call) -> VmtoolResult:
     if p.action == "forceGc":
         call.require_mutating("vmtool forceGc (a full garbage collection: frees objects, runs finalizers)")
-        return VmtoolResult(**call.request(p.pid, "vmtool", {"action": "forceGc"}, timeout=p.timeout_s))
+        return VmtoolResult(**call.request(p, "vmtool", {"action": "forceGc"}))
     cls = p.cls
     if cls and p.class_name:
         cls = f"{cls} {p.class_name}"
@@ -105,7 +106,7 @@ def run(p: VmtoolParams, call: Call) -> VmtoolResult:
                           "vmtool -a getInstances -c '__main__ OrderService'.")
     args = p.model_dump(exclude={"pid", "timeout_s", "class_name", "cls"})
     args["cls"] = cls
-    return VmtoolResult(**call.request(p.pid, "vmtool", args, timeout=p.timeout_s))
+    return VmtoolResult(**call.request(p, "vmtool", args))
 
 
 def render(r: VmtoolResult, color: bool) -> str:
@@ -120,7 +121,7 @@ def render(r: VmtoolResult, color: bool) -> str:
             lines.append("  note: automatic GC is disabled in this process (gc.disable()).")
         lines.append(f"  took {r.cost_ms} ms")
         return "\n".join(lines)
-    lines = [expr_block(r.expr or "instances", r.view or {})]
+    lines = [expr_block(r.expr or "instances", r.view or NO_VIEW)]
     what = f"{r.cls}" + (" and subclasses" if r.subclasses else "")
     lines.append(paint(f"found {r.total} instance(s) of {what} on the GC heap in {r.search_ms} ms; "
                        f"{r.shown} in `instances`" + (" (-n/--limit; -1 for all)" if r.shown < r.total else ""), "dim", color))

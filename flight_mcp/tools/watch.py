@@ -5,7 +5,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from ..render import paint, view_lines
+from ..models import ValueView
+from ..render import NO_VIEW, paint, type_label, view_lines
 from .base import Call, Cli, Tool
 from .capture_common import FunctionParams, Summary, empty_hint, render_errors, request, summary_line, summary_of
 
@@ -35,7 +36,7 @@ class Record(BaseModel):
     thread: str
     tid: int
     daemon: bool | None = None
-    view: dict | None = Field(None, description="The expression's value: {type, repr, len?, children?, elided?}.")
+    view: ValueView | None = Field(None, description="The expression's value.")
     expr_error: str | None = Field(None, description="Why the expression failed on this call.")
     exception: str | None = None
     traceback: str | None = None
@@ -70,8 +71,8 @@ def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]
         rows = [("EXPR", expr), ("WATCH_FAIL_INFO", rec.expr_error)]
         width = 20
     else:
-        view = rec.view or {"type": "?", "repr": ""}
-        rows = [("EXPR", expr), ("TYPE", f"<class '{view['type']}'>"), ("VALUE", "\n".join(view_lines(view)))]
+        view = rec.view or NO_VIEW
+        rows = [("EXPR", expr), ("TYPE", type_label(view)), ("VALUE", "\n".join(view_lines(view)))]
         width = 12 if rec.is_exp else 8
     if rec.is_exp:
         rows.append(("EXCEPTION", rec.traceback or rec.exception or ""))

@@ -1,0 +1,71 @@
+"""The one catalogue of error codes, shared by the agent (which runs inside the target, so: standard
+library only, Python 3.8) and the host. Every error carries one of these codes; the hint is what
+to do about that kind of failure, the message says what happened this time.
+
+Messages name a tool argument as `{arg:NAME}` (NAME is the Params field): the host writes it in the
+caller's language, the MCP argument name over MCP and the flag on the command line (errors.speak).
+"""
+
+# code -> hint. Grouped by who finds the problem; a test checks every code raised anywhere is here.
+CODES = {
+    # the caller's input
+    "usage": "Check the arguments against the tool's description (CLI: `flight-mcp PID --cmd \"help\"`).",
+    "bad_argument": "Give the argument a value in its documented range.",
+    "bad_expression": "Fix the expression: it must be one Python expression over the names the tool lists.",
+    "expression_failed": "The expression raised on the target's data: read the value first without it, then "
+                         "narrow the expression.",
+    "read_only": "Restart the server with --allow-mutating if changing the target is intended.",
+    "write_failed": "Name a file in a directory you can write, or leave the file argument out.",
+    # what the target holds
+    "module_not_found": "Use the module name the target imported (the script that was run is __main__); "
+                        "the `module` tool maps a file path to its module name.",
+    "class_not_found": "Check the class name (dotted for nested classes); getglobal on the module lists its names.",
+    "method_not_found": "Check the name; getglobal on the module or class lists what it defines.",
+    "field_not_found": "Check the name; getglobal without a field lists what the module or class defines.",
+    "function_not_found": "Check the name; getglobal on the module lists what it defines.",
+    "nested_method_not_found": "Name a function defined directly inside the method.",
+    "not_a_function": "Name a function or method; getglobal shows what the name holds.",
+    "not_a_class": "Name a class; getglobal on the module lists its names with their types.",
+    "not_imported": "The target has not imported it; flight-mcp never imports modules into the target.",
+    "bad_class": "Name a class as module.Class (or Class with a module).",
+    "bad_action": "Use one of the documented actions.",
+    "unsupported": "This target or object does not support the request; the message says what does.",
+    "busy": "Another command holds what this one needs; retry when it is done.",
+    "monitoring_busy": "Another tool uses the sys.monitoring slot; retry when it is done.",
+    # the process
+    "bad_pid": "Give the pid of a running process (list_processes shows the Python ones).",
+    "no_such_process": "The process is gone; list_processes shows the running Python processes.",
+    "not_python": "Give the pid of a CPython process (list_processes shows them).",
+    "unsupported_python": "flight-mcp attaches to CPython 3.8 and newer.",
+    "permission_denied": "Run flight-mcp as the target's user or root (ptrace must be allowed: "
+                         "kernel.yama.ptrace_scope, CAP_SYS_PTRACE in containers).",
+    "process_stopped": "The process is stopped (SIGSTOP or a debugger); continue it, then retry.",
+    # attaching and the agent
+    "attach_busy": "Another flight-mcp is attaching to this process; retry in a moment.",
+    "attach_failed": "The attach did not complete; the message says why. The target is unaffected.",
+    "inject_failed": "The agent could not be loaded; the message says why. The target is unaffected.",
+    "inject_timeout": "The injector did not finish in time; retry with a longer timeout_s.",
+    "agent_timeout": "A thread may be holding the GIL in native code: stack with native=true reads the "
+                     "process from outside.",
+    "agent_gone": "The process exited or the agent was detached; retry to attach afresh.",
+    "agent_failed": "The agent failed to start; the target is unaffected. Report the message.",
+    "agent_version_mismatch": "Detach the other flight-mcp's agent (`flight-mcp PID --cmd detach`) and retry.",
+    "bad_agent_reply": "Detach the agent (`flight-mcp PID --cmd detach`) and retry; otherwise report this.",
+    "agent_bug": "A fault of flight-mcp, not of the target (which is unaffected): report the message.",
+    "unknown_command": "The agent is of another flight-mcp version: detach it and retry.",
+    "protocol": "The agent received a malformed request: report this.",
+    "no_safe_point": "No thread reached a point where the agent can start; stack with native=true reads the "
+                     "process from outside.",
+    "unsafe_runtime_dir": "Remove the named path (as its owner or root) and retry.",
+    "runtime_dir_failed": "Free space or permissions under /tmp (or $XDG_RUNTIME_DIR) are needed for the agent.",
+    "install_broken": "Reinstall flight-mcp: a file it ships is missing.",
+    # reading from outside
+    "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
+    "external_failed": "Reading the process from outside failed; the message says why.",
+    "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+}
+
+
+def arg(name):
+    """A tool argument, named in a message; the host writes it the way the caller spells it."""
+    return "{arg:%s}" % name

@@ -1,0 +1,33 @@
+"""The arguments several tools take, defined once: one name, one range, one meaning over MCP, and
+the CLI spellings of flight_profiler as aliases. A tool sets its own default (`expand: Expand = 1`);
+a description never restates it (the schema carries it)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import Cli
+
+Module = Annotated[str, Cli("--mod", positional=True), Field(
+    description="Module name as the target imported it ('__main__' for the script that was run). Never imported "
+                "by flight-mcp: it must already be loaded in the target.")]
+ClassName = Annotated[str | None, Cli("--cls", positional=True), Field(
+    description="Class in `module` (dotted for nested classes: Outer.Inner); omit for the module itself.")]
+Method = Annotated[str, Cli("--func", "--method", positional=True), Field(
+    description="Function or method name (methods, classmethods, staticmethods, async functions and generators "
+                "all work; decorated functions are unwrapped to the real one).")]
+Expand = Annotated[int, Cli("-x", "--expand"), Field(
+    ge=0, le=6, description="Levels of contents to expand in a value (0 = its one-line text only).")]
+Verbose = Annotated[bool, Cli("-v", "--verbose"), Field(
+    description="Show every item of long containers (else the first and last 5) and dunder names.")]
+Raw = Annotated[bool, Cli("-r", "--raw"), Field(
+    description="Show each value as its own repr() on one line: the target's __repr__ runs on an agent thread, at "
+                "most 200 ms per object (else shown as timed out). Without it no code of the target runs: objects "
+                "are shown from their __dict__/__slots__.")]
+Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
+    ge=1, le=10000, description="The most items to capture or show.")]
+FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), Field(
+    description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
+                "else None), args (WITHOUT self), kwargs, return_obj, cost (ms). Example: \"args[0] >= 1\". A "
+                "filter that raises counts the call as not matching.")]
