@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .models import ValueView
+from .models import ExceptionFact, ValueView
 
 RESET = "\033[0m"
 COLORS = {"red": "\033[31m", "yellow": "\033[33m", "green": "\033[32m", "faint": "\033[2;32m",
@@ -121,3 +121,27 @@ def rows_block(rows: list[tuple[str, list[str]]], width: int) -> str:
 def expr_block(expr: str, view: ValueView, width: int = 12) -> str:
     """The EXPR / TYPE / VALUE layout of getglobal, watch and vmtool."""
     return rows_block([("EXPR:", [expr]), ("TYPE:", [type_label(view)]), ("VALUE:", view_lines(view))], width)
+
+
+def wall_time(epoch: float) -> str:
+    """flight_profiler's timestamp, local time: 2026-04-19 11:35:38:953 (milliseconds after a colon)."""
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) + f":{int((epoch % 1) * 1000):03d}"
+
+
+def exception_line(exc: ExceptionFact) -> str:
+    return f"{exc.type}: {exc.message}" if exc.message else exc.type
+
+
+def traceback_lines(exc: ExceptionFact) -> list[str]:
+    """The exception as Python prints it: `Traceback (most recent call last):`, a File line (and
+    its source) per frame, then `Type: message`."""
+    lines = ["Traceback (most recent call last):"]
+    for i, fr in enumerate(exc.frames):
+        if exc.frames_elided and i == min(5, len(exc.frames)):
+            lines.append(f"  ... {exc.frames_elided} frames ...")
+        lines.append(f'  File "{fr.file}", line {"?" if fr.line is None else fr.line}, in {fr.name}')
+        if fr.source:
+            lines.append("    " + fr.source)
+    lines.extend(exception_line(exc).split("\n"))
+    return lines
