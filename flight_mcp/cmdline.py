@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import types
 import typing
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,6 +17,31 @@ from .errors import FlightError
 from .tools.base import Tool, cli_name, cli_of, validation_problems
 
 _INTERNAL = {"pid", "timeout_s"}
+
+
+@dataclass(frozen=True)
+class CliSplit:
+    """A CLI-only rewrite, declared on a field next to its `Cli`: a value given with one of that
+    field's flags fills the fields `into` instead, split at whitespace, else at ':' or the last '.'
+    (flight_profiler's vmtool `-c "module Class"`, `-c module.Class`). One part fills only the first
+    of them; the next positional word then fills the next slot (`-c module Class` unquoted).
+    Nothing of it reaches the MCP schema: over MCP the fields are given one by one."""
+    into: tuple[str, ...]
+
+    def __init__(self, *into: str):
+        object.__setattr__(self, "into", into)
+
+    def split(self, value: str) -> dict[str, str]:
+        value = value.strip()
+        parts = value.split()
+        if len(parts) == 1:
+            parts = value.split(":", 1) if ":" in value else value.rsplit(".", 1)
+        return dict(zip(self.into, (p for p in parts if p)))
+
+
+def split_of(model: type[BaseModel], name: str) -> CliSplit | None:
+    field = model.model_fields.get(name)
+    return next((m for m in (field.metadata if field is not None else ()) if isinstance(m, CliSplit)), None)
 
 
 def _is_bool(annotation) -> bool:
@@ -76,13 +102,15 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
                 values[field] = True if not eq else inline
             else:
                 if eq:
-                    values[field] = inline
+                    value = inline
                 elif i + 1 < len(rest):
                     i += 1
-                    values[field] = rest[i]
+                    value = rest[i]
                     last_value_flag = key
                 else:
                     raise FlightError("usage", f"{name}: option {key} needs a value. Usage: {usage(tool)}")
+                splitter = split_of(model, field)
+                values.update(splitter.split(value) if splitter is not None else {field: value})
         else:
             positional.append(word)
         i += 1

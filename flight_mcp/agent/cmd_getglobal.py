@@ -5,6 +5,7 @@ __repr__ runs on an agent thread with its time budget, so one slow or blocked va
 and the rest of the answer still comes.
 """
 from . import expr, lookup, objview
+from .codes import arg
 from .registry import AgentError, command
 
 LISTING_LIMIT = 300
@@ -27,20 +28,20 @@ def _listing(owner, verbose, raw):
 @command("getglobal")
 def getglobal(args, ctx):
     mod = lookup.module(args["module"])
-    owner = lookup.klass(mod, args["cls"], args["module"]) if args.get("cls") else mod
-    where = args["module"] + ("." + args["cls"] if args.get("cls") else "")
-    field = args.get("field")
+    cls = args["cls"]
+    owner = lookup.klass(mod, cls, args["module"]) if cls else mod
+    where = args["module"] + ("." + cls if cls else "")
+    field = args["field"]
     if not field:
-        entries, elided = _listing(owner, args.get("verbose"), bool(args.get("raw")))
+        entries, elided = _listing(owner, args["verbose"], args["raw"])
         return {"mode": "listing", "owner": where, "entries": entries, "elided": elided}
     value = lookup.attribute(owner, field, "field", args["module"] if owner is mod else None)
-    source = args.get("expr") or "target"
-    code = expr.compile_expr(source, "-e/--expr", args.get("allow_mutating", False))
+    source = args["expr"]
+    code = expr.compile_expr(source, arg("expr"), args["allow_mutating"])
     try:
         shown = expr.evaluate(code, {"target": value})
     except BaseException as e:
-        raise AgentError("expression_failed", expr.describe_failure("-e/--expr", source, e) +
-                         ". The name `target` is the value of %s.%s." % (where, field))
+        raise AgentError("expression_failed", expr.describe_failure(arg("expr"), source, e) +
+                         ". The name `target` is the value of %s.%s." % (where, field), arg="expr")
     return {"mode": "value", "owner": where, "field": field, "expr": source,
-            "view": objview.view(shown, expand=int(args.get("expand", 1)),
-                                 verbose=bool(args.get("verbose")), raw=bool(args.get("raw")))}
+            "view": objview.view(shown, expand=args["expand"], verbose=args["verbose"], raw=args["raw"])}

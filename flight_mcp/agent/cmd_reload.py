@@ -16,7 +16,7 @@ import sys
 import tokenize
 import types
 
-from . import lookup
+from . import instrument, lookup
 from .registry import AgentError, command
 
 DIFF_LINES_LIMIT = 400
@@ -33,7 +33,7 @@ _RELOADED = {}
 
 
 def _refuse(kind, message):
-    raise AgentError(kind, message + " The running code is unchanged.")
+    raise AgentError(kind, message + " The running code is unchanged.", arg="method")
 
 
 def _target_function(raw, where):
@@ -246,116 +246,6 @@ def _old_source(filename, qualname, old_code, classes_name_parts, current_text):
     return None, None
 
 
-def _instrumentation():
-    """agent/instrument.py when loaded: an active trace/watch on the function must follow the new code."""
-    pkg = __name__.rsplit(".", 1)[0]
-    return sys.modules.get(pkg + ".instrument")
-
-
-def _sites_on(inst, func):
-    """Instrumentation sites on func itself or on a function nested in it (-nm)."""
-    sites = getattr(inst, "_sites", None) if inst is not None else None
-    if not isinstance(sites, dict):
-        return []
-    found, seen = [], set()
-    for k, s in list(sites.items()):  # a site moved by an earlier reload is under two keys
-        if id(s) not in seen and (getattr(s.target, "func", None) is func or getattr(s.target, "outer", None) is func):
-            seen.add(id(s))
-            found.append((k, s))
-    return found
-
-
-def _current_code(func):
-    """The function's own code, looking past an active instrumentation's trampoline (<= 3.11)."""
-    inst = _instrumentation()
-    for _, site in _sites_on(inst, func):
-        if site.target.outer is None:
-            return site.code
-    originals = getattr(inst, "TRAMPOLINE_CODES", None)  # trampoline -> the code it stands in for
-    if isinstance(originals, dict) and func.__code__ in originals:
-        return originals[func.__code__]
-    return func.__code__
-
-
-def _refresh_site(inst, site, code):
-    """Points a site (and its argument names) at another code object."""
-    site.code = site.target.code = code
-    fresh = inst._Site(site.target)
-    site.posnames, site.kwonames = fresh.posnames, fresh.kwonames
-    site.varargs, site.varkw = fresh.varargs, fresh.varkw
-
-
-_ENGINE_NEEDS = ("_lock", "_sites", "_Site", "_key", "MONITORING", "_mon", "_trampoline_install")
-
-
-def _swap_code(func, new_code):
-    """Installs new_code; an active trace/watch on func (or on a function nested in it) is moved to
-    the new code, so it keeps capturing and ending it leaves the new code in place.
-    Returns how many instrumentations were moved."""
-    inst = _instrumentation()
-    replace = getattr(inst, "replace_code", None)
-    if replace is not None:  # the engine's own way, when it offers one
-        return int(replace(func, new_code) or 0)
-    found = _sites_on(inst, func)
-    if not found:
-        func.__code__ = new_code
-        return 0
-    missing = [n for n in _ENGINE_NEEDS if not hasattr(inst, n)]
-    if missing:
-        _refuse("instrumented", "a trace/watch is active on %s and this agent cannot move it to new code "
-                "(instrument.py lacks %s). End that trace/watch, then reload." % (func.__qualname__, ", ".join(missing)))
-    with inst._lock:
-        if not inst.MONITORING:
-            for _, site in found:  # trampolines off: the function holds its original code again
-                if site.undo is not None:
-                    site.undo()
-        func.__code__ = new_code
-        moved = 0
-        for key, site in found:
-            code = new_code
-            if site.target.outer is not None:  # -nm: the nested function's code inside the new code
-                code = next((c for c in new_code.co_consts
-                             if isinstance(c, types.CodeType) and c.co_name == site.code.co_name), None)
-            if code is None:
-                continue  # the nested function is gone from the new code: nothing left to instrument
-            if inst.MONITORING:
-                _move_monitoring(inst, key, site, code)
-            else:
-                _refresh_site(inst, site, code)
-                inst._trampoline_install(site)  # its undo now puts back the NEW code
-            moved += 1
-        return moved
-
-
-def _move_monitoring(inst, old_key, site, code):
-    """sys.monitoring (3.12+): local events on the new code object too, the site found under both
-    keys (calls already running the old code still end through it), and both keys dropped when
-    the last probe goes (the engine's remove() knows only the old key)."""
-    mon, tool = sys.monitoring, inst._mon["tool"]
-    old_code = site.code
-    events = mon.get_local_events(tool, old_code)
-    _refresh_site(inst, site, code)
-    new_key = inst._key(site.target)
-    inst._sites[new_key] = site
-    mon.set_local_events(tool, code, events)
-    kept = getattr(site, "_flight_reloaded_codes", [])
-    kept.append(old_code)  # keeps id(old_code) from being reused while it is a key
-    site._flight_reloaded_codes = kept
-    engine_set_probes = site.set_probes
-
-    def set_probes(probes):
-        engine_set_probes(probes)
-        if not site.probes:
-            if inst._sites.get(new_key) is site and new_key != old_key:
-                del inst._sites[new_key]
-            for c in kept:
-                try:
-                    mon.set_local_events(tool, c, 0)
-                except ValueError:
-                    pass
-    site.set_probes = set_probes
-
-
 def _same_values(func, new_func):
     try:
         return func.__defaults__ == new_func.__defaults__ and func.__kwdefaults__ == new_func.__kwdefaults__
@@ -376,18 +266,17 @@ def _source_path(filename):
 
 @command("reload")
 def reload(args, ctx):
-    if not args.get("allow_mutating"):
-        raise AgentError("read_only", "reload replaces code in the target, and this server is read-only. Restart "
-                         "it with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) if that is "
-                         "intended.")
+    if not args["allow_mutating"]:
+        raise AgentError("read_only", "reload replaces code in the target, and this server is read-only.")
+    cls = args["cls"]
     mod = lookup.module(args["module"])
-    owner = lookup.klass(mod, args["cls"]) if args.get("cls") else mod
-    where = "%s.%s" % (mod.__name__ + ("." + args["cls"] if args.get("cls") else ""), args["method"])
+    owner = lookup.klass(mod, cls) if cls else mod
+    where = "%s.%s" % (mod.__name__ + ("." + cls if cls else ""), args["method"])
     raw = lookup.attribute(owner, args["method"], "method")
     func, how = _target_function(raw, where)
-    if args.get("cls") and how.endswith("function"):
+    if cls and how.endswith("function"):
         how = how[:-len("function")] + "method"
-    old_code = _current_code(func)
+    old_code = instrument.current_code(func)
     qualname = func.__qualname__
     if "<locals>" in qualname:
         _refuse("not_reloadable", "%s is defined inside another function (%s): reload the enclosing function; "
@@ -448,9 +337,9 @@ def reload(args, ctx):
         old_span = list(proven_span)
     code_changed = not (_same_code(old_code, new_code) and old_code.co_firstlineno == new_code.co_firstlineno)
     defaults_changed = not _same_values(func, new_func)
-    instrumented = False
+    instrumented = 0
     if code_changed:
-        instrumented = _swap_code(func, new_code)
+        instrumented = instrument.replace_code(func, new_code)
     if defaults_changed:
         func.__defaults__ = new_func.__defaults__
         func.__kwdefaults__ = new_func.__kwdefaults__
@@ -473,7 +362,7 @@ def reload(args, ctx):
         "code_changed": code_changed, "defaults_changed": defaults_changed, "diff": diff,
         "old_source_known": old_source is not None, "instrumentation_kept": instrumented,
     }
-    if args.get("verbose"):
+    if args["verbose"]:
         result["new_source"] = new_source
         result["old_source"] = old_source
     return result

@@ -19,29 +19,14 @@ import time
 import types
 
 from . import expr, lookup, objstate, objview
+from .codes import arg
 from .registry import AgentError, command
 from .server import now_ms
 
 _HAVE_GC = 1 << 14
-_UNTRACKED_KINDS = (dict, tuple)
 REFERRERS_LIMIT = 50     # distinct referrer descriptions returned
 COUNT_LIMIT = 50         # distinct keys returned by --count-by
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _klass(spec):
-    """'module class' (flight_profiler's one string), also 'module.Class' or 'module:Class'."""
-    spec = (spec or "").strip()
-    parts = spec.split()
-    if len(parts) == 1 and ":" in parts[0]:
-        parts = parts[0].split(":", 1)
-    elif len(parts) == 1 and "." in parts[0]:
-        parts = parts[0].rsplit(".", 1)
-    if len(parts) != 2:
-        raise AgentError("bad_class", "-c/--class takes \"module class\" (one string, e.g. -c '__main__ "
-                         "OrderService'); got %r." % spec)
-    mod = lookup.module(parts[0])
-    return lookup.klass(mod, parts[1]), "%s.%s" % (parts[0], parts[1])
 
 
 def _all_subclasses(cls):
@@ -76,9 +61,9 @@ def _check_findable(cls, label):
     if not (objstate.flags(cls) & _HAVE_GC):
         raise AgentError(
             "not_tracked", "instances of %s are not tracked by the garbage collector (the type has no GC "
-            "support: a C type like int/str/float/bytes), "
-            "so they cannot be enumerated. Reach them through a container you know instead: getglobal "
-            "MODULE NAME -e ..., or vmtool on the class that holds them." % label)
+            "support: a C type like int/str/float/bytes), so they cannot be enumerated. Reach them through a "
+            "container you know instead: getglobal on the global that holds them, or vmtool on the class "
+            "that holds them." % label, arg="cls")
 
 
 def _keys_of(d, ids):
@@ -222,7 +207,8 @@ def _count_by(found, code, source):
             key = eval(code, env)
         except BaseException as e:
             failures += 1
-            first_error = first_error or expr.describe_failure("--count-by", source, e)
+            if first_error is None:
+                first_error = _exception_fact(e)
             continue
         if not _plain(key):  # hashing or comparing it would run its class's code: counted by its text
             key = _Label(objview.short_repr(key, 120))
@@ -232,8 +218,18 @@ def _count_by(found, code, source):
         label = str.__str__(key) if type(key) is _Label else objview.short_repr(key, 120)
         labelled[label] = labelled.get(label, 0) + n
     ranked = sorted(labelled.items(), key=lambda kv: (-kv[1], kv[0]))
-    return {"counts": [{"key": k, "count": n} for k, n in ranked[:COUNT_LIMIT]],
+    return {"expr": source, "counts": [{"key": k, "count": n} for k, n in ranked[:COUNT_LIMIT]],
             "distinct": len(ranked), "failed": failures, "first_error": first_error}
+
+
+def _exception_fact(e):
+    """{type, message} of what an expression raised (its str(), as describe_failure shows it: the
+    expression runs on an agent thread)."""
+    try:
+        message = str(e)
+    except BaseException:
+        message = "<str() failed>"
+    return {"type": objstate.short_name(type(e)), "message": " ".join(message.split())[:300]}
 
 
 class _Label(str):
@@ -253,52 +249,51 @@ def _plain(key, depth=3):
 
 @command("vmtool")
 def vmtool(args, ctx):
-    action = args.get("action")
-    if action == "forceGc":
+    if args["action"] == "forceGc":
         return _force_gc(args)
-    if action != "getInstances":
-        raise AgentError("bad_action", "unknown vmtool action %r: use getInstances or forceGc." % (action,))
-    mutating = args.get("allow_mutating", False)
-    source = args.get("expr") or "instances"
-    code = expr.compile_expr(source, "-e/--expr", mutating)
-    key_code = expr.compile_expr(args["count_by"], "--count-by", mutating, "key") if args.get("count_by") else None
-    cls, label = _klass(args.get("cls"))
+    mutating = args["allow_mutating"]
+    source = args["expr"]
+    code = expr.compile_expr(source, arg("expr"), mutating)
+    key_code = expr.compile_expr(args["count_by"], arg("count_by"), mutating, "key") if args["count_by"] else None
+    mod = lookup.module(args["module"])
+    cls = lookup.klass(mod, args["cls"], args["module"])
+    label = "%s.%s" % (args["module"], args["cls"])
     _check_findable(cls, label)
     started = now_ms()
-    found = _find(cls, bool(args.get("subclasses")))
+    found = _find(cls, args["subclasses"])
     search_ms = now_ms() - started
     total = len(found)
-    limit = int(args.get("limit", 10))
-    instances = found if limit < 0 else found[:limit]
-    result = {"action": "getInstances", "cls": label, "expr": source, "total": total, "shown": len(instances), "limit": limit,
-              "subclasses": bool(args.get("subclasses")), "search_ms": round(search_ms, 3), "notes": []}
-    if issubclass(cls, _UNTRACKED_KINDS):
-        result["notes"].append("%s objects holding only atomic values are untracked by the GC and not listed."
-                               % objstate.short_name(cls))
+    limit = args["limit"]
+    instances = found[:limit]
+    result = {"action": "getInstances", "module": args["module"], "cls": args["cls"], "expr": source,
+              "total": total, "shown": len(instances), "limit": limit, "subclasses": args["subclasses"],
+              "search_ms": round(search_ms, 3)}
+    untracked = objstate.container_base(cls)
+    if untracked is dict or untracked is tuple:
+        result["untracked_kind"] = objstate.short_name(untracked)
     try:
         if key_code is not None:
-            result["count_by"] = dict(_count_by(found, key_code, args["count_by"]), expr=args["count_by"])
-        if args.get("referrers"):
+            result["count_by"] = _count_by(found, key_code, args["count_by"])
+        if args["referrers"]:
             refs, elided = _referrers(instances, [id(found), id(instances)]) if instances else ([], 0)
             result["referrers"] = refs
             result["referrers_elided"] = elided
         try:
             shown = expr.evaluate(code, {"instances": instances})
         except BaseException as e:
-            raise AgentError("expression_failed", expr.describe_failure("-e/--expr", source, e) +
-                             ". The name `instances` is the list of %d %s instance(s) found." % (len(instances), label))
-        result["view"] = objview.view(shown, expand=int(args.get("expand", 1)),
-                                      verbose=bool(args.get("verbose")), raw=bool(args.get("raw")))
+            raise AgentError("expression_failed", expr.describe_failure(arg("expr"), source, e) +
+                             ". The name `instances` is the list of %d %s instance(s) found." % (len(instances), label),
+                             arg="expr")
+        result["view"] = objview.view(shown, expand=args["expand"], verbose=args["verbose"], raw=args["raw"])
         return result
     finally:
         del found, instances
 
 
 def _force_gc(args):
-    if not args.get("allow_mutating"):
+    if not args["allow_mutating"]:
         raise AgentError("read_only", "vmtool forceGc runs a full garbage collection in the target (it frees "
-                         "objects and runs their finalizers), and this server is read-only. Restart it with "
-                         "--allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) if that is intended.")
+                         "objects and runs their finalizers), and this server is read-only.", arg="action")
     before_stats = gc.get_stats()
     before_count = list(gc.get_count())
     garbage_before = len(gc.garbage)

@@ -138,6 +138,7 @@ class _Site(object):
         self.needs_args = False
         self.live = {}           # monitoring: id(frame) -> (frame, [(probe, token)])
         self.undo = None         # trampoline: restores the original code
+        self.replaced_codes = [] # monitoring: the codes it ran before replace_code (their events go with it)
         self._reader = self._reader_code = None
         self._read_params()
 
@@ -284,6 +285,62 @@ def remove_all(fresh_lock=False):
                 site.undo()
 
 
+def _sites_on(func):
+    """(key, site) of the sites on func itself or on a function nested in it (-nm); a site moved by
+    an earlier replace_code is under two keys, listed once."""
+    found, seen = [], set()
+    for k, s in list(_sites.items()):
+        if id(s) not in seen and (s.target.func is func or s.target.outer is func):
+            seen.add(id(s))
+            found.append((k, s))
+    return found
+
+
+def current_code(func):
+    """The function's own code, looking past an active instrumentation's trampoline (<= 3.11)."""
+    for _, site in _sites_on(func):
+        if site.target.outer is None:
+            return site.code
+    return TRAMPOLINE_CODES.get(func.__code__, func.__code__)
+
+
+def replace_code(func, new_code):
+    """Installs new_code as func's code (reload). An active trace/watch on func, or on a function
+    nested in it, moves to the new code: it keeps capturing, and ending it leaves the new code in
+    place. Returns how many instrumentations were moved."""
+    with _lock:
+        found = _sites_on(func)
+        if not found:
+            func.__code__ = new_code
+            return 0
+        if not MONITORING:
+            for _, site in found:  # trampolines off: the function holds its original code again
+                if site.undo is not None:
+                    site.undo()
+        func.__code__ = new_code
+        moved = 0
+        for key, site in found:
+            code = new_code
+            if site.target.outer is not None:  # -nm: the nested function's code inside the new code
+                code = next((c for c in new_code.co_consts
+                             if isinstance(c, types.CodeType) and c.co_name == site.code.co_name), None)
+            if code is None:
+                continue  # the nested function is gone from the new code: nothing left to instrument
+            if MONITORING:
+                _monitoring_move(key, site, code)
+            else:
+                _point_at(site, code)
+                _trampoline_install(site)  # its undo now puts back the NEW code
+            moved += 1
+        return moved
+
+
+def _point_at(site, code):
+    """Points a site (and its argument names) at another code object."""
+    site.code = site.target.code = code
+    site._read_params()
+
+
 # ---------------------------------------------------------------------------------------------
 # Python >= 3.12: sys.monitoring
 
@@ -334,12 +391,30 @@ def _monitoring_follow_ends(site, code):
     site.ends_on = True
 
 
+def _monitoring_move(old_key, site, code):
+    """replace_code with sys.monitoring: local events on the new code object too, the site found
+    under both keys (calls already running the old code still end through it), and both keys
+    dropped when the last probe goes (remove() drops every key of the site)."""
+    mon, tool = sys.monitoring, _mon["tool"]
+    old_code = site.code
+    events = mon.get_local_events(tool, old_code)
+    _point_at(site, code)
+    _sites[_key(site.target)] = site
+    mon.set_local_events(tool, code, events)
+    site.replaced_codes.append(old_code)  # keeps id(old_code) from being reused while it is a key
+
+
 def _monitoring_uninstall(site):
     mon = sys.monitoring
     tool = _mon["tool"]
     if tool is None:
         return
     mon.set_local_events(tool, site.code, 0)
+    for code in site.replaced_codes:
+        try:
+            mon.set_local_events(tool, code, 0)
+        except ValueError:
+            pass
     site.live.clear()
     if not _sites:
         mon.set_events(tool, 0)
@@ -584,7 +659,7 @@ def _hook_install(site):
 
 
 def _trampoline_install(site):
-    """Installs site on <= 3.11 (reload calls it by this name after it replaced the code)."""
+    """Installs site on <= 3.11 (replace_code calls it again after it replaced the code)."""
     if _hook_module() is not None:
         _hook_install(site)
     else:

@@ -3,53 +3,46 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..models import ValueView
+from ..models import Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
+from .fields import ClassName, Expand, Module, Raw, Verbose
 
 
 class GetGlobalParams(TimedParams):
-    module: Annotated[str, Cli("--mod", positional=True)] = Field(
-        description="Module name as the target imported it ('__main__' for the script that was run).")
-    cls: Annotated[str | None, Cli("--cls", positional=True)] = Field(
-        None, description="Class whose field to read (dotted for nested classes); omit for a module global.")
+    module: Module
+    cls: ClassName = None
     field: Annotated[str | None, Cli("--var", "--field", positional=True)] = Field(
         None, description="Name of the global or class field. Omit to list every name the module/class "
                           "defines, with types and short values.")
     expr: Annotated[str, Cli("-e", "--expr")] = Field(
         "target", description="Python expression over `target` (the value), e.g. \"target['db']\" or "
                               "\"len(target)\".")
-    expand: Annotated[int, Cli("-x", "--expand")] = Field(
-        2, ge=0, le=6, description="Levels of contents to expand (0 = one-line repr).")
-    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
-        False, description="Show every item of long containers (else the first and last 5) and dunder names.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
-        False, description="Show the value (each value, in a listing) as its own repr() on one line: the target's "
-                           "__repr__ runs on an agent thread, at most 200 ms per object (else shown as timed out). "
-                           "Without it no code of the target runs: objects are shown from their __dict__/__slots__.")
+    expand: Expand = 2
+    verbose: Verbose = False
+    raw: Raw = False
 
 
-class Entry(BaseModel):
+class Entry(Fact):
     name: str
     type: str
-    value: str
+    value: str = Field(description="Short one-line text of the value.")
 
 
-class GetGlobalResult(BaseModel):
+class GetGlobalResult(Fact):
     mode: Literal["value", "listing"]
-    owner: str
+    owner: str = Field(description="module or module.Class read.")
     field: str | None = None
     expr: str | None = None
     view: ValueView | None = Field(None, description="The value.")
     entries: list[Entry] | None = None
-    elided: int = 0
+    elided: int = Field(0, description="Listing: names left out (300 are listed).")
 
 
 def run(p: GetGlobalParams, call: Call) -> GetGlobalResult:
-    args = p.model_dump(exclude={"pid", "timeout_s"})
-    return GetGlobalResult(**call.request(p, "getglobal", args))
+    return GetGlobalResult(**call.request(p, "getglobal"))
 
 
 def render(r: GetGlobalResult, color: bool) -> str:

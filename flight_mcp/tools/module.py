@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..models import Fact
 from .base import Call, Cli, TimedParams, Tool
 
 
@@ -13,7 +14,7 @@ class ModuleParams(TimedParams):
         description="Absolute path of a .py file of the target's code (as the target sees it).")
 
 
-class ModuleResult(BaseModel):
+class ModuleResult(Fact):
     filepath: str
     realpath: str
     modules: list[str] = Field(description="Module names the target imported this file under; use the "

@@ -3,24 +3,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..models import Fact
 from ..render import paint
 from .base import Call, Cli, TimedParams, Tool
+from .fields import ClassName, Method, Module
 
 
 class ReloadParams(TimedParams):
-    module: Annotated[str, Cli("--mod", positional=True)] = Field(
-        description="Module name as the target imported it ('__main__' for the script that was run).")
-    cls: Annotated[str | None, Cli("--cls", positional=True)] = Field(
-        None, description="Class of the method (dotted for nested classes); omit for a module-level function.")
-    method: Annotated[str, Cli("--func", "--method", positional=True)] = Field(
-        description="Function or method name (plain, classmethod, staticmethod or decorated def).")
+    module: Module
+    cls: ClassName = None
+    method: Method
+    # not fields.Verbose: here it shows sources, not more of a value
     verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
         False, description="Also show the full new source of the function (and the old one when known).")
 
 
-class ReloadResult(BaseModel):
+class ReloadResult(Fact):
     module: str
     qualname: str
     kind: str = Field(description="function, method, classmethod, staticmethod, bound method; 'decorated ...' "
@@ -43,8 +43,7 @@ class ReloadResult(BaseModel):
 
 def run(p: ReloadParams, call: Call) -> ReloadResult:
     call.require_mutating("reload")
-    args = p.model_dump(exclude={"pid", "timeout_s"})
-    return ReloadResult(**call.request(p, "reload", args))
+    return ReloadResult(**call.request(p, "reload"))
 
 
 def render(r: ReloadResult, color: bool) -> str:
@@ -67,7 +66,7 @@ def render(r: ReloadResult, color: bool) -> str:
             lines.extend(_paint_diff(r.diff, color))
         elif not r.old_source_known:
             lines.append("Changes: the previous source is not known (the file was edited before the target kept a "
-                         "copy); the next reload of this function will show a diff. Use -v to see the new source.")
+                         "copy); the next reload of this function will show a diff. Use verbose (-v) to see the new source.")
     if r.new_source is not None:
         lines.append("Extracted method source:")
         lines.append(r.new_source.rstrip("\n"))

@@ -3,37 +3,38 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, model_validator
 
-from ..errors import FlightError
-from ..models import ValueView
+from ..agent.codes import arg
+from ..cmdline import CliSplit
+from ..models import ExceptionFact, Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
+from .fields import Expand, Limit, Module, Raw, Verbose
+
+
+def _description(shared) -> str:
+    return next(m.description for m in shared.__metadata__ if hasattr(m, "description"))
 
 
 class VmtoolParams(TimedParams):
     action: Annotated[Literal["getInstances", "forceGc"], Cli("-a", "--action")] = Field(
         "getInstances", description="getInstances: find live instances of `cls`; forceGc: run a full garbage "
                                     "collection (changes the target: needs --allow-mutating).")
-    cls: Annotated[str | None, Cli("-c", "--class")] = Field(
-        None, description="\"module class\" in one string, e.g. \"__main__ OrderService\" (also \"module.Class\"); "
-                          "dotted class names for nested classes.")
-    class_name: Annotated[str | None, Cli("--class-name", positional=True)] = Field(
-        None, description="Class name, when `cls` holds only the module (the CLI's unquoted `-c module class`).")
+    module: Annotated[str | None, Cli("--mod", positional=True)] = Field(None, description=_description(Module))
+    # The CLI's -c takes flight_profiler's "module Class" (or module.Class) and fills both fields.
+    cls: Annotated[str | None, Cli("-c", "--class", "--cls", positional=True), CliSplit("module", "cls")] = Field(
+        None, description="Class in `module` whose instances to find (dotted for nested classes: Outer.Inner).")
     expr: Annotated[str, Cli("-e", "--expr")] = Field(
         "instances", description="Python expression over `instances` (the list found, cut to `limit`), e.g. "
                                  "\"len(instances)\", \"[i.name for i in instances]\", \"instances[0].stats()\" (a "
                                  "method call of the target's own class needs --allow-mutating).")
-    limit: Annotated[int, Cli("-n", "--limit", "--limits")] = Field(
-        10, ge=-1, description="How many instances go into `instances` (-1 = all). The total found is always reported.")
-    expand: Annotated[int, Cli("-x", "--expand")] = Field(
-        1, ge=0, le=6, description="Levels of contents to expand (0 = repr only).")
-    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder names when expanding.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
-        False, description="Show the value's own repr() on one line instead of a view: the target's __repr__ runs on "
-                           "an agent thread, at most 200 ms per object (else shown as timed out).")
+    limit: Limit = 10
+    expand: Expand = 1
+    verbose: Verbose = False
+    raw: Raw = False
     subclasses: Annotated[bool, Cli("-s", "--subclasses")] = Field(
-        False, description="Also find instances of subclasses of the class (default: that exact class only).")
+        False, description="Also find instances of subclasses of the class (else that exact class only).")
     referrers: Annotated[bool, Cli("--referrers")] = Field(
         False, description="Also report what refers to the instances in `instances` (who keeps them alive): "
                            "referrer type and attribute/key/global name, with counts, bounded to 50 lines.")
@@ -41,27 +42,34 @@ class VmtoolParams(TimedParams):
         None, description="Count ALL instances found by a key expression over `target` (one instance), e.g. "
                           "\"target.status\" or \"type(target).__name__\"; the 50 most frequent keys are returned.")
 
+    @model_validator(mode="after")
+    def _class_named(self):
+        if self.action == "getInstances" and not (self.module and self.cls):
+            raise ValueError(f"getInstances needs the class: {arg('module')} and {arg('cls')}, e.g. module "
+                             "\"__main__\" and cls \"OrderService\"")
+        return self
 
-class Count(BaseModel):
+
+class Count(Fact):
     key: str
     count: int
 
 
-class CountBy(BaseModel):
+class CountBy(Fact):
     expr: str
     counts: list[Count]
     distinct: int = Field(description="Distinct keys (only the 50 most frequent are listed).")
     failed: int = Field(description="Instances for which the key expression raised.")
-    first_error: str | None = None
+    first_error: ExceptionFact | None = Field(None, description="What the key expression raised first.")
 
 
-class Referrer(BaseModel):
+class Referrer(Fact):
     referrer: str = Field(description="e.g. 'module __main__, global SERVICE', '__main__.Registry.items', "
                                       "'list[3] (len 10)', 'dict[\\'k\\']', 'frame of worker (app.py:40)'.")
     count: int
 
 
-class Generation(BaseModel):
+class Generation(Fact):
     generation: int
     collected: int = Field(description="Objects found unreachable by gc.collect(generation), run for 0, 1, 2 in order.")
     count_before: int | None = Field(None, description="Allocations counted toward this generation before.")
@@ -70,8 +78,9 @@ class Generation(BaseModel):
     uncollectable_total_after: int
 
 
-class VmtoolResult(BaseModel):
+class VmtoolResult(Fact):
     action: Literal["getInstances", "forceGc"]
+    module: str | None = None
     cls: str | None = None
     expr: str | None = None
     total: int | None = Field(None, description="Instances found on the GC heap.")
@@ -79,7 +88,9 @@ class VmtoolResult(BaseModel):
     limit: int | None = None
     subclasses: bool = False
     search_ms: float | None = Field(None, description="Time the heap search took in the target.")
-    notes: list[str] = Field(default_factory=list)
+    untracked_kind: str | None = Field(None, description="The class is (a subclass of) this builtin container, "
+                                                         "whose objects holding only atomic values the GC untracks: "
+                                                         "those are not found.")
     view: ValueView | None = Field(None, description="The expression's value.")
     count_by: CountBy | None = None
     referrers: list[Referrer] | None = None
@@ -95,18 +106,7 @@ class VmtoolResult(BaseModel):
 def run(p: VmtoolParams, call: Call) -> VmtoolResult:
     if p.action == "forceGc":
         call.require_mutating("vmtool forceGc (a full garbage collection: frees objects, runs finalizers)")
-        return VmtoolResult(**call.request(p, "vmtool", {"action": "forceGc"}))
-    cls = p.cls
-    if cls and p.class_name:
-        cls = f"{cls} {p.class_name}"
-    elif p.class_name:
-        raise FlightError("usage", f"vmtool: give the class as -c \"MODULE {p.class_name}\".")
-    if not cls:
-        raise FlightError("usage", "vmtool getInstances needs -c/--class \"MODULE CLASS\", e.g. "
-                          "vmtool -a getInstances -c '__main__ OrderService'.")
-    args = p.model_dump(exclude={"pid", "timeout_s", "class_name", "cls"})
-    args["cls"] = cls
-    return VmtoolResult(**call.request(p, "vmtool", args))
+    return VmtoolResult(**call.request(p, "vmtool"))
 
 
 def render(r: VmtoolResult, color: bool) -> str:
@@ -122,11 +122,12 @@ def render(r: VmtoolResult, color: bool) -> str:
         lines.append(f"  took {r.cost_ms} ms")
         return "\n".join(lines)
     lines = [expr_block(r.expr or "instances", r.view or NO_VIEW)]
-    what = f"{r.cls}" + (" and subclasses" if r.subclasses else "")
+    what = f"{r.module}.{r.cls}" + (" and subclasses" if r.subclasses else "")
     lines.append(paint(f"found {r.total} instance(s) of {what} on the GC heap in {r.search_ms} ms; "
-                       f"{r.shown} in `instances`" + (" (-n/--limit; -1 for all)" if r.shown < r.total else ""), "dim", color))
-    for note in r.notes:
-        lines.append(paint("note: " + note, "dim", color))
+                       f"{r.shown} in `instances`" + (f" (cut to limit {r.limit})" if r.shown < r.total else ""), "dim", color))
+    if r.untracked_kind:
+        lines.append(paint(f"note: {r.untracked_kind} objects holding only atomic values are untracked by the GC "
+                           "and not listed.", "dim", color))
     if r.count_by is not None:
         c = r.count_by
         lines.append(f"COUNT BY {c.expr}: {c.distinct} distinct key(s)")
@@ -136,7 +137,9 @@ def render(r: VmtoolResult, color: bool) -> str:
         if c.distinct > len(c.counts):
             lines.append(f"  ... {c.distinct - len(c.counts)} more keys")
         if c.failed:
-            lines.append(f"  {c.failed} instance(s) failed: {c.first_error}")
+            first = c.first_error
+            why = f"{first.type}: {first.message}" if first and first.message else (first.type if first else "?")
+            lines.append(f"  {c.failed} instance(s) failed: the key expression {c.expr!r} raised {why}")
     if r.referrers is not None:
         lines.append(f"REFERRERS of the {r.shown} instance(s) in `instances`:")
         if not r.referrers:
@@ -155,8 +158,8 @@ TOOL = Tool(
     read_only=False, destructive=False,
     description=(
         "Find the live instances of a class in a running Python process (through the garbage collector) and "
-        "look at them with an expression over `instances`: e.g. cls=\"__main__ OrderService\", "
-        "expr=\"[i.processed for i in instances]\". Reports the total found; `limit` cuts the list (-1 = all). "
+        "look at them with an expression over `instances`: e.g. module=\"__main__\", cls=\"OrderService\", "
+        "expr=\"[i.processed for i in instances]\". Reports the total found; `limit` cuts the list. "
         "`count_by` counts ALL instances by a key expression over `target` (one instance); `referrers` tells "
         "who refers to them (referrer type and attribute/key/global name) to find what keeps leaked objects "
         "alive; `subclasses` includes subclass instances. Objects of types the GC does not track (int, str, "
