@@ -10,6 +10,7 @@ issubclass() on the real type, looks names up by walking namespaces (comparing e
 only) and never hashes or compares a target object. Runs on the application's threads too (watch):
 no locks, no threads, nothing but reads and the copies it returns.
 """
+import gc
 import itertools
 from _collections import deque
 
@@ -40,21 +41,50 @@ def is_heap(t):
 
 
 def mro(t):
-    m = _mro_of(t)
+    """t's MRO from type's own field (a metaclass may make __mro__ a property)."""
+    m = t.__mro__ if type(t) is type else _mro_of(t)
     return m if type(m) is tuple else (t, object)
 
 
+# ---- class namespaces: the one place they are read (views, lookups and the read-only guards) ----
 MISSING = object()
+
+
+def class_dict(t):
+    """The dict behind class t's namespace (its mappingproxy's methods forward to the mapping's own
+    get/keys/copy: never called)."""
+    return gc.get_referents(_ns_of(t))[0]
+
+
+_DICTS = {}   # id(type) -> (its MRO tuple, ((class, the class's real dict), ...)); bounded, see class_dicts
+
+
+def class_dicts(t):
+    """(class, real dict) along t's MRO. A class's dict object never changes (its contents do); the
+    MRO may (assigning __bases__ makes a new tuple), so an entry is valid while the tuple is the same.
+    Reading the dicts through mappingproxies costs ~10x more, and a filter runs per call."""
+    m = mro(t)
+    hit = _DICTS.get(id(t))
+    if hit is not None and hit[0] is m:
+        return hit[1]
+    pairs = tuple((klass, class_dict(klass)) for klass in m)
+    if len(_DICTS) >= 512:
+        _DICTS.clear()   # keeps at most 512 classes alive, and only until the next clear
+    _DICTS[id(t)] = (m, pairs)
+    return pairs
 
 
 def own(t, name, default=None):
     """The value `name` has in class t's own namespace, else default. A built-in class's namespace
     is fixed and holds only str keys (a lookup compares nothing of the target's); a Python class's
-    is walked, comparing exact str keys only."""
-    ns = _ns_of(t)
-    if not is_heap(t):
-        return ns.get(name, default)
-    for k, v in ns.items():
+    is walked, comparing exact str keys only (a str subclass key's __eq__ never runs)."""
+    return _strict_get(t, class_dict(t), name, default)
+
+
+def _strict_get(klass, d, name, default):
+    if not is_heap(klass):
+        return dict.get(d, name, default)
+    for k, v in dict_items(d):
         if type(k) is str and k == name:
             return v
     return default
@@ -62,17 +92,28 @@ def own(t, name, default=None):
 
 def lookup(t, name):
     """(class, value) of the first class in t's MRO whose namespace defines name: what attribute
-    lookup on an instance finds first, without running it. (None, None) when none does."""
-    for klass in mro(t):
-        v = own(klass, name, MISSING)
+    lookup on an instance finds first, without running it. (None, None) when none does.
+    Exact str keys only: what views and listings use."""
+    for klass, d in class_dicts(t):
+        v = _strict_get(klass, d, name, MISSING)
         if v is not MISSING:
             return klass, v
     return None, None
 
 
+def find(t, name):
+    """lookup() by the dicts' own hashing: what the read-only guards use on every operation of a
+    filter, where the walk costs too much. Trusts the str keys of class dicts (a str subclass key
+    with its own __eq__ in a class namespace could run; guards.py states this limit)."""
+    for klass, d in class_dicts(t):
+        if name in d:
+            return klass, d[name]
+    return None, None
+
+
 def namespace_items(t):
     """[(name, value)] of a class's own namespace, str names only."""
-    return [(k, v) for k, v in list(_ns_of(t).items()) if type(k) is str]
+    return [(k, v) for k, v in dict_items(class_dict(t)) if type(k) is str]
 
 
 def type_name(t):

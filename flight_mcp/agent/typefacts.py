@@ -11,8 +11,8 @@ import gc
 import sys
 import types
 
-_class_dict = type.__dict__["__dict__"].__get__   # the class's own dict (no metaclass property runs)
-_class_mro = type.__dict__["__mro__"].__get__
+from .objstate import class_dicts as _dicts
+from .objstate import find as lookup   # (owner, value) along the MRO: objstate reads every class namespace
 
 # Values in a class dict that are C code: calling or binding them runs no Python of the target.
 C_SLOTS = frozenset([types.WrapperDescriptorType, types.MethodDescriptorType, types.BuiltinFunctionType,
@@ -25,32 +25,6 @@ _MISSING = object()
 
 class Refused(Exception):
     """Reading this would run the target's own code; the message says what and what to do instead."""
-
-
-_DICTS = {}   # id(type) -> (its MRO tuple, ((class, the class's real dict), ...)); bounded, see _dicts
-
-
-def _dicts(tp):
-    """(class, dict) along tp's MRO. A class's dict object never changes (its contents do); the MRO
-    may (assigning __bases__ makes a new tuple), so an entry is valid while the tuple is the same.
-    Reading the dicts through mappingproxies costs ~10x more, and a filter runs per call."""
-    mro = tp.__mro__ if type(tp) is type else _class_mro(tp)   # a metaclass may make __mro__ a property
-    hit = _DICTS.get(id(tp))
-    if hit is not None and hit[0] is mro:
-        return hit[1]
-    pairs = tuple((klass, gc.get_referents(_class_dict(klass))[0]) for klass in mro)
-    if len(_DICTS) >= 512:
-        _DICTS.clear()   # keeps at most 512 classes alive, and only until the next clear
-    _DICTS[id(tp)] = (mro, pairs)
-    return pairs
-
-
-def lookup(tp, name):
-    """(owner, value) of the first class along tp's MRO whose own dict holds name, or (None, None)."""
-    for klass, d in _dicts(tp):
-        if name in d:
-            return klass, d[name]
-    return None, None
 
 
 def c_slot(tp, name):

@@ -42,7 +42,7 @@ class GetGlobalResult(Fact):
 
 
 def run(p: GetGlobalParams, call: Call) -> GetGlobalResult:
-    return GetGlobalResult(**call.request(p, "getglobal"))
+    return GetGlobalResult(**call.request(p, "getglobal", p.agent_args()))
 
 
 def render(r: GetGlobalResult, color: bool) -> str:

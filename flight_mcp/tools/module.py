@@ -22,7 +22,7 @@ class ModuleResult(Fact):
 
 
 def run(p: ModuleParams, call: Call) -> ModuleResult:
-    return ModuleResult(**call.request(p, "module"))
+    return ModuleResult(**call.request(p, "module", p.agent_args()))
 
 
 def render(r: ModuleResult, color: bool) -> str:

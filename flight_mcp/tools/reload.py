@@ -43,7 +43,7 @@ class ReloadResult(Fact):
 
 def run(p: ReloadParams, call: Call) -> ReloadResult:
     call.require_mutating("reload")
-    return ReloadResult(**call.request(p, "reload"))
+    return ReloadResult(**call.request(p, "reload", p.agent_args()))
 
 
 def render(r: ReloadResult, color: bool) -> str:

@@ -106,7 +106,7 @@ class VmtoolResult(Fact):
 def run(p: VmtoolParams, call: Call) -> VmtoolResult:
     if p.action == "forceGc":
         call.require_mutating("vmtool forceGc (a full garbage collection: frees objects, runs finalizers)")
-    return VmtoolResult(**call.request(p, "vmtool"))
+    return VmtoolResult(**call.request(p, "vmtool", p.agent_args()))
 
 
 def render(r: VmtoolResult, color: bool) -> str:
