@@ -93,7 +93,7 @@ def test_hostile_expressions_are_refused_and_change_nothing(spawn, tmp_path, ver
                 if not (r.is_error and _refused(text_of(r))):
                     problems.append(("getglobal", expr, text_of(r)[:300]))
             for expr in VMTOOL_HOSTILE:
-                r = await s.call_tool("vmtool", {"pid": t.pid, "cls": "__main__ Box", "expr": expr, "limit": -1})
+                r = await s.call_tool("vmtool", {"pid": t.pid, "module": "__main__", "cls": "Box", "expr": expr, "limit": 10000})
                 if not (r.is_error and _refused(text_of(r))):
                     problems.append(("vmtool", expr, text_of(r)[:300]))
             for expr in NOT_EVEN_PARSED:
@@ -109,7 +109,7 @@ def test_hostile_expressions_are_refused_and_change_nothing(spawn, tmp_path, ver
             assert r.is_error and "KeyError" in text_of(r), text_of(r)
             r = await _getglobal(s, t.pid, "STATE", "sorted(dict(target['dd']).items())")
             assert r.structured_content["view"]["repr"] == "[('a', [1])]", text_of(r)
-            r = await s.call_tool("vmtool", {"pid": t.pid, "cls": "__main__ Box", "subclasses": True, "limit": -1,
+            r = await s.call_tool("vmtool", {"pid": t.pid, "module": "__main__", "cls": "Box", "subclasses": True, "limit": 10000,
                                              "expr": "sorted([(i.name, i.size, i.bumps) for i in instances])"})
             assert not r.is_error, text_of(r)
             assert r.structured_content["view"]["repr"] == \
@@ -169,6 +169,6 @@ def test_gate_refuses_reload_and_force_gc_and_annotations_say_so(spawn, version)
             r = await s.call_tool("vmtool", {"pid": t.pid, "action": "forceGc"})
             assert r.is_error and "forceGc" in text_of(r) and "--allow-mutating" in text_of(r)
             # the cycles made with automatic GC off are all still there
-            r = await s.call_tool("vmtool", {"pid": t.pid, "cls": "__main__ Node", "expr": "len(instances)"})
+            r = await s.call_tool("vmtool", {"pid": t.pid, "module": "__main__", "cls": "Node", "expr": "len(instances)"})
             assert r.structured_content["total"] == 1000, text_of(r)
     anyio.run(go)

@@ -21,25 +21,25 @@ def test_get_instances_filters_methods_counts_referrers(spawn, version):
 
     async def go():
         async with mcp_session("--allow-mutating") as s:
-            r = await _vm(s, t.pid, cls="__main__ Box")
+            r = await _vm(s, t.pid, module="__main__", cls="Box")
             assert not r.is_error, text_of(r)
             out = r.structured_content
             assert out["total"] == 3 and out["shown"] == 3 and out["view"]["type"] == "list"
-            r = await _vm(s, t.pid, cls="__main__ Box", subclasses=True, limit=2,
+            r = await _vm(s, t.pid, module="__main__", cls="Box", subclasses=True, limit=2,
                           expr="sorted(i.name for i in instances)")
             out = r.structured_content
             assert out["total"] == 4 and out["shown"] == 2 and out["subclasses"] is True
-            r = await _vm(s, t.pid, cls="__main__.Box", limit=-1,
+            r = await _vm(s, t.pid, module="__main__", cls="Box", limit=10000,
                           expr="sorted([i.name for i in instances if i.size > 1])")
             assert r.structured_content["view"]["repr"] == "['b', 'c']", text_of(r)
             # a method of the target's class, allowed with --allow-mutating
-            r = await _vm(s, t.pid, cls="__main__ BigBox", expr="instances[0].stats()")
+            r = await _vm(s, t.pid, module="__main__", cls="BigBox", expr="instances[0].stats()")
             assert not r.is_error, text_of(r)
             assert r.structured_content["view"]["repr"] == "{'name': 'big', 'size': 9}"
-            r = await _vm(s, t.pid, cls="__main__ Box", count_by="target.size", expr="len(instances)")
+            r = await _vm(s, t.pid, module="__main__", cls="Box", count_by="target.size", expr="len(instances)")
             counts = {c["key"]: c["count"] for c in r.structured_content["count_by"]["counts"]}
             assert counts == {"2": 2, "1": 1}
-            r = await _vm(s, t.pid, cls="__main__ Box", referrers=True, expr="len(instances)")
+            r = await _vm(s, t.pid, module="__main__", cls="Box", referrers=True, expr="len(instances)")
             assert not r.is_error, text_of(r)
             refs = [x["referrer"] for x in r.structured_content["referrers"]]
             text = "\n".join(refs)
@@ -55,7 +55,7 @@ def test_force_gc_frees_reference_cycles(spawn, version):
 
     async def go():
         async with mcp_session("--allow-mutating") as s:
-            r = await _vm(s, t.pid, cls="__main__ Node", expr="len(instances)")
+            r = await _vm(s, t.pid, module="__main__", cls="Node", expr="len(instances)")
             assert r.structured_content["total"] == 1000
             r = await _vm(s, t.pid, action="forceGc")
             assert not r.is_error, text_of(r)
@@ -65,7 +65,7 @@ def test_force_gc_frees_reference_cycles(spawn, version):
             assert sum(g["collected"] for g in out["generations"]) == out["collected"]
             assert out["gc_enabled"] is False
             assert text_of(r).startswith(f"Gc execute successfully, totally {out['collected']} unreachable")
-            r = await _vm(s, t.pid, cls="__main__ Node", expr="len(instances)")
+            r = await _vm(s, t.pid, module="__main__", cls="Node", expr="len(instances)")
             assert r.structured_content["total"] == 0
     anyio.run(go)
 
@@ -76,26 +76,26 @@ def test_bad_input(spawn, version):
 
     async def go():
         async with mcp_session() as s:
-            r = await _vm(s, t.pid, cls="__main__ NotLoaded")
+            r = await _vm(s, t.pid, module="__main__", cls="NotLoaded")
             assert r.is_error and "class 'NotLoaded' not found in __main__" in text_of(r)
-            r = await _vm(s, t.pid, cls="nosuchmodule Thing")
+            r = await _vm(s, t.pid, module="nosuchmodule", cls="Thing")
             assert r.is_error and "not imported in the target" in text_of(r)
-            r = await _vm(s, t.pid, cls="builtins int")
+            r = await _vm(s, t.pid, module="builtins", cls="int")
             assert r.is_error and "not tracked by the garbage collector" in text_of(r)
-            r = await _vm(s, t.pid, cls="builtins str")
+            r = await _vm(s, t.pid, module="builtins", cls="str")
             assert r.is_error and "not tracked by the garbage collector" in text_of(r)
             r = await _vm(s, t.pid, cls="Box")
-            assert r.is_error and '"module class"' in text_of(r)
-            r = await _vm(s, t.pid, cls="__main__ Box", expr="instances[0].size / 0")
+            assert r.is_error and "getInstances needs the class: module and cls" in text_of(r), text_of(r)
+            r = await _vm(s, t.pid, module="__main__", cls="Box", expr="instances[0].size / 0")
             assert r.is_error and "ZeroDivisionError" in text_of(r) and "`instances` is the list of 3" in text_of(r)
-            r = await _vm(s, t.pid, cls="__main__ Box", expr="instances[")
+            r = await _vm(s, t.pid, module="__main__", cls="Box", expr="instances[")
             assert r.is_error and "syntax error" in text_of(r)
             r = await _vm(s, t.pid)
-            assert r.is_error and "-c/--class" in text_of(r)
+            assert r.is_error and "module and cls" in text_of(r), text_of(r)
             # a C type whose instances ARE tracked works, and says what it may miss
-            r = await _vm(s, t.pid, cls="builtins dict", expr="len(instances)", limit=-1)
+            r = await _vm(s, t.pid, module="builtins", cls="dict", expr="len(instances)", limit=10000)
             assert not r.is_error and r.structured_content["total"] > 10
-            assert any("untracked" in n for n in r.structured_content["notes"])
+            assert r.structured_content["untracked_kind"] == "dict" and "untracked by the GC" in text_of(r)
     anyio.run(go)
     assert t.alive()
 
