@@ -21,15 +21,14 @@ _INTERNAL = {"pid", "timeout_s"}
 
 @dataclass(frozen=True)
 class CliSplit:
-    """A CLI-only rewrite, declared on a field next to its `Cli`: a value given with one of that
-    field's flags fills the fields `into` instead, split at whitespace, else at ':' or the last '.'
+    """A CLI-only rewrite, declared on a field next to its `Cli`: a value given with one of `flags`
+    fills the fields `into` instead, split at whitespace, else at ':' or the last '.'
     (flight_profiler's vmtool `-c "module Class"`, `-c module.Class`). One part fills only the first
-    of them; the next positional word then fills the next slot (`-c module Class` unquoted).
-    Nothing of it reaches the MCP schema: over MCP the fields are given one by one."""
+    of them; the next positional word then fills the next slot (`-c module Class` unquoted). The
+    field's other flags set it as they are. Nothing of it reaches the MCP schema: over MCP the
+    fields are given one by one."""
+    flags: tuple[str, ...]
     into: tuple[str, ...]
-
-    def __init__(self, *into: str):
-        object.__setattr__(self, "into", into)
 
     def split(self, value: str) -> dict[str, str]:
         value = value.strip()
@@ -110,7 +109,7 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
                 else:
                     raise FlightError("usage", f"{name}: option {key} needs a value. Usage: {usage(tool)}")
                 splitter = split_of(model, field)
-                values.update(splitter.split(value) if splitter is not None else {field: value})
+                values.update(splitter.split(value) if splitter and key in splitter.flags else {field: value})
         else:
             positional.append(word)
         i += 1

@@ -29,6 +29,20 @@ CODES = {
     "not_imported": "The target has not imported it; flight-mcp never imports modules into the target.",
     "bad_class": "Name a class as module.Class (or Class with a module).",
     "bad_action": "Use one of the documented actions.",
+    "not_tracked": "The garbage collector does not track this type: reach its objects through a container or an "
+                   "object that holds them (getglobal, or vmtool on the holder's class).",
+    # reload: the running code is left as it was
+    "not_reloadable": "Reload works on def functions and methods whose source is in a file; restart the target "
+                      "for anything else.",
+    "file_missing": "Restore the function's source file (at the path the message names), then reload.",
+    "file_unreadable": "Make the source file readable by the target's user, then reload.",
+    "syntax_error": "Fix the syntax error the message shows, then reload again.",
+    "function_missing": "The def is no longer in its file (renamed or moved?): reload a def that is still there.",
+    "compile_failed": "Evaluating the def's default values or annotations failed: fix them, then reload.",
+    "closure_changed": "The new code needs other closure cells than the running function has: restart the target "
+                       "for this change.",
+    "kind_changed": "A function cannot turn into a generator or coroutine (or back) in place: restart the target "
+                    "for this change.",
     "unsupported": "This target or object does not support the request; the message says what does.",
     "busy": "Another command holds what this one needs; retry when it is done.",
     "monitoring_busy": "Another tool uses the sys.monitoring slot; retry when it is done.",

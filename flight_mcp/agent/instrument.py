@@ -35,6 +35,7 @@ import sys
 import types
 
 from . import lookup, native
+from .codes import arg
 from .registry import AgentError
 from .server import AGENT_THREADS
 
@@ -106,11 +107,11 @@ def resolve(module, cls, method, nested=None):
         kind = type(func).__name__
         if isinstance(func, (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodDescriptorType,
                              types.WrapperDescriptorType)) or kind in ("method_descriptor", "builtin_function_or_method"):
-            raise AgentError("not_python", "%s is a built-in (C) function (%s): it has no Python code to "
+            raise AgentError("not_a_function", "%s is a built-in (C) function (%s): it has no Python code to "
                              "instrument. Trace or watch the Python function that calls it instead; a trace of "
-                             "the caller shows it as a `<built-in>` node with its time." % (where, kind))
+                             "the caller shows it as a `<built-in>` node with its time." % (where, kind), arg="method")
         raise AgentError("not_a_function", "%s is a %s, not a Python function or method. Name a function "
-                         "defined with def (for a callable object, its class and `__call__`)." % (where, kind))
+                         "defined with def (for a callable object, its class and `__call__`)." % (where, kind), arg="method")
     if has_self is None:
         has_self = bool(cls)
     code = TRAMPOLINE_CODES.get(func.__code__, func.__code__)
@@ -124,7 +125,8 @@ def resolve(module, cls, method, nested=None):
                            if isinstance(c, types.CodeType) and not c.co_name.startswith("<")))
         raise AgentError("nested_method_not_found", "%s defines no nested function %r. %s" % (
             where, nested, ("Nested functions it defines: %s." % ", ".join(names)) if names else
-            "It defines no nested functions (only functions defined directly inside it can be named with -nm)."))
+            "It defines no nested functions (only functions defined directly inside it can be named as %s)."
+            % arg("nested_method")), arg="nested_method")
     return Target(None, inner[0], False, "%s.%s" % (where, nested), outer=func)
 
 

@@ -16,7 +16,7 @@ def module(name):
             "module_not_found",
             "module %r is not imported in the target (flight-mcp never imports modules into it). "
             "Use the name under which the target imported it: for the script that was run it is "
-            "'__main__'; the `module` tool maps a file path to its module name.%s" % (name, hint))
+            "'__main__'; the `module` tool maps a file path to its module name.%s" % (name, hint), arg="module")
     return mod
 
 
@@ -71,7 +71,12 @@ def _not_found(owner, name, what, label, is_class, names, hint):
         computed = (" The module has a __getattr__ that may compute it; flight-mcp does not run the target's "
                     "code to read it (with --allow-mutating: getglobal %s __getattr__ -e \"target(%r)\")."
                     % (label, name))
-    raise AgentError("%s_not_found" % what, "%s %r not found in %s.%s%s" % (what, name, label, hint, computed))
+    raise AgentError("%s_not_found" % what, "%s %r not found in %s.%s%s" % (what, name, label, hint, computed),
+                     arg=_ARGS.get(what))
+
+
+# which tool argument names what was looked for
+_ARGS = {"class": "cls", "field": "field", "method": "method", "function": "method"}
 
 
 def _label(owner):
@@ -88,7 +93,8 @@ def klass(mod, name, modname=None):
     for part in name.split("."):
         obj = attribute(obj, part, "class", modname if obj is mod else None)
     if not issubclass(type(obj), type):
-        raise AgentError("not_a_class", "%s.%s is a %s, not a class" % (modname, name, objstate.short_name(type(obj))))
+        raise AgentError("not_a_class", "%s.%s is a %s, not a class" % (modname, name, objstate.short_name(type(obj))),
+                         arg="cls")
     return obj
 
 

@@ -23,7 +23,7 @@ class VmtoolParams(TimedParams):
                                     "collection (changes the target: needs --allow-mutating).")
     module: Annotated[str | None, Cli("--mod", positional=True)] = Field(None, description=_description(Module))
     # The CLI's -c takes flight_profiler's "module Class" (or module.Class) and fills both fields.
-    cls: Annotated[str | None, Cli("-c", "--class", "--cls", positional=True), CliSplit("module", "cls")] = Field(
+    cls: Annotated[str | None, Cli("-c", "--class", "--cls", positional=True), CliSplit(("-c", "--class"), into=("module", "cls"))] = Field(
         None, description="Class in `module` whose instances to find (dotted for nested classes: Outer.Inner).")
     expr: Annotated[str, Cli("-e", "--expr")] = Field(
         "instances", description="Python expression over `instances` (the list found, cut to `limit`), e.g. "
