@@ -1,7 +1,8 @@
 """Bounded views of live objects: what getglobal, watch and vmtool send back.
 
-A view is plain JSON: {"type", "kind", "repr", ["len"], ["children": [{"name", "view"}]],
-["elided", "elided_at"], ["cycle"], ["error"]}. Everything is capped (repr length, items per
+A view is plain JSON, the fields of models.ValueView (the host validates it there): {"type", "kind",
+"repr", ["len"], ["children": [{"name", "view"}]] (name None for a sequence's items), ["elided",
+"elided_at"], ["cycle"], ["error"]}. Everything is capped (repr length, items per
 container, nesting, total nodes) so a huge, deep or self-referencing object can never flood the
 caller or exhaust a thread's stack.
 
@@ -363,7 +364,7 @@ class Viewer(object):
                 items, tail = objstate.head(obj, base, 5), objstate.tail(obj, base, 5)
             if names is not None and len(names) == n:
                 return n, list(zip(names, items)), list(zip(names[n - len(tail):], tail))
-            return n, [("", v) for v in items], [("", v) for v in tail]
+            return n, [(None, v) for v in items], [(None, v) for v in tail]
         if issubclass(t, type):
             pairs = sorted(objstate.namespace_items(obj), key=_first)
         else:

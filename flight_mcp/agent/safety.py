@@ -70,6 +70,13 @@ _GUARD = "__flight_ro_"
 BUDGET = _GUARD + "budget"
 
 
+def _arg_of(flag):
+    """The argument name in a flag given as codes.arg(NAME), else None."""
+    if flag.startswith("{arg:") and flag.endswith("}"):
+        return flag[5:-1]
+    return None
+
+
 def _refuse(flag, source, node, what, why):
     col = getattr(node, "col_offset", None)
     where = ""
@@ -81,7 +88,7 @@ def _refuse(flag, source, node, what, why):
         "attribute reads, subscripts, literals, operators, comparisons, comprehensions, calls of %s, and "
         "read-only methods of builtin values (str, dict.get/keys/values/items, ...). %s"
         % (what, flag, source, why, where, ", ".join(sorted(PURE_CALLS)), ALLOW_HINT),
-        construct=what)
+        arg=_arg_of(flag), construct=what)
 
 
 def _is_dunder(name):
@@ -170,8 +177,8 @@ def _too_deep(flag, source, what):
         "bad_expression",
         "the %s expression is %s: read-only and mutating expressions alike are limited to %d characters "
         "and %d levels of nesting (deeper would overflow the parser of Python 3.8 and the agent's stack). "
-        "Split it into smaller expressions, or read the value and expand it (-x)." % (
-            flag, what, MAX_SOURCE, MAX_NESTING))
+        "Split it into smaller expressions, or read the value and expand it." % (
+            flag, what, MAX_SOURCE, MAX_NESTING), arg=_arg_of(flag))
 
 
 def precheck(source, flag):

@@ -220,3 +220,23 @@ def test_replace_code_without_instrumentation_and_current_code():
         return 2
     assert instrument.current_code(f) is f.__code__
     assert instrument.replace_code(f, g.__code__) == 0 and f() == 2
+
+
+def test_views_are_exactly_value_views():
+    """objview's keys are ValueView's: a view of every kind validates against the model (which
+    forbids unknown fields), cycles, elisions and errors included."""
+    from flight_mcp.agent import objview
+    from flight_mcp.models import ValueView
+
+    cyc = [1]
+    cyc.append(cyc)
+    world = {"list": list(range(30)), "tuple": (1, "a"), "set": {1, 2}, "box": BOXES[0], "cls": Box, "cyc": cyc,
+             "deep": [[[[["x"]]]]], "none": None, "str": "s" * 5000, "big": 10 ** 5000, "module": sys.modules[HERE]}
+    for expand in (0, 1, 3, 6):
+        for verbose in (False, True):
+            v = ValueView.model_validate(objview.view(world, expand=expand, verbose=verbose))
+            assert v.kind == "mapping" and v.len == len(world)
+    v = ValueView.model_validate(objview.view(list(range(30)), expand=1))
+    assert v.elided == 20 and v.elided_at == 5 and all(c.name is None for c in v.children)
+    v = ValueView.model_validate(objview.view(cyc, expand=3))
+    assert v.children[1].view.cycle
