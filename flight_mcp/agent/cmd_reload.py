@@ -9,7 +9,6 @@ its decorators are not re-run. Nothing is changed unless every check passed.
 import __future__
 import ast
 import copy
-import difflib
 import dis
 import os
 import sys
@@ -19,7 +18,6 @@ import types
 from . import instrument, lookup
 from .registry import AgentError, command
 
-DIFF_LINES_LIMIT = 400
 # What makes a function a generator/coroutine: the kind must not change under the callers' feet.
 _KIND_FLAGS = 0x20 | 0x80 | 0x100 | 0x200
 _FUTURE_FLAGS = 0
@@ -347,25 +345,13 @@ def reload(args, ctx):
     linecache = sys.modules.get("linecache")
     if linecache is not None:
         linecache.checkcache(filename)  # tracebacks show the new lines
-    diff = None
-    if old_source is not None:
-        diff_lines = list(difflib.unified_diff(
-            old_source.splitlines(), new_source.splitlines(),
-            "%s:%d-%d (running before)" % (filename, old_span[0], old_span[1]),
-            "%s:%d-%d (file, now running)" % (filename, new_span[0], new_span[1]), lineterm=""))
-        diff = "\n".join(diff_lines[:DIFF_LINES_LIMIT])
-        if len(diff_lines) > DIFF_LINES_LIMIT:
-            diff += "\n... %d more diff lines" % (len(diff_lines) - DIFF_LINES_LIMIT)
-    result = {
+    return {
         "module": mod.__name__, "qualname": qualname, "kind": how, "file": filename,
         "old_span": old_span, "new_span": list(new_span), "changed": code_changed or defaults_changed,
-        "code_changed": code_changed, "defaults_changed": defaults_changed, "diff": diff,
+        "code_changed": code_changed, "defaults_changed": defaults_changed,
         "old_source_known": old_source is not None, "instrumentation_kept": instrumented,
+        "new_source": new_source, "old_source": old_source,
     }
-    if args["verbose"]:
-        result["new_source"] = new_source
-        result["old_source"] = old_source
-    return result
 
 
 def _kind(code):

@@ -1,7 +1,8 @@
 """reload: hot-fix one function of a live process from its edited source file (needs --allow-mutating)."""
 from __future__ import annotations
 
-from typing import Annotated
+import difflib
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -15,6 +16,8 @@ class ReloadParams(TimedParams):
     module: Module
     cls: ClassName = None
     method: Method
+    host_only: ClassVar[frozenset[str]] = TimedParams.host_only | {"verbose"}  # the agent always sends sources
+
     # not fields.Verbose: here it shows sources, not more of a value
     verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(
         False, description="Also show the full new source of the function (and the old one when known).")
@@ -37,13 +40,34 @@ class ReloadResult(Fact):
     old_source_known: bool = Field(description="Whether a copy of the running source could be proven (the last "
                                                "reload's, linecache's, or the file's own when the def is unchanged).")
     instrumentation_kept: int = Field(0, description="Active trace/watch instrumentations moved to the new code.")
-    new_source: str | None = None
-    old_source: str | None = None
+    new_source: str | None = Field(None, description="verbose: the def's source in the file now.")
+    old_source: str | None = Field(None, description="verbose: the source of the code that was running, when known.")
 
 
 def run(p: ReloadParams, call: Call) -> ReloadResult:
     call.require_mutating("reload")
-    return ReloadResult(**call.request(p, "reload", p.agent_args()))
+    return finish(call.request(p, "reload", p.agent_args()), p.verbose)
+
+
+DIFF_LINES_LIMIT = 400
+
+
+def finish(answer: dict, verbose: bool) -> ReloadResult:
+    """The agent's facts (both sources of the def) as the Result: the diff made here, the sources
+    kept only with verbose."""
+    r = ReloadResult(**answer)
+    if r.old_source is not None:
+        lines = list(difflib.unified_diff(
+            r.old_source.splitlines(), r.new_source.splitlines(),
+            f"{r.file}:{r.old_span[0]}-{r.old_span[1]} (running before)",
+            f"{r.file}:{r.new_span[0]}-{r.new_span[1]} (file, now running)", lineterm=""))
+        diff = "\n".join(lines[:DIFF_LINES_LIMIT])
+        if len(lines) > DIFF_LINES_LIMIT:
+            diff += f"\n... {len(lines) - DIFF_LINES_LIMIT} more diff lines"
+        r.diff = diff
+    if not verbose:
+        r.new_source = r.old_source = None
+    return r
 
 
 def render(r: ReloadResult, color: bool) -> str:

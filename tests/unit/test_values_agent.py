@@ -14,7 +14,7 @@ from flight_mcp.agent.codes import CODES
 from flight_mcp.agent.registry import AgentError
 from flight_mcp.tools.getglobal import GetGlobalParams, GetGlobalResult
 from flight_mcp.tools.module import ModuleParams, ModuleResult
-from flight_mcp.tools.reload import ReloadParams, ReloadResult
+from flight_mcp.tools.reload import ReloadParams, ReloadResult, finish
 from flight_mcp.tools.vmtool import VmtoolParams, VmtoolResult
 
 HERE = __name__
@@ -188,16 +188,23 @@ def test_reload_swaps_the_code_and_answers_facts(app):
     mod, path = app
     alias, box = mod.helper, mod.Box()
     path.write_text(path.read_text().replace('return "old"', 'return "new"').replace("n=1", "n=10"))
-    r = ReloadResult(**cmd_reload.reload(request(ReloadParams(pid=1, module=mod.__name__, method="helper"), True),
-                                         Stand()))
+    p = ReloadParams(pid=1, module=mod.__name__, method="helper")
+    assert "verbose" not in p.agent_args()  # the host keeps or drops the sources
+    answer = cmd_reload.reload(request(p, True), Stand())
+    assert answer["old_source"] is None and not answer["old_source_known"]  # edited before any copy was kept
+    assert answer["new_source"] == 'def helper():\n    return "new"\n'
+    r = finish(answer, verbose=False)
     assert r.changed and r.code_changed and r.kind == "function" and r.instrumentation_kept == 0
-    assert alias() == "new" and r.new_source is None
-    r = ReloadResult(**cmd_reload.reload(request(ReloadParams(pid=1, module=mod.__name__, cls="Box", method="bump",
-                                                              verbose=True), True), Stand()))
+    assert alias() == "new" and r.new_source is None and r.old_source is None and r.diff is None
+    path.write_text(path.read_text().replace('return "new"', 'return "newer"'))
+    r = finish(cmd_reload.reload(request(p, True), Stand()), verbose=False)  # the last reload's copy: a diff
+    assert '-    return "new"' in r.diff and '+    return "newer"' in r.diff and "(running before)" in r.diff
+    assert alias() == "newer"
+    r = finish(cmd_reload.reload(request(ReloadParams(pid=1, module=mod.__name__, cls="Box", method="bump",
+                                                      verbose=True), True), Stand()), verbose=True)
     assert r.kind == "method" and r.defaults_changed and box.bump() == 11 and "n=10" in r.new_source
-    again = ReloadResult(**cmd_reload.reload(request(ReloadParams(pid=1, module=mod.__name__, method="helper"), True),
-                                             Stand()))
-    assert not again.changed
+    again = finish(cmd_reload.reload(request(p, True), Stand()), verbose=False)
+    assert not again.changed and again.diff == ""
 
 
 def test_reload_refusals_leave_the_code(app):
