@@ -54,7 +54,7 @@ def bench_version(version: str, runs: int, objects: int) -> dict:
         call = Call(sessions, allow_mutating=False)
 
         def once(**kw) -> tuple[float, float, int]:
-            p = VmtoolParams(pid=proc.pid, cls="__main__ Item", expr="len(instances)", timeout_s=120, **kw)
+            p = VmtoolParams(pid=proc.pid, module="__main__", cls="Item", expr="len(instances)", timeout_s=120, **kw)
             started = time.perf_counter()
             r = run(p, call)
             return (time.perf_counter() - started) * 1000, r.search_ms, r.total
