@@ -69,8 +69,8 @@ def _not_found(owner, name, what, label, is_class, names, hint):
                     % (objstate.type_name(type(owner)), name))
     elif not is_class and "__getattr__" in names:
         computed = (" The module has a __getattr__ that may compute it; flight-mcp does not run the target's "
-                    "code to read it (with --allow-mutating: getglobal %s __getattr__ -e \"target(%r)\")."
-                    % (label, name))
+                    "code to read it (with --allow-mutating: getglobal of module %s, field __getattr__, expression "
+                    "\"target(%r)\")." % (label, name))
     raise AgentError("%s_not_found" % what, "%s %r not found in %s.%s%s" % (what, name, label, hint, computed),
                      arg=_ARGS.get(what))
 
