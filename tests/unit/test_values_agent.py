@@ -247,3 +247,45 @@ def test_views_are_exactly_value_views():
     assert v.elided == 20 and v.elided_at == 5 and all(c.name is None for c in v.children)
     v = ValueView.model_validate(objview.view(cyc, expand=3))
     assert v.children[1].view.cycle
+
+
+class _Probe(object):
+    needs_args = True
+
+    def __init__(self):
+        self.calls = []
+
+    def enter(self, args, kwargs, frame):
+        self.calls.append(args)
+        return len(self.calls)
+
+    def leave(self, token, result, exc):
+        self.calls.append(("left", result))
+
+    def suspend(self, token):
+        pass
+
+    def resume(self, token):
+        pass
+
+
+def test_replace_code_moves_an_active_instrumentation():
+    """reload asks the engine: the probe keeps seeing calls, now of the new code, and ending it leaves
+    the new code in place (whatever mechanism this interpreter gets: evaluator, trampoline, monitoring)."""
+    def f(x):
+        return x + 1
+
+    def g(x):
+        return x + 100
+    probe = _Probe()
+    remove = instrument.add(instrument.Target(f, f.__code__, False, "f"), probe)
+    try:
+        assert f(1) == 2 and probe.calls == [(1,), ("left", 2)]
+        assert instrument.current_code(f).co_name == "f"
+        assert instrument.replace_code(f, g.__code__) == 1
+        assert f(1) == 101 and probe.calls[-2:] == [(1,), ("left", 101)]
+        assert instrument.current_code(f) is g.__code__
+    finally:
+        remove()
+    assert f(2) == 102 and len(probe.calls) == 4
+    assert instrument.current_code(f) is g.__code__ and not instrument._sites_on(f)
