@@ -6,6 +6,9 @@ descriptor of a builtin or extension type) or the target's Python code (a functi
 descriptor class of its own). attribute() reads like the interpreter does (data descriptors of the
 class, then the instance __dict__, then the class) but runs only C-level descriptors: a property,
 a Python-level descriptor or a __getattr__ fallback is refused, never run.
+
+Class namespaces are read in one place, objstate.py (class_dicts, find): the same cached dicts
+the views use.
 """
 import gc
 import sys
