@@ -88,7 +88,8 @@ def test_getglobal_and_reload_positional_slots():
     assert parse("getglobal __main__ CONFIG")[1] == {"module": "__main__", "cls": None, "field": "CONFIG",
                                                      "expr": "target", "expand": 2, "verbose": False, "raw": False}
     assert parse("getglobal __main__ Settings region -x 0")[1]["cls"] == "Settings"
-    assert parse("reload app Box bump -v")[1] == {"module": "app", "cls": "Box", "method": "bump", "verbose": True}
+    assert parse("reload app Box bump -v")[1] == {"module": "app", "cls": "Box", "method": "bump"}  # verbose: host
+    assert cmdline.parse(["reload", "app", "f", "-v"], TOOLS, 1)[1].verbose is True
     assert parse("reload app helper")[1]["cls"] is None
 
 
