@@ -74,6 +74,8 @@ def usage(tool: Tool) -> str:
         cli = cli_of(model, n)
         if cli and cli.flags and not cli.positional:
             opts.append(f"[{'/'.join(cli.flags)}{'' if _is_bool(f.annotation) else ' VALUE'}]")
+        if (splitter := split_of(model, n)) is not None:
+            opts.append(f"[{'/'.join(splitter.flags)} \"{' '.join(x.upper() for x in splitter.into)}\"]")
     return f"{tool.name} {' '.join(pos)} {' '.join(opts)}".strip()
 
 

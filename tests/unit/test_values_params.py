@@ -99,3 +99,8 @@ def test_split_is_declared_on_the_field():
     assert split.split(" a  B ") == {"module": "a", "cls": "B"}
     assert split.split("solo") == {"module": "solo"}
     assert cmdline.split_of(GetGlobalParams, "cls") is None
+
+
+def test_usage_shows_the_split_flag():
+    assert '[-c/--class "MODULE CLS"]' in cmdline.usage(TOOLS["vmtool"])
+    assert "-c" not in cmdline.usage(TOOLS["getglobal"])
