@@ -10,7 +10,8 @@ from .registry import AgentError
 
 
 def compile_expr(source, flag, allow_mutating=False, use="value"):
-    """Compiles a user expression; a syntax error names the flag and shows where.
+    """Compiles a user expression; a syntax error names the argument it came from and shows where.
+    flag: that argument as codes.arg(NAME) (the host writes it in the caller's language).
     Unless allow_mutating, the expression must pass the read-only checker (safety.py).
     use: "condition" (a filter: its truth is tested) or "key" (hashed), see safety.check."""
     if source is None:
@@ -50,6 +51,7 @@ def scope(names):
 
 
 def describe_failure(flag, source, exc):
+    """A failure as one sentence, for tools that answer with an error (capture sends facts instead)."""
     if isinstance(exc, typefacts.Refused):
         return "%s expression %r: %s" % (flag, source, exc)
     return "%s expression %r raised %s: %s" % (flag, source, type(exc).__name__, exc)
