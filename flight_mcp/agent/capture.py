@@ -49,6 +49,8 @@ def exception_message(exc, budget):
     """str(exc), cut to one line of 300 characters. A built-in exception holding plain data is
     read directly; anything else may run the target's __str__: on its own thread, with its budget."""
     t = type(exc)
+    if issubclass(t, typefacts.Refused):   # ours: what was refused and what to do instead, said whole
+        return str(exc)
     args = objstate.exception_args(exc)
     if not objstate.is_heap(t) and all(any(type(a) is p for p in _PLAIN_ARGS) for a in args):
         text = str(exc)
@@ -215,7 +217,7 @@ class Expression(object):
             error = exception_fact(exc, budget)
         return {"arg": self.arg, "expr": self.source, "failures": failures,
                 "error": {"type": error["type"], "message": error["message"]},
-                "refused": isinstance(exc, typefacts.Refused)}
+                "refused": issubclass(type(exc), typefacts.Refused)}
 
 
 class Tally(object):
