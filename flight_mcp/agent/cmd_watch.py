@@ -5,10 +5,10 @@ when a call ends (so they see return_obj and cost). Then the calling thread only
 wait, and runs none of the target's code doing it: the value's view (objview reads the state the
 objects have right then, through C-level reads; the object may change after the call), references
 to the exception and its traceback, and the Thread object. Everything that can run the target's
-code or take long (the value's own repr for -r, the exception's message, the traceback's text with
-source lines, the thread's name) is formed afterwards on the command's thread, each call into the
+code or take long (the value's own repr for raw, the exception's message, the traceback's frames
+with source lines, the thread's name) is formed afterwards on the command's thread, each call into the
 target with its time budget (timebox.py). A failing expression never reaches the application; it
-is reported once with the number of calls it failed on.
+is reported once with the number of calls it failed on. The answer is facts (capture.py).
 """
 import _thread
 import sys
@@ -112,7 +112,7 @@ class WatchProbe(object):
             else:
                 record["view"] = objview.view(value, **self.view_opts)  # runs no target code
         except BaseException as e:
-            pending["expr_error"] = e  # reported (expr.failed) on the command's thread: str(e) is target code
+            pending["expr_error"] = e  # its facts (watch_expr.noted) on the command's thread: str(e) is target code
         if exc is not None:
             pending["exc"] = (exc, exc.__traceback__)  # the chain from here down stays as it is now
         cap.add(record)

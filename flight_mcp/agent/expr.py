@@ -16,19 +16,20 @@ def compile_expr(source, flag, allow_mutating=False, use="value"):
     use: "condition" (a filter: its truth is tested) or "key" (hashed), see safety.check."""
     if source is None:
         return None
+    arg = flag[5:-1] if flag.startswith("{arg:") and flag.endswith("}") else None   # the argument at fault
     safety.precheck(source, flag)   # deep nesting overflows the parser (3.8) before any SyntaxError
     try:
         code = compile(source, "<%s>" % flag, "eval")
     except (MemoryError, RecursionError):
         raise AgentError("bad_expression", "the %s expression %r is nested too deeply for the parser. Split it "
-                         "into smaller expressions." % (flag, source[:200]))
+                         "into smaller expressions." % (flag, source[:200]), arg=arg)
     except SyntaxError as e:
         caret = ""
         if e.offset:
             caret = "\n  %s\n  %s^" % (source, " " * (e.offset - 1))
         raise AgentError("bad_expression",
                          "syntax error in %s expression %r: %s%s. Write a single Python expression, "
-                         "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
+                         "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret), arg=arg)
     if not allow_mutating:
         # Read-only: the checked AST, every operation through a run-time guard (guards.py).
         code = compile(safety.check(source, flag, use), "<%s>" % flag, "eval")

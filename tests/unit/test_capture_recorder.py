@@ -156,6 +156,7 @@ def test_a_syntax_error_names_the_argument():
     with pytest.raises(AgentError) as e:
         capture.Expression("args[0", "filter_expr", False)
     assert e.value.message.startswith("syntax error in {arg:filter_expr} expression 'args[0'")
+    assert e.value.arg == "filter_expr"
 
 
 def test_a_watch_record_is_the_hosts_record():
