@@ -118,7 +118,7 @@ def run_examples(commands: list[str]) -> dict[str, str]:
         for cmd in commands:
             tool, params = cmdline.parse(cmdline.split(cmd.replace("DEMO_TARGET", TARGET)), tools, proc.pid)
             try:
-                text = tool.text(tool.invoke(params, Call(sessions, allow_mutating=True)), False)
+                text = tool.text(tool.invoke(params, Call(sessions, allow_mutating=True, on_cli=True)), False)
             except FlightError as e:
                 text = f"error: {e.message}"
             out[cmd] = (text.replace(TARGET, "/srv/demo/demo_target.py").replace(str(proc.pid), "12345")

@@ -17,10 +17,10 @@ STEPS = [
     ("list_processes", {"filter": "demo_target"}),
     ("attach", {}),
     ("stack", {}),
-    ("trace", {"module": "__main__", "cls": "OrderService", "method": "process_order", "limits": 1,
+    ("trace", {"module": "__main__", "cls": "OrderService", "method": "process_order", "limit": 1,
                "filter_expr": "args[0] > 0"}),  # every 7th order is invalid and raises early
     ("watch", {"module": "__main__", "cls": "OrderService", "method": "apply_discount",
-               "expr": "args, return_obj, cost", "limits": 2}),
+               "expr": "args, return_obj, cost", "limit": 2}),
     ("detach", {}),
 ]
 

@@ -56,7 +56,7 @@ def test_inspector_lists_tools_and_calls_stack_and_trace(inspector, spawn):
     trace = run_inspector(inspector, "--method", "tools/call", "--tool-name", "trace",
                           "--tool-arg", f"pid={target.pid}", "--tool-arg", "module=__main__",
                           "--tool-arg", "cls=OrderService", "--tool-arg", "method=process_order",
-                          "--tool-arg", "limits=1",
+                          "--tool-arg", "limit=1",
                           "--tool-arg", "filter_expr=args[0] > 0")  # every 7th demo order raises early
     assert not trace.get("isError"), trace
     text = trace["content"][0]["text"]

@@ -117,7 +117,7 @@ def test_hostile_expressions_neither_run_away_nor_change_the_target(spawn, versi
                 problems.append(("nesting", text_of(r)[:300]))
             for flt in FILTERS:
                 r = await s.call_tool("watch", {"pid": t.pid, "module": "__main__", "method": "work",
-                                                "filter_expr": flt, "timeout_s": 1.0, "limits": 1})
+                                                "filter_expr": flt, "timeout_s": 1.0, "limit": 1})
                 body = text_of(r)
                 if r.is_error or r.structured_content["captured"] != 0 or not _refused(body) \
                         or r.structured_content["seen"] < 5:

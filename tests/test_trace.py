@@ -124,13 +124,14 @@ def test_entrance_time_and_json(spawn, version):
     inv = result["invocations"][0]
     assert inv["thread"] == "order-worker" and inv["daemon"] is True and isinstance(inv["tid"], int)
     root = inv["root"]
-    assert set(root) == {"name", "qualname", "file", "line", "cost_ms", "children"}
+    assert set(root) == {"name", "qualname", "file", "line", "kind", "source", "library", "cost_ms", "children"}
+    assert root["kind"] == "python"
     assert root["qualname"].endswith("process_order") and root["file"].endswith(DEMO)
     assert isinstance(root["cost_ms"], float) and root["line"] > 0
     compute = root["children"][1]
     assert compute["name"] == "compute_price" and [c["name"] for c in compute["children"]] == ["sleep", "apply_discount"]
     sleep = compute["children"][0]
-    assert sleep["file"] == "<built-in>" and sleep["children"] == []
+    assert sleep["kind"] == "builtin" and sleep["file"] == "" and sleep["children"] == []
     assert compute["children"][1]["children"] == []   # -d 3 cuts below the third level
 
 
@@ -197,11 +198,11 @@ def test_bad_input(spawn, version):
     assert "limits" in fails(pid, "trace __main__ compute -n many")
     assert "interval" in fails(pid, "trace __main__ compute -i fast")
     err = fails(pid, "trace __main__ compute -f 'args[0'")
-    assert "syntax error in -f/--filter_expr" in err and "^" in err
+    assert "syntax error in -f/--filter_expr/--filter expression" in err and "^" in err
     # a filter that raises on some calls: those calls do not match, reported once, target unaffected
     out = trace(pid, "trace __main__ compute -f '1 / args[0] > 0' -n 3")  # compute(0) every 3rd call
     assert len(trees(out)) == 3
-    assert "warning: -f/--filter_expr expression '1 / args[0] > 0' raised ZeroDivisionError" in out
+    assert "warning: -f/--filter_expr/--filter expression '1 / args[0] > 0' raised ZeroDivisionError" in out
     assert out.count("ZeroDivisionError") == 1
     # a method that raises: captured, with the exception named
     out = trace(pid, "trace __main__ OrderService validate -f 'args[0] < 0' -n 1")

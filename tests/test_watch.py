@@ -198,7 +198,7 @@ def test_watch_over_mcp_with_progress(spawn, version):
     async def go():
         async with mcp_session() as s:
             return await s.call_tool("watch", {"pid": t.pid, "module": "__main__", "cls": "OrderService",
-                                               "method": "process_order", "limits": 3,
+                                               "method": "process_order", "limit": 3,
                                                "filter_expr": "args[0] > 0", "expr": "return_obj"},
                                      progress_callback=on_progress)
 
@@ -243,7 +243,7 @@ def test_mcp_cancellation_removes_instrumentation(spawn, version):
                 async def long_watch():
                     with scope:
                         await s.call_tool("watch", {"pid": t.pid, "module": "__main__", "cls": "OrderService",
-                                                    "method": "process_order", "limits": 1000, "timeout_s": 120})
+                                                    "method": "process_order", "limit": 1000, "timeout_s": 120})
                 tg.start_soon(long_watch)
                 deadline = time.monotonic() + 30
                 while not await anyio.to_thread.run_sync(instrumented, t.pid, version):

@@ -1,40 +1,28 @@
-"""What trace and watch share: counting calls, the limit, expression failures, the command loop.
+"""What trace and watch share: counting calls, the limit, expression failures, exceptions as
+facts, the command loop.
 
 Probes run on the application's threads, so everything they do here is short: counters, a list
 append and a lock release that wakes the command thread. The command thread does the rest
-(progress events, building the answer).
+(progress events, building the answer, anything that may run the target's code).
+
+The answer is facts named as the host's Result fields (tools/capture_common.py): epoch times,
+exceptions as {type, message, frames, frames_elided}, expression failures as {arg, expr,
+failures, error, refused}; the host writes every sentence.
 """
 import _thread
 import ast
 import itertools
+import linecache
+import os
 import sys
 import time
 
-from . import expr, guards, instrument, objstate, safety
-from .registry import AgentError
+from . import codes, expr, guards, instrument, objstate, objview, safety, typefacts
 
 PROGRESS_EVERY_S = 0.2
-
-
-def _number_arg(args, name, flag, default, minimum, convert, what):
-    value = args.get(name, default)
-    if value is None:
-        return default
-    try:
-        value = convert(value)
-    except (TypeError, ValueError):
-        raise AgentError("bad_argument", "%s must be %s, got %r" % (flag, what, value))
-    if minimum is not None and value < minimum:
-        raise AgentError("bad_argument", "%s must be >= %s, got %s" % (flag, minimum, value))
-    return value
-
-
-def int_arg(args, name, flag, default, minimum=None):
-    return _number_arg(args, name, flag, default, minimum, int, "a whole number")
-
-
-def float_arg(args, name, flag, default, minimum=None):
-    return _number_arg(args, name, flag, default, minimum, float, "a number")
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+TRACEBACK_FRAMES = 60   # kept of a long traceback: the first 5 and the last 55
+_PLAIN_ARGS = (str, int, float, bool, type(None))
 
 
 def thread_facts(ident, thread=None):
@@ -52,9 +40,56 @@ def thread_facts(ident, thread=None):
     return (name if type(name) is str else "Thread-%d" % ident), (daemon if type(daemon) is bool else None)
 
 
-def wall_time_text(t):
-    """The seed's timestamp: 2026-04-19 11:35:38:953 (local time, milliseconds after a colon)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ":%03d" % int((t % 1) * 1000)
+def exception_name(exc):
+    """`ValueError`: the class's own __name__, from type's field (not a metaclass property)."""
+    return objstate.short_name(type(exc))
+
+
+def exception_message(exc, budget):
+    """str(exc), cut to one line of 300 characters. A built-in exception holding plain data is
+    read directly; anything else may run the target's __str__: on its own thread, with its budget."""
+    t = type(exc)
+    if issubclass(t, typefacts.Refused):   # ours: what was refused and what to do instead, said whole
+        return str(exc)
+    args = objstate.exception_args(exc)
+    if not objstate.is_heap(t) and all(any(type(a) is p for p in _PLAIN_ARGS) for a in args):
+        text = str(exc)
+    else:
+        text, error = budget.call(str, exc, objstate.short_name(t))
+        if error is not None:
+            return error.replace("<repr", "<str")
+    return objview.short_repr(text, 300)[1:-1]
+
+
+def traceback_frames(tb):
+    """(frames, frames_elided) of a traceback, outermost first, without the agent's own frames
+    (hooks sit between the caller and the function on Python <= 3.11). Source lines come from the
+    files (linecache without module globals: no loader of the target is asked)."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_AGENT_DIR):
+            lineno = tb.tb_lineno
+            source = linecache.getline(code.co_filename, lineno).strip() if type(lineno) is int else ""
+            frames.append({"file": code.co_filename, "line": lineno if type(lineno) is int else None,
+                           "name": code.co_name, "source": source})
+        tb = tb.tb_next
+    elided = max(len(frames) - TRACEBACK_FRAMES, 0)
+    if elided:
+        frames = frames[:5] + frames[5 + elided:]
+    return frames, elided
+
+
+def exception_fact(exc, budget, tb=None):
+    """The exception as models.ExceptionFact: type, message (the target's __str__ within budget),
+    and with tb its traceback's frames. On the command's thread."""
+    fact = {"type": exception_name(exc), "message": exception_message(exc, budget)}
+    if tb is not None:
+        try:
+            fact["frames"], fact["frames_elided"] = traceback_frames(tb)
+        except Exception:
+            pass   # the exception without its frames
+    return fact
 
 
 _CONTEXT = ("target", "args", "kwargs", "return_obj", "cost")
@@ -91,20 +126,22 @@ guards.TRUSTED_MAPPINGS.add(_Kwargs)   # its __missing__ is ours: read-only kwar
 class Expression(object):
     """A user expression compiled once, evaluated per call with the one expression context:
     target (instance for methods), args (without it), kwargs, return_obj, cost (ms).
-    A failure is remembered once, with how often it happened.
-    A filter (-f...) is a condition: in read-only mode even its truth test runs no target code."""
+    arg: the tool argument it came from ("filter_expr", "expr"), named in errors as codes.arg(arg).
+    A filter (filter_expr) is a condition: in read-only mode even its truth test runs no target code.
+    A failure is remembered once (the first), with how often it happened."""
 
-    def __init__(self, source, flag, allow_mutating):
+    def __init__(self, source, arg, allow_mutating):
         self.source = source
-        self.flag = flag
+        self.arg = arg
+        self.flag = codes.arg(arg)
         self.allow_mutating = allow_mutating
-        self.use = "condition" if flag.startswith("-f") else "value"
-        self.code = expr.compile_expr(source, flag, allow_mutating, self.use) if source else None
+        self.use = "condition" if arg == "filter_expr" else "value"
+        self.code = expr.compile_expr(source, self.flag, allow_mutating, self.use) if source else None
         self.fn = self._function() if self.code is not None else None
         self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
         self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
-        self.failures = 0
-        self.first_failure = None
+        self._failures = Tally()
+        self.first = None   # the first failure: the exception (failed), or (exception, its facts) (noted)
 
     def _function(self, names=_CONTEXT):
         """The checked expression as `lambda target, args, kwargs, return_obj, cost: EXPR` (or over
@@ -159,17 +196,28 @@ class Expression(object):
         return call
 
     def failed(self, exc):
-        self.failures += 1
-        if self.first_failure is None:
-            self.first_failure = expr.describe_failure(self.flag, self.source, exc)
+        """On the calling thread: counts, keeps the first exception (its text is read later)."""
+        self._failures.bump()
+        if self.first is None:
+            self.first = exc
 
-    def report(self):
-        if not self.failures:
+    def noted(self, exc, fact):
+        """On the command's thread: a failure already made into its facts (exception_fact)."""
+        self._failures.bump()
+        if self.first is None:
+            self.first = (exc, fact)
+
+    def report(self, budget):
+        """The failures as facts (capture_common.ExpressionFailure on the host), or None."""
+        failures = self._failures.value
+        if not failures:
             return None
-        return {"flag": self.flag, "expr": self.source, "failures": self.failures,
-                "message": self.first_failure + (" (%d calls)" % self.failures if self.failures > 1 else "") +
-                (". Those calls are shown without a value" if self.flag == "--expr" else
-                 ". Those calls were treated as not matching") + "; the application was not affected."}
+        exc, error = self.first if type(self.first) is tuple else (self.first, None)
+        if error is None:
+            error = exception_fact(exc, budget)
+        return {"arg": self.arg, "expr": self.source, "failures": failures,
+                "error": {"type": error["type"], "message": error["message"]},
+                "refused": issubclass(type(exc), typefacts.Refused)}
 
 
 class Tally(object):
@@ -230,9 +278,10 @@ class Capture(object):
         return True
 
 
-def run(ctx, target, probe, cap, timeout_s, describe):
-    """Instruments until the limit, the deadline or a cancel; returns the facts every result carries.
-    describe(record) -> one line for the progress notification of that capture."""
+def run(ctx, target, probe, cap, timeout_s, progress):
+    """Instruments until the limit, the deadline or a cancel; returns the facts every result carries
+    (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
+    progress event (capture_common.Progress, besides captured and limit)."""
     unhook = instrument.add(target, probe)
 
     def remove():
@@ -259,8 +308,13 @@ def run(ctx, target, probe, cap, timeout_s, describe):
         while sent < len(cap.records):
             record = cap.records[sent]
             sent += 1
-            ctx.emit({"captured": sent, "limit": cap.limit, "message": describe(record)})
+            event = progress(record)
+            event.update(captured=sent, limit=cap.limit)
+            ctx.emit(event)
     remove()
-    return {"target": target.describe(), "started": wall_time_text(started),
-            "duration_s": round(time.monotonic() - t0, 3), "seen": cap.seen, "matched": cap.matched,
-            "skipped": cap.skipped, "captured": len(cap.records), "limit": cap.limit, "stopped": reason}
+    summary = target.describe()
+    summary["target"] = summary.pop("label")
+    summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
+                   matched=cap.matched, skipped=cap.skipped, captured=len(cap.records), limit=cap.limit,
+                   stopped=reason)
+    return summary

@@ -10,24 +10,26 @@ from .registry import AgentError
 
 
 def compile_expr(source, flag, allow_mutating=False, use="value"):
-    """Compiles a user expression; a syntax error names the flag and shows where.
+    """Compiles a user expression; a syntax error names the argument it came from and shows where.
+    flag: that argument as codes.arg(NAME) (the host writes it in the caller's language).
     Unless allow_mutating, the expression must pass the read-only checker (safety.py).
     use: "condition" (a filter: its truth is tested) or "key" (hashed), see safety.check."""
     if source is None:
         return None
+    arg = flag[5:-1] if flag.startswith("{arg:") and flag.endswith("}") else None   # the argument at fault
     safety.precheck(source, flag)   # deep nesting overflows the parser (3.8) before any SyntaxError
     try:
         code = compile(source, "<%s>" % flag, "eval")
     except (MemoryError, RecursionError):
         raise AgentError("bad_expression", "the %s expression %r is nested too deeply for the parser. Split it "
-                         "into smaller expressions." % (flag, source[:200]))
+                         "into smaller expressions." % (flag, source[:200]), arg=arg)
     except SyntaxError as e:
         caret = ""
         if e.offset:
             caret = "\n  %s\n  %s^" % (source, " " * (e.offset - 1))
         raise AgentError("bad_expression",
                          "syntax error in %s expression %r: %s%s. Write a single Python expression, "
-                         "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret))
+                         "e.g. 'args[0] > 1' or 'target.status'." % (flag, source, e.msg, caret), arg=arg)
     if not allow_mutating:
         # Read-only: the checked AST, every operation through a run-time guard (guards.py).
         code = compile(safety.check(source, flag, use), "<%s>" % flag, "eval")
@@ -50,6 +52,7 @@ def scope(names):
 
 
 def describe_failure(flag, source, exc):
+    """A failure as one sentence, for tools that answer with an error (capture sends facts instead)."""
     if isinstance(exc, typefacts.Refused):
         return "%s expression %r: %s" % (flag, source, exc)
     return "%s expression %r raised %s: %s" % (flag, source, type(exc).__name__, exc)

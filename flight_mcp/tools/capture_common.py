@@ -1,11 +1,20 @@
-"""What the trace and watch tools share: where the function is, how long to wait, the summary."""
+"""What the trace and watch tools share: where the function is, how long to wait, the summary, the
+facts of failed expressions and of progress, and the sentences about them.
+
+The agent answers with facts named as these models' fields (agent/capture.py); the host writes
+every sentence, naming arguments in the caller's language: run() makes the Result remember it
+(`spoken_in`), and the renderer writes `{arg:NAME}` through `Summary.say`.
+"""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, PrivateAttr, ValidationError
 
-from .base import Call, Cli, TimedParams
+from ..errors import speak
+from ..models import ExceptionFact, Fact
+from .base import Call, Cli, TimedParams, cli_name
+from .fields import ClassName, FilterExpr, Limit, Method, Module
 
 CAPTURE_TIMEOUT_S = 30.0
 # The agent stops at the deadline (timeout_s less what the attach took) and answers with what it
@@ -14,28 +23,29 @@ REPLY_MARGIN_S = 10.0
 
 
 class FunctionParams(TimedParams):
-    module: Annotated[str, Cli("--mod", positional=True)] = Field(
-        description="Module name as the target imported it ('__main__' for the script that was run). "
-                    "Never imported by flight-mcp: it must already be loaded in the target.")
-    cls: Annotated[str | None, Cli("--cls", positional=True)] = Field(
-        None, description="Class defining the method (dotted for nested classes); omit for a module-level function.")
-    method: Annotated[str, Cli("--func", "--method", positional=True)] = Field(
-        description="Function or method name (methods, classmethods, staticmethods, async functions and "
-                    "generators all work; decorated functions are unwrapped to the real one).")
+    module: Module
+    cls: ClassName = None
+    method: Method
     nested_method: Annotated[str | None, Cli("-nm", "--nested-method", "--nested_method")] = Field(
         None, description="Instead of `method`, instrument the function of this name defined directly inside it.")
-    filter_expr: Annotated[str | None, Cli("-f", "--filter_expr", "--filter")] = Field(
-        None, description="Python expression; only calls where it is truthy count. Names: target (the instance "
-                          "for methods, else None), args (WITHOUT self), kwargs, return_obj, cost (ms). "
-                          "Example: \"args[0] >= 1\". A filter that raises counts the call as not matching.")
-    limits: Annotated[int, Cli("-n", "--limits", "--limit")] = Field(
-        10, ge=1, le=10000, description="Stop after capturing this many invocations.")
+    filter_expr: FilterExpr = None
+    limit: Limit = 10
     timeout_s: float = Field(CAPTURE_TIMEOUT_S, gt=0, le=3600,
                              description="Deadline in seconds, attach included: the call returns what it "
                                          "captured by then.")
 
 
-class Summary(BaseModel):
+class ExpressionFailure(Fact):
+    """An expression that raised on some calls (those calls did not match, or were shown without a value)."""
+    arg: Literal["filter_expr", "expr"] = Field(description="The argument holding the expression.")
+    expr: str
+    failures: int = Field(description="Calls it failed on.")
+    error: ExceptionFact = Field(description="The first failure (type and message).")
+    refused: bool = Field(False, description="The read-only mode refused an operation (error.message says "
+                                             "which and what to do instead), rather than the expression raising.")
+
+
+class Summary(Fact):
     """Why the capture stopped and what it saw: present in every trace/watch result."""
     target: str = Field(description="The instrumented function, module.Class.method.")
     kind: str = Field(description="function, generator or coroutine.")
@@ -43,33 +53,58 @@ class Summary(BaseModel):
     line: int
     mechanism: str = Field(description="sys.monitoring (Python >= 3.12), frame evaluator (<= 3.11), or code "
                            "trampoline (<= 3.11 fallback; the text says why the evaluator could not be used).")
-    started: str
-    duration_s: float
+    started: float = Field(description="When instrumenting started (epoch seconds).")
+    duration_s: float = Field(description="How long the function was instrumented.")
     seen: int = Field(description="Calls of the function while instrumented.")
-    matched: int = Field(description="Calls that passed the filter (and -e for watch).")
-    skipped: int = Field(0, description="Matched calls dropped by a threshold (trace -et).")
+    matched: int = Field(description="Calls that passed the filter (and exception, for watch).")
+    skipped: int = Field(0, description="Matched calls below trace's entrance_time.")
     captured: int
     limit: int
     stopped: Literal["limit", "deadline", "cancel"]
-    errors: list[dict] = Field(default_factory=list, description="Expressions that failed: flag, expr, failures, message.")
+    expression_failures: list[ExpressionFailure] = Field(default_factory=list)
+
+    # How the text names arguments: the MCP name unless run() says the caller is on the CLI.
+    _name_of: Callable[[str], str] = PrivateAttr(default=str)
+
+    def spoken_in(self, params: type[TimedParams], call: Call) -> "Summary":
+        """This result, rendered in the caller's language (flags on the CLI, argument names over MCP)."""
+        if call.on_cli:
+            self._name_of = lambda n: cli_name(params, n)
+        return self
+
+    def say(self, text: str) -> str:
+        return speak(text, self._name_of)
 
 
-def summary_of(raw: dict) -> dict:
-    t = raw["target"]
-    return dict(target=t["label"], kind=t["kind"], file=t["file"], line=t["line"], mechanism=t["mechanism"],
-                started=raw["started"], duration_s=raw["duration_s"], seen=raw["seen"], matched=raw["matched"],
-                skipped=raw.get("skipped", 0), captured=raw["captured"], limit=raw["limit"],
-                stopped=raw["stopped"], errors=raw.get("errors", []))
+class Progress(Fact):
+    """A progress event of the agent: one more call captured."""
+    captured: int
+    limit: int
+    target: str
+    cost_ms: float
+    thread: str | None = Field(None, description="trace: the thread it ran on.")
+    exception: str | None = Field(None, description="watch: the type of the exception it raised.")
 
 
-def request(p: FunctionParams, call: Call, cmd: str, args: dict) -> dict:
+def progress_line(ev: Progress) -> str:
+    line = f"{ev.target} {ev.cost_ms:.3f}ms"
+    if ev.thread is not None:
+        line += f" on {ev.thread}"
+    if ev.exception is not None:
+        line += f" raised {ev.exception}"
+    return line
+
+
+def request(p: FunctionParams, call: Call, cmd: str) -> dict:
+    """The capture: p's arguments, its own deadline as timeout_s (what the attach left of it)."""
     def on_event(ev: dict) -> None:
-        call.progress(ev.get("captured", 0), ev.get("limit"), ev.get("message", ""))
+        try:
+            fact = Progress.model_validate(ev)
+        except ValidationError:
+            return   # progress is a courtesy: a fact we do not know does not end the capture
+        call.progress(fact.captured, fact.limit, progress_line(fact))
 
-    args = dict(args, module=p.module, cls=p.cls, method=p.method, nested_method=p.nested_method,
-                filter_expr=p.filter_expr, limits=p.limits)
-    return call.request(p, cmd, args, on_event=on_event, budget_arg="duration_s",
-                        margin=REPLY_MARGIN_S)
+    return call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
 
 
 _STOP_WHY = {"limit": "the limit of {limit} was reached",
@@ -79,28 +114,40 @@ _STOP_WHY = {"limit": "the limit of {limit} was reached",
 
 def summary_line(s: Summary, what: str) -> str:
     why = _STOP_WHY[s.stopped].format(limit=s.limit, duration_s=s.duration_s)
-    line = (f"{what} {s.target}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
-            + (f", {s.skipped} below -et" if s.skipped else "") + f"; stopped because {why}.")
-    return line
+    return s.say(f"{what} {s.target}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
+                 + (f", {s.skipped} below {{arg:entrance_time}}" if s.skipped else "") + f"; stopped because {why}.")
 
 
 def empty_hint(s: Summary, what: str) -> str:
     """Why nothing was captured, and what to try."""
     where = f"{s.target} ({s.file}:{s.line}, via {s.mechanism})"
     if s.seen == 0:
-        return (f"No call of {where} happened during the {s.duration_s}s it was instrumented. Make the "
-                f"application call it (send a request) or raise timeout_s. Calls already running when it started "
-                f"are not seen (only calls that start while instrumented); the stack tool shows what runs now.")
+        return s.say(f"No call of {where} happened during the {s.duration_s}s it was instrumented. Make the "
+                     "application call it (send a request) or raise {arg:timeout_s}. Calls already running when "
+                     "it started are not seen (only calls that start while instrumented); the stack tool shows "
+                     "what runs now.")
     if s.matched == 0:
-        return (f"{where} was called {s.seen} times in {s.duration_s}s but no call passed the filter"
-                f"{'/-e' if what == 'watch' else ''}; loosen it.")
-    if s.skipped:  # trace -et only
-        return (f"{where} was called {s.seen} times in {s.duration_s}s; {s.skipped} matching calls were below "
-                f"the -et threshold; lower -et.")
-    return (f"{where} was called {s.seen} times in {s.duration_s}s and {s.matched} calls matched, but none "
-            f"ended before the capture stopped (only calls that end while instrumented are captured); raise "
-            f"timeout_s.")
+        return s.say(f"{where} was called {s.seen} times in {s.duration_s}s but no call passed the filter ("
+                     + ("{arg:filter_expr}/{arg:exception}" if what == "watch" else "{arg:filter_expr}")
+                     + "); loosen it.")
+    if s.skipped:  # trace's entrance_time only
+        return s.say(f"{where} was called {s.seen} times in {s.duration_s}s; {s.skipped} matching calls were "
+                     "below the {arg:entrance_time} threshold; lower {arg:entrance_time}.")
+    return s.say(f"{where} was called {s.seen} times in {s.duration_s}s and {s.matched} calls matched, but none "
+                 "ended before the capture stopped (only calls that end while instrumented are captured); raise "
+                 "{arg:timeout_s}.")
 
 
-def render_errors(s: Summary) -> list[str]:
-    return [f"warning: {e['message']}" for e in s.errors]
+def failure_warning(f: ExpressionFailure) -> str:
+    """One failed expression, as the warning sentence (arguments as {arg:NAME})."""
+    what = f"{{arg:{f.arg}}} expression {f.expr!r}"
+    said = f"{what}: {f.error.message}" if f.refused else f"{what} raised {f.error.type}: {f.error.message}"
+    if f.failures > 1:
+        said += f" ({f.failures} calls)"
+    said += (". Those calls are shown without a value" if f.arg == "expr" else
+             ". Those calls were treated as not matching")
+    return said + "; the application was not affected."
+
+
+def render_failures(s: Summary) -> list[str]:
+    return [s.say("warning: " + failure_warning(f)) for f in s.expression_failures]

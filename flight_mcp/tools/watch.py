@@ -3,43 +3,40 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..models import ValueView
-from ..render import NO_VIEW, paint, type_label, view_lines
+from ..models import ExceptionFact, Fact, ValueView
+from ..render import NO_VIEW, exception_line, paint, traceback_lines, type_label, view_lines, wall_time
 from .base import Call, Cli, Tool
-from .capture_common import FunctionParams, Summary, empty_hint, render_errors, request, summary_line, summary_of
+from .capture_common import FunctionParams, Summary, empty_hint, render_failures, request, summary_line
+from .fields import Expand, Raw, Verbose
 
 SEPARATOR = "─" * 60
 
 
 class WatchParams(FunctionParams):
     expr: Annotated[str, Cli("--expr")] = Field(
-        "args,kwargs", description="Python expression shown for each call. Names: target (the instance for "
-                                   "methods), args (WITHOUT self), kwargs, return_obj, cost (ms). Examples: "
-                                   "\"return_obj\", \"args[0], cost\", \"target.__dict__\".")
+        "args,kwargs", min_length=1,
+        description="Python expression shown for each call. Names: target (the instance for methods), args "
+                    "(WITHOUT self), kwargs, return_obj, cost (ms). Examples: \"return_obj\", \"args[0], cost\", "
+                    "\"target.__dict__\".")
     exception: Annotated[bool, Cli("-e", "--exception")] = Field(
         False, description="Capture only calls that raised (with their traceback).")
-    expand: Annotated[int, Cli("-x", "--expand")] = Field(
-        2, ge=-1, le=6, description="Levels of contents to expand in the value (-1 or 0 = one-line repr).")
-    verbose: Annotated[bool, Cli("-v", "--verbose")] = Field(False, description="Include dunder attributes.")
-    raw: Annotated[bool, Cli("-r", "--raw")] = Field(
-        False, description="Show the value's own repr() on one line: the target's __repr__ runs after the call, on an "
-                           "agent thread, at most 200 ms per object (else shown as timed out). Without it no code of "
-                           "the target runs: objects are shown from their __dict__/__slots__.")
+    expand: Expand = 2
+    verbose: Verbose = False
+    raw: Raw = False
 
 
-class Record(BaseModel):
-    time: str
+class Record(Fact):
+    time: float = Field(description="When the call started (epoch seconds).")
     cost_ms: float
     is_exp: bool = Field(description="The call raised.")
     thread: str
     tid: int
     daemon: bool | None = None
     view: ValueView | None = Field(None, description="The expression's value.")
-    expr_error: str | None = Field(None, description="Why the expression failed on this call.")
-    exception: str | None = None
-    traceback: str | None = None
+    expr_error: ExceptionFact | None = Field(None, description="Why the expression failed on this call.")
+    exception: ExceptionFact | None = Field(None, description="What the call raised, with its traceback.")
 
 
 class WatchResult(Summary):
@@ -48,9 +45,7 @@ class WatchResult(Summary):
 
 
 def run(p: WatchParams, call: Call) -> WatchResult:
-    raw = request(p, call, "watch", {"expr": p.expr, "exception": p.exception, "expand": p.expand,
-                                     "verbose": p.verbose, "raw": p.raw})
-    return WatchResult(**summary_of(raw), expr=raw["expr"], records=raw["records"])
+    return WatchResult.model_validate(request(p, call, "watch")).spoken_in(WatchParams, call)
 
 
 def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
@@ -65,17 +60,17 @@ def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
 
 def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]:
     mark = paint("✗", "red", color) if rec.is_exp else paint("✓", "green", color)
-    title = (f"{mark} {rec.time} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
+    title = (f"{mark} {wall_time(rec.time)} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
              f"thread={rec.thread} result={{")
     if rec.expr_error is not None:
-        rows = [("EXPR", expr), ("WATCH_FAIL_INFO", rec.expr_error)]
+        rows = [("EXPR", expr), ("WATCH_FAIL_INFO", exception_line(rec.expr_error))]
         width = 20
     else:
         view = rec.view or NO_VIEW
         rows = [("EXPR", expr), ("TYPE", type_label(view)), ("VALUE", "\n".join(view_lines(view)))]
         width = 12 if rec.is_exp else 8
     if rec.is_exp:
-        rows.append(("EXCEPTION", rec.traceback or rec.exception or ""))
+        rows.append(("EXCEPTION", "\n".join(traceback_lines(rec.exception)) if rec.exception else ""))
     return [SEPARATOR, title, *_rows(rows, width), "}"]
 
 
@@ -87,7 +82,7 @@ def render(r: WatchResult, color: bool) -> str:
     out.append(summary_line(r, "watch"))
     if not r.records:
         out.append(empty_hint(r, "watch"))
-    out.extend(render_errors(r))
+    out.extend(render_failures(r))
     return "\n".join(out).strip("\n")
 
 
@@ -96,10 +91,10 @@ TOOL = Tool(
     title="Watch a function's calls",
     description=(
         "Capture real calls of one function in a live Python process: its arguments, return value or exception "
-        "(with traceback) and cost, seen through `expr` (default \"args,kwargs\"; names target, args without self, "
-        "kwargs, return_obj, cost in ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
-        "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limits` captured calls "
-        "(default 10) or `timeout_s` (default 30 s) and says how many calls it saw, matched and captured. Values "
+        "(with traceback) and cost, seen through `expr` (names target, args without self, kwargs, return_obj, cost in "
+        "ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
+        "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limit` captured calls "
+        "or `timeout_s` and says how many calls it saw, matched and captured. Values "
         "are bounded; use expand for more depth or a narrower expr. Instrumentation is removed when the call "
         "returns. Read-only."),
 )

@@ -47,7 +47,7 @@ def test_unknown_line_is_shown_as_unknown():
     (GETGLOBAL, {"pid": 5, "module": "m"}, {"mode": "nonsense", "owner": "m"}, "mode"),
     (GETGLOBAL, {"pid": 5, "module": "m"}, {"mode": "value", "owner": "m", "surprise": 1, "entries": 3},
      "entries"),
-    (WATCH, {"pid": 5, "module": "m", "method": "f"}, {"target": {"label": "m.f"}}, "KeyError"),
+    (WATCH, {"pid": 5, "module": "m", "method": "f"}, {"target": {"label": "m.f"}}, "target"),
 ])
 def test_reply_that_does_not_fit_is_an_error_with_its_code(tool, params, reply, where):
     with pytest.raises(FlightError) as e:

@@ -135,8 +135,8 @@ def test_native_load_failures_name_the_cause_and_the_fix(tmp_path, monkeypatch):
 
 def test_trace_says_when_and_why_the_python_recorder_recorded():
     base = dict(target="__main__.f", kind="function", file="t.py", line=1, mechanism="sys.monitoring",
-                started="2026-01-01 00:00:00", duration_s=1.0, seen=1, matched=1, captured=0, limit=1,
-                stopped="deadline", depth=-1, interval_ms=0.1, entrance_ms=0.0, invocations=[])
+                started=1767225600.0, duration_s=1.0, seen=1, matched=1, captured=0, limit=1,
+                stopped="deadline", depth=-1, interval=0.1, entrance_time=0.0, invocations=[])
     why = "_flight_mcp_recorder.abi3.so could not be loaded into this process (GLIBC_2.34 not found)"
     text = trace_tool.render(trace_tool.TraceResult(**base, recorder="python", recorder_fallback=why), False)
     assert "Python recorder" in text and why in text and "30-90x" in text

@@ -7,7 +7,7 @@ from flight_mcp.tools.capture_common import Summary, empty_hint
 
 
 def _summary(**kw):
-    base = dict(target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started="t", duration_s=3.0,
+    base = dict(target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started=0.0, duration_s=3.0,
                 seen=0, matched=0, skipped=0, captured=0, limit=5, stopped="deadline")
     return Summary(**{**base, **kw})
 
@@ -16,13 +16,13 @@ def test_watch_hint_never_names_trace_options():
     for kw in (dict(seen=9), dict(seen=9, matched=2), dict(seen=9, matched=2, stopped="cancel")):
         hint = empty_hint(_summary(**kw), "watch")
         assert "-et" not in hint and "entrance" not in hint, hint
-    assert "no call passed the filter/-e" in empty_hint(_summary(seen=9), "watch")
+    assert "no call passed the filter (filter_expr/exception)" in empty_hint(_summary(seen=9), "watch")
     assert "raise timeout_s" in empty_hint(_summary(seen=9, matched=2), "watch")
 
 
 def test_trace_hint_names_et_only_when_calls_were_below_it():
-    assert "lower -et" in empty_hint(_summary(seen=9, matched=4, skipped=4), "trace")
-    assert "-et" not in empty_hint(_summary(seen=9, matched=4), "trace")
+    assert "lower entrance_time" in empty_hint(_summary(seen=9, matched=4, skipped=4), "trace")
+    assert "entrance_time" not in empty_hint(_summary(seen=9, matched=4), "trace")
 
 
 def test_a_running_process_is_not_reported_stopped():

@@ -62,20 +62,22 @@ def test_stack_text_escapes_every_field_and_keeps_colours(text):
 def test_watch_and_trace_text_escape_values_keys_and_names():
     hostile = "\x1b[2Jx"
     watch = WATCH.result(
-        target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started="t", duration_s=1.0, seen=1,
-        matched=1, captured=1, limit=1, stopped="limit", expr="args", errors=[{"message": hostile}],
-        records=[{"time": "t", "cost_ms": 1.0, "is_exp": True, "thread": hostile, "tid": 1,
+        target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started=0.0, duration_s=1.0, seen=1,
+        matched=1, captured=1, limit=1, stopped="limit", expr="args",
+        expression_failures=[{"arg": "expr", "expr": "args", "failures": 1, "error": {"type": "E", "message": hostile}}],
+        records=[{"time": 0.0, "cost_ms": 1.0, "is_exp": True, "thread": hostile, "tid": 1,
                   "view": {"type": "mod." + hostile, "kind": "mapping", "repr": "", "children": [
                       {"name": hostile, "view": {"type": "str", "kind": "leaf", "repr": hostile}}]},
-                  "exception": "E: " + hostile, "traceback": "Traceback\n  line " + hostile + "\nE: boom"}])
+                  "exception": {"type": "E", "message": hostile,
+                                "frames": [{"file": "/a.py", "line": 1, "name": "f", "source": "line " + hostile}]}}])
     out = WATCH.text(watch, False)
     assert "\x1b" not in out and out.count("\\x1b[2Jx") >= 5, out
-    assert "Traceback\n" in out  # multi-line text keeps its lines
+    assert "Traceback (most recent call last):\n" in out  # multi-line text keeps its lines
     trace = TRACE.result(
-        target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started="t", duration_s=1.0, seen=1,
-        matched=1, captured=1, limit=1, stopped="limit", depth=-1, interval_ms=0, entrance_ms=0,
-        invocations=[{"time": "t", "thread": hostile, "tid": 1, "daemon": None, "cost_ms": 1.0,
-                      "exception": hostile, "root": {"name": hostile, "qualname": hostile, "file": "/a.py",
+        target="m.f", kind="function", file="/f.py", line=1, mechanism="m", started=0.0, duration_s=1.0, seen=1,
+        matched=1, captured=1, limit=1, stopped="limit", depth=-1, interval=0, entrance_time=0,
+        invocations=[{"time": 0.0, "thread": hostile, "tid": 1, "daemon": None, "cost_ms": 1.0,
+                      "exception": {"type": "E", "message": hostile}, "root": {"name": hostile, "qualname": hostile, "file": "/a.py",
                                                      "line": 1, "cost_ms": 1.0}}])
     out = TRACE.text(trace, True)
     assert "\x1b[2J" not in out and "\\x1b[2Jx" in out

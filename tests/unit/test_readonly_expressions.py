@@ -318,7 +318,7 @@ def test_deep_nesting_gets_a_message_on_every_path(source):
 
 def test_a_filter_tests_truth_without_the_targets_bool():
     del CALLS[:]
-    f = capture.Expression("return_obj", "-f/--filter", False)
+    f = capture.Expression("return_obj", "filter_expr", False)
     with pytest.raises(guards.ReadOnlyRefused):
         f.fn(None, (), {}, Spy(), 0.0)
     assert f.fn(None, (), {}, [1], 0.0) == [1]
@@ -338,7 +338,7 @@ def test_kwargs_of_a_call_read_like_a_dict():
     class Target(object):
         has_self, posnames = False, ("user",)
     f = capture.Expression("f'{kwargs}' == str(kwargs) and kwargs == {'a': 1} and kwargs['user'] == 'bob'",
-                           "-f/--filter", False)
+                           "filter_expr", False)
     assert f.caller(Target())(("bob",), {"a": 1}) is True
 
 
