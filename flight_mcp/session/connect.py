@@ -242,7 +242,7 @@ class Sessions:
             try:
                 client = attach_existing(pid)
             except FlightError as e:
-                if e.kind in ("no_such_process", "not_python", "bad_pid", "permission_denied"):
+                if e.code in ("no_such_process", "not_python", "bad_pid", "permission_denied"):
                     raise  # "nothing to do" would hide a wrong pid
                 return False
             if client is None:

@@ -1,12 +1,13 @@
 """attach / detach: connect the agent explicitly, and remove it with everything it installed."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..models import Fact
 from .base import Call, Params, TimedParams, Tool
 
 
-class AttachResult(BaseModel):
+class AttachResult(Fact):
     pid: int
     python_version: str
     executable: str
@@ -34,7 +35,7 @@ def render_attach(r: AttachResult, color: bool) -> str:
             f"agent {r.agent_version}: {how}\ncommand: {' '.join(r.argv)[:200]}")
 
 
-class DetachResult(BaseModel):
+class DetachResult(Fact):
     pid: int
     detached: bool
     message: str

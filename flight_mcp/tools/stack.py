@@ -139,7 +139,10 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
             lines.append(f"    (C) {where}{paint(fr.name, 'yellow', color)} {lib}".rstrip())
             continue
         line = "?" if fr.line is None else fr.line  # unknown: said so, not guessed
-        lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
+        if not fr.file:  # the awaited object ending an await chain: no code of its own
+            lines.append(f"    {paint(fr.name, 'cyan', color)}")
+        else:
+            lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
         if fr.source:
             lines.append(f"        {fr.source}")
     return lines
