@@ -96,12 +96,17 @@ def _retire(pid: int, client: AgentClient) -> str:
         raise FlightError("agent_version_mismatch", f"pid {pid} runs the agent of another flight-mcp, version {old}, "
                           f"and it is serving {others} other client(s); this flight-mcp brings build {agent_build()}. "
                           f"When they are done, detach it (`flight-mcp {pid} --cmd detach`) and retry.")
+    _detach(client)
+    return old
+
+
+def _detach(client: AgentClient) -> None:
+    """Asks the agent to remove everything and stop listening, and waits until it has."""
     try:
         client.request("detach", timeout=5.0)
     finally:
         client.close()
     _wait_until_gone(client.path)
-    return old
 
 
 def _wait_until_gone(path: str) -> None:
@@ -247,11 +252,7 @@ class Sessions:
                 return False
             if client is None:
                 return False
-        try:
-            client.request("detach", timeout=5.0)
-        finally:
-            client.close()
-        _wait_until_gone(client.path)
+        _detach(client)
         return True
 
     def close(self) -> None:
