@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from ..agent import codes
 from ..errors import FlightError
 from ..models import Fact, Frame
 from ..render import escaped, paint
@@ -68,7 +69,7 @@ class StackResult(Fact):
 
 def run(p: StackParams, call: Call) -> StackResult:
     if p.filepath:
-        call.require_host_write("stack with filepath")
+        call.require_host_write(f"stack with {codes.arg('filepath')}")
     reading = session_stack.read(call.sessions, p.pid, dict(p.agent_args(), allow_mutating=call.allow_mutating),
                                  Deadline(p.timeout_s), native=p.native, cancelled=call.cancel_event.is_set)
     result = _from_agent(reading.facts, p) if reading.source == "agent" else _from_outside(reading, p)
@@ -77,8 +78,8 @@ def run(p: StackParams, call: Call) -> StackResult:
             with open(p.filepath, "w") as f:
                 f.write(render(escaped(result), False) + "\n")
         except OSError as e:
-            raise FlightError("write_failed", f"could not write the stacks to {p.filepath}: {e.strerror}.",
-                              arg="filepath")
+            raise FlightError("write_failed", f"could not write the stacks to {p.filepath} "
+                              f"({codes.arg('filepath')}): {e.strerror}.", arg="filepath")
         result.notes.append(f"written to {p.filepath}")
     return result
 

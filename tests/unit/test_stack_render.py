@@ -115,3 +115,21 @@ def test_pending_and_native_readings():
     assert r.agent_error is None and not any("native frames are left out" in n for n in r.notes)
     assert any(n.startswith("thread names of 2 thread(s) come from the agent") for n in r.notes)
     assert r.notes[-1].endswith("call without native=true for them.")
+
+
+def test_filepath_errors_name_the_argument_in_the_callers_language(monkeypatch, tmp_path):
+    from flight_mcp.tools.base import Call
+
+    monkeypatch.setattr(stack.session_stack, "read",
+                        lambda *a, **kw: StackReading("agent", dict(AGENT_FACTS, threads=list(AGENT_FACTS["threads"]))))
+    p = params(filepath=str(tmp_path / "no-such-dir" / "stacks.txt"))
+    with pytest.raises(FlightError) as e:  # over MCP a read-only server writes no host file
+        stack.TOOL.invoke(p, Call(None))
+    assert e.value.code == "read_only" and e.value.message.startswith("stack with filepath writes a file")
+    with pytest.raises(FlightError) as e:
+        stack.TOOL.invoke(p, Call(None, on_cli=True))
+    assert e.value.code == "write_failed" and e.value.arg == "filepath" and "(-f/--filepath)" in e.value.message
+    p = params(filepath=str(tmp_path / "stacks.txt"))
+    r = stack.TOOL.invoke(p, Call(None, on_cli=True))
+    assert r.notes[-1] == f"written to {tmp_path / 'stacks.txt'}"
+    assert (tmp_path / "stacks.txt").read_text().startswith('Thread "MainThread" tid=140')
