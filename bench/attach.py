@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flight_mcp import session  # noqa: E402
+from flight_mcp.tools.stack import StackParams  # noqa: E402
 from tests.conftest import PYTHONS, TARGETS_DIR  # noqa: E402
 from tests.mcp_client import mcp_session  # noqa: E402
 
@@ -77,7 +78,7 @@ def bench_inprocess(version: str, n: int) -> dict:
             s = session.Sessions()
             t0 = time.perf_counter()
             client = s.get(p.pid)
-            client.request("stack", {})
+            client.request("stack", StackParams(pid=p.pid).agent_args())
             total.append(ms(t0))
             inject.append(client.info["injection"]["inject_ms"])
             stack.append(client.info["injection"]["ms"])

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flight_mcp import session  # noqa: E402
+from flight_mcp.tools.stack import StackParams  # noqa: E402
 from flight_mcp.errors import FlightError  # noqa: E402
 from tests.conftest import PYTHONS, TARGET_VERSIONS, TARGETS_DIR  # noqa: E402
 
@@ -60,7 +61,7 @@ def one_injection(pid: int, deadline_s: float) -> tuple[str, float]:
         client = sessions.get(pid)
         if client.info["injection"]["method"] == "already attached":
             return "error:still_attached", 0.0
-        if not client.request("stack", timeout=deadline_s).get("threads"):
+        if not client.request("stack", StackParams(pid=pid).agent_args(), timeout=deadline_s).get("threads"):
             return "error:empty_stack", 0.0
         ms = (time.monotonic() - t0) * 1000
         sessions.detach(pid)

@@ -1,8 +1,13 @@
-"""stack: every thread's Python frames, and with async=True every asyncio task's await chain."""
+"""stack: every thread's Python frames, and with async_tasks every asyncio task's await chain.
+
+Facts only, named as the host's StackResult fields (frames as models.Frame: file, line, name,
+qualname, source); the host writes every note.
+"""
 import linecache
 import os
 import sys
 
+from . import capture, objstate
 from .registry import command
 from .server import AGENT_THREADS
 
@@ -28,14 +33,20 @@ def _frames(f):
 
 
 def _thread_table():
-    """ident -> (name, daemon, native_id) from threading, only if the target imported it."""
+    """ident -> (name, daemon, native_id, is_main) from threading, only if the target imported it,
+    read from each Thread's own fields (capture.thread_facts), never its overridable properties."""
     threading = sys.modules.get("threading")
+    active = getattr(threading, "_active", None) if threading is not None else None
+    if type(active) is not dict:
+        return {}
+    main = getattr(threading, "_main_thread", None)
+    reader = objstate.Reader()
     table = {}
-    if threading is None:
-        return table
-    for t in list(getattr(threading, "_active", {}).values()) + list(getattr(threading, "_limbo", {}).values()):
-        table[t.ident] = (t.name, bool(t.daemon), getattr(t, "native_id", None),
-                          t is getattr(threading, "_main_thread", None))
+    for ident, t in list(dict.items(active)):
+        name, daemon = capture.thread_facts(ident, t)
+        d = reader.instance_dict(t)
+        native_id = objstate.dict_get(d, "_native_id") if d is not None else None
+        table[ident] = (name, daemon, native_id if type(native_id) is int else None, t is main)
     return table
 
 
@@ -99,7 +110,7 @@ def _await_chain(coro, waiter=None):
         if nxt is not None and not (hasattr(nxt, "cr_frame") or hasattr(nxt, "gi_frame")):
             if waiter is not None:
                 nxt = waiter
-            chain.append({"file": "", "line": 0, "name": "<awaiting %s>" % type(nxt).__name__,
+            chain.append({"file": "", "line": None, "name": "<awaiting %s>" % type(nxt).__name__,
                           "qualname": type(nxt).__qualname__, "source": _short(nxt)})
             break
         coro = nxt
@@ -126,8 +137,6 @@ def tasks():
             coro = t.get_coro()
             out.append({"name": t.get_name() if hasattr(t, "get_name") else repr(t),
                         "coro": getattr(coro, "__qualname__", type(coro).__name__),
-                        "state": "pending",
-                        "loop_thread": None,
                         "frames": _await_chain(coro, getattr(t, "_fut_waiter", None))})
         except BaseException:
             continue
@@ -150,12 +159,12 @@ def _running_loops():
 
 @command("stack")
 def stack(args, ctx):
-    result = {"threads": threads(), "pid": os.getpid()}
-    if args.get("async"):
+    """{pid, threads, asyncio_imported, tasks (with async_tasks; None without), event_loops (without)}."""
+    result = {"pid": os.getpid(), "threads": threads(), "asyncio_imported": "asyncio" in sys.modules,
+              "tasks": None, "event_loops": None}
+    if args["async_tasks"]:
         found = tasks()
         result["tasks"] = found if found is not None else []
-        if found is None:
-            result["async_note"] = "asyncio is not imported in the target: there are no tasks."
     else:
         result["event_loops"] = _running_loops()
     return result

@@ -68,6 +68,8 @@ CODES = {
     "agent_bug": "A fault of flight-mcp, not of the target (which is unaffected): report the message.",
     "unknown_command": "The agent is of another flight-mcp version: detach it and retry.",
     "protocol": "The agent received a malformed request: report this.",
+    "agent_pending": "An agent injected earlier still waits for the GIL (a thread holds it): stack answered from "
+                     "outside; it starts by itself once the GIL is free.",
     "no_safe_point": "No thread reached a point where the agent can start; stack with native=true reads the "
                      "process from outside.",
     "unsafe_runtime_dir": "Remove the named path (as its owner or root) and retry.",

@@ -30,6 +30,7 @@ import stat
 import subprocess
 import time
 
+from .. import procfs
 from ..errors import FlightError
 from . import trusted_files
 from .trusted_files import AGENT_MODULE, Untrusted
@@ -111,8 +112,17 @@ class RuntimeDir:
         self.pid, self.uid, self.gid = pid, uid, gid
         self.name = f"flight-mcp-{uid}"
         self.target = f"/tmp/{self.name}"
-        self.tmp = tmp or f"/proc/{pid}/root/tmp"
+        self.tmp = tmp or procfs.root(pid, "/tmp")
         self.host = os.path.join(self.tmp, self.name)
+
+    @classmethod
+    def of(cls, pid: int) -> "RuntimeDir":
+        """The runtime directory of running pid (its owner's); no_such_process when it is gone."""
+        try:
+            uid, gid = procfs.owner(pid)
+        except FileNotFoundError:
+            raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
+        return cls(pid, uid, gid)
 
     # -- names ---------------------------------------------------------------------------------
     def to_target(self, host_path: str) -> str:
@@ -132,6 +142,24 @@ class RuntimeDir:
         """Start of the names of the payload copies and bootstrap scripts staged for this pid
         (also how a mapped payload shows in /proc/PID/maps)."""
         return f"inject-{self.pid}-"
+
+    def has_socket(self) -> bool:
+        """The agent's socket is there (maybe left by an earlier process with this pid)."""
+        return os.path.exists(self.sock("host"))
+
+    def payload_mapped(self, maps: "list[procfs.Mapping] | None" = None) -> bool:
+        """A payload staged for this pid is mapped in the process: an agent was injected into this very
+        process (not into an earlier one with the same pid)."""
+        mine = f"/{self.staged_prefix()}"
+        return any(mine in m.path for m in (procfs.maps(self.pid) if maps is None else maps) or ())
+
+    def pending_injection(self) -> bool:
+        """A payload of ours is mapped in pid and its bootstrap has not run yet (the bootstrap deletes
+        its own script first thing; the library file goes as soon as the injector has mapped it)."""
+        scripts = {n[:-3] for n in self.staged() if n.endswith(".py")}
+        if not scripts:
+            return False
+        return any(f"/{stem}.so" in m.path for m in procfs.maps(self.pid) or () for stem in scripts)
 
     def staged(self) -> list[str]:
         try:
@@ -261,7 +289,7 @@ class RuntimeDir:
                     if time.time() - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime >= _STALE_S:
                         _remove_tree(dir_fd, name)
                     continue
-                if pid is None or pid == self.pid or os.path.exists(f"/proc/{pid}"):
+                if pid is None or pid == self.pid or procfs.exists(pid):
                     continue
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
@@ -456,10 +484,10 @@ class RuntimeDir:
         if version is None or os.path.exists(os.path.join(dest, "__pycache__",
                                                           "__init__.cpython-%d%d.pyc" % version)):
             return
-        exe = f"/proc/{self.pid}/exe"
+        exe = procfs.path(self.pid, "exe")
         try:
-            if not os.path.basename(os.readlink(exe)).startswith("python") or \
-                    os.path.realpath(f"/proc/{self.pid}/root") != "/":
+            if not os.path.basename(procfs.exe(self.pid)).startswith("python") or \
+                    os.path.realpath(procfs.root(self.pid)) != "/":
                 return
             target_dir = os.path.join(self.target, os.path.basename(dest))
             # The target's binary may be its user's to write: run it as that user, never as root.

@@ -10,6 +10,8 @@ import os
 import re
 import struct
 
+from .. import procfs
+
 _INTERPRETER = re.compile(r"(libpython\d\.\d+[^/]*\.so[.\d]*|/python\d(\.\d+)?[^/]*)$")
 
 
@@ -47,16 +49,9 @@ def _has_separate_debug(build_id: str | None) -> bool:
 def interpreter_files(pid: int) -> list[str]:
     """The python executable and libpython mapped in pid, as paths we can open."""
     found: list[str] = []
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) == 6:
-                    path = parts[5].strip()
-                    if _INTERPRETER.search(path) and path not in found:
-                        found.append(path)
-    except OSError:
-        return []
+    for m in procfs.maps(pid) or ():
+        if m.path and _INTERPRETER.search(m.path) and m.path not in found:
+            found.append(m.path)
     return found
 
 
@@ -65,7 +60,7 @@ def debug_info_status(pid: int) -> list[str]:
     notes = []
     for path in interpreter_files(pid):
         try:
-            names, build_id = _sections(f"/proc/{pid}/root{path}")
+            names, build_id = _sections(procfs.root(pid, path))
         except (OSError, struct.error, ValueError):
             continue
         if not names:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from .. import procfs
 from ..errors import FlightError
 from . import procs
 from .bootstrap import OWN_PATH, PAYLOAD_FILE
@@ -83,47 +84,10 @@ def child_main(pid: int, stop: bool) -> None:
     print(json.dumps({"threads": out, "method": method, "stopped": stop}))
 
 
-def _tracer(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("TracerPid:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _thread_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return 1
-
-
 def expected_seconds(pid: int) -> float:
     """A generous estimate of one reading, child start included (measured ~0.5 s for a few threads and
     ~1.2 s for 200 on an idle machine; a loaded one needs more)."""
-    return max(1.5, 0.8 + 0.006 * _thread_count(pid))
-
-
-def _alive(pid: int) -> bool:
-    """False once pid has exited, zombie included (its parent may not have reaped it yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X", "x")
-
-
-def _stopped(pid: int) -> bool:
-    """Whether pid is job-control stopped (SIGSTOP, Ctrl-Z) right now."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-    except (OSError, IndexError):
-        return False
+    return max(1.5, 0.8 + 0.006 * procfs.thread_count(pid))
 
 
 def _resume(pid: int) -> None:
@@ -149,7 +113,7 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     version = procs.python_version(pid)  # raises no_such_process / permission_denied
     if version is None:
         try:
-            exe = os.readlink(f"/proc/{pid}/exe")
+            exe = procfs.exe(pid)
         except OSError:
             raise _gone(pid, "being inspected")
         raise FlightError(
@@ -158,7 +122,7 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
             f"structures to find the threads. For native stacks of any program use: gdb -p {pid} -batch -ex "
             "'thread apply all bt'.")
     notes: list[str] = []
-    tracer = _tracer(pid)
+    tracer = procfs.tracer(pid)
     # A process already under a tracer (a debugger) cannot be ptrace-stopped again; its memory can still
     # be read, which gives the Python frames but no native ones.
     stop = tracer == 0
@@ -167,7 +131,7 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
                      "Python frames were read from its memory without stopping it; native frames and GIL "
                      "waiters need a stop and are unavailable. Detach the debugger for a native reading.")
     pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    stopped_before = _stopped(pid)
+    stopped_before = procfs.state(pid) == "T"
     started = time.monotonic()
     try:
         child = subprocess.run([sys.executable, "-c", _CHILD, str(pid), "1" if stop else "0", pkg_root],
@@ -175,10 +139,10 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         if stop and not stopped_before:
             _resume(pid)
-        if not _alive(pid):
+        if not procfs.alive(pid):
             raise _gone(pid, "being read")
         raise FlightError("external_timeout", f"reading pid {pid} from outside took longer than {timeout:.1f}s "
-                          f"({_thread_count(pid)} threads); the reader was stopped and the target resumed. "
+                          f"({procfs.thread_count(pid)} threads); the reader was stopped and the target resumed. "
                           "Call again with a larger timeout_s.")
     except BaseException:  # e.g. KeyboardInterrupt: run() killed the reader on its way out
         if stop and not stopped_before:
@@ -189,14 +153,14 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     try:
         doc = json.loads(child.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        if not _alive(pid):
+        if not procfs.alive(pid):
             raise _gone(pid, "being read")
         raise FlightError("external_failed", f"the external reader of pid {pid} failed (exit "
                           f"{child.returncode}): {child.stderr.strip()[-300:] or 'no message'}. The target is "
                           "unaffected.")
     if "error" in doc:
         raise _reader_error(pid, doc["error"], doc["message"])
-    if not _alive(pid):
+    if not procfs.alive(pid):
         if not doc["threads"]:
             raise _gone(pid, "being read")
         notes.append(f"pid {pid} exited just after this reading was taken.")
@@ -216,7 +180,7 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
 
 
 def _reader_error(pid: int, kind: str, message: str) -> FlightError:
-    if not _alive(pid):
+    if not procfs.alive(pid):
         return _gone(pid, "being read")
     low = message.lower()
     if kind == "external_unavailable":
@@ -237,7 +201,7 @@ def _reader_error(pid: int, kind: str, message: str) -> FlightError:
 
 def _source_line(pid: int, path: str, line: int) -> str:
     # The target's files as it sees them: through /proc/PID/root when it runs in another mount namespace.
-    for p in (path, f"/proc/{pid}/root{path}"):
+    for p in (path, procfs.root(pid, path)):
         text = linecache.getline(p, line)
         if text:
             return text.strip()[:200]
@@ -246,7 +210,7 @@ def _source_line(pid: int, path: str, line: int) -> str:
 
 def _native_frame(f: dict) -> dict:
     known_src = f["path"] not in ("???", "")
-    return {"file": f["path"] if known_src else f["library"], "line": f["line"] if known_src else 0,
+    return {"file": f["path"] if known_src else f["library"], "line": (f["line"] or None) if known_src else None,
             "name": f["symbol"], "qualname": f["symbol"], "kind": "native",
             "library": os.path.basename(f["library"])}
 

@@ -85,7 +85,7 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
             err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
             if proc.returncode == _ATTACH_FAILED:
                 attach_error = _attach_error(pid, err)
-                if attach_error.kind == "permission_denied":
+                if attach_error.code == "permission_denied":
                     raise attach_error
                 continue  # seen under load (the stress bench): transient, another try usually works
             if proc.returncode not in (_UNSAFE,):

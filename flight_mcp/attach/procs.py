@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from .. import procfs
 from ..errors import FlightError
 
 _EXE_VERSION = re.compile(r"python(\d)\.(\d+)")
@@ -28,7 +29,7 @@ class PythonProcess:
 def python_version(pid: int) -> tuple[int, int] | None:
     """(major, minor) of the interpreter in pid, or None when pid runs no CPython we know."""
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        exe = procfs.exe(pid)
     except FileNotFoundError:
         raise FlightError("no_such_process", f"no process with pid {pid}: it is not running. "
                           "list_processes (CLI: flight-mcp ps) shows the Python processes you can attach to.")
@@ -40,14 +41,10 @@ def python_version(pid: int) -> tuple[int, int] | None:
         return int(m.group(1)), int(m.group(2))
     # `python3` or an embedding program (uwsgi, ...): the mapped libpython says which version.
     m = _EXE_VERSION.search(exe)
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                lm = _LIB_VERSION.search(line)
-                if lm:
-                    return int(lm.group(1)), int(lm.group(2))
-    except OSError:
-        pass
+    for mapping in procfs.maps(pid) or ():
+        lm = _LIB_VERSION.search(mapping.path)
+        if lm:
+            return int(lm.group(1)), int(lm.group(2))
     if m:
         return int(m.group(1)), int(m.group(2))
     if os.path.basename(exe).startswith("python"):
@@ -75,7 +72,7 @@ def describe(pid: int) -> PythonProcess | None:
             user = p.username()
             cmd = p.cmdline()
             ppid = p.ppid()
-            exe = os.readlink(f"/proc/{pid}/exe")
+            exe = procfs.exe(pid)
     except (psutil.Error, OSError):
         return None
     return PythonProcess(pid, version, exe, uid, user, cmd, ppid)
@@ -101,7 +98,10 @@ def require_python(pid: int) -> PythonProcess:
         raise FlightError("bad_pid", f"{pid} is not a process id; pass the pid of a running Python process.")
     version = python_version(pid)
     if version is None:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        try:
+            exe = procfs.exe(pid)
+        except OSError:
+            raise FlightError("no_such_process", f"pid {pid} exited while being inspected.")
         raise FlightError("not_python", f"pid {pid} runs {exe}, which is not a CPython interpreter "
                           "(no python executable or libpython mapped). list_processes shows the Python ones.")
     if version < (3, 8):
@@ -116,26 +116,18 @@ def require_python(pid: int) -> PythonProcess:
 STOP_SETTLE_S = 0.3
 
 
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def stopped_error(pid: int) -> FlightError | None:
     """A process_stopped error when pid is stopped (state T: SIGSTOP, Ctrl-Z; t: held by a
     debugger), else None. Nothing runs in a stopped process, so the agent cannot answer or start;
     without this, the silence looked like a thread holding the GIL. We never resume it ourselves:
     whoever stopped it meant it."""
-    state = _state(pid)
+    state = procfs.state(pid)
     # A stop that passes is not one: another flight-mcp's injection holds a thread under ptrace for
     # a few ms (seen as "t" when two attaches race). Only a stop that lasts is reported.
     deadline = time.monotonic() + STOP_SETTLE_S
     while state in ("T", "t") and time.monotonic() < deadline:
         time.sleep(0.02)
-        state = _state(pid)
+        state = procfs.state(pid)
     if state == "T":
         return FlightError("process_stopped", f"pid {pid} is stopped (by SIGSTOP, or Ctrl-Z in its terminal): "
                            "no code runs in it, so flight-mcp cannot attach or get an answer, and left it "

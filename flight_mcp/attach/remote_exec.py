@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import subprocess
 
+from .. import procfs
 from ..errors import FlightError
 
 _SNIPPET = "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])"
 
 
 def command(pid: int, script_target_path: str) -> list[str]:
-    return [f"/proc/{pid}/exe", "-I", "-c", _SNIPPET, str(pid), script_target_path]
+    return [procfs.path(pid, "exe"), "-I", "-c", _SNIPPET, str(pid), script_target_path]
 
 
 def run(pid: int, script_target_path: str, timeout: float = 5.0) -> dict:

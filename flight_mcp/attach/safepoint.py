@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from .. import procfs
+
 _UNSAFE = {
     "x86_64": {"brk": 12, "mmap": 9, "munmap": 11, "mremap": 25, "madvise": 28, "mprotect": 10},
     "aarch64": {"brk": 214, "mmap": 222, "munmap": 215, "mremap": 216, "madvise": 233, "mprotect": 226},
@@ -36,34 +38,22 @@ class ThreadState:
 
 
 def _libc_ranges(pid: int) -> list[tuple[int, int]]:
-    ranges = []
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 6 and any(lib in parts[5] for lib in _LOADER_LIBS):
-                    lo, hi = parts[0].split("-")
-                    ranges.append((int(lo, 16), int(hi, 16)))
-    except OSError:
-        pass
-    return ranges
+    return [(m.start, m.end) for m in procfs.maps(pid) or () if any(lib in m.path for lib in _LOADER_LIBS)]
 
 
 def thread_state(pid: int, tid: int, libc: list[tuple[int, int]] | None = None) -> ThreadState:
     try:
-        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
-            fields = f.read().split()
+        nr, fields = procfs.syscall(pid, tid)
     except OSError as e:
         return ThreadState(tid, None, False, f"cannot read its state ({e.strerror})")
-    if not fields or fields[0] == "running":
+    if nr is None:
         return ThreadState(tid, None, False, "running (not in a system call)")
-    nr = int(fields[0])
     if nr < 0:
         return ThreadState(tid, None, False, "stopped outside a system call")
     if nr in UNSAFE_SYSCALLS:
         return ThreadState(tid, nr, False, f"inside memory management (syscall {nr})")
     if nr == FUTEX:
-        addr = int(fields[1], 16)
+        addr = int(fields[0], 16)
         if any(lo <= addr < hi for lo, hi in (libc if libc is not None else _libc_ranges(pid))):
             return ThreadState(tid, nr, False, "waiting on a libc/loader lock")
     return ThreadState(tid, nr, True, f"blocked in syscall {nr}")
@@ -73,10 +63,7 @@ def survey(pid: int) -> list[ThreadState]:
     """Every thread's state, safe ones first (the main thread first among those: it is the
     thread most likely to stay blocked, e.g. in a sleep or a poll of the event loop)."""
     libc = _libc_ranges(pid)
-    try:
-        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return []
+    tids = procfs.threads(pid)
     states = [thread_state(pid, tid, libc) for tid in tids]
     states.sort(key=lambda s: (not s.safe, s.tid != pid, s.tid))
     return states

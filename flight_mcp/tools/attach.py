@@ -1,20 +1,37 @@
 """attach / detach: connect the agent explicitly, and remove it with everything it installed."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ..models import Compact, Fact
 from .base import Call, Params, TimedParams, Tool
 
 
-class AttachResult(BaseModel):
+class Injection(Compact):
+    """How the agent got in (fields left out when they do not apply)."""
+    method: str = Field(description="pyinjector, sys.remote_exec (3.14+), earlier injection (an agent injected "
+                                    "before started), or already attached.")
+    thread: int | None = Field(None, description="The borrowed thread (native id).")
+    syscall: int | None = Field(None, description="The system call that thread was blocked in.")
+    tries: int | None = Field(None, description="Threads tried.")
+    inject_ms: float | None = Field(None, description="Milliseconds for the survey and the injector.")
+    ms: float | None = Field(None, description="Milliseconds until the agent listened.")
+    replaced: str | None = Field(None, description="The version of another flight-mcp's agent that was detached.")
+    session: str | None = Field(None, description="kept: this server's connection was reused.")
+
+
+class AttachResult(Fact):
     pid: int
     python_version: str
     executable: str
-    thread_count: int
+    thread_count: int = Field(description="The target's threads (the agent's own left out).")
     agent_version: str
-    injection: dict = Field(description="How the agent got in: method, borrowed thread and its syscall, "
-                            "tries, milliseconds; method 'already attached' when it was running.")
-    argv: list[str] = []
+    agent_build: str | None = Field(description="Content hash of the agent's code.")
+    connections: int = Field(description="Clients the agent serves (this one included).")
+    threading_imported: bool
+    asyncio_imported: bool
+    argv: list[str] = Field(description="The target's sys.argv (at most 20).")
+    injection: Injection
 
 
 def run_attach(p: TimedParams, call: Call) -> AttachResult:
@@ -22,19 +39,19 @@ def run_attach(p: TimedParams, call: Call) -> AttachResult:
     info = dict(call.client(p.pid, p.timeout_s).info)  # this call's deadline only, not the server's default
     if kept:  # this server's session is reused: say so, not how the agent got in at first
         info["injection"] = {"method": "already attached", "session": "kept"}
-    return AttachResult(**{k: info[k] for k in AttachResult.model_fields if k in info})
+    return AttachResult(**info)
 
 
 def render_attach(r: AttachResult, color: bool) -> str:
     inj = r.injection
-    how = inj.get("method", "?")
+    how = inj.method
     if how != "already attached":
-        how += f" via thread {inj.get('thread')} (blocked in syscall {inj.get('syscall')}), {inj.get('ms')} ms"
+        how += f" via thread {inj.thread} (blocked in syscall {inj.syscall}), {inj.ms} ms"
     return (f"attached to pid {r.pid}: Python {r.python_version} ({r.executable}), {r.thread_count} threads\n"
             f"agent {r.agent_version}: {how}\ncommand: {' '.join(r.argv)[:200]}")
 
 
-class DetachResult(BaseModel):
+class DetachResult(Fact):
     pid: int
     detached: bool
     message: str

@@ -1,13 +1,13 @@
 """list_processes: the Python processes one could attach to."""
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..attach import procs
 from ..attach.bootstrap import RuntimeDir
+from ..models import Fact
 from .base import Call, Cli, Tool
 
 
@@ -17,7 +17,7 @@ class ListParams(BaseModel):
         None, description="Only processes whose command line contains this text (or whose pid it is).")
 
 
-class ProcessInfo(BaseModel):
+class ProcessInfo(Fact):
     pid: int
     ppid: int
     user: str
@@ -28,7 +28,7 @@ class ProcessInfo(BaseModel):
                                    "(gunicorn/uvicorn/multiprocessing): attach to the worker that does the work.")
 
 
-class ListResult(BaseModel):
+class ListResult(Fact):
     processes: list[ProcessInfo]
 
 
@@ -47,13 +47,7 @@ def _agent_listening(x: procs.PythonProcess) -> bool:
     """The agent's socket exists and this very process has our payload mapped: a socket left by an
     earlier process with the same pid (killed while attached) does not count."""
     rdir = RuntimeDir(x.pid, x.uid, 0)
-    if not os.path.exists(rdir.sock("host")):
-        return False
-    try:
-        with open(f"/proc/{x.pid}/maps") as f:
-            return f"/{rdir.staged_prefix()}" in f.read()
-    except OSError:
-        return False
+    return rdir.has_socket() and rdir.payload_mapped()
 
 
 def render(r: ListResult, color: bool) -> str:

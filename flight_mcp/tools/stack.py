@@ -1,25 +1,28 @@
 """stack: what every thread (and with async_tasks, every asyncio task) is doing right now.
 
 Two sources, one model: the in-process agent (thread names, source lines, asyncio tasks), or a
-reader from outside the process (attach/external_stack.py: native frames, GIL and GC state, and an
-answer when the agent cannot run because a thread holds the GIL or no safe point comes).
+reader from outside the process (native frames, GIL and GC state, and an answer when the agent
+cannot run because a thread holds the GIL or no safe point comes). The session layer
+(session/stack.py) decides which answers; this module says what the answer means.
 """
 from __future__ import annotations
 
-import threading
-import time
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from ..attach import external_stack, procs, safepoint
+from ..agent import codes
 from ..errors import FlightError
+from ..models import Fact, Frame
 from ..render import escaped, paint
-from ..session import attach_existing
-from .base import Call, Cli, TimedParams, Tool
+from ..session import Deadline
+from ..session import stack as session_stack
+from .base import Call, Cli, Params, TimedParams, Tool
 
 
 class StackParams(TimedParams):
+    host_only: ClassVar[frozenset[str]] = Params.host_only | {"native", "filepath"}
+
     async_tasks: Annotated[bool, Cli("-a", "--async")] = Field(
         False, description="Also show every pending asyncio task with the chain of coroutines it awaits.")
     native: Annotated[bool, Cli("--native")] = Field(
@@ -30,19 +33,8 @@ class StackParams(TimedParams):
                           "its user asks.")
 
 
-class Frame(BaseModel):
-    file: str
-    line: int | None = Field(description="None when the interpreter knows no line for where the frame stands "
-                             "(f_lineno is None at some instructions on Python 3.11+).")
-    name: str
-    qualname: str = ""
-    source: str = ""
-    kind: Literal["python", "native"] = "python"
-    library: str | None = Field(None, description="Native frames: the shared object the function is in.")
-
-
-class ThreadStack(BaseModel):
-    ident: int | None = None
+class ThreadStack(Fact):
+    ident: int | None = Field(None, description="threading.get_ident() (agent only).")
     name: str
     native_id: int | None = None
     daemon: bool | None = None
@@ -54,232 +46,89 @@ class ThreadStack(BaseModel):
     gc_collecting: bool | None = Field(None, description="Running the garbage collector (external reading only).")
 
 
-class TaskStack(BaseModel):
+class TaskStack(Fact):
     name: str
     coro: str
-    frames: list[Frame]
+    frames: list[Frame] = Field(description="The await chain, outermost first; its last step may be the "
+                                            "awaited object (file '', name <awaiting Type>).")
 
 
-class StackResult(BaseModel):
+class StackResult(Fact):
     pid: int
     source: Literal["agent", "external"] = Field(description="Who read the stacks: the in-process agent, "
                                                  "or a reader from outside the process.")
     threads: list[ThreadStack]
     tasks: list[TaskStack] | None = None
+    asyncio_imported: bool | None = Field(None, description="Whether the target imported asyncio (agent only).")
+    event_loops: int | None = Field(None, description="Event loops with pending tasks, when tasks were not asked "
+                                                      "for (agent only).")
     notes: list[str] = Field(default_factory=list)
-    agent_error: str | None = Field(None, description="With source=external after a fallback: the error kind "
-                                    "of the agent's attempt (agent_timeout, no_safe_point, inject_failed, ...).")
-
-
-# Agent errors that a reading from outside cannot cure either: report them as they are.
-_NO_FALLBACK = {"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable"}
-
-# Processes in which the last outside reading saw an injected agent still waiting for the GIL, keyed
-# by (pid, start time) against pid reuse. While it waits, asking again would only spend the deadline
-# and inject one more payload, so stack goes straight to the outside reading.
-_pending_agents: dict[tuple[int, str], int] = {}
-
-
-def _identity(pid: int) -> tuple[int, str]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return pid, f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return pid, ""
-
-
-def _agent_listening(pid: int, call: Call) -> bool:
-    if pid in call.sessions.attached():
-        return True
-    try:
-        client = attach_existing(pid)  # connects to a running agent's socket; never injects
-    except FlightError:
-        return False
-    if client is None:
-        return False
-    client.close()
-    return True
+    agent_error: str | None = Field(None, description="With source=external after a fallback: the error code "
+                                    "of the agent's attempt (agent_timeout, no_safe_point, agent_pending, ...).")
 
 
 def run(p: StackParams, call: Call) -> StackResult:
     if p.filepath:
-        call.require_host_write("stack with filepath")
-    if p.native:
-        result = _external(p, p.timeout_s, call)
-    else:
-        result = _agent_or_external(p, call)
+        call.require_host_write(f"stack with {codes.arg('filepath')}")
+    reading = session_stack.read(call.sessions, p.pid, dict(p.agent_args(), allow_mutating=call.allow_mutating),
+                                 Deadline(p.timeout_s), native=p.native, cancelled=call.cancel_event.is_set)
+    result = _from_agent(reading.facts, p) if reading.source == "agent" else _from_outside(reading, p)
     if p.filepath:
         try:
             with open(p.filepath, "w") as f:
                 f.write(render(escaped(result), False) + "\n")
         except OSError as e:
-            raise FlightError("write_failed", f"could not write the stacks to {p.filepath}: {e.strerror}. "
-                              "Name a file in a directory you can write, or leave filepath out.")
+            raise FlightError("write_failed", f"could not write the stacks to {p.filepath} "
+                              f"({codes.arg('filepath')}): {e.strerror}.", arg="filepath")
         result.notes.append(f"written to {p.filepath}")
     return result
 
 
-def _external(p: StackParams, timeout: float, call: Call | None = None) -> StackResult:
-    names: dict = {}
-    asker = None
-    if call is not None:  # the agent's names, asked while the outside reading runs
-        asker = threading.Thread(target=_names_from_running_agent, args=(p.pid, call, names), daemon=True,
-                                 name=f"flight-mcp-names-{p.pid}")
-        asker.start()
-    raw = external_stack.read(p.pid, native=p.native, timeout=timeout)
-    if raw["pending_agents"]:
-        _pending_agents[_identity(p.pid)] = raw["pending_agents"]
-    else:
-        _pending_agents.pop(_identity(p.pid), None)
-    if asker is not None:
-        asker.join(_NAMES_GRACE_S)
-    threads = [ThreadStack(**t) for t in raw["threads"]]
-    notes = raw["notes"]
-    named = _apply_names(threads, dict(names))
+_PENDING = {
+    "waiting": "the agent injected earlier is still waiting for the GIL, so some thread holds it.",
+    # its payload thread is gone without an agent listening: it failed or is starting now
+    "gone": "the agent injected earlier is no longer waiting; the next call asks it again.",
+}
+
+
+def _from_outside(reading: session_stack.StackReading, p: StackParams) -> StackResult:
+    facts = reading.facts
+    notes = list(facts["notes"])
+    agent_error = None
+    if reading.pending is not None:
+        agent_error = "agent_pending"
+        notes.insert(0, f"read from outside the process (no code ran in it): {_PENDING[reading.pending]}")
+    elif reading.agent_error is not None:
+        agent_error = reading.agent_error.code
+        notes.insert(0, "read from outside the process (no code ran in it) because the agent did not answer: "
+                        f"{reading.agent_error.message}")
     if not p.native:
         notes.append("native frames are left out: call with native=true (CLI: --native) to see them.")
-    if named:
-        notes.append(f"thread names of {named} thread(s) come from the agent already running in the process; "
-                     "the frames were read from outside.")
+    if reading.named:
+        notes.append(f"thread names of {reading.named} thread(s) come from the agent already running in the "
+                     "process; the frames were read from outside.")
     else:
         notes.append("thread names are the OS thread names (Python's threading names are readable only from "
                      "inside); native_id matches threading.get_native_id().")
     if p.async_tasks:
         notes.append("asyncio tasks are listed only by the in-process agent: " + (
             "call without native=true for them." if p.native else "it did not answer."))
-    return StackResult(pid=raw["pid"], source="external", threads=threads, notes=notes)
+    return StackResult(pid=facts["pid"], source="external", threads=facts["threads"], notes=notes,
+                       agent_error=agent_error)
 
 
-# How long an attach started by stack may go on in the background after stack answered from outside.
-ATTACH_GRACE_S = 5.0
-
-# How long the names may lag behind the outside reading (they are asked for in parallel with it).
-_NAMES_GRACE_S = 0.3
-
-
-def _names_from_running_agent(pid: int, call: Call, out: dict) -> None:
-    """native_id -> the agent's thread facts, only from an agent that already runs: never injects."""
-    try:
-        if pid in call.sessions.attached():
-            raw = call.sessions.get(pid).request("stack", {"async": False, "allow_mutating": False}, timeout=2.0)
-        else:
-            client = attach_existing(pid)
-            if client is None:
-                return
-            try:
-                raw = client.request("stack", {"async": False, "allow_mutating": False}, timeout=2.0)
-            finally:
-                client.close()
-    except Exception:  # names are a nicety: the outside reading stands without them
-        return
-    out.update({t["native_id"]: t for t in raw.get("threads", ()) if t.get("native_id")})
-
-
-def _apply_names(threads: list[ThreadStack], by_native_id: dict) -> int:
-    named = 0
-    for t in threads:
-        seen = by_native_id.get(t.native_id)
-        if seen:
-            t.name, t.ident, t.daemon = seen["name"], seen.get("ident"), seen.get("daemon")
-            named += 1
-    return named
-
-
-def _ask_agent(p: StackParams, call: Call, budget: float) -> dict:
-    """The agent's answer within `budget` seconds, attach included, or a FlightError saying why not.
-
-    We wait `budget` at most, but an attach under way goes on in the background for up to
-    ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
-    """
-    box: dict = {}
-
-    def ask() -> None:
-        try:
-            call.client(p.pid, max(budget, ATTACH_GRACE_S))
-            box["raw"] = call.request(p, "stack", {"async": p.async_tasks}, timeout=budget)
-        except FlightError as e:
-            box["error"] = e
-        except Exception as e:  # never a traceback to the user; the fallback still answers
-            box["error"] = FlightError("agent_failed", f"asking the agent failed: {type(e).__name__}: {e}")
-
-    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{p.pid}", daemon=True)
-    worker.start()
-    worker.join(budget)
-    if "raw" in box:
-        return box["raw"]
-    if "error" in box:
-        raise box["error"]
-    raise _why_no_answer(p.pid, budget)
-
-
-def _why_no_answer(pid: int, budget: float) -> FlightError:
-    """Why the attach (still going on in the background) gave no answer within our budget."""
-    stopped = procs.stopped_error(pid)
-    if stopped is not None:
-        return stopped
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            loaded = f"/inject-{pid}-" in f.read()
-    except OSError:
-        loaded = False
-    if loaded:
-        return FlightError("agent_timeout", f"the agent was loaded into pid {pid} but did not answer within "
-                           f"{budget:.1f}s: it needs the GIL, so a thread is holding it (a long C call, or a "
-                           "native deadlock). It starts by itself once the GIL is free.")
-    states = safepoint.survey(pid)
-    if states and not any(s.safe for s in states):
-        seen = "; ".join(f"thread {s.tid}: {s.why}" for s in states[:6])
-        return FlightError("no_safe_point", f"pid {pid} offered no safe point within {budget:.1f}s: flight-mcp "
-                           f"only injects into a thread blocked in a system call, and none was ({seen}).")
-    return FlightError("agent_timeout", f"attaching to pid {pid} did not finish within {budget:.1f}s.")
-
-
-def _agent_or_external(p: StackParams, call: Call) -> StackResult:
-    key = _identity(p.pid)
-    if key in _pending_agents and not _agent_listening(p.pid, call):
-        result = _external(p, p.timeout_s)
-        result.agent_error = "agent_pending"
-        if key in _pending_agents:
-            why = "the agent injected earlier is still waiting for the GIL, so some thread holds it."
-        else:  # its payload thread is gone without an agent listening: it failed or is starting now
-            why = "the agent injected earlier is no longer waiting; the next call asks it again."
-        result.notes.insert(0, f"read from outside the process (no code ran in it): {why}")
-        return result
-    deadline = time.monotonic() + p.timeout_s
-    # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
-    reserve = min(external_stack.expected_seconds(p.pid), p.timeout_s / 2)
-    try:
-        raw = _ask_agent(p, call, p.timeout_s - reserve)
-    except FlightError as e:
-        if e.kind in _NO_FALLBACK:
-            raise
-        try:
-            result = _external(p, max(deadline - time.monotonic(), reserve))
-        except FlightError as ext:
-            if ext.kind == e.kind:  # the same cause (no permission, process gone): say it once
-                raise e
-            raise FlightError(e.kind, f"{e.message} Reading pid {p.pid} from outside failed too: {ext.message}")
-        result.agent_error = e.kind
-        result.notes.insert(0, f"read from outside the process (no code ran in it) because the agent did not "
-                               f"answer: {e.message}")
-        return result
-    return _from_agent(raw, p)
-
-
-def _from_agent(raw: dict, p: StackParams) -> StackResult:
-    threads = [ThreadStack(**t) for t in raw["threads"]]
-    notes = []
-    for t in threads:
+def _from_agent(facts: dict, p: StackParams) -> StackResult:
+    result = StackResult(source="agent", **facts)
+    for t in result.threads:
         if not t.frames and t.note is None:
             t.note = ("no Python frames: the thread is running native code or idle inside the "
                       "interpreter (use native=true to see its C frames)")
-    tasks = [TaskStack(**t) for t in raw["tasks"]] if "tasks" in raw else None
-    if raw.get("async_note"):
-        notes.append(raw["async_note"])
-    if not p.async_tasks and raw.get("event_loops"):
-        notes.append(f"{raw['event_loops']} asyncio event loop(s) have pending tasks: "
-                     "call again with async_tasks=true (CLI: -a) to see what each task awaits.")
-    return StackResult(pid=raw["pid"], source="agent", threads=threads, tasks=tasks, notes=notes)
+    if result.tasks is not None and not result.asyncio_imported:
+        result.notes.append("asyncio is not imported in the target: there are no tasks.")
+    if not p.async_tasks and result.event_loops:
+        result.notes.append(f"{result.event_loops} asyncio event loop(s) have pending tasks: "
+                            "call again with async_tasks=true (CLI: -a) to see what each task awaits.")
+    return result
 
 
 def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
@@ -291,7 +140,10 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
             lines.append(f"    (C) {where}{paint(fr.name, 'yellow', color)} {lib}".rstrip())
             continue
         line = "?" if fr.line is None else fr.line  # unknown: said so, not guessed
-        lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
+        if not fr.file:  # the awaited object ending an await chain: no code of its own
+            lines.append(f"    {paint(fr.name, 'cyan', color)}")
+        else:
+            lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
         if fr.source:
             lines.append(f"        {fr.source}")
     return lines

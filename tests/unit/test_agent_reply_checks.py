@@ -5,10 +5,25 @@ expect) would; the thing under test is the host's handling of that answer."""
 import pytest
 
 from flight_mcp.errors import FlightError
+from flight_mcp.session import Sessions
 from flight_mcp.tools.base import Call
 from flight_mcp.tools.getglobal import TOOL as GETGLOBAL
 from flight_mcp.tools.stack import TOOL as STACK
 from flight_mcp.tools.watch import TOOL as WATCH
+
+
+class AnsweringSessions(Sessions):
+    """Sessions whose agent answers `reply` to every request (stack asks through the session layer)."""
+
+    def __init__(self, reply, call):
+        super().__init__()
+        self.call = call
+
+    def get(self, pid, timeout=None):
+        return None  # already "attached": stack warms the connection before it asks
+
+    def request(self, pid, cmd, args, deadline, **kw):
+        return self.call.request(pid, cmd, args)
 
 
 class AgentAnswering(Call):
@@ -16,13 +31,14 @@ class AgentAnswering(Call):
 
     def __init__(self, reply):
         super().__init__(None)
+        self.sessions = AnsweringSessions(reply, self)
         self.reply = reply
 
     def request(self, pid, cmd, args, timeout=10.0, on_event=None, **kw):
         return self.reply
 
     def client(self, pid, timeout=10.0):
-        return None  # already "attached": stack warms the connection before it asks
+        return None
 
 
 def _thread(frames):
@@ -42,8 +58,9 @@ def test_unknown_line_is_shown_as_unknown():
 @pytest.mark.parametrize("tool, params, reply, where", [
     (STACK, {"pid": 5}, {"pid": 5, "threads": [_thread([{"file": "f", "line": "x", "name": "n"}])]},
      "frames.0.line"),
-    (STACK, {"pid": 5}, {"pid": 5}, "KeyError: 'threads'"),
-    (STACK, {"pid": 5}, {"pid": 5, "threads": None}, "TypeError"),
+    (STACK, {"pid": 5}, {"pid": 5}, "threads: Field required"),
+    (STACK, {"pid": 5}, {"pid": 5, "threads": None}, "threads: Input should be a valid list"),
+    (STACK, {"pid": 5}, {"pid": 5, "threads": [], "async_note": "asyncio is not imported"}, "async_note"),
     (GETGLOBAL, {"pid": 5, "module": "m"}, {"mode": "nonsense", "owner": "m"}, "mode"),
     (GETGLOBAL, {"pid": 5, "module": "m"}, {"mode": "value", "owner": "m", "surprise": 1, "entries": 3},
      "entries"),

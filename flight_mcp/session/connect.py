@@ -6,21 +6,26 @@ import socket
 import struct
 import threading
 import time
+from typing import Callable
 
-from .attach import procs
-from .attach.bootstrap import RuntimeDir, agent_build
-from .attach.client import AgentClient
-from .errors import FlightError
+from .. import procfs
+from ..attach import procs
+from ..attach.bootstrap import RuntimeDir, agent_build
+from ..attach.client import AgentClient
+from ..errors import FlightError
+from .deadline import Deadline
 
 DEFAULT_ATTACH_TIMEOUT = 5.0
+# The least an `info` request gets even when the attach used up the deadline (it answers in ms).
+_FACTS_S = 0.5
 
 
 def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
     """A connection to the agent of pid, or None. A socket that nobody serves, or that is served by
     another process than pid (a previous process with this pid, anything put there), is removed."""
-    path = rdir.sock("host")
-    if not os.path.exists(path):
+    if not rdir.has_socket():
         return None
+    path = rdir.sock("host")
     try:
         client = AgentClient(pid, path)
     except OSError:
@@ -40,37 +45,35 @@ def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
 
 def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     """Connects to the agent in pid, injecting it first when it is not running (or replacing one
-    that another flight-mcp build left there)."""
+    that another flight-mcp build left there). Every step shares the one deadline of timeout seconds
+    (a request for facts gets at least _FACTS_S, so an agent that started just in time is not lost)."""
+    deadline = Deadline(timeout)
     proc = procs.require_python(pid)
     stopped = procs.stopped_error(pid)
     if stopped is not None:  # nothing could answer: say so now, rather than time out on the GIL
         raise stopped
-    try:
-        st = os.stat(f"/proc/{pid}")
-    except FileNotFoundError:
-        raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
-    rdir = RuntimeDir(pid, st.st_uid, st.st_gid)
+    rdir = RuntimeDir.of(pid)
     client = _connect(pid, rdir)
     how: dict = {"method": "already attached"}
     replaced = None
     if client is not None:
-        client.info = client.request("info", timeout=timeout)
+        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S))
         if client.info.get("agent_build") != agent_build():
             replaced = _retire(pid, client)
             client = None
     if client is None:
         rdir.ensure()
-        with rdir.lock(time.monotonic() + timeout):
+        with rdir.lock(deadline.at):
             # Another flight-mcp (a second server, a CLI) may have attached while we waited.
             client = _connect(pid, rdir)
-            if client is None and _pending_injection(pid, rdir):
+            if client is None and rdir.pending_injection():
                 # An earlier payload is loaded and its thread still waits for the GIL: injecting
                 # another would only queue behind it. Wait for that agent instead.
                 how = {"method": "earlier injection", "thread": None}
-                client = _wait_for_agent(pid, rdir, time.monotonic() + timeout, how)
+                client = _wait_for_agent(pid, rdir, deadline.at, how)
             elif client is None:
-                client, how = _inject_and_connect(pid, proc.version, rdir, timeout)
-        client.info = client.request("info", timeout=timeout)
+                client, how = _inject_and_connect(pid, proc.version, rdir, deadline)
+        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S))
         if client.info.get("agent_build") != agent_build():  # another flight-mcp won the race to inject
             client.close()
             raise FlightError("agent_version_mismatch", f"another flight-mcp (agent version "
@@ -93,12 +96,17 @@ def _retire(pid: int, client: AgentClient) -> str:
         raise FlightError("agent_version_mismatch", f"pid {pid} runs the agent of another flight-mcp, version {old}, "
                           f"and it is serving {others} other client(s); this flight-mcp brings build {agent_build()}. "
                           f"When they are done, detach it (`flight-mcp {pid} --cmd detach`) and retry.")
+    _detach(client)
+    return old
+
+
+def _detach(client: AgentClient) -> None:
+    """Asks the agent to remove everything and stop listening, and waits until it has."""
     try:
         client.request("detach", timeout=5.0)
     finally:
         client.close()
     _wait_until_gone(client.path)
-    return old
 
 
 def _wait_until_gone(path: str) -> None:
@@ -109,37 +117,23 @@ def _wait_until_gone(path: str) -> None:
         time.sleep(0.002)
 
 
-def _inject_and_connect(pid: int, version, rdir: RuntimeDir, timeout: float) -> tuple[AgentClient, dict]:
+def _inject_and_connect(pid: int, version, rdir: RuntimeDir, deadline: Deadline) -> tuple[AgentClient, dict]:
     """Injects the payload and waits for the agent to listen."""
     started = time.monotonic()
-    how = _inject(pid, version, rdir, timeout)
+    how = _inject(pid, version, rdir, deadline.left(floor=0.001))
     how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
-    client = _wait_for_agent(pid, rdir, started + timeout, how)
+    client = _wait_for_agent(pid, rdir, deadline.at, how)
     how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
     return client, how
-
-
-def _pending_injection(pid: int, rdir: RuntimeDir) -> bool:
-    """A payload of ours is mapped in pid and its bootstrap has not run yet (the bootstrap deletes
-    its own file first thing; the library file goes as soon as the injector has mapped it)."""
-    scripts = {n[:-3] for n in rdir.staged() if n.endswith(".py")}
-    if not scripts:
-        return False
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            maps = f.read()
-    except OSError:
-        return False
-    return any(f"/{stem}.so" in maps for stem in scripts)
 
 
 def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
     rdir.clear_error()
     lib, script = rdir.stage_injection(version)
     if version >= (3, 14):
-        from .attach import remote_exec
+        from ..attach import remote_exec
         return remote_exec.run(pid, rdir.to_target(script))
-    from .attach import inject
+    from ..attach import inject
     try:
         rdir.check_staged(lib)
         how = inject.inject(pid, lib, deadline_s=min(timeout, 3.0))
@@ -162,7 +156,7 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
         detail = rdir.read_error()
         if detail is not None:
             raise _agent_error(pid, detail)
-        if not os.path.exists(f"/proc/{pid}"):
+        if not procfs.exists(pid):
             raise FlightError("no_such_process", f"pid {pid} exited while attaching.")
         if time.monotonic() > deadline:
             stopped = procs.stopped_error(pid)
@@ -200,6 +194,9 @@ class Sessions:
         self._lock = threading.Lock()
         self._pid_locks: dict[int, threading.Lock] = {}
         self.attach_timeout = attach_timeout
+        # Processes in which the last outside reading saw an injected agent still waiting for the GIL,
+        # keyed by procfs.identity (pid, start time) against pid reuse: see session.stack.
+        self.pending_agents: dict[tuple[int, str], int] = {}
 
     def get(self, pid: int, timeout: float | None = None) -> AgentClient:
         """The session for pid, attaching within timeout (default: attach_timeout) if needed."""
@@ -213,6 +210,31 @@ class Sessions:
             self._clients[pid] = client
             return client
 
+    def request(self, pid: int, cmd: str, args: dict, deadline: Deadline, *, budget_arg: str | None = None,
+                margin: float = 0.0, on_event: Callable[[dict], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> dict:
+        """Runs cmd within deadline, attach included: the request gets what the attach left. budget_arg
+        names an argument of the agent's set to that rest (a capture's own deadline, after which the
+        agent answers with what it has); margin is extra time for that answer to arrive."""
+        client = self.get(pid, deadline.left(floor=0.001))
+        left = deadline.left(floor=0.001)
+        if budget_arg is not None:
+            args = dict(args, **{budget_arg: round(left, 3)})
+        return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=cancelled)
+
+    def agent_listening(self, pid: int) -> bool:
+        """An agent answers in pid now (ours, or one another flight-mcp attached); never injects."""
+        if pid in self.attached():
+            return True
+        try:
+            client = attach_existing(pid)
+        except FlightError:
+            return False
+        if client is None:
+            return False
+        client.close()
+        return True
+
     def attached(self) -> list[int]:
         return [pid for pid, c in self._clients.items() if not c.closed]
 
@@ -225,16 +247,12 @@ class Sessions:
             try:
                 client = attach_existing(pid)
             except FlightError as e:
-                if e.kind in ("no_such_process", "not_python", "bad_pid", "permission_denied"):
+                if e.code in ("no_such_process", "not_python", "bad_pid", "permission_denied"):
                     raise  # "nothing to do" would hide a wrong pid
                 return False
             if client is None:
                 return False
-        try:
-            client.request("detach", timeout=5.0)
-        finally:
-            client.close()
-        _wait_until_gone(client.path)
+        _detach(client)
         return True
 
     def close(self) -> None:
@@ -246,6 +264,6 @@ class Sessions:
 
 
 def attach_existing(pid: int) -> AgentClient | None:
+    """The agent already running in pid, or None: never injects."""
     procs.require_python(pid)
-    st = os.stat(f"/proc/{pid}")
-    return _connect(pid, RuntimeDir(pid, st.st_uid, st.st_gid))
+    return _connect(pid, RuntimeDir.of(pid))

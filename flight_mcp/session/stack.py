@@ -1,0 +1,168 @@
+"""Every thread's stack: from the in-process agent, or else from outside the process.
+
+The agent knows thread names, source lines and asyncio tasks, but it needs the GIL and a safe point
+to start; the reading from outside (attach/external_stack.py) needs neither. This module decides
+which answers within the call's one deadline, and reports why the agent did not (the tool turns
+that into its notes).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .. import procfs
+from ..attach import external_stack, procs, safepoint
+from ..attach.bootstrap import RuntimeDir
+from ..errors import FlightError
+from .connect import Sessions, attach_existing
+from .deadline import Deadline
+
+# Agent errors that a reading from outside cannot cure either: report them as they are.
+NO_FALLBACK = frozenset({"no_such_process", "not_python", "bad_pid", "usage", "read_only", "external_unavailable"})
+
+# How long an attach started by stack may go on in the background after stack answered from outside.
+ATTACH_GRACE_S = 5.0
+
+# How long the names may lag behind the outside reading (they are asked for in parallel with it).
+NAMES_GRACE_S = 0.3
+
+# What the names request asks of a running agent, and how long it may take.
+NAMES_TIMEOUT_S = 2.0
+
+
+@dataclass
+class StackReading:
+    """What was read, and how. agent: the agent's facts ({pid, threads, tasks, event_loops});
+    external: external_stack.read()'s ({pid, threads, notes, pending_agents, ms})."""
+    source: str
+    facts: dict
+    agent_error: FlightError | None = None  # external after a fallback: why the agent did not answer
+    pending: str | None = None  # external without asking: "waiting" (an earlier agent waits for the GIL) or "gone"
+    named: int = 0  # external: threads named by an agent already running
+    notes: list[str] = field(default_factory=list)
+
+
+def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native: bool,
+         cancelled=None) -> StackReading:
+    """The stacks of pid within deadline. native: read from outside only, with C frames (the agent is
+    only asked for thread names, and only if it already runs). args: the agent's `stack` request."""
+    if native:
+        return _external(sessions, pid, args, deadline, native=True, ask_names=True)
+    key = procfs.identity(pid)
+    if key in sessions.pending_agents and not sessions.agent_listening(pid):
+        reading = _external(sessions, pid, args, deadline, native=False, ask_names=False)
+        reading.pending = "waiting" if key in sessions.pending_agents else "gone"
+        return reading
+    # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
+    reserve = min(external_stack.expected_seconds(pid), deadline.left() / 2)
+    budget = deadline.keeping(reserve)
+    try:
+        facts = _ask_agent(sessions, pid, args, budget, cancelled)
+    except FlightError as e:
+        if e.code in NO_FALLBACK:
+            raise
+        try:
+            reading = _external(sessions, pid, args, deadline, native=False, ask_names=False, floor=reserve)
+        except FlightError as ext:
+            if ext.code == e.code:  # the same cause (no permission, process gone): say it once
+                raise e
+            raise FlightError(e.code, f"{e.message} Reading pid {pid} from outside failed too: {ext.message}")
+        reading.agent_error = e
+        return reading
+    return StackReading("agent", facts)
+
+
+def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native: bool, ask_names: bool,
+              floor: float = 0.0) -> StackReading:
+    names: dict = {}
+    asker = None
+    if ask_names:  # the agent's names, asked while the outside reading runs
+        asker = threading.Thread(target=_names_from_running_agent, args=(sessions, pid, args, names), daemon=True,
+                                 name=f"flight-mcp-names-{pid}")
+        asker.start()
+    facts = external_stack.read(pid, native=native, timeout=deadline.left(floor=floor))
+    if facts["pending_agents"]:
+        sessions.pending_agents[procfs.identity(pid)] = facts["pending_agents"]
+    else:
+        sessions.pending_agents.pop(procfs.identity(pid), None)
+    if asker is not None:
+        asker.join(NAMES_GRACE_S)
+    named = _apply_names(facts["threads"], dict(names))
+    return StackReading("external", facts, named=named)
+
+
+def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dict) -> None:
+    """native_id -> the agent's thread facts, only from an agent that already runs: never injects."""
+    request = dict(args, async_tasks=False, allow_mutating=False)
+    try:
+        if pid in sessions.attached():
+            raw = sessions.get(pid).request("stack", request, timeout=NAMES_TIMEOUT_S)
+        else:
+            client = attach_existing(pid)
+            if client is None:
+                return
+            try:
+                raw = client.request("stack", request, timeout=NAMES_TIMEOUT_S)
+            finally:
+                client.close()
+    except Exception:  # names are a nicety: the outside reading stands without them
+        return
+    out.update({t["native_id"]: t for t in raw.get("threads", ()) if t.get("native_id")})
+
+
+def _apply_names(threads: list[dict], by_native_id: dict) -> int:
+    named = 0
+    for t in threads:
+        seen = by_native_id.get(t["native_id"])
+        if seen:
+            t["name"], t["ident"], t["daemon"] = seen["name"], seen["ident"], seen["daemon"]
+            named += 1
+    return named
+
+
+def _ask_agent(sessions: Sessions, pid: int, args: dict, budget: Deadline, cancelled) -> dict:
+    """The agent's answer within budget, attach included, or a FlightError saying why not.
+
+    We wait budget at most, but an attach under way goes on in the background for up to
+    ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
+    """
+    box: dict = {}
+
+    def ask() -> None:
+        try:
+            sessions.get(pid, max(budget.left(), ATTACH_GRACE_S))
+            box["facts"] = sessions.request(pid, "stack", args, budget, cancelled=cancelled)
+        except FlightError as e:
+            box["error"] = e
+        except Exception as e:  # never a traceback to the user; the fallback still answers
+            box["error"] = FlightError("agent_failed", f"asking the agent failed: {type(e).__name__}: {e}")
+
+    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{pid}", daemon=True)
+    worker.start()
+    worker.join(budget.left())
+    if "facts" in box:
+        return box["facts"]
+    if "error" in box:
+        raise box["error"]
+    raise why_no_answer(pid, budget.seconds)
+
+
+def why_no_answer(pid: int, budget: float) -> FlightError:
+    """Why the attach (still going on in the background) gave no answer within our budget."""
+    stopped = procs.stopped_error(pid)
+    if stopped is not None:
+        return stopped
+    try:
+        loaded = RuntimeDir.of(pid).payload_mapped()
+    except FlightError:
+        loaded = False
+    if loaded:
+        return FlightError("agent_timeout", f"the agent was loaded into pid {pid} but did not answer within "
+                           f"{budget:.1f}s: it needs the GIL, so a thread is holding it (a long C call, or a "
+                           "native deadlock). It starts by itself once the GIL is free.")
+    states = safepoint.survey(pid)
+    if states and not any(s.safe for s in states):
+        seen = "; ".join(f"thread {s.tid}: {s.why}" for s in states[:6])
+        return FlightError("no_safe_point", f"pid {pid} offered no safe point within {budget:.1f}s: flight-mcp "
+                           f"only injects into a thread blocked in a system call, and none was ({seen}).")
+    return FlightError("agent_timeout", f"attaching to pid {pid} did not finish within {budget:.1f}s.")

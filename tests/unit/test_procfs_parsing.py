@@ -1,0 +1,102 @@
+"""procfs: the /proc parsers on sample text, and the readers on this test process itself (no process
+is started)."""
+import os
+import threading
+import time
+
+import pytest
+
+from flight_mcp import procfs
+from flight_mcp.attach import procs, safepoint
+from flight_mcp.attach.bootstrap import RuntimeDir
+
+pytestmark = pytest.mark.timeout(30)
+
+# A command name may hold spaces and parentheses: the fields count from the last ')'.
+STAT = ("4242 (my (odd) prog) S 4200 4242 22459 0 -1 4194304 99 0 0 0 0 0 0 0 20 0 3 0 1281703 3133440 383 "
+        "18446744073709551615 1 2 3 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n")
+
+MAPS = """\
+55d1c0a00000-55d1c0a01000 r--p 00000000 08:01 1234   /usr/bin/python3.12
+7f1e2a000000-7f1e2a200000 r-xp 00000000 08:01 5678   /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2b000000-7f1e2b100000 r-xp 00000000 08:01 91011  /usr/lib/libpython3.12.so.1.0
+7f1e2c000000-7f1e2c001000 rw-p 00000000 00:00 0
+7f1e2d000000-7f1e2d010000 r-xp 00000000 00:2a 777    /tmp/flight-mcp-0/inject-4242-0a1b2c3d4e5f.so (deleted)
+7f1e2e000000-7f1e2e001000 r--p 00000000 08:01 31337  /home/u/my dir/lib with spaces.so
+7ffc4e3e0000-7ffc4e401000 rw-p 00000000 00:00 0      [stack]
+garbage line
+"""
+
+STATUS = "Name:\tpython3\nState:\tS (sleeping)\nTgid:\t4242\nTracerPid:\t99\nUid:\t1000\t1000\t1000\t1000\n"
+
+
+def test_stat_counts_fields_from_the_last_parenthesis():
+    st = procfs.parse_stat(STAT)
+    assert (st.state, st.ppid, st.start_time) == ("S", 4200, "1281703")
+    assert procfs.parse_stat("4242 (truncated") is None
+
+
+def test_maps_lines_with_anonymous_deleted_and_spaced_paths():
+    maps = procfs.parse_maps(MAPS)
+    assert len(maps) == 7  # the garbage line is skipped
+    assert (maps[0].start, maps[0].end, maps[0].path) == (0x55d1c0a00000, 0x55d1c0a01000, "/usr/bin/python3.12")
+    assert maps[3].path == ""
+    assert maps[4].path.endswith(".so (deleted)")
+    assert maps[5].path == "/home/u/my dir/lib with spaces.so"
+    assert maps[6].path == "[stack]"
+
+
+def test_status_and_syscall():
+    st = procfs.parse_status(STATUS)
+    assert st["TracerPid"] == "99" and st["State"] == "S (sleeping)" and st["Uid"].split()[0] == "1000"
+    assert procfs.parse_syscall("running\n") == (None, [])
+    assert procfs.parse_syscall("-1 0x7ffc 0x0\n") == (-1, ["0x7ffc", "0x0"])
+    assert procfs.parse_syscall("202 0x7f1e2a0000f0 0x80 0x0\n") == (202, ["0x7f1e2a0000f0", "0x80", "0x0"])
+
+
+def test_runtime_dir_knows_its_payload_in_the_maps():
+    maps = procfs.parse_maps(MAPS)
+    assert RuntimeDir(4242, 0, 0).payload_mapped(maps)
+    assert not RuntimeDir(424, 0, 0).payload_mapped(maps)  # a prefix of another pid's name is not ours
+    assert not RuntimeDir(4242, 0, 0).payload_mapped([])
+
+
+def test_readers_on_this_process():
+    me = os.getpid()
+    assert procfs.exists(me) and procfs.alive(me)
+    assert procfs.state(me) in ("R", "S")
+    assert procfs.identity(me) == procfs.identity(me) and procfs.identity(me)[1]
+    assert procfs.exe(me) == os.readlink("/proc/self/exe")
+    assert procfs.owner(me) == (os.stat("/proc/self").st_uid, os.stat("/proc/self").st_gid)
+    assert procfs.root(me, "/tmp") == f"/proc/{me}/root/tmp"
+    assert any(m.path == procfs.exe(me) or "libpython" in m.path for m in procfs.maps(me))
+    assert me in procfs.threads(me)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert t.native_id in procfs.threads(me) and procfs.thread_count(me) >= 2
+        # A thread blocked in a futex wait: a system call (safe or not is safepoint's business).
+        deadline = time.monotonic() + 5
+        nr, _args = procfs.syscall(me, t.native_id)
+        while nr is None and time.monotonic() < deadline:  # until it has reached its wait
+            time.sleep(0.001)
+            nr, _args = procfs.syscall(me, t.native_id)
+        assert nr is not None and nr >= 0
+    finally:
+        stop.set()
+        t.join()
+    assert procs.python_version(me) is not None
+
+
+def test_readers_say_unknown_for_a_gone_process():
+    gone = 4_000_000
+    while os.path.exists(f"/proc/{gone}"):
+        gone -= 1
+    assert not procfs.exists(gone) and not procfs.alive(gone)
+    assert procfs.state(gone) is None and procfs.stat(gone) is None and procfs.maps(gone) is None
+    assert procfs.identity(gone) == (gone, "") and procfs.threads(gone) == [] and procfs.tracer(gone) == 0
+    assert not procfs.mapped(gone, "python") and procfs.status(gone) == {}
+    assert safepoint.survey(gone) == []
+    with pytest.raises(FileNotFoundError):
+        procfs.owner(gone)
