@@ -263,6 +263,19 @@ def _exit_code(code) -> int:
     return 1
 
 
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: str | None = None):
+    """Polls predicate() until it returns something truthy and returns that; fails the test after
+    `timeout` seconds. Tests wait on a condition this way instead of sleeping a guessed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or getattr(predicate, '__name__', 'a condition')}")
+        time.sleep(interval)
+
+
 # CI must fail when no target Python ran: with no pyenv interpreter every end-to-end test is
 # skipped and the run would pass. A run that collected tests parametrized by target version
 # fails unless at least one of them ran (unit tests alone are not affected). Under pytest-xdist

@@ -5,12 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 
-from .conftest import PYTHONS, TARGETS_DIR, Target, flight_cli, version_params
+from .conftest import PYTHONS, TARGETS_DIR, Target, flight_cli, version_params, wait_until
 from .mcp_client import mcp_session, text_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -102,12 +101,7 @@ def _cpu_ticks_grow(pid, within=5.0):
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[11])  # utime
     before = ticks()
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if ticks() > before:
-            return True
-    return False
+    return wait_until(lambda: ticks() > before, timeout=within, interval=0.05, what="the target's CPU time to grow")
 
 
 # ---- bad input against a live target: one idle target per version, shared -------------------
