@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import subprocess as _subprocess
 import sys
@@ -115,152 +114,72 @@ def spawn(tmp_path):
 def flight_cli(*args: str, timeout: float = 60, python_args: bool = False,
                subprocess: bool = False) -> _subprocess.CompletedProcess:
     """Runs the real CLI entry point, `flight_mcp.cli.main(args)`, in a process of its own and returns
-    what `subprocess.run(..., capture_output=True, text=True)` would: args, returncode, stdout, stderr.
+    what `subprocess.run([python, "-m", "flight_mcp.cli", *args], capture_output=True, text=True)` would.
 
-    By default that process is a fork of this (pytest) process, which has imported flight_mcp already:
-    the same code, argv, environment, cwd, fds 0/1/2 and exit code as `python -m flight_mcp.cli`, but
-    without the ~0.5 s of imports each new interpreter pays. Only the first call pays them.
-    `subprocess=True` runs a new interpreter instead (`python -m flight_mcp.cli`); use it where the
-    interpreter itself is the point. With python_args, `args` are the interpreter's own arguments (they
-    must include -m flight_mcp.cli), which implies a new interpreter. `timeout` bounds the call: the
-    process is killed and subprocess.TimeoutExpired raised, as subprocess.run does."""
+    By default that process is forked from a zygote that has imported flight_mcp already
+    (tests/cli_zygote.py): the same code, argv, environment, cwd, stdio and exit code as
+    `python -m flight_mcp.cli`, without the ~0.5 s of imports each new interpreter pays.
+    `subprocess=True` runs a new interpreter instead; use it where the interpreter itself is the point.
+    With python_args, `args` are the interpreter's own arguments (they must include -m flight_mcp.cli),
+    which implies a new interpreter. `timeout` bounds the call: the process is killed and
+    subprocess.TimeoutExpired raised, as subprocess.run does."""
     if python_args or subprocess:
         argv = [sys.executable, *args] if python_args else [sys.executable, "-m", "flight_mcp.cli", *args]
         return _subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    return _forked_cli(list(args), timeout)
+    return _zygote_cli(list(args), timeout)
 
 
-def _forked_cli(args: list[str], timeout: float) -> _subprocess.CompletedProcess:
+def _zygote_cli(args: list[str], timeout: float) -> _subprocess.CompletedProcess:
     import selectors
 
-    import flight_mcp.cli  # imported once, in the parent: every fork starts with it
+    from . import cli_zygote
 
     shown = [sys.executable, "-m", "flight_mcp.cli", *args]
+    deadline = time.monotonic() + timeout
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            code = _cli_child(flight_mcp.cli, args, out_w, err_w)
-        finally:
-            os._exit(code)
-    os.close(out_w)
-    os.close(err_w)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        child = cli_zygote.start(args, null, out_w, err_w)
+    finally:
+        for fd in (null, out_w, err_w):
+            os.close(fd)
     chunks = {out_r: [], err_r: []}
     sel = selectors.DefaultSelector()
     for fd in chunks:
         sel.register(fd, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
+
+    def expired():
+        child.kill()
+        child.wait(timeout=5)
+        return _subprocess.TimeoutExpired(shown, timeout, _text(b"".join(chunks[out_r])),
+                                          _text(b"".join(chunks[err_r])))
+
     try:
         while sel.get_map():
             left = deadline - time.monotonic()
             if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise _subprocess.TimeoutExpired(shown, timeout, _text(b"".join(chunks[out_r])),
-                                                 _text(b"".join(chunks[err_r])))
+                raise expired()
             for key, _ in sel.select(timeout=min(left, 1.0)):
                 data = os.read(key.fd, 65536)
                 if data:
                     chunks[key.fd].append(data)
                 else:
                     sel.unregister(key.fd)
-        status = _wait_status(pid, deadline, shown, timeout)
+        code = child.wait(timeout=max(deadline - time.monotonic(), 0.001))
+        if code is None:  # closed its output but did not exit
+            raise expired()
     finally:
         sel.close()
         os.close(out_r)
         os.close(err_r)
-    return _subprocess.CompletedProcess(shown, status, _text(b"".join(chunks[out_r])),
-                                        _text(b"".join(chunks[err_r])))
-
-
-def _wait_status(pid: int, deadline: float, shown: list[str], timeout: float) -> int:
-    """The child's exit code as subprocess reports it (-N when killed by signal N)."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:  # closed its output but did not exit (a non-daemon thread?)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise _subprocess.TimeoutExpired(shown, timeout)
-        time.sleep(0.005)
+    return _subprocess.CompletedProcess(shown, code, _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r])))
 
 
 def _text(data: bytes) -> str:
     """Bytes decoded as subprocess.run(text=True) decodes them (locale encoding, universal newlines)."""
     import locale
     return data.decode(locale.getpreferredencoding(False)).replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _cli_child(cli, args: list[str], out_w: int, err_w: int) -> int:
-    """In the forked child: make the process look like a fresh `python -m flight_mcp.cli` (stdio on
-    fds 0/1/2 and nothing else of pytest's open, the interpreter's default signal dispositions and
-    hooks, no atexit handler of pytest's), run main(args) as the console script does, and exit
-    like the interpreter would (non-daemon threads joined, atexit handlers run, streams flushed)."""
-    import atexit
-    import faulthandler
-    import io
-    import logging
-    import threading
-    import traceback
-    import warnings
-
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(out_w, 1)
-    os.dup2(err_w, 2)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    faulthandler.disable()
-    for sig in (signal.SIGTERM, signal.SIGALRM, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.set_wakeup_fd(-1)
-    atexit._clear()
-    sys.excepthook = sys.__excepthook__
-    sys.unraisablehook = sys.__unraisablehook__
-    threading.excepthook = threading.__excepthook__
-    logging.root.handlers.clear()
-    warnings.resetwarnings()
-    warnings.showwarning = warnings._showwarning_orig
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=False)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                  errors="backslashreplace")
-    sys.argv = [cli.__file__, *args]
-    try:
-        try:
-            code = cli.main(args)  # what `sys.exit(main())` in the console script does, step by step
-        finally:
-            threading._shutdown()
-        code = _exit_code(code)
-    except SystemExit as e:
-        code = _exit_code(e.code)
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    try:
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        code = code or 120  # as the interpreter does when flushing stdout fails
-    return code
-
-
-def _exit_code(code) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: str | None = None):

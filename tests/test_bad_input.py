@@ -234,3 +234,36 @@ def test_detach_of_a_pid_that_does_not_exist():
         pid = int(f.read()) + 1
     err = cli_error(str(pid), "--cmd", "detach")
     assert f"no process with pid {pid}: it is not running" in err
+
+
+# ---- the test harness's CLI is the real CLI ------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["4194305", "--cmd", "stakc"],  # a usage error: exit 2
+    [str(os.getpid()), "--bogus"],  # argparse's SystemExit(2)
+    ["4194305"],  # no --cmd
+    [],  # no target: help on stderr, exit 2
+    ["4194305", "--cmd", "stack"],  # an error from the tool: exit 1
+    ["ps", "--json", "no-such-process-name-here"],  # exit 0, JSON on stdout
+], ids=["usage", "bogus-flag", "no-cmd", "help", "tool-error", "ps-json"])
+def test_flight_cli_answers_as_a_new_interpreter_does(args):
+    """flight_cli forks its CLI process from a zygote that imported flight_mcp already (tests/cli_zygote.py);
+    what the caller sees must be what `python -m flight_mcp.cli` gives."""
+    forked = flight_cli(*args)
+    fresh = flight_cli(*args, subprocess=True)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+@pytest.mark.parametrize("version", version_params(["3.12"]))
+def test_flight_cli_timeout_kills_the_command(idle, version):
+    """A command that outlives flight_cli's timeout fails the test (TimeoutExpired, as subprocess.run)
+    instead of hanging the run; the target keeps running."""
+    t = idle(version)
+    import time
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        flight_cli(str(t.pid), "--cmd", "watch __main__ BadRepr __repr__ -n 1 --timeout 60", timeout=3)
+    assert time.monotonic() - started < 20
+    assert t.alive()
+    r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG")  # the agent still answers
+    assert r.returncode == 0, r.stderr
