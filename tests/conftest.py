@@ -295,6 +295,7 @@ def pytest_sessionfinish(session, exitstatus):
                    f"3.8-3.13 and none is installed under {_pyenv_root()}; install them (pyenv install 3.12) "
                    "or set PYENV_ROOT.")
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(message, red=True)
         else:
             print(message, file=sys.stderr)

@@ -267,3 +267,18 @@ def test_flight_cli_timeout_kills_the_command(idle, version):
     assert t.alive()
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG")  # the agent still answers
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_ci_fails_when_no_target_python_ran_under_xdist(tmp_path):
+    """The README's command runs on xdist workers: the controller, which collects nothing itself,
+    must still fail a run in which every end-to-end test was skipped for want of an interpreter."""
+    env = {**os.environ, "PYENV_ROOT": str(tmp_path)}
+    env.pop("PYTEST_XDIST_TESTRUNUID", None)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+                        os.path.join(root, "tests", "test_foundation.py"), "-k", "stack_getglobal"],
+                       capture_output=True, text=True, timeout=100, env=env, cwd=root)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "no target Python ran: 6 end-to-end tests" in r.stdout + r.stderr, r.stdout + r.stderr
