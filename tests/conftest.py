@@ -219,9 +219,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.alone)
 
 
-def _run_lock_dir() -> str | None:
+def _run_lock_dir(config) -> str | None:
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # set by xdist in each worker; same for one run
-    if not run:
+    if not run or not hasattr(config, "workerinput"):  # not a worker (a pytest run by a test inherits the env)
         return None
     folder = os.path.join(tempfile.gettempdir(), f"flight-tests-{run}")
     os.makedirs(folder, exist_ok=True)
@@ -230,7 +230,7 @@ def _run_lock_dir() -> str | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    folder = _run_lock_dir()
+    folder = _run_lock_dir(item.config)
     if folder is None:
         yield
         return
