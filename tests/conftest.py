@@ -5,7 +5,6 @@ import os
 import subprocess
 import subprocess as _subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -220,12 +219,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _run_lock_dir(config) -> str | None:
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # set by xdist in each worker; same for one run
-    if not run or not hasattr(config, "workerinput"):  # not a worker (a pytest run by a test inherits the env)
+    """The folder the workers of this run share (their basetemps' parent, cleaned up as pytest cleans
+    basetemps), or None when not an xdist worker."""
+    if not hasattr(config, "workerinput"):
         return None
-    folder = os.path.join(tempfile.gettempdir(), f"flight-tests-{run}")
-    os.makedirs(folder, exist_ok=True)
-    return folder
+    return str(config._tmp_path_factory.getbasetemp().parent)
 
 
 @pytest.hookimpl(hookwrapper=True)
