@@ -5,12 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import anyio
 import pytest
 
-from .conftest import PYTHONS, TARGETS_DIR, Target, flight_cli, version_params
+from .conftest import PYTHONS, TARGETS_DIR, Target, flight_cli, version_params, wait_until
 from .mcp_client import mcp_session, text_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -102,12 +101,7 @@ def _cpu_ticks_grow(pid, within=5.0):
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[11])  # utime
     before = ticks()
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if ticks() > before:
-            return True
-    return False
+    return wait_until(lambda: ticks() > before, timeout=within, interval=0.05, what="the target's CPU time to grow")
 
 
 # ---- bad input against a live target: one idle target per version, shared -------------------
@@ -240,3 +234,51 @@ def test_detach_of_a_pid_that_does_not_exist():
         pid = int(f.read()) + 1
     err = cli_error(str(pid), "--cmd", "detach")
     assert f"no process with pid {pid}: it is not running" in err
+
+
+# ---- the test harness's CLI is the real CLI ------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["4194305", "--cmd", "stakc"],  # a usage error: exit 2
+    [str(os.getpid()), "--bogus"],  # argparse's SystemExit(2)
+    ["4194305"],  # no --cmd
+    [],  # no target: help on stderr, exit 2
+    ["4194305", "--cmd", "stack"],  # an error from the tool: exit 1
+    ["ps", "--json", "no-such-process-name-here"],  # exit 0, JSON on stdout
+], ids=["usage", "bogus-flag", "no-cmd", "help", "tool-error", "ps-json"])
+def test_flight_cli_answers_as_a_new_interpreter_does(args):
+    """flight_cli forks its CLI process from a zygote that imported flight_mcp already (tests/cli_zygote.py);
+    what the caller sees must be what `python -m flight_mcp.cli` gives."""
+    forked = flight_cli(*args)
+    fresh = flight_cli(*args, subprocess=True)
+    assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+@pytest.mark.parametrize("version", version_params(["3.12"]))
+def test_flight_cli_timeout_kills_the_command(idle, version):
+    """A command that outlives flight_cli's timeout fails the test (TimeoutExpired, as subprocess.run)
+    instead of hanging the run; the target keeps running."""
+    t = idle(version)
+    import time
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        flight_cli(str(t.pid), "--cmd", "watch __main__ BadRepr __repr__ -n 1 --timeout 60", timeout=3)
+    assert time.monotonic() - started < 20
+    assert t.alive()
+    r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG")  # the agent still answers
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_ci_fails_when_no_target_python_ran_under_xdist(tmp_path):
+    """The README's command runs on xdist workers: the controller, which collects nothing itself,
+    must still fail a run in which every end-to-end test was skipped for want of an interpreter."""
+    env = {**os.environ, "PYENV_ROOT": str(tmp_path)}
+    env.pop("PYTEST_XDIST_TESTRUNUID", None)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+                        os.path.join(root, "tests", "test_foundation.py"), "-k", "stack_getglobal"],
+                       capture_output=True, text=True, timeout=100, env=env, cwd=root)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "no target Python ran: 6 end-to-end tests" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -15,6 +15,7 @@ inject_stress = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(inject_stress)
 
 
+@pytest.mark.alone  # CPU-hungry targets with an 8 s deadline per injection: neither load nor be loaded
 @pytest.mark.parametrize("version", version_params(["3.12"]))
 @pytest.mark.parametrize("kind,count", [("cpu", 8), ("alloc", 6), ("float", 6)])
 def test_repeated_injection_never_harms_the_target(version, kind, count):

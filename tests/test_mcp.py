@@ -19,8 +19,8 @@ def injected_copies(pid):
 
 
 def test_tools_list_has_schemas_and_annotations():
-    async def main():
-        async with mcp_session() as s:
+    async def main():  # a new interpreter, as a client starts the server (other tests fork it from a zygote)
+        async with mcp_session(fresh_interpreter=True) as s:
             return (await s.list_tools()).tools
 
     listed = {t.name: t for t in anyio.run(main)}
