@@ -205,10 +205,6 @@ ALONE_BY_NAME = {
     "test_no_safe_point_falls_back_to_external",  # tests/test_stack_native.py
     "test_application_sees_no_frame_of_ours",  # tests/test_unseen_instrumentation.py
     "test_lifecycle_edges_and_output",  # tests/test_lifecycle_and_output.py
-    # tests/test_runtime_dir.py: on 3.13 it failed in each of 3 parallel runs ("the agent failed to start
-    # inside pid N: unknown error" instead of naming the altered cmd_admin.py) and passes alone: the
-    # agent's start error seems to be read too early under load. A product race to fix; alone meanwhile.
-    "test_hostile_runtime_dir_is_refused_and_ours_is_checked_and_cleaned",
 }
 
 

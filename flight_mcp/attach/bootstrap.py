@@ -392,7 +392,7 @@ class RuntimeDir:
 
     def read_error(self) -> str | None:
         """The last line of what the bootstrap wrote when the agent did not start (`Kind: message`),
-        or None when it wrote nothing."""
+        or None when it has not written it (yet)."""
         if not os.path.lexists(self.errfile("host")):
             return None
         with self._opened("read the agent's error file") as dir_fd:
@@ -400,8 +400,11 @@ class RuntimeDir:
                 data = trusted_files.read_file(dir_fd, os.path.basename(self.errfile("host")), limit=1 << 16)
             except (OSError, Untrusted) as e:
                 return f"unreadable error file: {e}"
-        lines = data.decode("utf-8", "replace").strip().splitlines()
-        return lines[-1] if lines else "unknown error"
+        if not data.endswith(b"\n"):
+            # report() creates the file, then writes it whole, ending with a newline: seen between
+            # the two (a loaded machine), the error is not there yet; the caller asks again.
+            return None
+        return data.decode("utf-8", "replace").strip().splitlines()[-1]
 
     # -- what the target loads -------------------------------------------------------------------
     def install_agent(self, version: tuple[int, int] | None = None) -> tuple[str, dict]:

@@ -236,3 +236,18 @@ def test_agent_folder_is_checked_before_reuse_and_replaced_when_altered(tmp, tmp
     assert not os.path.exists(os.path.join(folder, "cmd_evil.py"))
     assert victim.read_text() == "VICTIM\n" and mode_owner(victim)[1] == 0
     assert not [n for n in os.listdir(r.host) if n.startswith((".trash", f"agent-{build}.tmp"))]
+
+
+def test_agent_error_is_read_only_once_written_whole(tmp):
+    """report() creates the error file, then writes it: a host that looks in between (a loaded
+    machine) must keep waiting, not report "unknown error"."""
+    r = rdir(tmp)
+    r.ensure()
+    path = r.errfile("host")
+    for partial in (b"", b"Traceback (most recent call last):\n  File"):
+        with open(path, "wb") as f:
+            f.write(partial)
+        assert r.read_error() is None
+    with open(path, "wb") as f:
+        f.write(b"Traceback (most recent call last):\nUntrusted: cmd_admin.py was altered\n")
+    assert r.read_error() == "Untrusted: cmd_admin.py was altered"
