@@ -36,7 +36,7 @@ class AttachResult(Fact):
 
 def run_attach(p: TimedParams, call: Call) -> AttachResult:
     kept = p.pid in call.sessions.attached()
-    info = dict(call.client(p.pid, p.timeout_s).info)  # this call's deadline only, not the server's default
+    info = dict(call.sessions.get(p.pid, p.timeout_s).info)  # this call's deadline only, not the server's default
     if kept:  # this server's session is reused: say so, not how the agent got in at first
         info["injection"] = {"method": "already attached", "session": "kept"}
     return AttachResult(**info)

@@ -8,7 +8,6 @@ all derive from the Params model; the text, the JSON and the CLI output all deri
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FlightError, speak
 from ..render import escape, escaped
+from ..session.deadline import Deadline
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -84,10 +84,6 @@ class Call:
         self._progress = progress
         self.cancel_event = threading.Event()
 
-    def client(self, pid: int, timeout: float = DEFAULT_TIMEOUT_S):
-        """The agent of pid, attaching within timeout when it is not attached yet."""
-        return self.sessions.get(pid, timeout)
-
     def request(self, params: Params, cmd: str, args: dict | None = None,
                 on_event: Callable[[dict], None] | None = None, *, budget_arg: str | None = None,
                 margin: float = 0.0, timeout: float | None = None) -> dict:
@@ -95,16 +91,11 @@ class Call:
         the request gets what the attach left. budget_arg names an argument of the agent's set to
         that rest (a capture's own deadline); margin is extra time for its answer to arrive after
         that deadline."""
-        pid = params.pid
         timeout = timeout if timeout is not None else getattr(params, "timeout_s", DEFAULT_TIMEOUT_S)
-        args = params.agent_args() if args is None else args
-        started = time.monotonic()
-        client = self.client(pid, timeout)
-        left = max(timeout - (time.monotonic() - started), 0.001)
-        args = dict(args, allow_mutating=self.allow_mutating)  # the agent applies the read-only gate
-        if budget_arg is not None:
-            args[budget_arg] = round(left, 3)
-        return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=self.cancel_event.is_set)
+        args = dict(params.agent_args() if args is None else args,
+                    allow_mutating=self.allow_mutating)  # the agent applies the read-only gate
+        return self.sessions.request(params.pid, cmd, args, Deadline(timeout), budget_arg=budget_arg, margin=margin,
+                                     on_event=on_event, cancelled=self.cancel_event.is_set)
 
     def progress(self, done: float, total: float | None, message: str) -> None:
         if self._progress is not None:
