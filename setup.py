@@ -35,6 +35,7 @@ setup(
         Extension(
             "flight_mcp.agent._flight_mcp_recorder",
             sources=["flight_mcp/agent/recorder.c"],
+            depends=["flight_mcp/agent/ext_common.h"],
             py_limited_api=True,
             extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
         ),
@@ -42,6 +43,7 @@ setup(
         Extension(
             "flight_mcp.agent._flight_mcp_hook",
             sources=["flight_mcp/agent/hook.c"],
+            depends=["flight_mcp/agent/ext_common.h"],
             py_limited_api=True,
             extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
         ),

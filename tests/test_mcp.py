@@ -89,6 +89,13 @@ def test_mcp_session_attach_stack_getglobal_module_detach(spawn, version):
             assert err.is_error
             assert "module_not_found" in text_of(err) and "not imported in the target" in text_of(err)
             assert "'__main__'" in text_of(err)  # the fix: the name the target imported it under
+            fact = err.structured_content["error"]  # the error as data: code, the argument at fault, a hint
+            assert fact["code"] == "module_not_found" and fact["argument"] == "module" and fact["hint"], fact
+
+            # A rule between arguments speaks MCP: the argument's name, never the CLI flag.
+            err = await s.call_tool("trace", {"pid": t.pid, "module": "__main__", "method": "f", "depth": 0})
+            assert err.is_error and err.structured_content["error"]["code"] == "usage", text_of(err)
+            assert "depth" in text_of(err) and "-d" not in text_of(err), text_of(err)
 
             data, text = await call(s, "detach", pid=t.pid)
             assert data["detached"] is True and "socket closed" in text

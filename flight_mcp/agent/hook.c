@@ -24,21 +24,7 @@
  *     already be a cell there (the cell's content is the value).
  *   live: {frame address: entered} for suspended generator frames a probe took.
  */
-#define Py_LIMITED_API 0x03080000
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <dlfcn.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* dlsym's oldest version: a build on a new glibc (dlsym@GLIBC_2.34) still loads into a target on an
- * old one (the recorder and the payload do the same). */
-#if defined(__x86_64__)
-__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver dlsym,dlsym@GLIBC_2.17");
-#endif
+#include "ext_common.h"
 
 /* Offsets measured from each version's headers (offsetof on PyFrameObject / _PyInterpreterFrame,
  * PyInterpreterState, PyGenObject), x86-64 and aarch64 (LP64). */

@@ -24,22 +24,10 @@
  * from the start: a bound method lives only as long as its call, and a call may end unseen (its
  * command ended, so the recording stopped taking events) before its node is closed.
  */
-#define Py_LIMITED_API 0x03080000
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "ext_common.h"
 #include <structmember.h>
-#include <dlfcn.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
-
-#if defined(__x86_64__)
-__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver dlsym,dlsym@GLIBC_2.17");
-#endif
 
 /* The profile events (Include/cpython/pystate.h); unchanged since Python 2. */
 #define EV_CALL 0
