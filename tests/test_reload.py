@@ -1,5 +1,6 @@
 """reload on real targets: edit a copy of the source, reload, see the new behaviour; under an active
 trace; and every bad input (syntax error, deleted file, lambda, builtin, ...) leaves the old code."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,13 @@ def _poll(pid, cmd, want, timeout=10.0):
         time.sleep(0.2)
 
 
+def _value(pid, cmd) -> int:
+    """An int the target holds, read through getglobal --json."""
+    r = flight_cli(str(pid), "--cmd", cmd, "--json")
+    assert r.returncode == 0, r.stderr
+    return int(json.loads(r.stdout)["view"]["repr"])
+
+
 @pytest.mark.parametrize("version", version_params())
 def test_reload_edited_copy_of_the_demo(spawn, version):
     t = spawn(version, DEMO.read_text())
@@ -38,7 +46,8 @@ def test_reload_edited_copy_of_the_demo(spawn, version):
     t.script.write_text(src.replace(OLD_SAVE, "        ORDERS_SEEN.append(-1000000 - order_id)\n"))
     r = flight_cli(str(t.pid), "--cmd", "reload __main__ OrderService save_to_db")
     assert r.returncode == 1 and "read-only" in r.stderr and "--allow-mutating" in r.stderr
-    time.sleep(0.3)
+    last = _value(t.pid, "getglobal __main__ ORDERS_SEEN -e 'target[-1]'")
+    assert "True" in _poll(t.pid, f"getglobal __main__ ORDERS_SEEN -e 'target[-1] > {last}'", "True")  # calls since
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ ORDERS_SEEN -e 'min(target) >= 0'")
     assert "VALUE:" in r.stdout and "True" in r.stdout, r.stdout + r.stderr  # refused: old code still runs
 
@@ -113,6 +122,7 @@ KINDS = textwrap.dedent('''
     SVC = Svc()
     HELLO = SVC.hello
     RESULT = {}
+    CALLS = [0]
     TRIGGER = sys.argv[1] if len(sys.argv) > 1 else ""
 
     def main():
@@ -121,6 +131,7 @@ KINDS = textwrap.dedent('''
         while True:
             i += 1
             RESULT.update(hello=HELLO(), make=Svc.make(), util=Svc.util(), alias=ALIAS(1), work=work(i))
+            CALLS[0] = i
             time.sleep(0.05)
 
     main()
@@ -213,7 +224,8 @@ def test_reload_under_an_active_trace(spawn, version):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the trace never started"
-        time.sleep(1.0)  # some calls of the old code
+        calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
+        assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls + 3}'", "True")  # old code ran
         t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
         r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
         assert r.returncode == 0, r.stderr
@@ -226,8 +238,9 @@ def test_reload_under_an_active_trace(spawn, version):
     assert "helper_old" in out and "helper_new" in out, out[-2000:]
     # calls of the new code were captured after the old ones, and the trace ended by its deadline
     assert out.rindex("helper_old") < out.rindex("helper_new")
-    # ending the trace did not put the old code back
-    time.sleep(0.3)
+    # ending the trace did not put the old code back: calls made after it still run the new code
+    calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
+    assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls}'", "True")
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ RESULT -e \"target['work'] == 'new'\"")
     assert "VALUE:" in r.stdout and "True" in r.stdout, r.stdout + r.stderr
     # and a new trace sees the new code too
@@ -245,7 +258,8 @@ def test_reload_under_an_active_watch(spawn, version):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the watch never started"
-        time.sleep(1.0)  # some calls of the old code
+        calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
+        assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls + 3}'", "True")  # old code ran
         t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
         r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
         assert r.returncode == 0 and "now run on the new code" in r.stdout, r.stdout + r.stderr
