@@ -71,12 +71,13 @@ def _not_found(owner, name, what, label, is_class, names, hint):
         computed = (" The module has a __getattr__ that may compute it; flight-mcp does not run the target's "
                     "code to read it (with --allow-mutating: getglobal of module %s, field __getattr__, expression "
                     "\"target(%r)\")." % (label, name))
-    raise AgentError("%s_not_found" % what, "%s %r not found in %s.%s%s" % (what, name, label, hint, computed),
-                     arg=_ARGS.get(what))
+    code, arg = _NOT_FOUND[what]
+    raise AgentError(code, "%s %r not found in %s.%s%s" % (what, name, label, hint, computed), arg=arg)
 
 
-# which tool argument names what was looked for
-_ARGS = {"class": "cls", "field": "field", "method": "method", "function": "method"}
+# what was looked for -> (error code, the tool argument that named it)
+_NOT_FOUND = {"class": ("class_not_found", "cls"), "field": ("field_not_found", "field"),
+              "method": ("method_not_found", "method"), "function": ("function_not_found", "method")}
 
 
 def _label(owner):

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..agent.codes import CODES
 from ..errors import FlightError
 from . import procs
 
@@ -173,8 +174,10 @@ class AgentClient:
                     continue
                 if "error" in msg:
                     err = dict(msg["error"])
-                    raise FlightError(err.pop("kind", "agent_bug"), err.pop("message", "the agent sent an error "
-                                      "without a message"), arg=err.pop("arg", None), **err)
+                    code, message = err.pop("kind", None), err.pop("message", "the agent sent no message")
+                    if code not in CODES:  # an agent of another version, or a bug: never an unknown code
+                        code, message = "agent_bug", f"the agent answered with error code {code!r}: {message}"
+                    raise FlightError(code, message, arg=err.pop("arg", None), **err)
                 return msg["result"]
         finally:
             with self._lock:
