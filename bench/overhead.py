@@ -168,12 +168,10 @@ class Ours:
         # The deadline ends the capture; the limit is high enough never to be reached first. The window is
         # the agent's own record of when the instrumentation was in place.
         r = self._run(t.pid, f"{cmd} -n 10000 --timeout {seconds}")
-        start = time.mktime(time.strptime(r.started[:19], "%Y-%m-%d %H:%M:%S")) + int(r.started[20:23]) / 1000
-        got = t.between(start, start + r.duration_s)
+        got = t.between(r.started, r.started + r.duration_s)  # started: epoch seconds
         if len(got) < min_iters:  # iterations slower than the window: widen it once
             r = self._run(t.pid, f"{cmd} -n 10000 --timeout {seconds * 4}")
-            start = time.mktime(time.strptime(r.started[:19], "%Y-%m-%d %H:%M:%S")) + int(r.started[20:23]) / 1000
-            got = t.between(start, start + r.duration_s)
+            got = t.between(r.started, r.started + r.duration_s)
         return got, f"{r.seen} seen, {r.matched} matched, {r.mechanism}"
 
     def forget(self, t: Target) -> None:

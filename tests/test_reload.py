@@ -214,33 +214,44 @@ def test_reload_every_kind_and_every_bad_input(spawn, version):
     assert t.alive()
 
 
+def _calls_after(pid, more=0):
+    """Waits until the target's main loop made more than `more` calls from now."""
+    calls = _value(pid, "getglobal __main__ CALLS -e 'target[0]'")
+    assert "True" in _poll(pid, f"getglobal __main__ CALLS -e 'target[0] > {calls + more}'", "True")
+
+
+def _reload_during(t, capture):
+    """Runs `capture` (a trace or watch of work) in a CLI process; once it instruments work and the old
+    code ran a few calls, edits work to call helper_new and reloads it. Returns the capture's output
+    and the reload's."""
+    src = t.script.read_text()
+    assert "False" in _poll(t.pid, INSTRUMENTED, "False")  # attached first: no two injections race
+    proc = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd", capture],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the capture never started"
+        _calls_after(t.pid, 3)  # the old code ran under the capture
+        t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
+        reload = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
+        assert reload.returncode == 0, reload.stderr
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    return out, reload.stdout
+
+
 @pytest.mark.parametrize("version", version_params())
 def test_reload_under_an_active_trace(spawn, version):
     t = spawn(version, KINDS)
-    src = t.script.read_text()
-    assert "False" in _poll(t.pid, INSTRUMENTED, "False")  # attached first: no two injections race
-    trace = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
-                              "trace __main__ work -n 10000 -i 0 --timeout 10"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the trace never started"
-        calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
-        assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls + 3}'", "True")  # old code ran
-        t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
-        r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
-        assert r.returncode == 0, r.stderr
-        assert "1 active trace/watch instrumentation(s) now run on the new code." in r.stdout, r.stdout
-        out, err = trace.communicate(timeout=30)
-    finally:
-        if trace.poll() is None:
-            trace.kill()
-    assert trace.returncode == 0, err
+    out, said = _reload_during(t, "trace __main__ work -n 10000 -i 0 --timeout 10")
+    assert "1 active trace/watch instrumentation(s) now run on the new code." in said, said
     assert "helper_old" in out and "helper_new" in out, out[-2000:]
     # calls of the new code were captured after the old ones, and the trace ended by its deadline
     assert out.rindex("helper_old") < out.rindex("helper_new")
     # ending the trace did not put the old code back: calls made after it still run the new code
-    calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
-    assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls}'", "True")
+    _calls_after(t.pid)
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ RESULT -e \"target['work'] == 'new'\"")
     assert "VALUE:" in r.stdout and "True" in r.stdout, r.stdout + r.stderr
     # and a new trace sees the new code too
@@ -251,23 +262,8 @@ def test_reload_under_an_active_trace(spawn, version):
 @pytest.mark.parametrize("version", version_params(["3.8", "3.12"]))
 def test_reload_under_an_active_watch(spawn, version):
     t = spawn(version, KINDS)
-    src = t.script.read_text()
-    assert "False" in _poll(t.pid, INSTRUMENTED, "False")  # attached first: no two injections race
-    watch = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
-                              "watch __main__ work --expr return_obj -n 10000 --timeout 10"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert "True" in _poll(t.pid, INSTRUMENTED, "True"), "the watch never started"
-        calls = _value(t.pid, "getglobal __main__ CALLS -e 'target[0]'")
-        assert "True" in _poll(t.pid, f"getglobal __main__ CALLS -e 'target[0] > {calls + 3}'", "True")  # old code ran
-        t.script.write_text(src.replace("return helper_old(i)", "return helper_new(i)"))
-        r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "reload __main__ work")
-        assert r.returncode == 0 and "now run on the new code" in r.stdout, r.stdout + r.stderr
-        out, err = watch.communicate(timeout=30)
-    finally:
-        if watch.poll() is None:
-            watch.kill()
-    assert watch.returncode == 0, err
+    out, said = _reload_during(t, "watch __main__ work --expr return_obj -n 10000 --timeout 10")
+    assert "now run on the new code" in said, said
     values = [line.split("VALUE:", 1)[1].strip() for line in out.splitlines() if "VALUE:" in line]
     olds, news = values.count('"old"'), values.count('"new"')
     assert olds and news and values == ['"old"'] * olds + ['"new"'] * news, values  # every "new" after every "old"
