@@ -9,33 +9,13 @@ from __future__ import annotations
 import shlex
 import types
 import typing
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import FlightError
-from .tools.base import Tool, cli_name, cli_of, validation_problems
+from .tools.base import CliSplit, Tool, cli_name, cli_of, validation_problems
 
 _INTERNAL = {"pid", "timeout_s"}
-
-
-@dataclass(frozen=True)
-class CliSplit:
-    """A CLI-only rewrite, declared on a field next to its `Cli`: a value given with one of `flags`
-    fills the fields `into` instead, split at whitespace, else at ':' or the last '.'
-    (flight_profiler's vmtool `-c "module Class"`, `-c module.Class`). One part fills only the first
-    of them; the next positional word then fills the next slot (`-c module Class` unquoted). The
-    field's other flags set it as they are. Nothing of it reaches the MCP schema: over MCP the
-    fields are given one by one."""
-    flags: tuple[str, ...]
-    into: tuple[str, ...]
-
-    def split(self, value: str) -> dict[str, str]:
-        value = value.strip()
-        parts = value.split()
-        if len(parts) == 1:
-            parts = value.split(":", 1) if ":" in value else value.rsplit(".", 1)
-        return dict(zip(self.into, (p for p in parts if p)))
 
 
 def split_of(model: type[BaseModel], name: str) -> CliSplit | None:

@@ -6,10 +6,9 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ..agent.codes import arg
-from ..cmdline import CliSplit
 from ..models import ExceptionFact, Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
-from .base import Call, Cli, TimedParams, Tool
+from .base import CliSplit, Call, Cli, TimedParams, Tool
 from .fields import Expand, Limit, Module, Raw, Verbose
 
 
