@@ -25,14 +25,19 @@ TRACEBACK_FRAMES = 60   # kept of a long traceback: the first 5 and the last 55
 _PLAIN_ARGS = (str, int, float, bool, type(None))
 
 
+def thread_lookup():
+    """ident -> the target's Thread object or None: a bound dict lookup, what a probe can afford on
+    the application's thread (thread_facts reads the name later, on the command's thread)."""
+    threading = sys.modules.get("threading")
+    active = getattr(threading, "_active", None) if threading is not None else None
+    return active.get if type(active) is dict else (lambda ident: None)
+
+
 def thread_facts(ident, thread=None):
     """(name, daemon) of a thread (its Thread object from threading, if the target imported it),
-    read from the object's own fields, never its properties: a Thread subclass may override them,
-    and trace asks this on the application's thread."""
+    read from the object's own fields, never its properties: a Thread subclass may override them."""
     if thread is None:
-        threading = sys.modules.get("threading")
-        active = getattr(threading, "_active", None) if threading is not None else None
-        thread = active.get(ident) if type(active) is dict else None
+        thread = thread_lookup()(ident)
     d = objstate.Reader().instance_dict(thread) if thread is not None else None
     if d is None:
         return "Thread-%d" % ident, None
@@ -141,7 +146,8 @@ class Expression(object):
         self.uses = _names_used(self.code) & set(_CONTEXT) if self.code is not None else set()
         self.late = bool(self.uses & {"return_obj", "cost"})   # judged only when the call ends
         self._failures = Tally()
-        self.first = None   # the first failure: the exception (failed), or (exception, its facts) (noted)
+        self.first = None        # the first failure's exception
+        self.first_fact = None   # and its facts, when they were formed as it happened (noted)
 
     def _function(self, names=_CONTEXT):
         """The checked expression as `lambda target, args, kwargs, return_obj, cost: EXPR` (or over
@@ -205,19 +211,17 @@ class Expression(object):
         """On the command's thread: a failure already made into its facts (exception_fact)."""
         self._failures.bump()
         if self.first is None:
-            self.first = (exc, fact)
+            self.first, self.first_fact = exc, fact
 
     def report(self, budget):
         """The failures as facts (capture_common.ExpressionFailure on the host), or None."""
         failures = self._failures.value
         if not failures:
             return None
-        exc, error = self.first if type(self.first) is tuple else (self.first, None)
-        if error is None:
-            error = exception_fact(exc, budget)
+        error = self.first_fact or exception_fact(self.first, budget)
         return {"arg": self.arg, "expr": self.source, "failures": failures,
                 "error": {"type": error["type"], "message": error["message"]},
-                "refused": issubclass(type(exc), typefacts.Refused)}
+                "refused": issubclass(type(self.first), typefacts.Refused)}
 
 
 class Tally(object):
@@ -313,7 +317,6 @@ def run(ctx, target, probe, cap, timeout_s, progress):
             ctx.emit(event)
     remove()
     summary = target.describe()
-    summary["target"] = summary.pop("label")
     summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
                    matched=cap.matched, skipped=cap.skipped, captured=len(cap.records), limit=cap.limit,
                    stopped=reason)

@@ -16,11 +16,17 @@ _get_ident = _thread.get_ident
 
 class Invocation(object):
     """One traced call: its recording and the facts of the call around it."""
-    __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "exc")
+    __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "names", "exc")
 
     def __init__(self, rec, tid):
         self.rec, self.tid, self.wall = rec, tid, time.time()
-        self.args = self.cost = self.thread = self.exc = None
+        self.args = self.cost = self.thread = self.names = self.exc = None
+
+    def thread_facts(self):
+        """(name, daemon), read once, on the command's thread."""
+        if self.names is None:
+            self.names = capture.thread_facts(self.tid, self.thread)
+        return self.names
 
 
 class TraceProbe(object):
@@ -36,6 +42,7 @@ class TraceProbe(object):
         self.ended = False
         self.running = {}   # thread ident -> Invocation running on it (recursion joins its tree)
         self.gap_label = "[await]" if target.kind == "coroutine" else "[yield]"
+        self.threads = capture.thread_lookup()
 
     def _check(self, args, kwargs, result=None, cost=None):
         try:
@@ -90,7 +97,7 @@ class TraceProbe(object):
         if inv.cost < self.entrance_s:
             cap.note_skipped()
             return
-        inv.thread = capture.thread_facts(inv.tid)
+        inv.thread = self.threads(inv.tid)   # the Thread object: its name is read later
         # (issubclass: isinstance would consult a __class__ property.) Its text is read later.
         inv.exc = None if exc is None or issubclass(type(exc), GeneratorExit) else exc
         cap.add(inv)
@@ -120,7 +127,8 @@ class TraceProbe(object):
 def invocation_facts(inv, depth, interval, budget):
     """One captured invocation as capture_common's Invocation facts (on the command's thread)."""
     root, hidden, elided = recording.tree_facts(inv.rec, depth, interval)
-    return {"time": inv.wall, "thread": inv.thread[0], "tid": inv.tid, "daemon": inv.thread[1],
+    name, daemon = inv.thread_facts()
+    return {"time": inv.wall, "thread": name, "tid": inv.tid, "daemon": daemon,
             "cost_ms": root["cost_ms"], "root": root, "hidden_nodes": hidden, "elided_nodes": elided,
             "dropped_nodes": inv.rec.dropped,
             "exception": capture.exception_fact(inv.exc, budget) if inv.exc is not None else None}
@@ -136,7 +144,7 @@ def trace(args, ctx):
     probe = TraceProbe(target, cap, flt, args["entrance_time"], recorder)
 
     def progress(inv):
-        return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread[0]}
+        return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread_facts()[0]}
 
     try:
         summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress)

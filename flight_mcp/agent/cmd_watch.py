@@ -11,7 +11,6 @@ target with its time budget (timebox.py). A failing expression never reaches the
 is reported once with the number of calls it failed on. The answer is facts (capture.py).
 """
 import _thread
-import sys
 import time
 
 from . import capture, instrument, objview, timebox
@@ -52,9 +51,7 @@ class WatchProbe(object):
         self.check = flt.caller(target) if flt.code is not None else None
         self.show = watch_expr.caller(target)
         self.enter = self._make_enter()
-        threading = sys.modules.get("threading")
-        active = getattr(threading, "_active", None) if threading is not None else None
-        self.threads = active.get if type(active) is dict else (lambda tid: None)
+        self.threads = capture.thread_lookup()
 
     def _make_enter(self):
         """enter(args, kwargs, frame) -> token or None, a closure over what it needs: it runs on every

@@ -68,7 +68,7 @@ class Target(object):
                      "generator" if flags & CO_GENERATOR else "function")
 
     def describe(self):
-        return {"label": self.label, "kind": self.kind, "file": self.code.co_filename,
+        return {"target": self.label, "kind": self.kind, "file": self.code.co_filename,
                 "line": self.code.co_firstlineno, "mechanism": mechanism()}
 
 
