@@ -81,10 +81,11 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
                                  name=f"flight-mcp-names-{pid}")
         asker.start()
     facts = external_stack.read(pid, native=native, timeout=deadline.left(floor=floor))
+    key = procfs.identity(pid)
     if facts["pending_agents"]:
-        sessions.pending_agents[procfs.identity(pid)] = facts["pending_agents"]
+        sessions.pending_agents[key] = facts["pending_agents"]
     else:
-        sessions.pending_agents.pop(procfs.identity(pid), None)
+        sessions.pending_agents.pop(key, None)
     if asker is not None:
         asker.join(NAMES_GRACE_S)
     named = _apply_names(facts["threads"], dict(names))

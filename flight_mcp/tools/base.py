@@ -111,10 +111,13 @@ class Call:
         that rest (a capture's own deadline); margin is extra time for its answer to arrive after
         that deadline."""
         timeout = timeout if timeout is not None else getattr(params, "timeout_s", DEFAULT_TIMEOUT_S)
-        args = dict(params.agent_args() if args is None else args,
-                    allow_mutating=self.allow_mutating)  # the agent applies the read-only gate
-        return self.sessions.request(params.pid, cmd, args, Deadline(timeout), budget_arg=budget_arg, margin=margin,
+        return self.sessions.request(params.pid, cmd, self.agent_args(params, args), Deadline(timeout), budget_arg=budget_arg, margin=margin,
                                      on_event=on_event, cancelled=self.cancel_event.is_set)
+
+    def agent_args(self, params: Params, args: dict | None = None) -> dict:
+        """The agent's request: params.agent_args() (or args), and whether it may change the target
+        (the agent applies the read-only gate)."""
+        return dict(params.agent_args() if args is None else args, allow_mutating=self.allow_mutating)
 
     def progress(self, done: float, total: float | None, message: str) -> None:
         if self._progress is not None:

@@ -70,7 +70,7 @@ class StackResult(Fact):
 def run(p: StackParams, call: Call) -> StackResult:
     if p.filepath:
         call.require_host_write(f"stack with {codes.arg('filepath')}")
-    reading = session_stack.read(call.sessions, p.pid, dict(p.agent_args(), allow_mutating=call.allow_mutating),
+    reading = session_stack.read(call.sessions, p.pid, call.agent_args(p),
                                  Deadline(p.timeout_s), native=p.native, cancelled=call.cancel_event.is_set)
     result = _from_agent(reading.facts, p) if reading.source == "agent" else _from_outside(reading, p)
     if p.filepath:
