@@ -163,7 +163,7 @@ def recordings():
     # may end in reference cycles: collected first.)
     gc.collect()
     for name, module in list(sys.modules.items()):
-        if name.endswith(".cmd_trace") and getattr(module, "_recorders", None):
+        if name.endswith(".recording") and getattr(module, "_recorders", None):
             return sys.getrefcount(module._recorders[0][0])
     return None
 

@@ -28,9 +28,9 @@ def _clean_child():
         if instrument is not None:
             instrument.remove_all(fresh_lock=True)
         _free_monitoring_tools()
-        trace = sys.modules.get(package + ".cmd_trace")
-        if trace is not None:   # its cached monitoring tool was just freed: a later trace takes a new one
-            trace.forget_recorders()
+        recording = sys.modules.get(package + ".recording")
+        if recording is not None:   # its cached monitoring tool was just freed: a later trace takes a new one
+            recording.forget_recorders()
     except BaseException:
         pass   # the child must run on whatever happens here
 

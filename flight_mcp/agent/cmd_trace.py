@@ -9,7 +9,6 @@ import sys
 import time
 
 from . import capture, instrument, recording, timebox
-from .recording import _c_recorder, _recorders, forget_recorders  # noqa: F401 (atfork.py and tests look here)
 from .registry import command
 
 _get_ident = _thread.get_ident

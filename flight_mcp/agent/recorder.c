@@ -1,7 +1,7 @@
 /* trace's call-tree recorder, for the thread running a traced call. Its events come from a C
  * profile function on that thread (Python <= 3.11), or on 3.12+ from C callbacks on a
  * sys.monitoring tool of its own (there the profile function is a shim that builds a frame object
- * per call); the agent's cmd_trace.py picks and switches the source.
+ * per call); the agent's recording.py picks and switches the source.
  *
  * Why C: a Python profile function costs 3-6 us per recorded call, which made trace 30-90x slower
  * than the untraced code; this one costs a hash probe and a clock read per event.
@@ -9,7 +9,7 @@
  * One build serves every target Python (3.8 and later): it uses the stable ABI only, and looks up
  * at load time the two functions outside it (PyEval_SetProfile, PyFrame_GetCode) in the target's
  * own interpreter. Loaded by the agent from its own folder; when it cannot be loaded the agent
- * falls back to its Python recorder (cmd_trace.py), which has the same interface and semantics.
+ * falls back to its Python recorder (recording.py), which has the same interface and semantics.
  *
  * It also starts the agent's threads (start_thread): with pthread_create and a stack of the agent's
  * size, so they never inherit the target's threading.stack_size(), without touching that setting.
@@ -394,7 +394,7 @@ static Cell *my_cell(void) {
     return cell;
 }
 
-static PyObject *mon_switch;    /* switch(on): our tool's events on or off (cmd_trace.py) */
+static PyObject *mon_switch;    /* switch(on): our tool's events on or off (recording.py) */
 static Py_ssize_t mon_active;  /* threads whose current recording runs: events on while > 0 */
 
 static void call_quietly(PyObject *fn, PyObject *arg) {

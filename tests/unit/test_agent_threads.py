@@ -160,10 +160,10 @@ def test_every_agent_thread_starts_through_server_start_thread():
 
 
 def test_trace_fallback_reason_from_the_agent(monkeypatch):
-    from flight_mcp.agent import cmd_trace
+    from flight_mcp.agent import recording
     monkeypatch.setenv("FLIGHT_MCP_PY_RECORDER", "1")
-    module, why = cmd_trace._c_recorder()
+    module, why = recording._c_recorder()
     assert module is None and "FLIGHT_MCP_PY_RECORDER=1" in why
     monkeypatch.delenv("FLIGHT_MCP_PY_RECORDER")
-    module, why = cmd_trace._c_recorder()
+    module, why = recording._c_recorder()
     assert module is not None and why is None, why
