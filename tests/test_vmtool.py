@@ -109,10 +109,11 @@ def test_cli_spelling_of_flight_profiler(spawn, version):
     r = flight_cli(str(t.pid), "--cmd", "vmtool -a getInstances -c '__main__ Box' -n 1 --count-by target.size")
     assert r.returncode == 0, r.stderr
     assert "1 in `instances`" in r.stdout and "COUNT BY target.size: 2 distinct key(s)" in r.stdout
+    # typed by a person, forceGc runs (as in flight_profiler); its expressions stay read-only
     r = flight_cli(str(t.pid), "--cmd", "vmtool -a forceGc")
-    assert r.returncode == 1 and "--allow-mutating" in r.stderr
-    r = flight_cli("--allow-mutating", str(t.pid), "--cmd", "vmtool -a forceGc")
     assert r.returncode == 0 and "unreachable objects are freed" in r.stdout, r.stderr
+    r = flight_cli(str(t.pid), "--cmd", "vmtool -a getInstances -c __main__ Box -e 'instances.clear()'")
+    assert r.returncode == 1 and "--allow-mutating" in r.stderr, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("version", version_params(["3.11"]))

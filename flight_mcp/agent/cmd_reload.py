@@ -264,7 +264,7 @@ def _source_path(filename):
 
 @command("reload")
 def reload(args, ctx):
-    if not args["allow_mutating"]:
+    if not args["may_change_target"]:
         raise AgentError("read_only", "reload replaces code in the target, and this server is read-only.")
     cls = args["cls"]
     mod = lookup.module(args["module"])

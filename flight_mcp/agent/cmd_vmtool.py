@@ -291,7 +291,7 @@ def vmtool(args, ctx):
 
 
 def _force_gc(args):
-    if not args["allow_mutating"]:
+    if not args["may_change_target"]:
         raise AgentError("read_only", "vmtool forceGc runs a full garbage collection in the target (it frees "
                          "objects and runs their finalizers), and this server is read-only.", arg="action")
     before_stats = gc.get_stats()

@@ -94,7 +94,7 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
 
 def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dict) -> None:
     """native_id -> the agent's thread facts, only from an agent that already runs: never injects."""
-    request = dict(args, async_tasks=False, allow_mutating=False)
+    request = dict(args, async_tasks=False, allow_mutating=False, may_change_target=False)
     try:
         if pid in sessions.attached():
             raw = sessions.get(pid).request("stack", request, timeout=NAMES_TIMEOUT_S)

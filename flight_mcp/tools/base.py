@@ -114,17 +114,26 @@ class Call:
         return self.sessions.request(params.pid, cmd, self.agent_args(params, args), Deadline(timeout), budget_arg=budget_arg, margin=margin,
                                      on_event=on_event, cancelled=self.cancel_event.is_set)
 
+    @property
+    def may_change_target(self) -> bool:
+        """Whether a command whose whole purpose is to change the target (reload, vmtool forceGc, tt
+        replay, console) may run: a person typed it on the CLI, or the server allows mutation. Over
+        MCP an agent needs --allow-mutating. Expressions are another matter: they stay read-only
+        unless allow_mutating, on the CLI too (a filter is not meant to change anything)."""
+        return self.allow_mutating or self.on_cli
+
     def agent_args(self, params: Params, args: dict | None = None) -> dict:
-        """The agent's request: params.agent_args() (or args), and whether it may change the target
-        (the agent applies the read-only gate)."""
-        return dict(params.agent_args() if args is None else args, allow_mutating=self.allow_mutating)
+        """The agent's request: params.agent_args() (or args), and what it may change in the target
+        (the agent applies both gates: expressions, and commands that change the target)."""
+        return dict(params.agent_args() if args is None else args, allow_mutating=self.allow_mutating,
+                    may_change_target=self.may_change_target)
 
     def progress(self, done: float, total: float | None, message: str) -> None:
         if self._progress is not None:
             self._progress(done, total, escape(message))  # the message describes target data
 
     def require_mutating(self, what: str) -> None:
-        if not self.allow_mutating:
+        if not self.may_change_target:
             raise FlightError("read_only", f"{what} changes the target, and this server is read-only. "
                               "Restart it with --allow-mutating (CLI: flight-mcp --allow-mutating PID --cmd ...) "
                               "if changing the target is intended.")

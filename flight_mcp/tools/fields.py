@@ -25,8 +25,10 @@ Raw = Annotated[bool, Cli("-r", "--raw"), Field(
     description="Show each value as its own repr() on one line: the target's __repr__ runs on an agent thread, at "
                 "most 200 ms per object (else shown as timed out). Without it no code of the target runs: objects "
                 "are shown from their __dict__/__slots__.")]
+# No upper bound: people type `-n 100000000` to mean "until I stop"; what a tool keeps in memory is
+# bounded by the tool (a capture keeps the latest KEPT_RECORDS), not by this number.
 Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
-    ge=1, le=10000, description="The most items to capture or show.")]
+    ge=1, description="The most items to capture or show.")]
 FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), Field(
     description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
                 "else None), args (WITHOUT self), kwargs, return_obj, cost (ms). Example: \"args[0] >= 1\". A "

@@ -79,6 +79,6 @@ def _read_by_agent(source):
 ])
 def test_the_agent_reads_exactly_the_request(params, command):
     # what Call.request adds: the read-only gate, and the capture's own deadline (budget_arg)
-    sent = set(params.agent_args()) | {"allow_mutating", "timeout_s"}
+    sent = set(params.agent_args()) | {"allow_mutating", "timeout_s"}  # may_change_target: not read by captures
     assert _read_by_agent((AGENT / command).read_text()) == sent
     assert "int_arg" not in (AGENT / "capture.py").read_text() and "float_arg" not in (AGENT / "capture.py").read_text()

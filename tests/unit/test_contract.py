@@ -11,7 +11,7 @@ import pytest
 from flight_mcp.tools import all_tools
 
 AGENT = Path(__file__).resolve().parents[2] / "flight_mcp" / "agent"
-ADDED_BY_CALL = {"allow_mutating", "timeout_s"}  # Call.request adds these (timeout_s: a capture's deadline)
+ADDED_BY_CALL = {"allow_mutating", "may_change_target", "timeout_s"}  # Call.request adds these (timeout_s: a capture's deadline)
 
 
 def _reads(path: Path) -> tuple[set[str], list[str]]:
