@@ -17,6 +17,7 @@ EPILOG = """examples:
   flight-mcp PID --cmd "getglobal __main__ CONFIG -x 2"
   flight-mcp PID --cmd "trace __main__ OrderService process_order -n 1"
   flight-mcp demo                                   run a bundled demo target and show every tool
+  flight-mcp help [CMD]                             every command, or one command's usage and options
   flight-mcp --stdio                                serve MCP over stdio (for Claude Code / Desktop)
 """
 
@@ -24,7 +25,7 @@ EPILOG = """examples:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flight-mcp", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Look inside a live Python process, over MCP or from the command line.")
-    p.add_argument("target", nargs="?", help="a pid, or one of: ps, demo, install-skills")
+    p.add_argument("target", nargs="?", help="a pid, or one of: ps, demo, help [CMD], install-skills")
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--stdio", action="store_true", help="run the MCP server over stdio")
     p.add_argument("--cmd", help="the command to run in the target (flight_profiler's command language)")
@@ -43,6 +44,10 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     from .tools import all_tools
     from .tools.base import Call
 
+    if words and words[0] == "help":  # needs no process: answered before any attach
+        from .help import help_text
+        print(help_text(words, all_tools(), color))
+        return 0
     tools = _tools_for(words[0] if words else "", all_tools)
     tool, params = cmdline.parse(words, tools, pid)
     sessions = Sessions()
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "install-skills":
             from .skills import install
             return install(args.dir)
+        if args.target == "help":
+            return run_command(None, ["help", *args.rest], color=color, as_json=False, allow_mutating=False)
         if args.target == "ps":
             return run_command(None, ["list_processes", *args.rest], color=color, as_json=args.json,
                                allow_mutating=False)

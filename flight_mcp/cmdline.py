@@ -44,6 +44,18 @@ def positional_of(model: type[BaseModel]) -> list[str]:
     return [n for n in model.model_fields if (c := cli_of(model, n)) is not None and c.positional]
 
 
+def spellings(model: type[BaseModel]) -> list[tuple[str, str | None, list[str]]]:
+    """Every argument of model as (name, its positional slot or None, its flags): the one reading of
+    how the CLI spells arguments, for the skills' flag tables and `help CMD`."""
+    positional = positional_of(model)
+    out = []
+    for name in model.model_fields:
+        cli = cli_of(model, name)
+        flags = ["--timeout"] if name == "timeout_s" else list(cli.flags if cli else ())
+        out.append((name, name if name in positional else None, flags))
+    return out
+
+
 def usage(tool: Tool) -> str:
     model = tool.params
     pos = []

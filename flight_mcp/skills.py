@@ -59,21 +59,17 @@ def install(dest: str | None) -> int:
 
 
 def flag_table(model: type[BaseModel]) -> str:
-    from .cmdline import positional_of
-    from .tools.base import cli_of
+    from .cmdline import spellings
 
     rows = ["| MCP argument | CLI | default | meaning |", "|---|---|---|---|"]
-    positional = positional_of(model)
-    for name, field in model.model_fields.items():
-        cli = cli_of(model, name)
+    for name, slot, flags in spellings(model):
+        field = model.model_fields[name]
         if name == "pid":
             spelling = "`PID` (before `--cmd`)"
-        elif name == "timeout_s":
-            spelling = "`--timeout`"
-        elif name in positional:
-            spelling = f"positional `{name}`" + (f" or `{'`/`'.join(cli.flags)}`" if cli and cli.flags else "")
+        elif slot is not None:
+            spelling = f"positional `{slot}`" + (f" or `{'`/`'.join(flags)}`" if flags else "")
         else:
-            spelling = "`" + "`, `".join(cli.flags) + "`" if cli and cli.flags else "(MCP only)"
+            spelling = "`" + "`, `".join(flags) + "`" if flags else "(MCP only)"
         default = "required" if field.is_required() else f"`{field.default}`"
         meaning = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{name}` | {spelling} | {default} | {meaning} |")

@@ -11,7 +11,7 @@ def test_cli_stack_getglobal_module_detach(spawn, version):
     t = spawn(version, "demo")
     r = flight_cli(str(t.pid), "--cmd", "stack")
     assert r.returncode == 0, r.stderr
-    assert 'Thread "order-worker"' in r.stdout
+    assert "(order-worker)" in r.stdout and "Traceback for thread" in r.stdout
     assert "demo_target.py" in r.stdout
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ CONFIG -x 2")
     assert r.returncode == 0, r.stderr

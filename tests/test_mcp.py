@@ -62,7 +62,7 @@ def test_mcp_session_attach_stack_getglobal_module_detach(spawn, version):
             data, text = await call(s, "stack", pid=t.pid)
             assert [th["name"] for th in data["threads"]] == ["MainThread"]
             for th in data["threads"]:
-                assert f'Thread "{th["name"]}"' in text
+                assert f'Traceback for thread {th["native_id"] or th["ident"]} ({th["name"]})' in text
                 for fr in th["frames"]:
                     assert f'line {fr["line"]}, in {fr["name"]}' in text and fr["source"] in text
 

@@ -257,3 +257,17 @@ def test_mcp_cancellation_removes_instrumentation(spawn, version):
 
     anyio.run(go)
     assert t.alive()
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_a_huge_limit_keeps_memory_bounded(spawn, version):
+    """`-n 100000000` (flight_profiler's "until I stop") on a function called thousands of times a
+    second: every call is counted, the answer keeps the latest 1000, and says so."""
+    t = spawn(version, "trace_extras")
+    r = flight_cli(str(t.pid), "--json", "--cmd", "watch __main__ fib -n 100000000 --expr args --timeout 4")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["limit"] == 100000000 and data["stopped"] == "deadline"
+    assert data["captured"] > 2000, data["captured"]
+    assert len(data["records"]) == data["captured"] - data["not_kept"] <= 1000
+    assert t.alive()

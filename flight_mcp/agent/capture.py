@@ -240,6 +240,13 @@ class Tally(object):
         return int(repr(self._count)[6:-1])
 
 
+# The most records a command keeps for its answer. `limit` has no upper bound (people type
+# -n 100000000 to mean "until I stop"): every capture is still counted and reported as progress as
+# it arrives, but only the latest KEPT_RECORDS stay in memory for the answer; records that arrive
+# faster than the command's thread reports them are counted, not kept, past twice that.
+KEPT_RECORDS = 1000
+
+
 class Capture(object):
     """Counters and captured records of one command; add() enforces the limit across threads.
     Probes count with note_seen(), note_matched(), note_skipped()."""
@@ -252,6 +259,8 @@ class Capture(object):
         self.note_matched = self._matched.bump
         self.note_skipped = self._skipped.bump   # matched but dropped by a threshold (trace -et)
         self.records = []
+        self.captured = 0     # every record added, kept or not
+        self.not_kept = 0     # captured but left out of the answer (see KEPT_RECORDS)
         self.done = False
         self._lock = _thread.allocate_lock()
 
@@ -275,11 +284,26 @@ class Capture(object):
         with self._lock:
             if self.done:
                 return False
-            self.records.append(record)
-            if len(self.records) >= self.limit:
+            self.captured += 1
+            if len(self.records) < 2 * KEPT_RECORDS:
+                self.records.append(record)
+            else:
+                self.not_kept += 1
+            if self.captured >= self.limit:
                 self.done = True
         self.ctx.wakeup()
         return True
+
+    def forget_reported(self, reported):
+        """Drops the oldest of the first `reported` records (already sent as progress) beyond
+        KEPT_RECORDS; returns how many were dropped."""
+        with self._lock:
+            drop = min(reported, len(self.records) - KEPT_RECORDS)
+            if drop <= 0:
+                return 0
+            del self.records[:drop]
+            self.not_kept += drop
+            return drop
 
 
 def run(ctx, target, probe, cap, timeout_s, progress):
@@ -298,7 +322,8 @@ def run(ctx, target, probe, cap, timeout_s, progress):
     started = time.time()
     t0 = time.monotonic()
     deadline = t0 + timeout_s
-    sent = 0
+    sent = 0       # records of cap.records already reported as progress
+    reported = 0   # captures reported in all
     reason = None
     while reason is None:
         if cap.done:
@@ -312,12 +337,14 @@ def run(ctx, target, probe, cap, timeout_s, progress):
         while sent < len(cap.records):
             record = cap.records[sent]
             sent += 1
+            reported += 1
             event = progress(record)
-            event.update(captured=sent, limit=cap.limit)
+            event.update(captured=reported, limit=cap.limit)
             ctx.emit(event)
+        sent -= cap.forget_reported(sent)
     remove()
     summary = target.describe()
     summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
-                   matched=cap.matched, skipped=cap.skipped, captured=len(cap.records), limit=cap.limit,
-                   stopped=reason)
+                   matched=cap.matched, skipped=cap.skipped, captured=cap.captured, not_kept=cap.not_kept,
+                   limit=cap.limit, stopped=reason)
     return summary

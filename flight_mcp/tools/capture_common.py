@@ -59,6 +59,8 @@ class Summary(Fact):
     matched: int = Field(description="Calls that passed the filter (and exception, for watch).")
     skipped: int = Field(0, description="Matched calls below trace's entrance_time.")
     captured: int
+    not_kept: int = Field(0, description="Captured calls left out of this answer: only the latest 1000 are kept "
+                                         "(each was still counted, and reported as progress when it arrived).")
     limit: int
     stopped: Literal["limit", "deadline", "cancel"]
     expression_failures: list[ExpressionFailure] = Field(default_factory=list)
@@ -115,7 +117,9 @@ _STOP_WHY = {"limit": "the limit of {limit} was reached",
 def summary_line(s: Summary, what: str) -> str:
     why = _STOP_WHY[s.stopped].format(limit=s.limit, duration_s=s.duration_s)
     return s.say(f"{what} {s.target}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
-                 + (f", {s.skipped} below {{arg:entrance_time}}" if s.skipped else "") + f"; stopped because {why}.")
+                 + (f", {s.skipped} below {{arg:entrance_time}}" if s.skipped else "") + f"; stopped because {why}."
+                 + (f" {s.not_kept} of them are left out of this answer (a capture keeps the latest 1000)."
+                    if s.not_kept else ""))
 
 
 def empty_hint(s: Summary, what: str) -> str:

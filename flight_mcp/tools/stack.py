@@ -80,7 +80,7 @@ def run(p: StackParams, call: Call) -> StackResult:
         except OSError as e:
             raise FlightError("write_failed", f"could not write the stacks to {p.filepath} "
                               f"({codes.arg('filepath')}): {e.strerror}.", arg="filepath")
-        result.notes.append(f"written to {p.filepath}")
+        result.notes.append(f"Write stack to {p.filepath} successfully!")  # flight_profiler's words
     return result
 
 
@@ -149,26 +149,35 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
     return lines
 
 
+def thread_title(t: ThreadStack) -> str:
+    """pystack's title, as flight_profiler prints it on Linux (`Traceback for thread 4242 (name) [Has the
+    GIL] (most recent call last):`), numbered by the OS thread id when known, with our facts after it."""
+    number = t.native_id if t.native_id is not None else t.ident
+    state = [s for s, on in (("holds the GIL", t.holds_gil), ("waiting for the GIL", t.waiting_for_gil),
+                             ("garbage collecting", t.gc_collecting)) if on]
+    facts = [f"[{', '.join(state)}]" if state else None,
+             f"tid={t.ident}" if t.ident is not None and t.native_id is not None else None,
+             f"daemon={t.daemon}" if t.daemon is not None else None]
+    return f"Traceback for thread {number} ({t.name}) " + "".join(f"{x} " for x in facts if x) + \
+        "(most recent call last):"
+
+
+ASYNC_HEADER = "Async Coroutine/Task Stacks"   # flight_profiler's `stack -a` header
+
+
 def render(r: StackResult, color: bool) -> str:
     out = []
     if r.source == "external":
         out.append(paint("(read from outside the process: no code ran in it)", "dim", color))
     for t in r.threads:
-        facts = [f"tid={t.ident}" if t.ident is not None else None,
-                 f"native_id={t.native_id}" if t.native_id is not None else None,
-                 f"daemon={t.daemon}" if t.daemon is not None else None]
-        title = f'Thread "{t.name}" ' + " ".join(x for x in facts if x)
-        state = [s for s, on in (("holds the GIL", t.holds_gil), ("waiting for the GIL", t.waiting_for_gil),
-                                 ("garbage collecting", t.gc_collecting)) if on]
-        if state:
-            title += " [" + ", ".join(state) + "]"
-        out.append(paint(title, "bold", color))
+        out.append(paint(thread_title(t), "bold", color))
         out.extend(_frame_lines(t.frames, color))
         if t.note:
             out.append(f"    ({t.note})")
         out.append("")
     if r.tasks is not None:
-        out.append(paint(f"asyncio tasks: {len(r.tasks)} pending", "bold", color))
+        rule = paint("=" * 60, "bold", color)
+        out += [rule, paint(f"{ASYNC_HEADER}: {len(r.tasks)} pending asyncio task(s)", "bold", color), rule]
         for task in r.tasks:
             out.append(f'Task "{task.name}" coro={task.coro}')
             out.extend(_frame_lines(task.frames, color))

@@ -40,7 +40,7 @@ def test_agent_facts_become_the_result_and_the_host_writes_the_notes():
                        "to see what each task awaits."]
     text = stack.render(r, False)
     assert text.splitlines()[:4] == [
-        'Thread "MainThread" tid=140 native_id=4242 daemon=False',
+        'Traceback for thread 4242 (MainThread) tid=140 daemon=False (most recent call last):',
         '    File "/app/<module>.py", line 10, in <module>',
         "        main()",
         '    File "/app/main.py", line 3, in main',
@@ -52,7 +52,7 @@ def test_tasks_without_asyncio_say_so():
     facts = dict(AGENT_FACTS, asyncio_imported=False, tasks=[], event_loops=None)
     r = stack._from_agent(facts, params(async_tasks=True))
     assert r.tasks == [] and any("asyncio is not imported" in n for n in r.notes)
-    assert "asyncio tasks: 0 pending" in stack.render(r, False)
+    assert "Async Coroutine/Task Stacks: 0 pending asyncio task(s)" in stack.render(r, False)
 
 
 def test_await_chain_ends_with_the_awaited_object():
@@ -100,10 +100,11 @@ def test_fallback_reading_names_the_agents_error_first():
     assert r.notes[-1] == "asyncio tasks are listed only by the in-process agent: it did not answer."
     text = stack.render(r, False)
     assert text.startswith("(read from outside the process: no code ran in it)\n"
-                           'Thread "MainThread" native_id=4242 [holds the GIL]\n'
+                           'Traceback for thread 4242 (MainThread) [holds the GIL] (most recent call last):\n'
                            '    File "/app/spin.py", line 7, in spin\n        while True:\n'
                            "    (C) PyObject_Call (libpython3.12.so)\n")
-    assert 'Thread "worker" native_id=4250 [waiting for the GIL]\n    (a native thread' in text
+    assert ('Traceback for thread 4250 (worker) [waiting for the GIL] (most recent call last):\n'
+            '    (a native thread') in text
 
 
 def test_pending_and_native_readings():
@@ -131,5 +132,5 @@ def test_filepath_errors_name_the_argument_in_the_callers_language(monkeypatch, 
     assert e.value.code == "write_failed" and e.value.arg == "filepath" and "(-f/--filepath)" in e.value.message
     p = params(filepath=str(tmp_path / "stacks.txt"))
     r = stack.TOOL.invoke(p, Call(None, on_cli=True))
-    assert r.notes[-1] == f"written to {tmp_path / 'stacks.txt'}"
-    assert (tmp_path / "stacks.txt").read_text().startswith('Thread "MainThread" tid=140')
+    assert r.notes[-1] == f"Write stack to {tmp_path / 'stacks.txt'} successfully!"
+    assert (tmp_path / "stacks.txt").read_text().startswith('Traceback for thread 4242 (MainThread) tid=140')
