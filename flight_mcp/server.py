@@ -15,7 +15,7 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.resources import TextResource
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from . import __version__
 from .errors import FlightError
@@ -49,8 +49,8 @@ def _signature(tool: Tool) -> inspect.Signature:
     params = []
     for name, f in tool.params.model_fields.items():
         meta = Field(default=f.default if not f.is_required() else ..., description=f.description)
-        for m in f.metadata:  # keep bounds (ge/le/gt) so the schema states them
-            if not hasattr(m, "flags"):
+        for m in f.metadata:  # keep bounds (ge/le/gt) so the schema states them; our validators run
+            if not hasattr(m, "flags") and not isinstance(m, AfterValidator):  # in handler(), worded as ours
                 meta.metadata.append(m)
         ann = Annotated[f.annotation, meta]
         default = inspect.Parameter.empty if f.is_required() else f.default

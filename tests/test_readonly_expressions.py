@@ -119,8 +119,10 @@ def test_hostile_expressions_neither_run_away_nor_change_the_target(spawn, versi
                 r = await s.call_tool("watch", {"pid": t.pid, "module": "__main__", "method": "work",
                                                 "filter_expr": flt, "timeout_s": 1.0, "limit": 1})
                 body = text_of(r)
-                if r.is_error or r.structured_content["captured"] != 0 or not _refused(body) \
-                        or r.structured_content["seen"] < 5:
+                if r.is_error:   # refused on each of the first calls: the capture ends with that error
+                    if not (_refused(body) and "expression_failed" in body):
+                        problems.append(("watch -f", flt, body[:400]))
+                elif r.structured_content["captured"] != 0 or not _refused(body) or r.structured_content["seen"] < 5:
                     problems.append(("watch -f", flt, body[:400]))
             ended = time.time()
             r = await getglobal("CALLS", "target")

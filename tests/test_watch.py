@@ -98,10 +98,13 @@ def test_watch_expression_failures(spawn, version):
     t = spawn(version, "demo")
     r = flight_cli(str(t.pid), "--cmd", "watch __main__ compute --expr 'args[0' -n 1")
     assert r.returncode == 1 and "syntax error in --expr expression 'args[0'" in r.stderr, r.stderr
-    # NameError in --expr: every capture says so, the summary reports it once
-    out = run(t.pid, "watch __main__ compute --expr 'nosuch + 1' -n 2")
+    # a name nothing defines: refused before attaching (exit 2)
+    r = flight_cli(str(t.pid), "--cmd", "watch __main__ compute --expr 'nosuch + 1' -n 2")
+    assert r.returncode == 2 and "'nosuch' is not defined" in r.stderr, r.stderr
+    # IndexError in --expr: every capture says so, the summary reports it once
+    out = run(t.pid, "watch __main__ compute --expr 'args[5] + 1' -n 2")
     recs = records(out)
-    assert len(recs) == 2 and all(rows["WATCH_FAIL_INFO"].startswith("NameError") for _, rows in recs), out
+    assert len(recs) == 2 and all(rows["WATCH_FAIL_INFO"].startswith("IndexError") for _, rows in recs), out
     assert out.count("warning:") == 1 and "(2 calls)" in out
     # a filter that raises on some calls (compute(0) every third call): those do not match
     out = run(t.pid, "watch __main__ compute --expr args -f '1 / args[0]' -n 3")

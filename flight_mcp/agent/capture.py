@@ -128,6 +128,9 @@ _Kwargs.__module__ = "builtins"
 guards.TRUSTED_MAPPINGS.add(_Kwargs)   # its __missing__ is ours: read-only kwargs['user'] may run it
 
 
+HOPELESS_AFTER = 10   # calls a filter may fail on, matching none, before the command gives up
+
+
 class Expression(object):
     """A user expression compiled once, evaluated per call with the one expression context:
     target (instance for methods), args (without it), kwargs, return_obj, cost (ms).
@@ -200,6 +203,13 @@ class Expression(object):
             def call(args, kwargs, return_obj=None, cost=None):
                 return fn(None, args, kwargs, return_obj, cost)
         return call
+
+    def hopeless(self, cap):
+        """A filter that raised on the first HOPELESS_AFTER calls (most calls, and none matched)
+        will not match later either: the command ends with its error instead of waiting out the
+        deadline."""
+        failures = self._failures.value
+        return failures >= HOPELESS_AFTER and cap.matched == 0 and 2 * failures >= cap.seen
 
     def failed(self, exc):
         """On the calling thread: counts, keeps the first exception (its text is read later)."""
@@ -306,10 +316,11 @@ class Capture(object):
             return drop
 
 
-def run(ctx, target, probe, cap, timeout_s, progress):
+def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     """Instruments until the limit, the deadline or a cancel; returns the facts every result carries
     (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
-    progress event (capture_common.Progress, besides captured and limit)."""
+    progress event (capture_common.Progress, besides captured and limit). flt: the filter, whose
+    failing on every call ends the command (stopped "filter_failed")."""
     unhook = instrument.add(target, probe)
 
     def remove():
@@ -330,6 +341,8 @@ def run(ctx, target, probe, cap, timeout_s, progress):
             reason = "limit"
         elif ctx.cancelled:
             reason = "cancel"
+        elif flt is not None and flt.code is not None and flt.hopeless(cap):
+            reason = "filter_failed"
         elif time.monotonic() >= deadline:
             reason = "deadline"
         else:

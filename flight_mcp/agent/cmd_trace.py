@@ -146,7 +146,7 @@ def trace(args, ctx):
         return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread_facts()[0]}
 
     try:
-        summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress)
+        summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress, flt)
     finally:
         probe.stop()   # also when instrumenting failed: the recorder holds a sys.monitoring tool id
     budget = timebox.Budget()

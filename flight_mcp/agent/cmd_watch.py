@@ -140,7 +140,7 @@ def watch(args, ctx):
         return {"target": target.label, "cost_ms": rec["cost_ms"],
                 "exception": rec["exception"]["type"] if rec["is_exp"] else None}
 
-    summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress)
+    summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress, flt)
     summary["expr"] = watch_expr.source
     summary["records"] = [done(rec) for rec in list(cap.records)]
     summary["expression_failures"] = [e for e in (watch_expr.report(budget), flt.report(budget)) if e]

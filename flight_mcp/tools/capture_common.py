@@ -11,7 +11,7 @@ from typing import Annotated, Callable, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError
 
-from ..errors import speak
+from ..errors import FlightError, speak
 from ..models import ExceptionFact, Fact
 from .base import Call, Cli, TimedParams, cli_name
 from .fields import ClassName, FilterExpr, Limit, Method, Module
@@ -62,7 +62,7 @@ class Summary(Fact):
     not_kept: int = Field(0, description="Captured calls left out of this answer: only the latest 1000 are kept "
                                          "(each was still counted, and reported as progress when it arrived).")
     limit: int
-    stopped: Literal["limit", "deadline", "cancel"]
+    stopped: Literal["limit", "deadline", "cancel", "filter_failed"]
     expression_failures: list[ExpressionFailure] = Field(default_factory=list)
 
     # How the text names arguments: the MCP name unless run() says the caller is on the CLI.
@@ -109,9 +109,22 @@ def request(p: FunctionParams, call: Call, cmd: str) -> dict:
     return call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
 
 
+def refuse_hopeless_filter(result: Summary) -> Summary:
+    """A capture the agent ended because its filter raised on every call (none could match) is an
+    error of the caller's expression, not an empty answer."""
+    if result.stopped != "filter_failed":
+        return result
+    failure = next(e for e in result.expression_failures if e.arg == "filter_expr")
+    what = "was refused by the read-only mode" if failure.refused else f"raised {failure.error.type}"
+    raise FlightError("expression_failed", f"the {{arg:filter_expr}} expression {failure.expr!r} {what} on each of "
+                      f"the first {failure.failures} calls, so no call could match: {failure.error.message}. The "
+                      "capture was ended and its instrumentation removed.", arg="filter_expr")
+
+
 _STOP_WHY = {"limit": "the limit of {limit} was reached",
              "deadline": "the deadline of {duration_s}s passed",
-             "cancel": "it was cancelled"}
+             "cancel": "it was cancelled",
+             "filter_failed": "the filter raised on every call"}
 
 
 def summary_line(s: Summary, what: str) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ..expressions import CAPTURE_NAMES, names_known
 from .base import Cli
 
 Module = Annotated[str, Cli("--mod", positional=True), Field(
@@ -29,7 +30,7 @@ Raw = Annotated[bool, Cli("-r", "--raw"), Field(
 # bounded by the tool (a capture keeps the latest KEPT_RECORDS), not by this number.
 Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
     ge=1, description="The most items to capture or show.")]
-FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), Field(
+FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), names_known(*CAPTURE_NAMES), Field(
     description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
                 "else None), args (WITHOUT self), kwargs, return_obj, cost (ms). Example: \"args[0] >= 1\". A "
                 "filter that raises counts the call as not matching.")]

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from ..expressions import names_known
 from ..models import Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
@@ -17,7 +18,7 @@ class GetGlobalParams(TimedParams):
     field: Annotated[str | None, Cli("--var", "--field", positional=True)] = Field(
         None, description="Name of the global or class field. Omit to list every name the module/class "
                           "defines, with types and short values.")
-    expr: Annotated[str, Cli("-e", "--expr")] = Field(
+    expr: Annotated[str, Cli("-e", "--expr"), names_known("target")] = Field(
         "target", description="Python expression over `target` (the value), e.g. \"target['db']\" or "
                               "\"len(target)\".")
     expand: Expand = 2

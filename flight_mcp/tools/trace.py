@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 from ..models import ExceptionFact, Fact, Frame
 from ..render import exception_line, paint, wall_time
 from .base import Call, Cli, Tool
-from .capture_common import FunctionParams, Summary, empty_hint, render_failures, request, summary_line
+from .capture_common import (FunctionParams, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
+                             summary_line)
 
 SEPARATOR = "─" * 60
 
@@ -67,7 +68,7 @@ class TraceResult(Summary):
 
 
 def run(p: TraceParams, call: Call) -> TraceResult:
-    return TraceResult.model_validate(request(p, call, "trace")).spoken_in(TraceParams, call)
+    return refuse_hopeless_filter(TraceResult.model_validate(request(p, call, "trace"))).spoken_in(TraceParams, call)
 
 
 def _cost(ms: float) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ..agent.codes import arg
+from ..expressions import names_known
 from ..models import ExceptionFact, Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import CliSplit, Call, Cli, TimedParams, Tool
@@ -24,7 +25,7 @@ class VmtoolParams(TimedParams):
     # The CLI's -c takes flight_profiler's "module Class" (or module.Class) and fills both fields.
     cls: Annotated[str | None, Cli("-c", "--class", "--cls", positional=True), CliSplit(("-c", "--class"), into=("module", "cls"))] = Field(
         None, description="Class in `module` whose instances to find (dotted for nested classes: Outer.Inner).")
-    expr: Annotated[str, Cli("-e", "--expr")] = Field(
+    expr: Annotated[str, Cli("-e", "--expr"), names_known("instances")] = Field(
         "instances", description="Python expression over `instances` (the list found, cut to `limit`), e.g. "
                                  "\"len(instances)\", \"[i.name for i in instances]\", \"instances[0].stats()\" (a "
                                  "method call of the target's own class needs --allow-mutating).")
@@ -37,7 +38,7 @@ class VmtoolParams(TimedParams):
     referrers: Annotated[bool, Cli("--referrers")] = Field(
         False, description="Also report what refers to the instances in `instances` (who keeps them alive): "
                            "referrer type and attribute/key/global name, with counts, bounded to 50 lines.")
-    count_by: Annotated[str | None, Cli("--count-by")] = Field(
+    count_by: Annotated[str | None, Cli("--count-by"), names_known("target")] = Field(
         None, description="Count ALL instances found by a key expression over `target` (one instance), e.g. "
                           "\"target.status\" or \"type(target).__name__\"; the 50 most frequent keys are returned.")
 

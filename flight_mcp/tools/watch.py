@@ -7,15 +7,17 @@ from pydantic import Field
 
 from ..models import ExceptionFact, Fact, ValueView
 from ..render import NO_VIEW, exception_line, paint, traceback_lines, type_label, view_lines, wall_time
+from ..expressions import CAPTURE_NAMES, names_known
 from .base import Call, Cli, Tool
-from .capture_common import FunctionParams, Summary, empty_hint, render_failures, request, summary_line
+from .capture_common import (FunctionParams, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
+                             summary_line)
 from .fields import Expand, Raw, Verbose
 
 SEPARATOR = "─" * 60
 
 
 class WatchParams(FunctionParams):
-    expr: Annotated[str, Cli("--expr")] = Field(
+    expr: Annotated[str, Cli("--expr"), names_known(*CAPTURE_NAMES)] = Field(
         "args,kwargs", min_length=1,
         description="Python expression shown for each call. Names: target (the instance for methods), args "
                     "(WITHOUT self), kwargs, return_obj, cost (ms). Examples: \"return_obj\", \"args[0], cost\", "
@@ -45,7 +47,7 @@ class WatchResult(Summary):
 
 
 def run(p: WatchParams, call: Call) -> WatchResult:
-    return WatchResult.model_validate(request(p, call, "watch")).spoken_in(WatchParams, call)
+    return refuse_hopeless_filter(WatchResult.model_validate(request(p, call, "watch"))).spoken_in(WatchParams, call)
 
 
 def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
