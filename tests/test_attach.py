@@ -129,6 +129,12 @@ def test_main_thread_stays_main_after_attach(spawn, version, tmp_path):
     assert cli_json(t.pid, "attach")["injection"]["method"] == "pyinjector"
     stack = cli_json(t.pid, "stack")
     assert [th["name"] for th in stack["threads"]] == ["MainThread"]
+    # as threading would say it: not a daemon, its OS thread id is the pid
+    assert stack["threads"][0]["daemon"] is False and stack["threads"][0]["native_id"] == t.pid
+    record = cli_json(t.pid, "watch __main__ tick -n 1")["records"][0]
+    assert (record["thread"], record["daemon"]) == ("MainThread", False), record
+    inv = cli_json(t.pid, "trace __main__ tick -n 1")["invocations"][0]
+    assert (inv["thread"], inv["daemon"]) == ("MainThread", False), inv
     assert "threading" not in {e["name"] for e in cli_json(t.pid, "getglobal __main__")["entries"]}
     cli_json(t.pid, f"module {TARGETS_DIR / 'no_threading.py'}")
     assert cli_json(t.pid, "attach")["injection"]["method"] == "already attached"

@@ -33,13 +33,37 @@ def thread_lookup():
     return active.get if type(active) is dict else (lambda ident: None)
 
 
+def looks_main(frame):
+    """Without threading, the main thread is the one whose outermost frame runs __main__'s code."""
+    main = sys.modules.get("__main__")
+    while frame.f_back is not None:
+        frame = frame.f_back
+    return main is not None and frame.f_globals is getattr(main, "__dict__", None)
+
+
+_main_ident = [None]   # found by looks_main once: the main thread lives as long as the process
+
+
+def is_main_without_threading(ident):
+    """Whether ident is the main thread of a target that never imported threading."""
+    if _main_ident[0] is None and "threading" not in sys.modules:
+        frame = sys._current_frames().get(ident)
+        if frame is not None and looks_main(frame):
+            _main_ident[0] = ident
+    return ident == _main_ident[0] and "threading" not in sys.modules
+
+
 def thread_facts(ident, thread=None):
     """(name, daemon) of a thread (its Thread object from threading, if the target imported it),
-    read from the object's own fields, never its properties: a Thread subclass may override them."""
+    read from the object's own fields, never its properties: a Thread subclass may override them.
+    A target that never imported threading still has a MainThread (not a daemon), as the seed's
+    titles say."""
     if thread is None:
         thread = thread_lookup()(ident)
     d = objstate.Reader().instance_dict(thread) if thread is not None else None
     if d is None:
+        if is_main_without_threading(ident):
+            return "MainThread", False
         return "Thread-%d" % ident, None
     name, daemon = objstate.dict_get(d, "_name"), objstate.dict_get(d, "_daemonic")
     return (name if type(name) is str else "Thread-%d" % ident), (daemon if type(daemon) is bool else None)

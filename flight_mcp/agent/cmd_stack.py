@@ -50,14 +50,6 @@ def _thread_table():
     return table
 
 
-def _looks_main(f):
-    """Without threading, the main thread is the one whose outermost frame runs __main__'s code."""
-    main = sys.modules.get("__main__")
-    while f.f_back is not None:
-        f = f.f_back
-    return main is not None and f.f_globals is getattr(main, "__dict__", None)
-
-
 def threads():
     table = _thread_table()
     out = []
@@ -65,8 +57,10 @@ def threads():
         if ident in AGENT_THREADS:
             continue
         name, daemon, native_id, is_main = table.get(ident, (None, None, None, False))
-        if not table and _looks_main(f):
-            name, is_main = "MainThread", True
+        if not table and capture.looks_main(f):
+            # the main thread's OS thread id is the process id (Linux), as threading would say
+            name, daemon, is_main = "MainThread", False, True
+            native_id = os.getpid() if sys.platform.startswith("linux") else None
         frames = _frames(f)
         out.append({"ident": ident, "name": name or "Thread-%d" % ident, "daemon": daemon,
                     "native_id": native_id, "main": is_main, "frames": frames})

@@ -57,7 +57,7 @@ class TraceResult(Summary):
     depth: int
     interval: float
     entrance_time: float
-    invocations: list[Invocation]
+    invocations: list[Invocation] = Field(description="The captured calls, in the order they started.")
     recorder: Literal["c", "python"] = Field(
         "c", description="What recorded the trees: 'c' (native profile hook, the normal case) or 'python' "
                          "(fallback when the native one cannot load; slower).")
@@ -68,7 +68,9 @@ class TraceResult(Summary):
 
 
 def run(p: TraceParams, call: Call) -> TraceResult:
-    return refuse_hopeless_filter(TraceResult.model_validate(request(p, call, "trace"))).spoken_in(TraceParams, call)
+    result = refuse_hopeless_filter(TraceResult.model_validate(request(p, call, "trace")))
+    result.invocations.sort(key=lambda i: i.time)   # by start time, as each is stamped
+    return result.spoken_in(TraceParams, call)
 
 
 def _cost(ms: float) -> str:

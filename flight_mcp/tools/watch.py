@@ -43,11 +43,13 @@ class Record(Fact):
 
 class WatchResult(Summary):
     expr: str
-    records: list[Record]
+    records: list[Record] = Field(description="The captured calls, in the order they started.")
 
 
 def run(p: WatchParams, call: Call) -> WatchResult:
-    return refuse_hopeless_filter(WatchResult.model_validate(request(p, call, "watch"))).spoken_in(WatchParams, call)
+    result = refuse_hopeless_filter(WatchResult.model_validate(request(p, call, "watch")))
+    result.records.sort(key=lambda r: r.time)   # by start time, as each is stamped (they end in another order)
+    return result.spoken_in(WatchParams, call)
 
 
 def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:

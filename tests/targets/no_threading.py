@@ -10,9 +10,15 @@ if "threading" in sys.modules:
         print("THREADING ALREADY IMPORTED", flush=True)
     else:  # a .pth file of this installation imports it: start again without site (same pid)
         os.execv(sys.executable, [sys.executable, "-S", "-u"] + sys.argv)
+
+
+def tick():
+    time.sleep(0.02)
+
+
 print("READY", flush=True)
 while not os.path.exists(sys.argv[1]):
-    time.sleep(0.02)
+    tick()
 import threading  # noqa: E402
 
 print("MAIN_IS_CURRENT %s" % (threading.main_thread() is threading.current_thread()), flush=True)
