@@ -161,6 +161,9 @@ def _record(ctx, args):
 
     summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress)
     summary["records"] = [_row(keep(rec)) for rec in list(cap.records)]
+    # The capture sits in a cycle with the command's context (its clean-ups): without this the
+    # values would live on after a delete until the target's garbage collector ran.
+    del cap.records[:]
     summary["expression_failures"] = [e for e in (flt.report(budget),) if e]
     return {"action": "record", "recording": summary, "table_size": len(TABLE.records), "kept": KEPT,
             "dropped": TABLE.dropped}

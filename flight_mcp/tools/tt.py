@@ -167,13 +167,13 @@ def _method_of(r: Row) -> str:
 
 def table_lines(rows: list[Row], color: bool) -> list[str]:
     """flight_profiler's time-fragment table (its header words: INDEX, COST, MODULE, METHOD)."""
+    methods = [_method_of(r) + (f" (replay of {r.replay_of})" if r.replay_of is not None else "") for r in rows]
     mod_w = max([len(r.module) for r in rows] + [28]) + 2
-    meth_w = max([len(_method_of(r)) for r in rows] + [20]) + 2
+    meth_w = max([len(m) for m in methods] + [20]) + 2
     head = (f' {"INDEX":<9}{"TIMESTAMP":<25}{"COST(ms)":<10}{"IS-RET":<8}{"IS-EXP":<8}{"MODULE":<{mod_w}}'
             f'{"METHOD":<{meth_w}}THREAD')
     out = [paint(head, "bold", color), RULE]
-    for r in rows:
-        method = _method_of(r) + (f" (replay of {r.replay_of})" if r.replay_of is not None else "")
+    for r, method in zip(rows, methods):
         out.append(f" {str(r.index):<9}{wall_time(r.time):<25}{f'{r.cost_ms:.3f}':<10}{str(not r.is_exp):<8}"
                    f"{str(r.is_exp):<8}{r.module:<{mod_w}}{method:<{meth_w}}{r.thread}")
     return out

@@ -1,7 +1,8 @@
 """tt's target: a worker charges orders 20 times a second (one in five raises); CHARGED counts the
 charges per order id (a replay shows there), ALIVE holds the ids of Order objects not yet freed (a
 record keeps its arguments alive until it is deleted), INTACT says whether charge still runs its
-original code object with no sys.monitoring events left on it."""
+original code object with no sys.monitoring events left on it. tick is called about a thousand
+times a second (to fill tt's table)."""
 import sys
 import threading
 import time
@@ -76,7 +77,19 @@ def worker():
         time.sleep(0.05)
 
 
+def tick(n):
+    return n + 1
+
+
+def ticker():   # about a thousand calls a second: enough to fill tt's table quickly
+    n = 0
+    while True:
+        n = tick(n)
+        time.sleep(0.001)
+
+
 threading.Thread(target=worker, name="charger", daemon=True).start()
+threading.Thread(target=ticker, name="ticker", daemon=True).start()
 print("READY", flush=True)
 while True:   # the main thread idles in a system call: the attach's safe point
     time.sleep(1)
