@@ -21,7 +21,8 @@ LABEL_WIDTH = 20   # flight_profiler's column of labels in an expanded record
 
 class TtParams(FunctionParams):
     time_tunnel: Annotated[bool, Cli("-t", "--time_tunnel", "--time-tunnel")] = Field(
-        False, description="Record calls of module [cls] method into the table (until limit or timeout_s).")
+        False, description="Record calls of module [cls] method into the table (until limit or timeout_s); "
+                           "implied when a function is named. With no action at all, tt lists the table.")
     module: Annotated[str | None, Cli("--mod", positional=True)] = Field(
         None, description="With time_tunnel: module name as the target imported it ('__main__' for the script "
                           "that was run). Never imported by flight-mcp.")
@@ -69,16 +70,31 @@ class TtParams(FunctionParams):
             data = dict(data, module=data["cls"], cls=None)
         return data
 
-    @model_validator(mode="after")
-    def _one_action(self) -> "TtParams":
+    def chosen(self) -> list[str]:
+        """The actions asked for; none named means: record when a function is named, else list."""
         chosen = [n for n, on in (("time_tunnel", self.time_tunnel), ("list_records", self.list_records),
                                   ("index", self.index is not None), ("delete", self.delete is not None),
                                   ("delete_all", self.delete_all)) if on]
+        if chosen or self.play:
+            return chosen
+        return ["time_tunnel"] if self.module or self.cls or self.method or self.nested_method else ["list_records"]
+
+    def agent_args(self) -> dict:
+        """The request names its action (an implied one too)."""
+        args = super().agent_args()
+        action = self.chosen()[0]
+        if action in ("time_tunnel", "list_records"):
+            args[action] = True
+        return args
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "TtParams":
+        chosen = self.chosen()
         if len(chosen) != 1:
             raise ValueError("give exactly one of {arg:time_tunnel} (record), {arg:list_records}, {arg:index} "
                              "(show; with {arg:play}: replay), {arg:delete}, {arg:delete_all}"
                              + (f"; got {', '.join('{arg:%s}' % n for n in chosen)}" if chosen else ""))
-        if self.time_tunnel and not (self.module and self.method):
+        if chosen == ["time_tunnel"] and not (self.module and self.method):
             raise ValueError("{arg:time_tunnel} records calls of a function: give {arg:module} and {arg:method} "
                              "(and {arg:cls} for a method), e.g. module \"__main__\", method \"handle\"")
         if self.play and self.index is None:
