@@ -38,13 +38,14 @@ class Table(object):
         self._lock = _thread.allocate_lock()
 
     def add(self, record):
+        dropped = []   # let go of after the lock: freeing a value may run its class's __del__
         with self._lock:
             index = self.next_index
             self.next_index += 1
             record["index"] = index
             self.records[index] = record
             while len(self.records) > KEPT:
-                del self.records[next(iter(self.records))]
+                dropped.append(self.records.pop(next(iter(self.records))))
                 self.dropped += 1
         return index
 
@@ -64,11 +65,10 @@ class Table(object):
 
     def clear(self):
         with self._lock:
-            n = len(self.records)
-            self.records = {}
+            old, self.records = self.records, {}
             self.next_index = FIRST_INDEX
             self.dropped = 0
-        return n
+        return len(old)   # (freed here, after the lock)
 
     def _range(self):
         keys = list(self.records)
