@@ -102,7 +102,7 @@ def test_record_list_show_replay_delete_detach(spawn, version):
     # detach empties the table: the recorded orders are freed, a new agent starts with no records
     kept = oid_of(run(t.pid, "tt -i 1000"))
     assert getglobal(t.pid, "ALIVE", f"{kept} in target") == "True"
-    assert "Detached" in run(t.pid, "detach") or True
+    run(t.pid, "detach")
     assert getglobal(t.pid, "ALIVE", f"{kept} in target") == "False"
     assert "No records" in run(t.pid, "tt -l")
     assert t.proc.poll() is None
