@@ -167,3 +167,27 @@ def test_detach_empties_the_table():
     assert ref() is not None
     cmd_tt.on_detach()
     assert ref() is None and cmd_tt.TABLE.records == {} and cmd_tt.TABLE.next_index == 1000
+
+
+async def awork(n):
+    import asyncio
+    await asyncio.sleep(0)
+    CALLS.append(n)
+    return n * 3
+
+
+def test_a_coroutine_is_recorded_and_replayed_on_a_loop_of_its_own():
+    import asyncio
+
+    def go():
+        time.sleep(0.2)
+        for n in (4, 5):
+            asyncio.run(awork(n))
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    r = answer(time_tunnel=True, module=HERE, method="awork", limit=2, timeout_s=10)
+    t.join()
+    assert r.recording.kind == "coroutine" and r.recording.captured == 2
+    assert answer(index=1000).record.return_obj.repr == "12"
+    played = answer(allow=True, index=1000, play=True)
+    assert played.record.return_obj.repr == "12" and CALLS == [4, 5, 4]
