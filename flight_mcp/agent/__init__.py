@@ -54,6 +54,12 @@ def unload():
     """Forgets this package and its modules (after detach): nothing of ours stays in sys.modules or
     in the import caches; running agent threads keep what they hold until they end."""
     for key in [k for k in list(sys.modules) if k == __name__ or k.startswith(__name__ + ".")]:
-        sys.modules.pop(key, None)
+        module = sys.modules.pop(key, None)
+        on_detach = getattr(module, "on_detach", None) if key != __name__ else None
+        if on_detach is not None:   # a module that keeps state between commands frees it (tt's table)
+            try:
+                on_detach()
+            except Exception:
+                pass
     for entry in __path__:
         sys.path_importer_cache.pop(entry, None)

@@ -79,6 +79,10 @@ CODES = {
     "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
     "external_failed": "Reading the process from outside failed; the message says why.",
     "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+    # tt
+    "record_not_found": "List the recorded calls (tt -l; MCP list_records=true) and use an index it shows; "
+                        "records are deleted by delete/delete_all, the oldest past the table's bound, and all of "
+                        "them at detach.",
 }
 
 
