@@ -54,7 +54,7 @@ def test_every_tt_flag_with_what_it_needs():
     model = TOOLS["tt"].params
     needs = {"time_tunnel": "m f", "play": "-i 1000", "method_filter": "-l", "module": "-t f",
              "method": "-t --mod m", "cls": "-t m f", "nested_method": "-t m f"}
-    values = {int: "3", str: "word", float: "3"}
+    values = {int: "3", str: "str", float: "3"}   # "str": a word that is also an expression's name (a builtin)
     for flag, field in cmdline.flags_of(model).items():
         info = model.model_fields[field]
         kind = next((t for t in (bool, int, float, str) if t is info.annotation or t in getattr(
