@@ -83,7 +83,7 @@ def _tools_for(word: str, all_tools) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)   # `ps --json FILTER` as well as `ps FILTER --json`
     color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
     try:
         if args.stdio:
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.code == "usage" else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `flight-mcp ps | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -79,11 +79,8 @@ def describe(pid: int) -> PythonProcess | None:
 
 
 def list_python(substring: str | None = None) -> list[PythonProcess]:
-    me = os.getpid()
     out = []
     for pid in psutil.pids():
-        if pid == me:
-            continue
         proc = describe(pid)
         if proc is None:
             continue

@@ -1,7 +1,12 @@
-"""list_processes: the Python processes one could attach to."""
+"""list_processes: the Python processes one could attach to, with what each is doing (memory, CPU,
+threads, state, age) and which are the workers of a server's master."""
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import time
+from typing import Annotated, Literal
+
+import psutil
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +19,8 @@ from .base import Call, Cli, Tool
 class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filter: Annotated[str | None, Cli(positional=True)] = Field(
-        None, description="Only processes whose command line contains this text (or whose pid it is).")
+        None, description="Only processes whose command line contains this text (or whose pid it is), and the "
+                          "workers of such a process.")
 
 
 class ProcessInfo(Fact):
@@ -26,21 +32,98 @@ class ProcessInfo(Fact):
     agent_attached: bool
     parent_is_python: bool = Field(description="True for a worker whose parent is also Python "
                                    "(gunicorn/uvicorn/multiprocessing): attach to the worker that does the work.")
+    role: Literal["master", "worker"] | None = Field(
+        None, description="master: a Python process whose children are Python workers; worker: one of them. "
+                          "Attach to a worker: that is where requests run.")
+    server: str | None = Field(None, description="What the master runs, when its command line says "
+                                                 "(gunicorn, uvicorn, celery, hypercorn, daphne, multiprocessing).")
+    rss_mb: float | None = Field(None, description="Resident memory, MiB.")
+    cpu_percent: float | None = Field(None, description="CPU use over a 0.2 s sample (100 = one core).")
+    threads: int | None = None
+    state: str | None = Field(None, description="running, sleeping, disk-sleep, stopped, tracing-stop, zombie...")
+    uptime_s: float | None = Field(None, description="Seconds since the process started.")
 
 
 class ListResult(Fact):
     processes: list[ProcessInfo]
+    left_out: int = Field(0, description="Python processes of flight-mcp not listed: this server's or CLI's "
+                                         "parents and children, other flight-mcp servers and CLIs.")
+
+
+SERVERS = ("gunicorn", "uvicorn", "celery", "hypercorn", "daphne", "multiprocessing")
+CPU_SAMPLE_S = 0.2
 
 
 def run(p: ListParams, call: Call) -> ListResult:
-    found = procs.list_python(p.filter)
-    pids = {x.pid for x in found}
+    me = os.getpid()   # never listed, nor counted as left out
+    found = [x for x in procs.list_python() if x.pid != me]
+    if p.filter:   # the matches, and the workers of a matched master (`-c from multiprocessing...`)
+        matched = {x.pid for x in found if p.filter in " ".join(x.cmdline) or p.filter == str(x.pid)}
+        found = [x for x in found if x.pid in matched or x.ppid in matched]
+    ours = _our_tree()
+    listed = [x for x in found if x.pid not in ours and not _is_flight_mcp(x.cmdline)]
+    pids = {x.pid for x in listed}
+    masters = {x.ppid for x in listed if x.ppid in pids}
+    usage = _usage([x.pid for x in listed])
     out = []
-    for x in found:
+    for x in listed:
+        role = "master" if x.pid in masters else "worker" if x.ppid in pids else None
+        command = " ".join(" ".join(x.cmdline).split())   # one line, even for `python -c "..."` with newlines
         out.append(ProcessInfo(pid=x.pid, ppid=x.ppid, user=x.user, python="%d.%d" % x.version,
-                               command=" ".join(x.cmdline)[:300], agent_attached=_agent_listening(x),
-                               parent_is_python=x.ppid in pids))
-    return ListResult(processes=out)
+                               command=command[:300], agent_attached=_agent_listening(x),
+                               parent_is_python=x.ppid in pids, role=role, **usage.get(x.pid, {})))
+    for master in (x for x in out if x.role == "master"):
+        # what it runs: its own command line, or its workers' (`-c from multiprocessing.spawn ...`)
+        family = [master] + [x for x in out if x.ppid == master.pid]
+        master.server = next((s for x in family for s in SERVERS if s in x.command), None)
+        for x in family[1:]:
+            x.server = master.server
+    return ListResult(processes=out, left_out=len(found) - len(listed))
+
+
+def _our_tree() -> set[int]:
+    """This process, its ancestors and its descendants: the server or CLI and its clients."""
+    me = psutil.Process()
+    tree = {me.pid}
+    try:
+        tree.update(p.pid for p in me.parents())
+        tree.update(p.pid for p in me.children(recursive=True))
+    except psutil.Error:
+        pass
+    return tree
+
+
+def _is_flight_mcp(cmdline: list[str]) -> bool:
+    """Another flight-mcp server or CLI (`flight-mcp ...`, `python -m flight_mcp[.cli]`)."""
+    head = cmdline[:3]
+    return any(os.path.basename(w) == "flight-mcp" for w in head) or any(
+        a == "-m" and b.split(".")[0] == "flight_mcp" and b != "flight_mcp.demo_target"
+        for a, b in zip(head, head[1:]))
+
+
+def _usage(pids: list[int]) -> dict[int, dict]:
+    """Memory, threads, state and age now, CPU over one short sample for all processes at once."""
+    procs_, first = {}, {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            first[pid] = sum(proc.cpu_times()[:2])
+            procs_[pid] = proc
+        except psutil.Error:
+            pass
+    if procs_:
+        time.sleep(CPU_SAMPLE_S)
+    now = time.time()
+    out = {}
+    for pid, proc in procs_.items():
+        try:
+            with proc.oneshot():
+                out[pid] = dict(cpu_percent=round(100 * (sum(proc.cpu_times()[:2]) - first[pid]) / CPU_SAMPLE_S, 1),
+                                rss_mb=round(proc.memory_info().rss / 2**20, 1), threads=proc.num_threads(),
+                                state=proc.status(), uptime_s=round(now - proc.create_time(), 1))
+        except psutil.Error:
+            pass
+    return out
 
 
 def _agent_listening(x: procs.PythonProcess) -> bool:
@@ -50,21 +133,40 @@ def _agent_listening(x: procs.PythonProcess) -> bool:
     return rdir.has_socket() and rdir.payload_mapped()
 
 
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _num(value: float | int | None, fmt: str) -> str:
+    return "?" if value is None else format(value, fmt)
+
+
 def render(r: ListResult, color: bool) -> str:
+    left = f" ({r.left_out} of flight-mcp's own not listed)" if r.left_out else ""
     if not r.processes:
-        return "no Python processes found (that this user may see)"
-    lines = [f"{'PID':>7} {'PPID':>7} {'USER':<10} {'PY':<5} {'AGENT':<5} COMMAND"]
+        return "no Python processes found (that this user may see)" + left
+    lines = [f"{'PID':>7} {'PPID':>7} {'USER':<9} {'PY':<5} {'AGENT':<5} {'RSS_MB':>7} {'CPU%':>6} {'THR':>4} "
+             f"{'STATE':<9} {'UP':>4}  COMMAND"]
     for x in r.processes:
-        lines.append(f"{x.pid:>7} {x.ppid:>7} {x.user[:10]:<10} {x.python:<5} {'yes' if x.agent_attached else '-':<5} "
-                     f"{'  └ ' if x.parent_is_python else ''}{x.command}")
-    return "\n".join(lines)
+        role = f"[{x.role}{' of ' + x.server if x.server and x.role == 'worker' else ''}] " if x.role else ""
+        lines.append(f"{x.pid:>7} {x.ppid:>7} {x.user[:9]:<9} {x.python:<5} {'yes' if x.agent_attached else '-':<5} "
+                     f"{_num(x.rss_mb, '.1f'):>7} {_num(x.cpu_percent, '.1f'):>6} {_num(x.threads, 'd'):>4} "
+                     f"{(x.state or '?')[:9]:<9} {_age(x.uptime_s):>4}  {'└ ' if x.role == 'worker' else ''}{role}"
+                     f"{x.command}")
+    return "\n".join(lines) + (f"\n{left.strip(' ()')}" if left else "")
 
 
 TOOL = Tool(
     name="list_processes", params=ListParams, result=ListResult, run=run, render=render,
     title="List Python processes", aliases=("ps",),
     description=(
-        "List running Python processes (pid, parent, user, Python version, whether the flight-mcp agent is "
-        "attached, command line). Start here to find the pid for every other tool; for servers with workers "
-        "(gunicorn, uvicorn, celery, multiprocessing) pick the worker child, marked └, not the master. Read-only."),
+        "List running Python processes: pid, parent, user, Python version, whether the flight-mcp agent is "
+        "attached, resident memory, CPU use now, threads, state, age and command line. Start here to find the "
+        "pid for every other tool; for servers with workers (gunicorn, uvicorn, celery, multiprocessing) pick a "
+        "worker (role=worker, marked └), not the master. flight-mcp's own processes are left out. Read-only."),
 )
