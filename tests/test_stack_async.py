@@ -48,3 +48,71 @@ def test_stack_async_without_asyncio_says_so(spawn, version):
     result = json.loads(r.stdout)
     assert result["tasks"] == []
     assert any("asyncio is not imported" in n for n in result["notes"]), result["notes"]
+
+
+HOSTILE_TASKS = r'''
+import asyncio, sys
+
+TOUCHED = []
+
+
+class Sneaky(asyncio.Task):
+    """A task class of the application whose methods and repr have side effects."""
+    def get_name(self):
+        TOUCHED.append("get_name")
+        return "sneaky"
+
+    def done(self):
+        TOUCHED.append("done")
+        return super().done()
+
+    def get_coro(self):
+        TOUCHED.append("get_coro")
+        return super().get_coro()
+
+    def __repr__(self):
+        TOUCHED.append("task repr")
+        return "sneaky"
+
+
+class Awaitable:
+    """Awaited by a coroutine: its attribute lookups and repr have side effects."""
+    def __await__(self):
+        return (yield from asyncio.sleep(3600).__await__())
+
+    def __getattr__(self, name):
+        TOUCHED.append("getattr " + name)
+        raise AttributeError(name)
+
+    def __repr__(self):
+        TOUCHED.append("awaitable repr")
+        return "awaitable"
+
+
+async def waits():
+    await Awaitable()
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(lambda loop, coro: Sneaky(coro, loop=loop))
+    loop.create_task(waits())
+    await asyncio.sleep(0.1)
+    print("READY", flush=True)
+    while True:
+        await asyncio.sleep(0.05)
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_stack_async_runs_no_method_of_the_applications_tasks_or_awaitables(spawn, version):
+    t = spawn(version, HOSTILE_TASKS)
+    r = flight_cli(str(t.pid), "--json", "--cmd", "stack -a")
+    assert r.returncode == 0, r.stderr
+    names = {task["coro"]: task for task in json.loads(r.stdout)["tasks"]}
+    assert "waits" in names, names
+    r = flight_cli(str(t.pid), "--json", "--cmd", "getglobal __main__ TOUCHED")
+    assert r.returncode == 0 and json.loads(r.stdout)["view"]["repr"] == "[]", r.stdout
+    assert t.alive()

@@ -6,8 +6,9 @@ qualname, source); the host writes every note.
 import linecache
 import os
 import sys
+import types
 
-from . import capture, objstate
+from . import capture, objstate, objview
 from .registry import command
 from .server import AGENT_THREADS
 
@@ -86,6 +87,13 @@ def _all_tasks(asyncio):
     return []
 
 
+# The steps of an await chain we read: the interpreter's own types, whose attributes are C slots.
+# Anything else a coroutine awaits (a Future, an object with __await__) ends the chain, shown by
+# objview's safe one-line text: no __getattr__, __repr__ or property of the target's runs here.
+_CORO_ATTRS = {types.CoroutineType: ("cr_frame", "cr_await"), types.GeneratorType: ("gi_frame", "gi_yieldfrom"),
+               types.AsyncGeneratorType: ("ag_frame", "ag_await")}
+
+
 def _await_chain(coro, waiter=None):
     """Frames of a coroutine and of everything it awaits, outermost first. `waiter`: the future
     the task is blocked on, shown at the end instead of the iterator wrapping it (FutureIter)."""
@@ -93,30 +101,37 @@ def _await_chain(coro, waiter=None):
     seen = 0
     while coro is not None and seen < 200:
         seen += 1
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        attrs = _CORO_ATTRS.get(type(coro))
+        if attrs is None:
+            awaited = waiter if waiter is not None else coro
+            chain.append({"file": "", "line": None, "name": "<awaiting %s>" % objstate.short_name(type(awaited)),
+                          "qualname": objstate.type_name(type(awaited)),
+                          "source": objview.short_repr(awaited, 160)})
+            break
+        frame = getattr(coro, attrs[0])
         if frame is not None:
             chain.append(_frame(frame))
-        nxt = getattr(coro, "cr_await", None)
-        if nxt is None:
-            nxt = getattr(coro, "gi_yieldfrom", None)
-        if nxt is None and frame is None:
-            break
-        if nxt is not None and not (hasattr(nxt, "cr_frame") or hasattr(nxt, "gi_frame")):
-            if waiter is not None:
-                nxt = waiter
-            chain.append({"file": "", "line": None, "name": "<awaiting %s>" % type(nxt).__name__,
-                          "qualname": type(nxt).__qualname__, "source": _short(nxt)})
-            break
-        coro = nxt
+        coro = getattr(coro, attrs[1])
     return chain
 
 
-def _short(obj):
-    try:
-        text = repr(obj)
-    except BaseException:
-        text = object.__repr__(obj)
-    return text[:160]
+def _task_base(asyncio, t):
+    """asyncio's own Task class that t's type derives from (C or Python), whose methods we call:
+    a Task subclass of the application may override done/get_coro/get_name/get_loop."""
+    for base in (getattr(asyncio, "Task", None), getattr(asyncio.tasks, "_PyTask", None)):
+        if isinstance(base, type) and issubclass(type(t), base):
+            return base
+    return None
+
+
+def _waiter(base, t):
+    """The future t is blocked on, read as asyncio stores it: a slot of the C Task (through the
+    base's own descriptor, not an attribute lookup a subclass could redefine), else t's __dict__."""
+    desc = base.__dict__.get("_fut_waiter")
+    if type(desc) in (types.MemberDescriptorType, types.GetSetDescriptorType):
+        return desc.__get__(t, base)
+    d = objstate.Reader().instance_dict(t)
+    return objstate.dict_get(d, "_fut_waiter") if d is not None else None
 
 
 def tasks():
@@ -125,13 +140,18 @@ def tasks():
         return None
     out = []
     for t in _all_tasks(asyncio):
+        base = _task_base(asyncio, t)
+        if base is None:
+            continue
         try:
-            if t.done():
+            if base.done(t):
                 continue
-            coro = t.get_coro()
-            out.append({"name": t.get_name() if hasattr(t, "get_name") else repr(t),
-                        "coro": getattr(coro, "__qualname__", type(coro).__name__),
-                        "frames": _await_chain(coro, getattr(t, "_fut_waiter", None))})
+            coro = base.get_coro(t)
+            name = base.get_name(t) if hasattr(base, "get_name") else "Task-%x" % id(t)
+            out.append({"name": name if type(name) is str else objview.short_repr(name, 80),
+                        "coro": (coro.__qualname__ if type(coro) in _CORO_ATTRS
+                                 else objstate.type_name(type(coro))),
+                        "frames": _await_chain(coro, _waiter(base, t))})
         except BaseException:
             continue
     out.sort(key=lambda x: x["name"])
@@ -144,8 +164,10 @@ def _running_loops():
         return 0
     loops = set()
     for t in _all_tasks(asyncio):
+        base = _task_base(asyncio, t)
         try:
-            loops.add(id(t.get_loop()))
+            if base is not None and not base.done(t):
+                loops.add(id(base.get_loop(t)))
         except BaseException:
             pass
     return len(loops)
