@@ -173,14 +173,19 @@ def _running_loops():
     return len(loops)
 
 
+TASKS_UNASKED = 10   # pending tasks shown without async_tasks (an event loop's thread shows only select())
+
+
 @command("stack")
 def stack(args, ctx):
-    """{pid, threads, asyncio_imported, tasks (with async_tasks; None without), event_loops (without)}."""
+    """{pid, threads, asyncio_imported, tasks, tasks_total, event_loops (without async_tasks)}: every
+    pending task with async_tasks, else the first TASKS_UNASKED of them (None when there are none)."""
+    found = tasks()
     result = {"pid": os.getpid(), "threads": threads(), "asyncio_imported": "asyncio" in sys.modules,
-              "tasks": None, "event_loops": None}
+              "tasks": None, "tasks_total": len(found) if found is not None else None, "event_loops": None}
     if args["async_tasks"]:
-        found = tasks()
         result["tasks"] = found if found is not None else []
     else:
         result["event_loops"] = _running_loops()
+        result["tasks"] = found[:TASKS_UNASKED] if found else None
     return result

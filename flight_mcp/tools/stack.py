@@ -58,7 +58,9 @@ class StackResult(Fact):
     source: Literal["agent", "external"] = Field(description="Who read the stacks: the in-process agent, "
                                                  "or a reader from outside the process.")
     threads: list[ThreadStack]
-    tasks: list[TaskStack] | None = None
+    tasks: list[TaskStack] | None = Field(None, description="Pending asyncio tasks: all with async_tasks, else "
+                                                           "the first 10 when there are any (None: none).")
+    tasks_total: int | None = Field(None, description="Pending asyncio tasks in all (agent only).")
     asyncio_imported: bool | None = Field(None, description="Whether the target imported asyncio (agent only).")
     event_loops: int | None = Field(None, description="Event loops with pending tasks, when tasks were not asked "
                                                       "for (agent only).")
@@ -125,9 +127,12 @@ def _from_agent(facts: dict, p: StackParams) -> StackResult:
                       "interpreter (use native=true to see its C frames)")
     if result.tasks is not None and not result.asyncio_imported:
         result.notes.append("asyncio is not imported in the target: there are no tasks.")
-    if not p.async_tasks and result.event_loops:
-        result.notes.append(f"{result.event_loops} asyncio event loop(s) have pending tasks: "
-                            "call again with async_tasks=true (CLI: -a) to see what each task awaits.")
+    if not p.async_tasks and result.tasks:
+        shown = len(result.tasks)
+        more = (f"the first {shown} are shown; call again with async_tasks=true (CLI: -a) for all of them"
+                if shown < (result.tasks_total or 0) else "each is shown with what it awaits")
+        result.notes.append(f"{result.event_loops} asyncio event loop(s) have {result.tasks_total} pending "
+                            f"task(s): {more}.")
     return result
 
 
@@ -177,7 +182,9 @@ def render(r: StackResult, color: bool) -> str:
         out.append("")
     if r.tasks is not None:
         rule = paint("=" * 60, "bold", color)
-        out += [rule, paint(f"{ASYNC_HEADER}: {len(r.tasks)} pending asyncio task(s)", "bold", color), rule]
+        total = r.tasks_total if r.tasks_total is not None else len(r.tasks)
+        count = f"{len(r.tasks)} of {total}" if len(r.tasks) < total else f"{total}"
+        out += [rule, paint(f"{ASYNC_HEADER}: {count} pending asyncio task(s)", "bold", color), rule]
         for task in r.tasks:
             out.append(f'Task "{task.name}" coro={task.coro}')
             out.extend(_frame_lines(task.frames, color))

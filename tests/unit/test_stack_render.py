@@ -15,7 +15,8 @@ def frame(name, line=1, source="", **kw):
 
 
 AGENT_FACTS = {
-    "pid": 4242, "asyncio_imported": True, "tasks": None, "event_loops": 2,
+    "pid": 4242, "asyncio_imported": True, "event_loops": 2, "tasks_total": 12,
+    "tasks": [{"name": "Task-1", "coro": "serve", "frames": [frame("serve", 8, "await reader.read()")]}],
     "threads": [
         {"ident": 140, "name": "MainThread", "daemon": False, "native_id": 4242, "main": True,
          "frames": [frame("<module>", 10, "main()"), frame("main", 3, "time.sleep(0.1)")]},
@@ -36,8 +37,9 @@ def test_agent_facts_become_the_result_and_the_host_writes_the_notes():
     r = stack._from_agent(dict(AGENT_FACTS), params())
     assert r.source == "agent" and r.threads[0].frames[1].source == "time.sleep(0.1)"
     assert "no Python frames" in r.threads[1].note
-    assert r.notes == ["2 asyncio event loop(s) have pending tasks: call again with async_tasks=true (CLI: -a) "
-                       "to see what each task awaits."]
+    assert r.notes == ["2 asyncio event loop(s) have 12 pending task(s): the first 1 are shown; call again with "
+                       "async_tasks=true (CLI: -a) for all of them."]
+    assert "Async Coroutine/Task Stacks: 1 of 12 pending asyncio task(s)" in stack.render(r, False)
     text = stack.render(r, False)
     assert text.splitlines()[:4] == [
         'Traceback for thread 4242 (MainThread) tid=140 daemon=False (most recent call last):',
@@ -49,7 +51,7 @@ def test_agent_facts_become_the_result_and_the_host_writes_the_notes():
 
 
 def test_tasks_without_asyncio_say_so():
-    facts = dict(AGENT_FACTS, asyncio_imported=False, tasks=[], event_loops=None)
+    facts = dict(AGENT_FACTS, asyncio_imported=False, tasks=[], tasks_total=None, event_loops=None)
     r = stack._from_agent(facts, params(async_tasks=True))
     assert r.tasks == [] and any("asyncio is not imported" in n for n in r.notes)
     assert "Async Coroutine/Task Stacks: 0 pending asyncio task(s)" in stack.render(r, False)
