@@ -283,15 +283,15 @@ class _Candidates(object):
         out = []
         for origin, text in (("reload", reloaded_text), ("file", self.disk),
                              ("linecache", _linecache_text(self.path))):
-            if text is not None and not any(t == text for _, t in out):
+            if text is not None:
                 out.append((origin, text))
         return out
 
     def parsed(self, text):
-        got = self._parsed.get(id(text))
-        if got is None or got[0] is not text:
-            got = self._parsed[id(text)] = (text, _Text(text, self.path))
-        return got[1]
+        got = self._parsed.get(text)   # equal texts (the reload's and the file's) are compiled once
+        if got is None:
+            got = self._parsed[text] = _Text(text, self.path)
+        return got
 
 
 def _lines_of(text_obj, first, last, limit):

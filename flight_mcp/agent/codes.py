@@ -79,6 +79,10 @@ CODES = {
     "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
     "external_failed": "Reading the process from outside failed; the message says why.",
     "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+    # console
+    "snippet_syntax_error": "Fix the snippet's syntax (it is compiled by the target's own Python version).",
+    "console_busy": "Earlier snippets blocked in C code still run past their deadline; wait for them to end "
+                    "(they end when the call they wait on returns), or restart the target.",
 }
 
 

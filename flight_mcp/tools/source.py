@@ -116,7 +116,7 @@ def render(r: SourceResult, color: bool) -> str:
     if r.disk in _DISK:
         text = _DISK[r.disk]
         if r.disk == "moved" and r.disk_line is not None:
-            text += f"; it starts at line {r.disk_line} now"
+            text += f"; it starts at line {r.disk_line} now, the running code at line {r.running_line}"
         if r.disk == "differs" and r.differing:
             text += ": " + ", ".join(r.differing)
         if r.disk in ("differs", "moved", "missing"):
