@@ -135,11 +135,11 @@ def _builtins_for(holder):
     def breakpoint(*args, **kwargs):  # noqa: A001
         raise RuntimeError("breakpoint() is not available in flight-mcp's console")
 
-    def help(*args, **kwargs):  # noqa: A001 (pydoc would write to the target's stdout)
-        if not args:
+    def help(*what):  # noqa: A001 (pydoc would write to the target's stdout)
+        if not what:
             raise RuntimeError("interactive help() is not available in flight-mcp's console: use help(object)")
         import pydoc
-        holder[0].write(pydoc.render_doc(args[0], renderer=pydoc.plaintext) + "\n")
+        holder[0].write(pydoc.render_doc(what[0], renderer=pydoc.plaintext) + "\n")
 
     def _exit(code=None):  # site's exit()/quit() would close the target's stdin first
         raise SystemExit(code)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
+
+from ..errors import FlightError
 
 from ..models import Fact
 from ..render import paint
@@ -25,12 +27,6 @@ class SourceParams(TimedParams):
     nested_method: Annotated[str | None, Cli("-nm", "--nested-method", "--nested_method")] = Field(
         None, description="Instead of `method`, the function of this name defined directly inside it.")
     limit: Limit = 400
-
-    @model_validator(mode="after")
-    def _nested_needs_method(self):
-        if self.nested_method and not self.method:
-            raise ValueError("{arg:nested_method} names a function inside {arg:method}: give {arg:method} too")
-        return self
 
 
 class SourceResult(Fact):
@@ -66,6 +62,9 @@ class SourceResult(Fact):
 
 
 def run(p: SourceParams, call: Call) -> SourceResult:
+    if p.nested_method and not p.method:
+        raise FlightError("usage", "{arg:nested_method} names a function defined inside {arg:method}: give "
+                          "{arg:method} too.", arg="nested_method")
     return SourceResult(**call.request(p, "source", p.agent_args()))
 
 
