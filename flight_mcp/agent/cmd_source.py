@@ -157,13 +157,22 @@ def _linecache_text(filename):
     return None
 
 
-def _reloaded_text(path, qualname):
-    """The text the reload tool compiled qualname from, when it was reloaded (cmd_reload keeps it)."""
+def _reloaded(path, qualname):
+    """(the text the reload tool compiled qualname from, when) when a reload changed it (cmd_reload
+    keeps both), else (None, None)."""
     mod = sys.modules.get(__name__.rsplit(".", 1)[0] + ".cmd_reload")
-    kept = getattr(mod, "_RELOADED", None) if mod is not None else None
-    if type(kept) is not dict:
-        return None
-    return kept.get((path, qualname)) or kept.get((_source_path(path), qualname))
+    texts = getattr(mod, "_RELOADED", None) if mod is not None else None
+    when = getattr(mod, "RELOADED_AT", None) if mod is not None else None
+    if type(texts) is not dict or type(when) is not dict:
+        return None, None
+    for key in ((path, qualname), (_source_path(path), qualname)):
+        if key in when and key in texts:
+            return texts[key], when[key]
+    return None, None
+
+
+def _reloaded_text(path, qualname):
+    return _reloaded(path, qualname)[0]
 
 
 def _defs(tree):
@@ -309,7 +318,7 @@ def _code_answer(base, code, qualname, limit, kind):
     base = dict(base, kind=kind, qualname=qualname, file=path, running_line=code.co_firstlineno)
     if code.co_name == "<lambda>":
         base["kind"] = "lambda"
-    reloaded = _reloaded_text(code.co_filename, qualname.split(".<locals>.")[0])
+    reloaded, base["reloaded_at"] = _reloaded(code.co_filename, qualname.split(".<locals>.")[0])
     base["reloaded"] = reloaded is not None
     files = _Candidates(path)
     base["file_mtime"] = files.mtime

@@ -52,6 +52,7 @@ class SourceResult(Fact):
     file_mtime: float | None = Field(None, description="The file's modification time (epoch seconds).")
     reloaded: bool = Field(description="The function (for a class/module: one of its functions) was replaced by "
                                        "the reload tool.")
+    reloaded_at: float | None = Field(None, description="When the reload tool last changed it (epoch seconds).")
     reloaded_functions: list[str] = Field(default_factory=list)
     compared: int | None = Field(None, description="Class/module: functions compared with the file.")
     differing: list[str] = Field(default_factory=list, description="Class/module: functions whose code differs "
@@ -93,10 +94,10 @@ _DISK = {
 }
 
 
-def _when(epoch: float | None) -> str:
+def _when(epoch: float | None, how: str = " (modified") -> str:
     if epoch is None:
         return ""
-    return datetime.datetime.fromtimestamp(epoch).strftime(" (modified %Y-%m-%d %H:%M:%S)")
+    return datetime.datetime.fromtimestamp(epoch).strftime(how + " %Y-%m-%d %H:%M:%S") + (")" if "(" in how else "")
 
 
 def render(r: SourceResult, color: bool) -> str:
@@ -107,7 +108,8 @@ def render(r: SourceResult, color: bool) -> str:
     lines = [paint(f"{what}  {r.file}:{r.first_line}", "bold", color)]
     notes = []
     if r.origin == "reload":
-        notes.append("RELOADED: this is the code the reload tool installed (the text it compiled)")
+        notes.append("RELOADED" + (_when(r.reloaded_at, " at") if r.reloaded_at else "") +
+                     ": this is the code the reload tool installed (the text it compiled)")
     elif r.reloaded:
         notes.append("reloaded by the reload tool: " + ", ".join(r.reloaded_functions or [r.qualname or r.target]))
     if r.origin == "linecache":

@@ -59,7 +59,7 @@ def chatter():
 if __name__ == "__main__":
     if "--chatter" in sys.argv:
         threading.Thread(target=chatter, name="chatter", daemon=True).start()
-    print("ready", flush=True)
+    print("READY", flush=True)
     shop = Shop()
     while True:
         plain(1)
