@@ -52,14 +52,15 @@ PRINTS = [0]
 def chatter():
     while True:
         PRINTS[0] += 1
-        print("app-line %d" % PRINTS[0], flush=True)
+        sys.stdout.write("app-line %d\n" % PRINTS[0])  # one write: a line never split by another thread
+        sys.stdout.flush()
         time.sleep(0.01)
 
 
 if __name__ == "__main__":
+    print("READY", flush=True)
     if "--chatter" in sys.argv:
         threading.Thread(target=chatter, name="chatter", daemon=True).start()
-    print("READY", flush=True)
     shop = Shop()
     while True:
         plain(1)
