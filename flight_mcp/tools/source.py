@@ -108,7 +108,7 @@ def render(r: SourceResult, color: bool) -> str:
     lines = [paint(f"{what}  {r.file}:{r.first_line}", "bold", color)]
     notes = []
     if r.origin == "reload":
-        notes.append("RELOADED" + (_when(r.reloaded_at, " at") if r.reloaded_at else "") +
+        notes.append("RELOADED" + (_when(r.reloaded_at, " at") if r.reloaded_at is not None else "") +
                      ": this is the code the reload tool installed (the text it compiled)")
     elif r.reloaded:
         notes.append("reloaded by the reload tool: " + ", ".join(r.reloaded_functions or [r.qualname or r.target]))
