@@ -20,7 +20,6 @@ such threads exist at once (then new snippets are refused until one ends).
 import _thread
 import ast
 import builtins
-import ctypes
 import sys
 import time
 import types
@@ -208,10 +207,41 @@ def _compile(source):
                          arg="code")
 
 
-def _stop(ident):
-    """Raises ConsoleDeadline in thread ident at its next bytecode."""
-    set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    return set_exc(ctypes.c_ulong(ident), ctypes.py_object(ConsoleDeadline))
+def _stop(box):
+    """Raises ConsoleDeadline in the snippet's thread at its next bytecode, unless the snippet is
+    over (checked under the lock the thread takes to say so: no exception is sent after that)."""
+    with _lock:
+        if box["ident"] is None or box["over"]:
+            return
+        try:
+            import ctypes
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(box["ident"]), ctypes.py_object(ConsoleDeadline))
+        except Exception:  # no ctypes in this interpreter: it cannot be interrupted, and is left to run
+            pass
+
+
+def _settle(box, started, done):
+    """The snippet's thread, after the snippet: says it is over (no exception is sent after that),
+    absorbs one sent just before, and hands the result over."""
+    while True:
+        try:
+            with _lock:
+                box["over"] = True
+            break
+        except ConsoleDeadline:
+            continue
+    while True:
+        try:
+            box["duration_s"] = time.monotonic() - started
+            box.setdefault("outcome", "stopped")
+            with _lock:
+                if box["state"] == "abandoned":
+                    _stuck[0] -= 1
+                box["state"] = "finished"
+            done.release()
+            return
+        except ConsoleDeadline:  # sent before `over` was set, delivered now
+            continue
 
 
 @command("console")
@@ -230,28 +260,27 @@ def console(args, ctx):
     holder[0] = out
     done = _thread.allocate_lock()
     done.acquire()
-    box = {"state": "running", "ident": None}
+    box = {"state": "running", "ident": None, "over": False}
     lines = source.splitlines()
 
     def run():
         box["ident"] = _thread.get_ident()
         started = time.monotonic()
         try:
-            exec(body, ns)
-            box["value"] = eval(last, ns) if last is not None else None
-            box["outcome"] = "done"
-        except ConsoleDeadline:
-            box["outcome"] = "stopped"
-        except BaseException as e:  # SystemExit too: a snippet never ends the target
-            box["outcome"] = "raised"
-            box["error"] = e
-            box["tb"] = e.__traceback__
-        box["duration_s"] = time.monotonic() - started
-        with _lock:
-            if box["state"] == "abandoned":
-                _stuck[0] -= 1
-            box["state"] = "finished"
-        done.release()
+            try:
+                exec(body, ns)
+                box["value"] = eval(last, ns) if last is not None else None
+                box["outcome"] = "done"
+            except ConsoleDeadline:
+                box["outcome"] = "stopped"
+            except BaseException as e:  # SystemExit too: a snippet never ends the target
+                box["outcome"] = "raised"
+                box["error"] = e
+                box["tb"] = e.__traceback__
+        except ConsoleDeadline:  # a second one, sent while the first was being handled
+            box.setdefault("outcome", "stopped")
+        finally:
+            _settle(box, started, done)
 
     started = time.time()
     try:
@@ -267,8 +296,7 @@ def console(args, ctx):
         grace = time.monotonic() + STOP_GRACE_S
         finished = False
         while time.monotonic() < grace:
-            if box["ident"] is not None:
-                _stop(box["ident"])   # again and again: the snippet may catch it once
+            _stop(box)   # again and again: the snippet may catch it once
             if done.acquire(True, 0.05):
                 finished = True
                 break
