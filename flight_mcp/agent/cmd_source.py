@@ -16,8 +16,10 @@ its functions and its classes' methods. Built-ins, C extensions and generated co
 have no text: the answer says which it is. Nothing of the target runs: objects are read through
 objstate (the C descriptors of built-in types), never getattr.
 """
+import __future__
 import ast
 import os
+import re
 import sys
 import tokenize
 import types
@@ -45,7 +47,9 @@ _BUILTIN_KINDS = (types.BuiltinFunctionType, types.MethodDescriptorType, types.W
                   types.MethodWrapperType, types.ClassMethodDescriptorType, types.GetSetDescriptorType,
                   types.MemberDescriptorType)
 _CODE = types.CodeType
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_FUTURE_FLAGS = 0
+for _name in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
 
 
 # ---- what the arguments name -------------------------------------------------------------------
@@ -175,32 +179,6 @@ def _reloaded_text(path, qualname):
     return _reloaded(path, qualname)[0]
 
 
-def _defs(tree):
-    """{qualname: [def or class node, ...]} of every def and class, qualified as Python does."""
-    found = {}
-    stack = [(n, "") for n in reversed(tree.body)]
-    walked = 0
-    while stack and walked < MAX_CODES:
-        node, prefix = stack.pop()
-        walked += 1
-        if isinstance(node, _DEFS + (ast.ClassDef,)):
-            qual = prefix + node.name
-            found.setdefault(qual, []).append(node)
-            inner = qual + (".<locals>." if isinstance(node, _DEFS) else ".")
-            for child in reversed(node.body):
-                stack.append((child, inner))
-            continue
-        for child in reversed(list(ast.iter_child_nodes(node))):
-            if isinstance(child, (ast.stmt, ast.excepthandler)) or type(child).__name__ == "match_case":
-                stack.append((child, prefix))
-    return found
-
-
-def _span(node):
-    first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-    return first, node.end_lineno
-
-
 def _codes(code):
     """{(co_name, co_firstlineno): code} of every code object in a compiled module."""
     found, todo = {}, [code]
@@ -245,36 +223,227 @@ def _same_const(x, y):
         return False
 
 
+_HEADER = re.compile(r"^([ \t]*)(?:async[ \t]+)?(def|class)[ \t]+([A-Za-z_][A-Za-z_0-9]*)")
+_COMPOUND = re.compile(r"^([ \t]*)(if|elif|else|try|except|finally|with|for|while|async|match|case)\b")
+_IMPORT = re.compile(r"^[ \t]*(import|from)[ \t]")
+MAX_CANDIDATES = 20     # defs of the same name compiled to find the running one
+
+
+class _Span(object):
+    def __init__(self, first, last):
+        self.first, self.last = first, last
+
+
+def _indent(line):
+    return len(line) - len(line.lstrip(" \t"))
+
+
 class _Text(object):
-    """One candidate text of a file, parsed and compiled once."""
+    """One candidate text of a file. Nothing compiles the whole file: one compile() of a large
+    file holds the GIL for as long as it takes (half a second for 3,000 lines on a loaded machine),
+    and the target's threads would stand still meanwhile. Instead, the lines are scanned (Python
+    code: the GIL changes hands as usual), a def's block is found with tokenize, and only that
+    block is compiled, inside headers that give it the same scopes (its classes, a function that
+    defines its free variables) and under the module's import statements (3.11+ compiles
+    `module.func()` differently for names bound by an import)."""
 
     def __init__(self, text, path):
-        self.text = text
+        self.path = path
         self.lines = text.splitlines()
+        self._raw = text.splitlines(True)
+        self._headers = None
+        self._chains = {}
+        self._imports = None
+
+    def headers(self):
+        """{name: [(line number, kind, indent)]} of every def and class line; and, in one pass, the
+        blocks around each (a stack of the header lines by indentation)."""
+        if self._headers is None:
+            found, chains, stack = {}, {}, []
+            for i, line in enumerate(self.lines):
+                m = _HEADER.match(line)
+                if m is not None:
+                    entry = (m.group(2), m.group(3), len(m.group(1)))
+                else:
+                    c = _COMPOUND.match(line)
+                    if c is None:
+                        continue
+                    entry = ("if", None, len(c.group(1)))
+                while stack and stack[-1][2] >= entry[2]:
+                    stack.pop()
+                if m is not None:
+                    found.setdefault(entry[1], []).append((i + 1, entry[0], entry[2]))
+                    chains[i + 1] = list(stack)
+                stack.append(entry)
+            self._headers, self._chains = found, chains
+        return self._headers
+
+    def imports(self):
+        """The module's import statements on one line under `if 0:` (never run), or ""."""
+        if self._imports is None:
+            stmts = []
+            for i, line in enumerate(self.lines):
+                if _IMPORT.match(line) is None or len(stmts) > 500:
+                    continue
+                text = line.strip()
+                j = i
+                while (text.count("(") > text.count(")") or text.endswith("\\")) and j + 1 < len(self.lines) \
+                        and j < i + 50:
+                    j += 1
+                    text = text.rstrip("\\") + " " + self.lines[j].strip()
+                try:
+                    tree = ast.parse(text.split(";")[0].split("#")[0])
+                except (SyntaxError, ValueError):
+                    continue
+                for node in tree.body:
+                    if isinstance(node, ast.Import):
+                        stmts.append("import " + ", ".join(_alias(a) for a in node.names))
+                    elif isinstance(node, ast.ImportFrom) and node.module != "__future__" \
+                            and not any(a.name == "*" for a in node.names):
+                        stmts.append("from %s%s import %s" % ("." * node.level, node.module or "",
+                                                              ", ".join(_alias(a) for a in node.names)))
+            self._imports = ("if 0: " + "; ".join(stmts)) if stmts else ""
+        return self._imports
+
+    def enclosing(self, line_no):
+        """[(kind, name, indent)] of the blocks around line line_no, outermost first: class, def,
+        or another compound statement ('if')."""
+        self.headers()
+        if line_no in self._chains:
+            return self._chains[line_no]
+        out = []
+        want = _indent(self.lines[line_no - 1])
+        i = line_no - 2
+        while i >= 0 and want > 0:
+            line = self.lines[i]
+            if line.strip() and not line.lstrip().startswith("#") and _indent(line) < want:
+                m = _HEADER.match(line)
+                if m is not None:
+                    out.append((m.group(2), m.group(3), len(m.group(1))))
+                    want = len(m.group(1))
+                elif _COMPOUND.match(line) is not None:
+                    out.append(("if", None, _indent(line)))
+                    want = _indent(line)
+            i -= 1
+        out.reverse()
+        return out
+
+    def block(self, line_no):
+        """_Span of the def/class on line line_no: its decorators above it, its body (tokenize)."""
+        indent = _indent(self.lines[line_no - 1])
+        first = line_no
+        i = line_no - 2
+        while i >= 0 and line_no - i < 100:
+            line = self.lines[i]
+            stripped = line.strip()
+            if stripped.startswith("@") and _indent(line) == indent:
+                first = i + 1
+            elif not stripped or _indent(line) <= indent and not stripped[0] in ")]}":
+                break
+            i -= 1
+        return _Span(first, self._end(line_no))
+
+    def _end(self, line_no):
+        depth, base, opened, last = 0, None, False, line_no
+        it = iter(self._raw[line_no - 1:])
         try:
-            self.tree = ast.parse(text, path)
-            self.defs = _defs(self.tree)
-            self.codes = _codes(compile(self.tree, path, "exec", dont_inherit=True))
+            for tok in tokenize.generate_tokens(lambda: next(it, "")):
+                kind = tok[0]
+                if kind == tokenize.INDENT:
+                    depth += 1
+                    if base is not None:
+                        opened = True
+                elif kind == tokenize.DEDENT:
+                    depth -= 1
+                    if opened and base is not None and depth <= base:
+                        return last
+                elif kind == tokenize.NEWLINE:
+                    if base is None:
+                        base = depth
+                    last = line_no + tok[2][0] - 1
+                    if not opened and base is not None and not _ends_with_colon(tok[4]):
+                        return last  # `def f(): return 1` on one line
+                elif kind == tokenize.ENDMARKER:
+                    break
+        except (tokenize.TokenError, IndentationError, SyntaxError):
+            pass
+        return last
+
+    def compile_def(self, line_no, code):
+        """The code object the def on line_no compiles to, in its scopes; None when it does not."""
+        span = self.block(line_no)
+        head = []
+        imports = self.imports()
+        if imports:
+            head.append(imports)
+        chain = self.enclosing(line_no)
+        inner_def = max((i for i, c in enumerate(chain) if c[0] == "def"), default=-1)
+        free = [v for v in code.co_freevars if v != "__class__"]
+        for i, (kind, name, indent) in enumerate(chain):
+            if kind == "class":
+                head.append(" " * indent + "class %s:" % name)
+            elif kind == "def":
+                head.append(" " * indent + "def %s(%s):" % (name, ", ".join(free) if i == inner_def else ""))
+            else:
+                head.append(" " * indent + "if 1:")
+        if free and inner_def < 0:
+            return None
+        text = "\n".join(head) + ("\n" if head else "") + "".join(self._raw[span.first - 1:span.last])
+        try:
+            module = compile(text, self.path, "exec", flags=code.co_flags & _FUTURE_FLAGS, dont_inherit=True)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
-            self.tree, self.defs, self.codes = None, {}, {}
+            return None
+        return _codes(module).get((code.co_name, len(head) + 1)), span
 
     def locate(self, qualname, code):
-        """(state, node): where the def of qualname is, and how its code compares with `code`:
-        same (same code, same lines), moved (same code, other lines), differs, missing."""
-        nodes = [n for n in self.defs.get(qualname, ()) if isinstance(n, _DEFS)]
-        if not nodes:
-            return "missing", None
-        moved = None
-        for node in reversed(nodes):  # the last def of a name is the one a module keeps
-            compiled = self.codes.get((node.name, _span(node)[0]))
-            if compiled is None or not _same_code(compiled, code):
+        """(state, _Span): where the def of qualname is, and how its code compares with `code`:
+        same (same code at the same lines), moved (same code, other lines), differs, missing."""
+        parts = [p for p in qualname.split(".") if p != "<locals>"]
+        name = code.co_name
+        found = []
+        for line_no, kind, indent in self.headers().get(name, ()):
+            if kind != "def":
                 continue
-            if compiled.co_firstlineno == code.co_firstlineno and _line_starts(compiled) == _line_starts(code):
-                return "same", node
-            moved = moved or node
+            chain = [c[1] for c in self.enclosing(line_no) if c[0] != "if"]
+            if chain == parts[:-1]:
+                found.append(line_no)
+        if not found:
+            return "missing", None
+        want = code.co_firstlineno
+        found.sort(key=lambda n: abs(n - want))
+        moved = None
+        rel = [x - code.co_firstlineno for x in _line_starts(code)]
+        for line_no in found[:MAX_CANDIDATES]:
+            got = self.compile_def(line_no, code)
+            if got is None or got[0] is None or not _same_code(got[0], code):
+                continue
+            compiled, span = got
+            shift = span.first - code.co_firstlineno
+            same_lines = [x - compiled.co_firstlineno for x in _line_starts(compiled)] == rel
+            if shift == 0 and same_lines:
+                return "same", span
+            moved = moved or span
         if moved is not None:
             return "moved", moved
-        return "differs", min(nodes, key=lambda n: abs(_span(n)[0] - code.co_firstlineno))
+        return "differs", self.block(found[0])
+
+    def classes(self, qualname):
+        parts = qualname.split(".")
+        out = []
+        for line_no, kind, indent in self.headers().get(parts[-1], ()):
+            if kind == "class" and [c[1] for c in self.enclosing(line_no) if c[0] != "if"] == \
+                    [p for p in parts[:-1] if p != "<locals>"]:
+                out.append(self.block(line_no))
+        return out
+
+
+def _ends_with_colon(line):
+    code = line.split("#")[0].rstrip()
+    return code.endswith(":")
+
+
+def _alias(a):
+    return a.name + (" as " + a.asname if a.asname else "")
 
 
 class _Candidates(object):
@@ -328,7 +497,7 @@ def _code_answer(base, code, qualname, limit, kind):
     for origin, text in files.texts(reloaded):
         parsed = files.parsed(text)
         if base["kind"] == "lambda":
-            state, node = _lambda(parsed, code)
+            state, node = "unknown", _Span(code.co_firstlineno, code.co_firstlineno)
         else:
             state, node = parsed.locate(qualname, code)
         if origin == "file":
@@ -339,34 +508,18 @@ def _code_answer(base, code, qualname, limit, kind):
         disk_state = files.disk_problem
     base["disk"] = disk_state
     if disk_node is not None:
-        base["disk_line"] = _span(disk_node)[0]
+        base["disk_line"] = disk_node.first
     if shown is None and disk_node is not None:  # not proven: the file's def now, said to differ
         shown = ("file", files.parsed(files.disk), disk_node)
     if shown is None:
         why = files.disk_problem if files.disk is None else "not_in_file"
         return _no_source(base, why if why != "unreadable" else "unreadable", base["kind"], path)
     origin, parsed, node = shown
-    first, last = _span(node) if node is not None else (code.co_firstlineno, code.co_firstlineno)
+    first, last = node.first, node.last
     base["origin"] = origin
     base["first_line"] = first
     base["lines"], base["total_lines"], base["elided"] = _lines_of(parsed, first, last, limit)
     return base
-
-
-def _lambda(parsed, code):
-    """A lambda has no name to look for: the lambda starting on its first line, by its code."""
-    for (name, line), compiled in parsed.codes.items():
-        if name == "<lambda>" and _same_code(compiled, code):
-            return ("same" if line == code.co_firstlineno else "moved"), _LineNode(line)
-    return "missing", None
-
-
-class _LineNode(object):
-    """A one-line span (a lambda's line)."""
-
-    def __init__(self, line):
-        self.decorator_list = ()
-        self.lineno = self.end_lineno = line
 
 
 def _functions_in(owner, is_class, path):
@@ -453,12 +606,12 @@ def _class_answer(base, klass, limit):
     if files.disk is None:
         return _no_source(base, files.disk_problem, "class", path)
     parsed = files.parsed(files.disk)
-    nodes = [n for n in parsed.defs.get(qualname, ()) if isinstance(n, ast.ClassDef)]
+    nodes = parsed.classes(qualname)
     if not nodes:
         return _no_source(base, "not_in_file", "class", path)
     lines = [c.co_firstlineno for _, c in functions]
-    node = next((n for n in reversed(nodes) if all(_span(n)[0] <= x <= n.end_lineno for x in lines)), nodes[-1])
-    first, last = _span(node)
+    node = next((n for n in reversed(nodes) if all(n.first <= x <= n.last for x in lines)), nodes[-1])
+    first, last = node.first, node.last
     if base["disk"] in ("same", "unknown"):
         base["running_line"] = first
     base["origin"] = "file"
