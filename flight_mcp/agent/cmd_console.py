@@ -207,17 +207,26 @@ def _compile(source):
                          arg="code")
 
 
-def _stop(box):
-    """Raises ConsoleDeadline in the snippet's thread at its next bytecode, unless the snippet is
-    over (checked under the lock the thread takes to say so: no exception is sent after that)."""
+def _stopper():
+    """A function raising ConsoleDeadline in a thread at its next bytecode, or None (no ctypes in
+    this interpreter: a snippet then cannot be interrupted). Made before the snippet starts: an
+    import while a runaway snippet competes for the GIL would take long."""
+    try:
+        import ctypes
+        set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        c_ulong, exc = ctypes.c_ulong, ctypes.py_object(ConsoleDeadline)
+    except Exception:
+        return None
+    return lambda ident: set_exc(c_ulong(ident), exc)
+
+
+def _stop(box, stopper):
+    """Raises ConsoleDeadline in the snippet's thread, unless the snippet is over (checked under
+    the lock the thread takes to say so: no exception is sent after that)."""
     with _lock:
-        if box["ident"] is None or box["over"]:
+        if box["ident"] is None or box["over"] or stopper is None:
             return
-        try:
-            import ctypes
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(box["ident"]), ctypes.py_object(ConsoleDeadline))
-        except Exception:  # no ctypes in this interpreter: it cannot be interrupted, and is left to run
-            pass
+        stopper(box["ident"])
 
 
 def _settle(box, started, done):
@@ -255,6 +264,7 @@ def console(args, ctx):
         if _stuck[0] >= MAX_STUCK:
             raise AgentError("console_busy", "%d earlier snippets could not be stopped at their deadline and still "
                              "run (blocked inside C code)." % _stuck[0])
+    stopper = _stopper()
     out = _Output()
     ns, holder, view = _namespace(args["namespace"])
     holder[0] = out
@@ -296,7 +306,7 @@ def console(args, ctx):
         grace = time.monotonic() + STOP_GRACE_S
         finished = False
         while time.monotonic() < grace:
-            _stop(box)   # again and again: the snippet may catch it once
+            _stop(box, stopper)   # again and again: the snippet may catch it once
             if done.acquire(True, 0.05):
                 finished = True
                 break
