@@ -2,14 +2,17 @@
 
 The running code object says where it came from (co_filename, co_firstlineno, its lines). Its text
 is read from that file (tokenize.open: the file's own encoding; never a loader of the target) and
-the def is found in it by its qualified name with ast. Whether the file still holds what runs is
-decided by compiling: the whole file is compiled (compile() runs nothing: no decorator, default
-or module code) and the code object of the def at that place is compared with the running one
+the def is found in it by its name and the classes/functions around it. Whether the file still
+holds what runs is decided by compiling: the def's block (found with tokenize) is compiled inside
+headers that give it the same scopes and the module's imports (compile() runs nothing: no
+decorator, default or module code), and the code object it gives is compared with the running one
 (bytecode, names, constants, nested code; then its line numbers). So an edit that changed nothing
-the interpreter runs (a comment at the end) is "same", one that only shifted lines is "moved", any
-other is "differs". The text shown is the one proven to be the running code: the text the reload
-tool compiled it from (cmd_reload keeps it), else the file, else linecache's copy (taken before an
-edit, e.g. by a traceback); when none is, the file's current def is shown and said to differ.
+the interpreter runs (a comment elsewhere) is "same", one that only shifted lines is "moved", any
+other is "differs". The whole file is never compiled at once: one compile() holds the GIL, and a
+large file would stop the target's threads for as long. The text shown is the one proven to be
+the running code: the text the reload tool compiled it from (cmd_reload keeps it), else the file,
+else linecache's copy (taken before an edit, e.g. by a traceback); when none is, the file's current
+def is shown and said to differ.
 
 A class is compared through its methods' code (a class keeps no code of its own); a module through
 its functions and its classes' methods. Built-ins, C extensions and generated code (`<string>`)

@@ -32,6 +32,18 @@ TEXT = textwrap.dedent('''\
             def inner(v):
                 return v
             return inner
+
+        @property
+        def total(self):
+            return 1
+
+        @classmethod
+        def make(cls): return cls()
+
+
+    if os.sep:
+        def conditional():
+            return os.getpid()
     ''')
 
 
@@ -68,7 +80,13 @@ def test_function_method_nested_class_with_line_numbers(mod):
     assert (r.kind, r.qualname, r.first_line, r.lines) == ("nested function", "Shop.outer.<locals>.inner", 15,
                                                            lines[14:16])
     r = ask(mod.__name__, method="Shop")  # `module Class` names the class
-    assert (r.kind, r.first_line, r.total_lines, r.compared, r.disk) == ("class", 8, 10, 2, "same")
+    assert (r.kind, r.first_line, r.total_lines, r.compared, r.disk) == ("class", 8, 17, 4, "same")
+    r = ask(mod.__name__, cls="Shop", method="total")
+    assert (r.kind, r.first_line, r.lines, r.disk) == ("property", 19, lines[18:21], "same")
+    r = ask(mod.__name__, cls="Shop", method="make")  # a def on one line
+    assert (r.kind, r.first_line, r.lines, r.disk) == ("classmethod", 23, lines[22:24], "same")
+    r = ask(mod.__name__, method="conditional")  # inside an `if` at module level
+    assert (r.kind, r.first_line, r.lines, r.disk) == ("function", 28, lines[27:29], "same")
     r = ask(mod.__name__, limit=2)
     assert (r.kind, r.lines, r.elided, r.total_lines) == ("module", lines[:2], len(lines) - 2, len(lines))
 
