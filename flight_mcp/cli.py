@@ -107,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.cmd:
             raise FlightError("usage", f'give a command: flight-mcp {args.target} --cmd "stack"')
         from .cmdline import split
-        return run_command(int(args.target), split(args.cmd), color=color, as_json=args.json,
+        words = split(args.cmd)
+        if words[:1] == ["console"] and not args.json:  # no code: the interactive console
+            from .console_repl import interactive
+            rc = interactive(int(args.target), words, color=color, allow_mutating=args.allow_mutating)
+            if rc is not None:
+                return rc
+        return run_command(int(args.target), words, color=color, as_json=args.json,
                            allow_mutating=args.allow_mutating)
     except FlightError as e:
         from .render import escape

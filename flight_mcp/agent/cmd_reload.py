@@ -12,6 +12,7 @@ import copy
 import dis
 import os
 import sys
+import time
 import tokenize
 import types
 
@@ -28,6 +29,8 @@ _KEEP = "__flight_reload_keep__"
 
 # (file, qualname) -> the file text the def was last reloaded from: the "old" side of the next diff.
 _RELOADED = {}
+# (file, qualname) -> when a reload last changed the function (the source tool says so).
+RELOADED_AT = {}
 
 
 def _refuse(kind, message):
@@ -342,6 +345,8 @@ def reload(args, ctx):
         func.__defaults__ = new_func.__defaults__
         func.__kwdefaults__ = new_func.__kwdefaults__
     _RELOADED[(filename, qualname)] = text
+    if code_changed or defaults_changed:
+        RELOADED_AT[(filename, qualname)] = time.time()
     linecache = sys.modules.get("linecache")
     if linecache is not None:
         linecache.checkcache(filename)  # tracebacks show the new lines

@@ -83,6 +83,10 @@ CODES = {
     "record_not_found": "List the recorded calls (tt -l; MCP list_records=true) and use an index it shows; "
                         "records are deleted by delete/delete_all, the oldest past the table's bound, and all of "
                         "them at detach.",
+    # console
+    "snippet_syntax_error": "Fix the snippet's syntax (it is compiled by the target's own Python version).",
+    "console_busy": "Earlier snippets blocked in C code still run past their deadline; wait for them to end "
+                    "(they end when the call they wait on returns), or restart the target.",
 }
 
 
