@@ -64,7 +64,7 @@ def test_mcp_session_attach_stack_getglobal_module_detach(spawn, version):
             for th in data["threads"]:
                 assert f'Traceback for thread {th["native_id"] or th["ident"]} ({th["name"]})' in text
                 for fr in th["frames"]:
-                    assert f'line {fr["line"]}, in {fr["name"]}' in text and fr["source"] in text
+                    assert f'line {fr["line"]}, in {fr["qualname"]}' in text and fr["source"] in text
 
             data, text = await call(s, "getglobal", pid=t.pid, module="__main__")
             entries = {e["name"]: e for e in data["entries"]}

@@ -8,7 +8,7 @@ import os
 import sys
 import types
 
-from . import capture, objstate, objview
+from . import capture, objstate, objview, qualnames
 from .registry import command
 from .server import AGENT_THREADS
 
@@ -20,7 +20,7 @@ def _frame(f):
     line = f.f_lineno  # None at some instructions on 3.11+: sent as unknown, never guessed
     src = linecache.getline(code.co_filename, line).strip() if line else ""
     return {"file": code.co_filename, "line": line, "name": code.co_name,
-            "qualname": getattr(code, "co_qualname", code.co_name), "source": src[:200]}
+            "qualname": qualnames.qualname(code, f.f_globals), "source": src[:200]}
 
 
 def _frames(f):

@@ -130,6 +130,15 @@ def type_name(t):
     return "%s.%s" % (mod, qual)
 
 
+def qualname_of(t):
+    """The class's own __qualname__ (type's field), or None."""
+    try:
+        qual = _qualname_of(t)
+    except Exception:
+        return None
+    return qual if type(qual) is str else None
+
+
 def short_name(t):
     """The class's own __name__ (type's field, whatever the metaclass says)."""
     try:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from . import instrument, native
+from . import instrument, native, qualnames
 
 _perf = time.perf_counter
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -301,7 +301,7 @@ def _label(label):
     if isinstance(label, str):
         return {"name": label, "qualname": label, "file": "", "line": None, "kind": "gap"}
     if hasattr(label, "co_name"):
-        return {"name": label.co_name, "qualname": getattr(label, "co_qualname", label.co_name),
+        return {"name": label.co_name, "qualname": qualnames.qualname(label),
                 "file": label.co_filename, "line": label.co_firstlineno, "kind": "python"}
     name = getattr(label, "__name__", None) or type(label).__name__
     owner = getattr(label, "__self__", None)

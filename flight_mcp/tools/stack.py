@@ -148,7 +148,7 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
         if not fr.file:  # the awaited object ending an await chain: no code of its own
             lines.append(f"    {paint(fr.name, 'cyan', color)}")
         else:
-            lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.name, "cyan", color)}')
+            lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.qualname or fr.name, "cyan", color)}')
         if fr.source:
             lines.append(f"        {fr.source}")
     return lines

@@ -91,7 +91,7 @@ def _where(n: Node) -> str:
 
 
 def _node_line(n: Node, parent_ms: float, color: bool) -> str:
-    text = f"{paint(_cost(n.cost_ms), _color(n.cost_ms, parent_ms), color)} {n.name}"
+    text = f"{paint(_cost(n.cost_ms), _color(n.cost_ms, parent_ms), color)} {n.qualname or n.name}"
     where = _where(n)
     return f"{text} {where}" if where else text
 

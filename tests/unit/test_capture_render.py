@@ -33,7 +33,7 @@ def test_trace_text_layout():
     assert trace.TOOL.text(_trace(), False).splitlines() == [
         SEP,
         f"🔍 {wall_time(AT)} thread=w tid=7 daemon=True cost=12.346ms",
-        "[12.346ms] f m.py:3",
+        "[12.346ms] Svc.f m.py:3",   # the qualified name, on every Python
         "├─ [10.0ms] sleep <built-in>",
         "├─ [1.5ms] [await]",
         "└─ [0.8ms] g m.py:9",
