@@ -8,7 +8,7 @@ import builtins
 
 from pydantic import AfterValidator
 
-CAPTURE_NAMES = ("target", "args", "kwargs", "return_obj", "cost")
+CAPTURE_NAMES = ("target", "args", "kwargs", "return_obj", "cost", "params")
 
 
 def unknown_names(source: str, known: tuple[str, ...]) -> list[str]:

@@ -33,7 +33,7 @@ list a module's names -> watch a function to see real arguments/return values/ex
 trace it to see which sub-call is slow. Module names are as the target imported them: the
 script that was run is '__main__'; the `module` tool maps a file path to its module name.
 Expressions (filters, expr) see: target (instance or value), args (without self), kwargs,
-return_obj, cost (ms), instances (vmtool). watch/trace wait for calls until `limit` calls were
+params (arguments by parameter name), return_obj, cost (ms), instances (vmtool). watch/trace wait for calls until `limit` calls were
 captured or `timeout_s` passes; every result says how many calls were seen/matched/captured.
 All instrumentation is removed when a call ends. Each tool has a guide with examples as an MCP
 resource skill://flight-mcp-<tool> (start with skill://flight-mcp-attach). The server is read-only unless started with

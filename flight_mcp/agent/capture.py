@@ -16,6 +16,7 @@ import linecache
 import os
 import sys
 import time
+import types
 
 from . import codes, expr, guards, instrument, objstate, objview, safety, typefacts
 
@@ -121,7 +122,7 @@ def exception_fact(exc, budget, tb=None):
     return fact
 
 
-_CONTEXT = ("target", "args", "kwargs", "return_obj", "cost")
+_CONTEXT = ("target", "args", "kwargs", "return_obj", "cost", "params")
 
 
 def _names_used(code):
@@ -157,7 +158,8 @@ HOPELESS_AFTER = 10   # calls a filter may fail on, matching none, before the co
 
 class Expression(object):
     """A user expression compiled once, evaluated per call with the one expression context:
-    target (instance for methods), args (without it), kwargs, return_obj, cost (ms).
+    target (instance for methods), args (without it), kwargs, return_obj, cost (ms), params (every
+    argument by its parameter name).
     arg: the tool argument it came from ("filter_expr", "expr"), named in errors as codes.arg(arg).
     A filter (filter_expr) is a condition: in read-only mode even its truth test runs no target code.
     A failure is remembered once (the first), with how often it happened."""
@@ -185,8 +187,10 @@ class Expression(object):
         if not isinstance(tree, ast.AST):
             tree = ast.parse(self.source, mode="eval")
         body = tree.body if isinstance(tree, ast.Expression) else tree
+        # `params` (last) defaults to None: the callers that know no parameter names leave it out
+        defaults = [ast.Constant(value=None)] if names[-1:] == ("params",) else []
         params = ast.arguments(posonlyargs=[], args=[ast.arg(arg=n, annotation=None) for n in names],
-                               vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
+                               vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=defaults)
         lam = ast.Expression(body=ast.Lambda(args=params, body=body))
         ast.fix_missing_locations(lam)
         scope = {"__builtins__": __builtins__}
@@ -198,7 +202,7 @@ class Expression(object):
         (args as probes get them, instance first): on a plain function whose filter reads neither
         target nor kwargs, the expression itself compiled over (args, kwargs), with no call between
         the probe and the expression; else the general caller."""
-        if target.has_self or self.uses & {"target", "kwargs"}:
+        if target.has_self or self.uses & {"target", "kwargs", "params"}:
             return self.caller(target)
         return self._function(("args", "kwargs"))
 
@@ -213,19 +217,33 @@ class Expression(object):
             kw._params = dict(zip(posnames, args)) if posnames else None
             return kw
 
+        if "params" in self.uses:
+            # params: every argument by its parameter name (the instance left out, as from args)
+            skip = 1 if target.has_self else 0
+            names = posnames[skip:]
+            with_kwargs = "kwargs" in self.uses
+
+            def call(args, kwargs, return_obj=None, cost=None):
+                rest = args[skip:]
+                params = dict(zip(names, rest))
+                if kwargs:
+                    params.update(kwargs)
+                return fn(args[0] if skip and args else None, rest,
+                          as_kwargs(kwargs, args) if with_kwargs else kwargs, return_obj, cost, params)
+            return call
         if target.has_self:
             if "kwargs" in self.uses:
                 def call(args, kwargs, return_obj=None, cost=None):
-                    return fn(args[0] if args else None, args[1:], as_kwargs(kwargs, args), return_obj, cost)
+                    return fn(args[0] if args else None, args[1:], as_kwargs(kwargs, args), return_obj, cost, None)
             else:
                 def call(args, kwargs, return_obj=None, cost=None):
-                    return fn(args[0] if args else None, args[1:], kwargs, return_obj, cost)
+                    return fn(args[0] if args else None, args[1:], kwargs, return_obj, cost, None)
         elif "kwargs" in self.uses:
             def call(args, kwargs, return_obj=None, cost=None):
-                return fn(None, args, as_kwargs(kwargs, args), return_obj, cost)
+                return fn(None, args, as_kwargs(kwargs, args), return_obj, cost, None)
         else:
             def call(args, kwargs, return_obj=None, cost=None):
-                return fn(None, args, kwargs, return_obj, cost)
+                return fn(None, args, kwargs, return_obj, cost, None)
         return call
 
     def hopeless(self, cap):
@@ -340,6 +358,44 @@ class Capture(object):
             return drop
 
 
+_DEFAULTS = types.FunctionType.__dict__["__defaults__"].__get__       # the function's own fields,
+_KWDEFAULTS = types.FunctionType.__dict__["__kwdefaults__"].__get__   # never an attribute lookup
+
+
+def signature(target):
+    """`(order_id, amount=100.0, *, retry=False)`: the parameters of target (its instance left out),
+    read from its code and its function's defaults (defaults shown as objview's safe text)."""
+    code = target.code
+    n, k = code.co_argcount, code.co_kwonlyargcount
+    names = list(code.co_varnames[:n + k])
+    func = target.func if type(target.func) is types.FunctionType else None
+    defaults = (_DEFAULTS(func) or ()) if func is not None else ()
+    kwdefaults = (_KWDEFAULTS(func) or {}) if func is not None else {}
+    parts = []
+    for i, name in enumerate(names[:n]):
+        j = i - (n - len(defaults))
+        parts.append(name + ("=" + objview.short_repr(defaults[j], 40) if j >= 0 else ""))
+    at = n + k
+    if code.co_flags & instrument.CO_VARARGS:
+        parts.append("*" + code.co_varnames[at])
+        at += 1
+    elif k:
+        parts.append("*")
+    for name in names[n:]:
+        parts.append(name + ("=" + objview.short_repr(kwdefaults[name], 40)
+                             if type(kwdefaults) is dict and name in kwdefaults else ""))
+    if code.co_flags & instrument.CO_VARKEYWORDS:
+        parts.append("**" + code.co_varnames[at])
+    posonly = getattr(code, "co_posonlyargcount", 0)
+    if posonly:
+        parts.insert(posonly, "/")
+    if target.has_self and parts and parts[0] not in ("/", "*") and not parts[0].startswith("*"):
+        parts.pop(0)
+        if parts[:1] == ["/"]:
+            parts.pop(0)
+    return "(%s)" % ", ".join(parts)
+
+
 def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     """Instruments until the limit, the deadline or a cancel; returns the facts every result carries
     (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
@@ -381,7 +437,7 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
         sent -= cap.forget_reported(sent)
     remove()
     summary = target.describe()
-    summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
+    summary.update(signature=signature(target), started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
                    matched=cap.matched, skipped=cap.skipped, captured=cap.captured, not_kept=cap.not_kept,
                    limit=cap.limit, stopped=reason)
     return summary

@@ -49,6 +49,8 @@ class Summary(Fact):
     """Why the capture stopped and what it saw: present in every trace/watch result."""
     target: str = Field(description="The instrumented function, module.Class.method.")
     kind: str = Field(description="function, generator or coroutine.")
+    signature: str = Field("", description="Its parameters, the instance left out: `(order_id, amount=100.0)`; "
+                                           "expressions see them by name in `params`.")
     file: str
     line: int
     mechanism: str = Field(description="sys.monitoring (Python >= 3.12), frame evaluator (<= 3.11), or code "
@@ -129,7 +131,7 @@ _STOP_WHY = {"limit": "the limit of {limit} was reached",
 
 def summary_line(s: Summary, what: str) -> str:
     why = _STOP_WHY[s.stopped].format(limit=s.limit, duration_s=s.duration_s)
-    return s.say(f"{what} {s.target}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
+    return s.say(f"{what} {s.target}{s.signature}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
                  + (f", {s.skipped} below {{arg:entrance_time}}" if s.skipped else "") + f"; stopped because {why}."
                  + (f" {s.not_kept} of them are left out of this answer (a capture keeps the latest 1000)."
                     if s.not_kept else ""))

@@ -32,5 +32,6 @@ Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
     ge=1, description="The most items to capture or show.")]
 FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), names_known(*CAPTURE_NAMES), Field(
     description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
-                "else None), args (WITHOUT self), kwargs, return_obj, cost (ms). Example: \"args[0] >= 1\". A "
+                "else None), args (WITHOUT self), kwargs, params (every argument by parameter name), return_obj, "
+                "cost (ms). Example: \"args[0] >= 1\" or \"params['timeout'] > 5\". A "
                 "filter that raises counts the call as not matching.")]

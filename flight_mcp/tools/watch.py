@@ -20,7 +20,8 @@ class WatchParams(FunctionParams):
     expr: Annotated[str, Cli("--expr"), names_known(*CAPTURE_NAMES)] = Field(
         "args,kwargs", min_length=1,
         description="Python expression shown for each call. Names: target (the instance for methods), args "
-                    "(WITHOUT self), kwargs, return_obj, cost (ms). Examples: \"return_obj\", \"args[0], cost\", "
+                    "(WITHOUT self), kwargs, params (every argument by parameter name), return_obj, cost (ms). "
+                    "Examples: \"params\", \"return_obj\", \"args[0], cost\", "
                     "\"target.__dict__\".")
     exception: Annotated[bool, Cli("-e", "--exception")] = Field(
         False, description="Capture only calls that raised (with their traceback).")
