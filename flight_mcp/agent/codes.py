@@ -79,6 +79,11 @@ CODES = {
     "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
     "external_failed": "Reading the process from outside failed; the message says why.",
     "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+    # gilstat
+    "gilstat_unavailable": "The GIL of this interpreter cannot be read (the message says why); profile with "
+                           "py-spy's --gil view shows which threads hold it.",
+    "gilstat_busy": "Wait for the other gilstat to answer (it stops by itself after its interval), or stop it "
+                    "with `gilstat off`.",
 }
 
 
