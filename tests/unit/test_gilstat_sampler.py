@@ -1,0 +1,93 @@
+"""gilstat's C sampler in this process (no target): it finds this interpreter's GIL, attributes holds
+to the thread that holds it and waits to the threads blocked taking it, ends by itself or on stop(),
+and refuses a second measurement while one runs."""
+import _thread
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from flight_mcp.agent import native
+
+mod, why = native.extension("_flight_mcp_gilstat")
+pytestmark = pytest.mark.skipif(mod is None, reason=f"extension not built: {why}")
+MS = 1000000
+
+
+def tasks():
+    return len(os.listdir("/proc/self/task"))
+
+
+def checked():
+    assert mod.check(sys.version_info[1], int(round(sys.getswitchinterval() * 1e6))) is None
+    return mod
+
+
+def test_the_layout_check_refuses_what_it_does_not_know():
+    assert "no GIL layout" in mod.check(99, 5000)
+    assert "not where" in mod.check(sys.version_info[1], 1)  # a switch interval the GIL does not have
+    checked()
+
+
+def test_holder_and_waiters_and_the_long_hold_stack_request():
+    m = checked()
+    stop = []
+    data = list(range(1500000, 0, -1))
+
+    def hog():
+        while not stop:
+            sorted(data)
+
+    def spin():
+        while not stop:
+            pass
+
+    threads = [threading.Thread(target=hog, name="hog"), threading.Thread(target=spin, name="spin")]
+    for t in threads:
+        t.start()
+    before = tasks()
+    try:
+        m.start(600 * MS, MS, 20 * MS, 20 * MS, 50, 100, 3, [_thread.get_native_id()])
+        assert tasks() == before + 1
+        with pytest.raises(RuntimeError):
+            m.start(600 * MS, MS, 20 * MS, 20 * MS, 50, 100, 3, [])
+        requests = []
+        while True:
+            got = m.wait(0.1)
+            if got == "done":
+                break
+            if got is not None:
+                requests.append(got)
+        m.stop()
+        assert tasks() == before  # the sampler's thread is gone
+        states = {addr: ident for addr, ident, _ in m.threads()}
+        raw = m.result()
+    finally:
+        stop.append(1)
+        for t in threads:
+            t.join()
+    assert raw["stopped"] == 0 and raw["samples"] > 50 and raw["proc_ok"] == 1
+    holds = {states.get(addr): n for addr, n, runs, mx in raw["holders"]}
+    hog_ident = threads[0].ident
+    assert holds[hog_ident] == max(holds.values()) and holds[hog_ident] > raw["samples"] * 0.3, holds
+    waits = {tid: n for tid, n, runs, mx in raw["waiters"]}
+    assert waits[threads[1].native_id] > raw["samples"] * 0.2, waits
+    assert _thread.get_native_id() not in waits  # excluded
+    assert requests and all(states.get(addr) == hog_ident for _, addr in requests)
+    kinds = {e[0] for e in raw["events"]}
+    assert 0 in kinds and raw["events_total"] >= len(raw["events"])
+    with pytest.raises(RuntimeError):
+        m.result()  # taken once, then freed
+
+
+def test_stop_ends_it_early_and_says_so():
+    m = checked()
+    before = tasks()
+    m.start(60000 * MS, MS, 10 * MS, 10 * MS, 10, 10, 0, [])
+    time.sleep(0.05)
+    assert m.stop() is True and tasks() == before
+    assert m.stop() is False
+    assert m.wait(0.01) == "done"
+    assert m.result()["stopped"] == 1
