@@ -6,7 +6,7 @@ import threading
 import time
 
 IDLE = len(sys.argv) > 1 and sys.argv[1] == "idle"
-DATA = list(range(2000000, 0, -1))
+DATA = list(range(1000000, 0, -1))
 
 
 def hog():

@@ -1,0 +1,168 @@
+"""What gilstat costs the target: its throughput without and with a measurement running, side by side.
+
+Not a test: prints a table. The target (a real process, one per Python version) runs THREADS worker
+threads of pure-Python work (contending for the GIL) and prints, every 50 ms, its monotonic time and
+the total work done. Windows, in order, each WINDOW seconds:
+  off   nothing running (the agent is attached beforehand, idle)
+  on    `gilstat on 1000 1000 WINDOW -r RATE` running; the window is the time the sampler's thread
+        exists in the target (seen in /proc/PID/task), trimmed by 0.1 s at both ends
+  ... alternating, so that drift of this shared 2-core machine falls on both sides
+Throughput is work per second from the target's own lines (its clock is the system's monotonic clock,
+the same as ours). `sampler cpu` is the sampler thread's own CPU time over its life (from
+/proc/PID/task/TID/stat), in % of one core: the CPU it takes from other work on the machine, the
+target's Python threads never wait for it (it never takes the GIL).
+
+Usage: python bench/gilstat_cost.py [--versions 3.8,3.12] [--window 3] [--rates 1000,200] [--threads 1,4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = [sys.executable, "-m", "flight_mcp.cli"]
+
+TARGET = r'''
+import sys, threading, time
+N = int(sys.argv[1])
+counts = [0] * N
+def work(i):
+    c = 0
+    while True:
+        for _ in range(1000):
+            c += 1
+        counts[i] = c
+for i in range(N):
+    threading.Thread(target=work, args=(i,), daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print(time.monotonic(), sum(counts), flush=True)
+'''
+
+
+def pyenv_python(version: str) -> str:
+    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+    for name in sorted(os.listdir(os.path.join(root, "versions"))):
+        if name == version or name.startswith(version + "."):
+            return os.path.join(root, "versions", name, "bin", "python")
+    raise SystemExit(f"no pyenv Python {version}")
+
+
+class Target:
+    def __init__(self, python: str, threads: int):
+        fd, self.path = tempfile.mkstemp(suffix=".py", prefix="gilstat_cost_")
+        os.write(fd, TARGET.encode())
+        os.close(fd)
+        self.proc = subprocess.Popen([python, "-u", self.path, str(threads)], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "READY"
+        self.points: list[tuple[float, int]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            t, n = line.split()
+            self.points.append((float(t), int(n)))
+
+    def work_at(self, t: float) -> float:
+        pts = self.points
+        for (t0, n0), (t1, n1) in zip(pts, pts[1:]):
+            if t0 <= t <= t1:
+                return n0 + (n1 - n0) * (t - t0) / (t1 - t0)
+        raise ValueError("no sample around that time")
+
+    def throughput(self, a: float, b: float) -> float:
+        return (self.work_at(b) - self.work_at(a)) / (b - a)
+
+    def tasks(self) -> set[int]:
+        return {int(x) for x in os.listdir(f"/proc/{self.proc.pid}/task")}
+
+    def cpu_s(self, tid: int) -> float | None:
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return None
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        os.unlink(self.path)
+
+
+def off_window(t: Target, window: float) -> float:
+    a = time.monotonic()
+    time.sleep(window + 0.1)
+    return t.throughput(a, a + window)
+
+
+def on_window(t: Target, window: float, rate: int) -> tuple[float, float | None]:
+    base = t.tasks()
+    cli = subprocess.Popen(CLI + [str(t.proc.pid), "--cmd", f"gilstat on 1000 1000 {window} -r {rate}", "--no-color"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    start = end = None
+    sampler, cpu = None, None
+    while cli.poll() is None or start is not None and end is None:
+        new = t.tasks() - base
+        now = time.monotonic()
+        if new and start is None:
+            start = now
+            sampler = min(new)  # the sampler starts first; an agent connection thread may follow
+        if sampler is not None and end is None:
+            if sampler in new:
+                cpu = t.cpu_s(sampler) or cpu
+            else:
+                end = now
+        if cli.poll() is not None and end is None and start is not None and sampler not in t.tasks():
+            end = now
+        time.sleep(0.01)
+    if cli.returncode != 0 or start is None:
+        raise SystemExit(f"gilstat failed: {cli.stderr.read()}")
+    a, b = start + 0.1, end - 0.1
+    time.sleep(0.1)
+    return t.throughput(a, b), (cpu / (end - start) * 100 if cpu is not None else None)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--versions", default="3.8,3.12")
+    ap.add_argument("--window", type=float, default=3.0)
+    ap.add_argument("--rates", default="1000,200")
+    ap.add_argument("--threads", default="1,4")
+    ap.add_argument("--rounds", type=int, default=2)
+    opts = ap.parse_args()
+    print(f"{'python':<8}{'threads':>8}{'rate Hz':>9}{'off work/s':>14}{'on work/s':>14}{'on/off':>9}{'sampler cpu':>13}")
+    for version in opts.versions.split(","):
+        python = pyenv_python(version)
+        for threads in map(int, opts.threads.split(",")):
+            t = Target(python, threads)
+            try:
+                # attach once, so that the windows compare a running measurement with an idle agent
+                subprocess.run(CLI + [str(t.proc.pid), "--cmd", "gilstat off"], check=True, capture_output=True,
+                               cwd=ROOT)
+                for rate in map(int, opts.rates.split(",")):
+                    offs, ons, cpus = [], [], []
+                    for _ in range(opts.rounds):
+                        offs.append(off_window(t, opts.window))
+                        on, cpu = on_window(t, opts.window, rate)
+                        ons.append(on)
+                        if cpu is not None:
+                            cpus.append(cpu)
+                    offs.append(off_window(t, opts.window))
+                    off, on = statistics.median(offs), statistics.median(ons)
+                    cpu = f"{statistics.median(cpus):.1f}%" if cpus else "?"
+                    print(f"{version:<8}{threads:>8}{rate:>9}{off:>14,.0f}{on:>14,.0f}{on / off:>9.3f}{cpu:>13}",
+                          flush=True)
+            finally:
+                t.close()
+
+
+if __name__ == "__main__":
+    main()
