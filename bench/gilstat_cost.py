@@ -78,7 +78,26 @@ class Target:
         raise ValueError("no sample around that time")
 
     def throughput(self, a: float, b: float) -> float:
+        deadline = time.monotonic() + 5
+        while (not self.points or self.points[-1][0] < b) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the target's line may come late: its main thread waits for the GIL too
         return (self.work_at(b) - self.work_at(a)) / (b - a)
+
+    def cpu_total(self) -> float:
+        """The target's CPU seconds so far, all threads."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def sampler(self) -> int | None:
+        for tid in self.tasks():
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/comm") as f:
+                    if f.read().strip() == "flight-mcp-gil":
+                        return tid
+            except OSError:
+                pass
+        return None
 
     def tasks(self) -> set[int]:
         return {int(x) for x in os.listdir(f"/proc/{self.proc.pid}/task")}
@@ -97,37 +116,36 @@ class Target:
         os.unlink(self.path)
 
 
-def off_window(t: Target, window: float) -> float:
-    a = time.monotonic()
-    time.sleep(window + 0.1)
-    return t.throughput(a, a + window)
+def off_window(t: Target, window: float) -> tuple[float, float]:
+    """(work per second, work per CPU second of the target) over a window with nothing running."""
+    a, cpu_a = time.monotonic(), t.cpu_total()
+    time.sleep(window)
+    b, cpu_b = time.monotonic(), t.cpu_total()
+    work = t.throughput(a, b) * (b - a)
+    return work / (b - a), work / max(cpu_b - cpu_a, 1e-9)
 
 
-def on_window(t: Target, window: float, rate: int) -> tuple[float, float | None]:
-    base = t.tasks()
+def on_window(t: Target, window: float, rate: int) -> tuple[float, float, float | None]:
+    """The same while `gilstat` measures (the window: while its sampler thread exists), and the
+    sampler's CPU in % of one core; the target's CPU excludes the sampler's."""
     cli = subprocess.Popen(CLI + [str(t.proc.pid), "--cmd", f"gilstat on 1000 1000 {window} -r {rate}", "--no-color"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    start = end = None
-    sampler, cpu = None, None
-    while cli.poll() is None or start is not None and end is None:
-        new = t.tasks() - base
-        now = time.monotonic()
-        if new and start is None:
-            start = now
-            sampler = min(new)  # the sampler starts first; an agent connection thread may follow
-        if sampler is not None and end is None:
-            if sampler in new:
-                cpu = t.cpu_s(sampler) or cpu
-            else:
-                end = now
-        if cli.poll() is not None and end is None and start is not None and sampler not in t.tasks():
-            end = now
-        time.sleep(0.01)
-    if cli.returncode != 0 or start is None:
-        raise SystemExit(f"gilstat failed: {cli.stderr.read()}")
-    a, b = start + 0.1, end - 0.1
+    sampler = None
+    while sampler is None and cli.poll() is None:
+        sampler = t.sampler()
+        time.sleep(0.005)
+    if sampler is None:
+        raise SystemExit(f"gilstat ended before its sampler was seen: {cli.stderr.read()}")
     time.sleep(0.1)
-    return t.throughput(a, b), (cpu / (end - start) * 100 if cpu is not None else None)
+    a, cpu_a, s_a = time.monotonic(), t.cpu_total(), t.cpu_s(sampler) or 0.0
+    time.sleep(max(window - 0.4, 0.2))
+    b, cpu_b, s_b = time.monotonic(), t.cpu_total(), t.cpu_s(sampler)
+    cli.wait()
+    if cli.returncode != 0:
+        raise SystemExit(f"gilstat failed: {cli.stderr.read()}")
+    work = t.throughput(a, b) * (b - a)
+    own = (s_b - s_a) if s_b is not None else 0.0
+    return work / (b - a), work / max(cpu_b - cpu_a - own, 1e-9), (own / (b - a) * 100 if s_b is not None else None)
 
 
 def main():
@@ -136,33 +154,36 @@ def main():
     ap.add_argument("--window", type=float, default=3.0)
     ap.add_argument("--rates", default="1000,200")
     ap.add_argument("--threads", default="1,4")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     opts = ap.parse_args()
-    print(f"{'python':<8}{'threads':>8}{'rate Hz':>9}{'off work/s':>14}{'on work/s':>14}{'on/off':>9}{'sampler cpu':>13}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (figures on a loaded machine swing by tens "
+          f"of %: compare the sampler's own CPU, and on/off across rates)")
+    print(f"{'python':<8}{'threads':>8}{'rate Hz':>8}{'off work/s':>13}{'on work/s':>13}{'on/off':>8}"
+          f"{'off work/cpu-s':>16}{'on work/cpu-s':>15}{'on/off':>8}{'sampler cpu':>13}")
     for version in opts.versions.split(","):
         python = pyenv_python(version)
         for threads in map(int, opts.threads.split(",")):
             t = Target(python, threads)
             try:
                 # attach once, so that the windows compare a running measurement with an idle agent
-                subprocess.run(CLI + [str(t.proc.pid), "--cmd", "gilstat off"], check=True, capture_output=True,
-                               cwd=ROOT)
+                subprocess.run(CLI + [str(t.proc.pid), "--cmd", "gilstat off --timeout 60"], check=True,
+                               capture_output=True, cwd=ROOT)
                 for rate in map(int, opts.rates.split(",")):
                     offs, ons, cpus = [], [], []
                     for _ in range(opts.rounds):
                         offs.append(off_window(t, opts.window))
-                        on, cpu = on_window(t, opts.window, rate)
-                        ons.append(on)
-                        if cpu is not None:
-                            cpus.append(cpu)
+                        on = on_window(t, opts.window, rate)
+                        ons.append(on[:2])
+                        if on[2] is not None:
+                            cpus.append(on[2])
                     offs.append(off_window(t, opts.window))
-                    off, on = statistics.median(offs), statistics.median(ons)
+                    off_w, off_c = (statistics.median(x[i] for x in offs) for i in (0, 1))
+                    on_w, on_c = (statistics.median(x[i] for x in ons) for i in (0, 1))
                     cpu = f"{statistics.median(cpus):.1f}%" if cpus else "?"
-                    print(f"{version:<8}{threads:>8}{rate:>9}{off:>14,.0f}{on:>14,.0f}{on / off:>9.3f}{cpu:>13}",
-                          flush=True)
+                    print(f"{version:<8}{threads:>8}{rate:>8}{off_w:>13,.0f}{on_w:>13,.0f}{on_w / off_w:>8.3f}"
+                          f"{off_c:>16,.0f}{on_c:>15,.0f}{on_c / off_c:>8.3f}{cpu:>13}", flush=True)
             finally:
                 t.close()
-
 
 if __name__ == "__main__":
     main()

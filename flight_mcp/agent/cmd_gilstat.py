@@ -25,6 +25,7 @@ EXTENSION = "_flight_mcp_gilstat"
 MAX_EVENTS = 1000      # events the sampler keeps (then only counts)
 EVENTS_SENT = 40       # the longest, in the answer
 MAX_STACKS = 20        # long holds whose stack is read
+TRACKED_THREADS = 4096  # threads the sampler follows (its tables: ~0.5 MB while it runs)
 REPLY_MARGIN_S = 0.5   # the answer must reach the host before its deadline
 POLL_S = 0.1
 
@@ -92,7 +93,7 @@ def gilstat(args, ctx):
     ours.append(_thread.get_native_id())
     wall0, mono0 = time.time(), time.monotonic()
     try:
-        mod.start(int(duration * 1e9), period_ns, hold_ns, take_ns, args["max_threads"], MAX_EVENTS, MAX_STACKS,
+        mod.start(int(duration * 1e9), period_ns, hold_ns, take_ns, TRACKED_THREADS, MAX_EVENTS, MAX_STACKS,
                   ours)
     except RuntimeError:
         raise AgentError("gilstat_busy", "another gilstat is measuring this process")
@@ -212,7 +213,7 @@ def _answer(args, raw, states, stacks, tids, ours, wall0, mono0, interval, durat
         "agent_hold_share": agent_samples / float(samples), "switches": raw["switches"],
         "waits_measured": bool(raw["proc_ok"]),
         "hold_threshold_ms": args["hold_threshold_ms"], "take_threshold_ms": args["take_threshold_ms"],
-        "threads": kept, "threads_elided": len(threads) - len(kept) + raw["dropped_threads"],
+        "threads": kept, "threads_elided": len(threads) - len(kept), "untracked_samples": raw["untracked"],
         "events": events[:EVENTS_SENT], "events_elided": max(0, len(events) - EVENTS_SENT),
         "long_holds": sum(r["long_holds"] for r in threads), "long_waits": sum(r["long_waits"] for r in threads),
     }

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,7 +82,7 @@ static struct {
     int max_threads, max_events, stacks_left;
     long *exclude; int nexclude;
     Slot *holders, *waiters; int nholders, nwaiters;
-    long dropped_threads;
+    long untracked;
     Event *events; int nevents; long events_total;
     long samples, locked_samples;
     long long started, last_ts;
@@ -104,7 +105,7 @@ static Slot *slot_of(Slot *table, int *n, uintptr_t key) {
         if (table[i].key == key)
             return &table[i];
     if (*n >= S.max_threads) {
-        S.dropped_threads++;
+        S.untracked++; /* a sample of a thread past the table: counted, not attributed */
         return NULL;
     }
     Slot *s = &table[(*n)++];
@@ -281,6 +282,7 @@ static void sample(long long ts, long long prev) {
 
 static void *sampler(void *unused) {
     (void)unused;
+    prctl(PR_SET_NAME, "flight-mcp-gil", 0, 0, 0); /* the agent's threads are named flight-mcp-* */
     long long next = now_ns(), prev = 0, last_scan = 0;
     S.started = next;
     S.switch0 = __atomic_load_n((unsigned long *)(gil + G_SWITCH), __ATOMIC_RELAXED);
@@ -422,7 +424,7 @@ static PyObject *start(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     S.nholders = S.nwaiters = S.nevents = 0;
-    S.events_total = S.samples = S.locked_samples = S.dropped_threads = 0;
+    S.events_total = S.samples = S.locked_samples = S.untracked = 0;
     S.period = period;
     S.hold_ns = hold;
     S.take_ns = take;
@@ -556,7 +558,7 @@ static PyObject *result(PyObject *self, PyObject *unused) {
                                 "holders", slots_list(S.holders, S.nholders),
                                 "waiters", slots_list(S.waiters, S.nwaiters),
                                 "events", events, "events_total", S.events_total,
-                                "dropped_threads", S.dropped_threads, "proc_ok", S.proc_ok,
+                                "untracked", S.untracked, "proc_ok", S.proc_ok,
                                 "stopped", S.stop);
     release();
     S.running = 0;

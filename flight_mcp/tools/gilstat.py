@@ -90,7 +90,9 @@ class GilstatResult(Fact):
     hold_threshold_ms: float | None = None
     take_threshold_ms: float | None = None
     threads: list[GilThread] = Field(default_factory=list)
-    threads_elided: int = 0
+    threads_elided: int = Field(0, description="Threads left out of `threads` (max_threads).")
+    untracked_samples: int = Field(0, description="Thread-samples not attributed: the process had more threads "
+                                                  "than the sampler follows (4096).")
     events: list[GilEvent] = Field(default_factory=list, description="The longest holds and waits over the "
                                                                       "thresholds: holds, then waits, each longest first.")
     events_elided: int = Field(0, description="Shorter events left out of `events` (the 40 longest are kept).")
@@ -133,6 +135,8 @@ def render(r: GilstatResult, color: bool) -> str:
         who = _who(t.name, t.ident, t.native_id) + (" [ended]" if t.ended else "")
         lines.append(f"  {who:<32}{_pct(t.hold_share):>8}{_pct(t.wait_share):>8}{t.long_holds:>12}"
                      f"{t.max_hold_ms:>13.1f}{t.long_waits:>12}{t.max_wait_ms:>13.1f}")
+    if r.untracked_samples:
+        lines.append(f"  {r.untracked_samples} thread-samples not attributed (more than 4096 threads)")
     if r.threads_elided:
         lines.append(f"  ... {r.threads_elided} more threads (raise max_threads to list them)")
     shown = f" (the {len(r.events)} longest shown)" if r.events_elided else ""
