@@ -28,17 +28,18 @@ typedef struct {
     int minor;
     long runtime_gil;  /* 3.8-3.11: offset of ceval.gil (embedded) in _PyRuntimeState, else -1 */
     long interp_gil;   /* 3.12+: offset of ceval.gil (a pointer) in PyInterpreterState, else -1 */
+    long own_gil;      /* 3.12+: offset of _gil in PyInterpreterState, where the main interpreter's GIL is */
     long thread_id;    /* PyThreadState.thread_id */
     long native_id;    /* PyThreadState.native_thread_id (3.11+), else -1 */
 } Layout;
 
 static const Layout LAYOUTS[] = {
-    {8, 1152, -1, 176, -1},
-    {9, 352, -1, 176, -1},
-    {10, 352, -1, 176, -1},
-    {11, 360, -1, 152, 160},
-    {12, -1, 384, 136, 144},
-    {13, -1, 16, 152, 160},
+    {8, 1152, -1, -1, 176, -1},
+    {9, 352, -1, -1, 176, -1},
+    {10, 352, -1, -1, 176, -1},
+    {11, 360, -1, -1, 152, 160},
+    {12, -1, 384, 1040, 136, 144},
+    {13, -1, 16, 7752, 152, 160},
 };
 /* struct _gil_runtime_state, the same on every version: interval, last_holder, locked,
  * switch_number, then cond, mutex (where takers wait), switch_cond, switch_mutex. */
@@ -88,6 +89,7 @@ static struct {
     long long started, last_ts;
     unsigned long switch0, switch1;
     int proc_ok;
+    char *gil;  /* the sampler's own copy: check() may run meanwhile */
     /* a stack request: the hold event and its holder */
     int req; int req_event; uintptr_t req_key;
     /* the hold being followed */
@@ -200,13 +202,13 @@ static int waits_for_gil(Slot *s) {
     if (p == buf || nr != SYS_futex)
         return 0;
     uintptr_t addr = (uintptr_t)strtoull(p, NULL, 16);
-    return addr >= (uintptr_t)gil + G_COND && addr < (uintptr_t)gil + G_TAKE_END;
+    return addr >= (uintptr_t)S.gil + G_COND && addr < (uintptr_t)S.gil + G_TAKE_END;
 }
 
 static void sample(long long ts, long long prev) {
-    int locked = __atomic_load_n((int *)(gil + G_LOCKED), __ATOMIC_RELAXED);
-    uintptr_t holder = __atomic_load_n((uintptr_t *)(gil + G_HOLDER), __ATOMIC_RELAXED);
-    unsigned long sw = __atomic_load_n((unsigned long *)(gil + G_SWITCH), __ATOMIC_RELAXED);
+    int locked = __atomic_load_n((int *)(S.gil + G_LOCKED), __ATOMIC_RELAXED);
+    uintptr_t holder = __atomic_load_n((uintptr_t *)(S.gil + G_HOLDER), __ATOMIC_RELAXED);
+    unsigned long sw = __atomic_load_n((unsigned long *)(S.gil + G_SWITCH), __ATOMIC_RELAXED);
     S.samples++;
     /* the hold being followed: same holder, no switch in between */
     if (S.run_active && !(locked == 1 && holder == S.run_holder && sw == S.run_switch)) {
@@ -285,7 +287,7 @@ static void *sampler(void *unused) {
     prctl(PR_SET_NAME, "flight-mcp-gil", 0, 0, 0); /* the agent's threads are named flight-mcp-* */
     long long next = now_ns(), prev = 0, last_scan = 0;
     S.started = next;
-    S.switch0 = __atomic_load_n((unsigned long *)(gil + G_SWITCH), __ATOMIC_RELAXED);
+    S.switch0 = __atomic_load_n((unsigned long *)(S.gil + G_SWITCH), __ATOMIC_RELAXED);
     for (;;) {
         long long ts = now_ns();
         if (__atomic_load_n(&S.stop, __ATOMIC_RELAXED) || ts >= S.end_ns)
@@ -331,7 +333,7 @@ static void *sampler(void *unused) {
         }
     }
     S.last_ts = ts;
-    S.switch1 = __atomic_load_n((unsigned long *)(gil + G_SWITCH), __ATOMIC_RELAXED);
+    S.switch1 = __atomic_load_n((unsigned long *)(S.gil + G_SWITCH), __ATOMIC_RELAXED);
     pthread_mutex_lock(&S.mu);
     S.done = 1;
     pthread_cond_broadcast(&S.cv);
@@ -362,19 +364,26 @@ static PyObject *check(PyObject *self, PyObject *args) {
             return PyUnicode_FromString("the interpreter does not export _PyRuntime");
         gil = rt + L->runtime_gil;
     } else {
-        gil = *(char **)((char *)interp_main() + L->interp_gil);
-        if (gil == NULL)
-            return PyUnicode_FromString("the main interpreter has no GIL");
+        char *interp = (char *)interp_main();
+        gil = *(char **)(interp + L->interp_gil);
+        if (gil != interp + L->own_gil) { /* checked before it is ever read through */
+            gil = NULL;
+            return PyUnicode_FromFormat("the GIL of this Python 3.%d is not where its release's layout puts it "
+                                        "(a custom build?)", minor);
+        }
     }
     PyThreadState *ts = PyThreadState_Get();
-    if (*(int *)(gil + G_LOCKED) != 1 || *(void **)(gil + G_HOLDER) != (void *)ts ||
-        *(unsigned long *)(gil + G_INTERVAL) != interval_us)
+    char *found = gil;
+    gil = NULL; /* until every check passed: start() refuses without it */
+    if (*(int *)(found + G_LOCKED) != 1 || *(void **)(found + G_HOLDER) != (void *)ts ||
+        *(unsigned long *)(found + G_INTERVAL) != interval_us)
         return PyUnicode_FromFormat("the GIL of this Python 3.%d is not where its release's layout puts it "
                                     "(a custom build?)", minor);
     if (*(unsigned long *)((char *)ts + L->thread_id) != PyThread_get_thread_ident() ||
         (L->native_id >= 0 && *(unsigned long *)((char *)ts + L->native_id) != (unsigned long)syscall(SYS_gettid)))
         return PyUnicode_FromFormat("the thread state of this Python 3.%d is not laid out as its release's "
                                     "(a custom build?)", minor);
+    gil = found;
     Py_RETURN_NONE;
 }
 
@@ -433,6 +442,7 @@ static PyObject *start(PyObject *self, PyObject *args) {
     S.stacks_left = max_stacks;
     S.stop = S.done = S.req = S.run_active = S.proc_ok = 0;
     S.end_ns = now_ns() + duration;
+    S.gil = gil;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024);
