@@ -127,3 +127,38 @@ def test_over_mcp_structured_and_the_deadline_bounds_the_interval(spawn):
     assert not short.is_error, text_of(short)
     assert short.structured_content["stopped_by"] == "deadline" and short.structured_content["duration_s"] < 3
     assert off.structured_content == {**off.structured_content, "action": "off", "stopped_running": False}
+
+
+def sampler_running(pid):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() == "flight-mcp-gil":
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
+def test_one_measurement_at_a_time_and_off_stops_it(spawn, version):
+    t = spawn(version, "gil_contention", args=["idle"])
+    run(t.pid, "gilstat off --timeout 60")  # attach
+    first = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd", "gilstat on 10 10 60",
+                              "--no-color"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not sampler_running(t.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sampler_running(t.pid)
+        busy = flight_cli(str(t.pid), "--cmd", "gilstat on 10 10 1", "--no-color")
+        assert busy.returncode != 0 and "gilstat_busy" in busy.stdout + busy.stderr, busy
+        assert "stopped the measurement" in run(t.pid, "gilstat off")
+        out, err = first.communicate(timeout=20)  # long before its 60 s
+        assert first.returncode == 0, err
+        assert "(stopped by off)" in out and "gil statistics report:" in out, out
+        assert not sampler_running(t.pid)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
