@@ -12,7 +12,8 @@ the same as ours). `sampler cpu` is the sampler thread's own CPU time over its l
 /proc/PID/task/TID/stat), in % of one core: the CPU it takes from other work on the machine, the
 target's Python threads never wait for it (it never takes the GIL).
 
-Usage: python bench/gilstat_cost.py [--versions 3.8,3.12] [--window 3] [--rates 1000,200] [--threads 1,4]
+Usage: python bench/gilstat_cost.py [--versions 3.8,3.12] [--window 2] [--rates 1000,100] [--threads 1,4]
+       [--idle 0,200] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def work(i):
         counts[i] = c
 for i in range(N):
     threading.Thread(target=work, args=(i,), daemon=True).start()
+for i in range(int(sys.argv[2])):  # idle threads: what the sampler's per-thread reads cost
+    threading.Thread(target=lambda: time.sleep(1e6), daemon=True).start()
 print("READY", flush=True)
 while True:
     time.sleep(0.05)
@@ -56,11 +59,11 @@ def pyenv_python(version: str) -> str:
 
 
 class Target:
-    def __init__(self, python: str, threads: int):
+    def __init__(self, python: str, threads: int, idle: int):
         fd, self.path = tempfile.mkstemp(suffix=".py", prefix="gilstat_cost_")
         os.write(fd, TARGET.encode())
         os.close(fd)
-        self.proc = subprocess.Popen([python, "-u", self.path, str(threads)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([python, "-u", self.path, str(threads), str(idle)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "READY"
         self.points: list[tuple[float, int]] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -151,19 +154,20 @@ def on_window(t: Target, window: float, rate: int) -> tuple[float, float, float 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--versions", default="3.8,3.12")
-    ap.add_argument("--window", type=float, default=3.0)
-    ap.add_argument("--rates", default="1000,200")
+    ap.add_argument("--window", type=float, default=2.0)
+    ap.add_argument("--rates", default="1000,100")
     ap.add_argument("--threads", default="1,4")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle", default="0", help="idle threads beside the workers, e.g. 0,200")
     opts = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (figures on a loaded machine swing by tens "
           f"of %: compare the sampler's own CPU, and on/off across rates)")
-    print(f"{'python':<8}{'threads':>8}{'rate Hz':>8}{'off work/s':>13}{'on work/s':>13}{'on/off':>8}"
+    print(f"{'python':<8}{'idle':>5}{'threads':>8}{'rate Hz':>8}{'off work/s':>13}{'on work/s':>13}{'on/off':>8}"
           f"{'off work/cpu-s':>16}{'on work/cpu-s':>15}{'on/off':>8}{'sampler cpu':>13}")
     for version in opts.versions.split(","):
         python = pyenv_python(version)
-        for threads in map(int, opts.threads.split(",")):
-            t = Target(python, threads)
+        for threads, idle in [(w, i) for w in map(int, opts.threads.split(",")) for i in map(int, opts.idle.split(","))]:
+            t = Target(python, threads, idle)
             try:
                 # attach once, so that the windows compare a running measurement with an idle agent
                 subprocess.run(CLI + [str(t.proc.pid), "--cmd", "gilstat off --timeout 60"], check=True,
@@ -180,7 +184,7 @@ def main():
                     off_w, off_c = (statistics.median(x[i] for x in offs) for i in (0, 1))
                     on_w, on_c = (statistics.median(x[i] for x in ons) for i in (0, 1))
                     cpu = f"{statistics.median(cpus):.1f}%" if cpus else "?"
-                    print(f"{version:<8}{threads:>8}{rate:>8}{off_w:>13,.0f}{on_w:>13,.0f}{on_w / off_w:>8.3f}"
+                    print(f"{version:<8}{idle:>5}{threads:>8}{rate:>8}{off_w:>13,.0f}{on_w:>13,.0f}{on_w / off_w:>8.3f}"
                           f"{off_c:>16,.0f}{on_c:>15,.0f}{on_c / off_c:>8.3f}{cpu:>13}", flush=True)
             finally:
                 t.close()

@@ -134,6 +134,7 @@ def _answer(args, raw, states, stacks, tids, ours, wall0, mono0, interval, durat
         ident_of_tid.setdefault(nid, ident)
     native_of_ident = dict((ident, nid) for nid, ident in ident_of_tid.items())
     samples = max(raw["samples"], 1)
+    scans = max(raw["wait_scans"], 1)  # waits are read every sample, or less often with many threads
     rows = {}
 
     def row(ident, tid):
@@ -168,7 +169,7 @@ def _answer(args, raw, states, stacks, tids, ours, wall0, mono0, interval, durat
         if ident is None and n == 0:
             continue  # a thread we cannot name that never waited: not one of the application's Python threads
         r = row(ident, tid)
-        r["wait_share"] += n / float(samples)
+        r["wait_share"] += n / float(scans)
         r["long_waits"] += runs
         r["max_wait_ms"] = max(r["max_wait_ms"], max_ns / 1e6)
     for ident in table:
@@ -209,6 +210,7 @@ def _answer(args, raw, states, stacks, tids, ours, wall0, mono0, interval, durat
         "start": wall0 + (raw["started_ns"] / 1e9 - mono0), "duration_s": measured,
         "interval": interval, "stopped_by": stopped_by,
         "samples": raw["samples"], "resolution_ms": measured * 1e3 / samples,
+        "wait_resolution_ms": measured * 1e3 / scans,
         "rate": args["rate"], "held_share": raw["locked_samples"] / float(samples),
         "agent_hold_share": agent_samples / float(samples), "switches": raw["switches"],
         "waits_measured": bool(raw["proc_ok"]),

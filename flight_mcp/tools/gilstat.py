@@ -80,6 +80,9 @@ class GilstatResult(Fact):
     stopped_by: Literal["interval", "deadline", "cancel", "off"] | None = None
     samples: int | None = None
     resolution_ms: float | None = Field(None, description="Mean time between samples actually achieved.")
+    wait_resolution_ms: float | None = Field(None, description="Mean time between reads of the waits: every sample, "
+                                                               "or less often when many threads would make the "
+                                                               "reads cost more than ~4% of a core.")
     rate: int | None = None
     held_share: float | None = Field(None, description="Share of samples where any thread held the GIL.")
     agent_hold_share: float | None = Field(None, description="Of held_share, the agent's own threads (left out of "
@@ -123,7 +126,9 @@ def render(r: GilstatResult, color: bool) -> str:
     lines = [paint(f"🔒 gilstat pid={r.pid} {wall_time(r.start or 0)} measured {r.duration_s:.2f}s"
                    + ("" if r.stopped_by == "interval" else f" (stopped by {r.stopped_by})"), "bold", color),
              f"  mechanism: GIL state sampler (a native agent thread reads the GIL's holder and each thread's "
-             f"system call, never taking the GIL); {r.samples} samples, resolution {r.resolution_ms:.2f} ms",
+             f"system call, never taking the GIL); {r.samples} samples, resolution {r.resolution_ms:.2f} ms"
+             + (f" (waits: {r.wait_resolution_ms:.2f} ms)" if r.wait_resolution_ms and
+                r.wait_resolution_ms > 1.5 * r.resolution_ms else ""),
              "gil statistics report:",
              f"  GIL held {_pct(r.held_share or 0).strip()} of the time, {r.switches} switches between threads"
              + (f" (agent: {_pct(r.agent_hold_share).strip()})" if r.agent_hold_share else "")]

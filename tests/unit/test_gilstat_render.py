@@ -52,6 +52,8 @@ def test_early_stops_and_unknown_waits_are_said():
     text = TOOL.text(result(stopped_by="deadline", waits_measured=False, events=[], events_elided=0,
                             long_holds=0, long_waits=0), False)
     assert "(stopped by deadline)" in text and "waits unknown" in text
+    assert "(waits:" not in text
+    assert "resolution 1.11 ms (waits: 9.00 ms)" in TOOL.text(result(wait_resolution_ms=9.0), False)
     assert "gil warning report: 0 holds over 30 ms, 0 waits over 20 ms" in text
 
 

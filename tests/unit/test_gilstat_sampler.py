@@ -92,3 +92,26 @@ def test_stop_ends_it_early_and_says_so():
     assert m.stop() is False
     assert m.wait(0.01) == "done"
     assert m.result()["stopped"] == 1
+
+
+def test_many_threads_read_waits_less_often():
+    """The waits cost one /proc read per thread: with many threads they are read every few samples
+    (within ~10,000 reads a second) while holds are still read every sample."""
+    m = checked()
+    done = threading.Event()
+    sleepers = [threading.Thread(target=done.wait) for _ in range(80)]
+    for t in sleepers:
+        t.start()
+    try:
+        m.start(500 * MS, MS // 2, 100 * MS, 100 * MS, 200, 10, 0, [])  # 2000 samples/s x 80+ threads
+        while m.wait(0.1) != "done":
+            pass
+        m.stop()
+        raw = m.result()
+    finally:
+        done.set()
+        for t in sleepers:
+            t.join()
+    assert raw["samples"] > 50
+    assert raw["wait_scans"] * 4 <= raw["samples"] + 4, raw["wait_scans"]
+    assert len(raw["waiters"]) >= 80
