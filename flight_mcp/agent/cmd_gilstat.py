@@ -64,10 +64,10 @@ def _tids():
     return out
 
 
-def _discard(mod):
-    mod.stop()
+def _discard(mod, gen):
+    mod.stop(gen)  # this command's measurement only: another may have started since
     try:
-        mod.result()  # frees the sampler's tables when no one took them
+        mod.result(gen)  # frees the sampler's tables when no one took them
     except RuntimeError:
         pass
 
@@ -93,16 +93,16 @@ def gilstat(args, ctx):
     ours.append(_thread.get_native_id())
     wall0, mono0 = time.time(), time.monotonic()
     try:
-        mod.start(int(duration * 1e9), period_ns, hold_ns, take_ns, TRACKED_THREADS, MAX_EVENTS, MAX_STACKS,
+        gen = mod.start(int(duration * 1e9), period_ns, hold_ns, take_ns, TRACKED_THREADS, MAX_EVENTS, MAX_STACKS,
                   ours)
     except RuntimeError:
         raise AgentError("gilstat_busy", "another gilstat is measuring this process")
-    ctx.on_end(lambda: _discard(mod))
+    ctx.on_end(lambda: _discard(mod, gen))
     states = {}   # thread state address -> (ident, native id or None), kept for threads that end
     stacks = {}   # event index -> (frames, monotonic time read)
     while True:
         if ctx.cancelled:
-            mod.stop()
+            mod.stop(gen)
         got = mod.wait(POLL_S)
         for addr, ident, nid in mod.threads():
             states[addr] = (ident, nid if nid >= 0 else None)
@@ -115,8 +115,8 @@ def gilstat(args, ctx):
             if frame is not None:
                 stacks[event] = (_frames(frame), time.monotonic())
             frame = None
-    mod.stop()
-    raw = mod.result()
+    mod.stop(gen)
+    raw = mod.result(gen)
     tids.update(_tids())
     return _answer(args, raw, states, stacks, tids, set(ours), wall0, mono0, interval, duration, ctx.cancelled)
 

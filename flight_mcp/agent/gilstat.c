@@ -80,6 +80,7 @@ static struct {
     pthread_cond_t cv;
     pthread_t thread;
     int running, joined, stop, done;
+    long gen;  /* which measurement: stop(gen)/result(gen) touch only their own */
     long long period, hold_ns, take_ns, end_ns;
     int max_threads, max_events, stacks_left;
     long *exclude; int nexclude;
@@ -411,7 +412,8 @@ static void release(void) {
     S.exclude = NULL;
 }
 
-/* start(duration_ns, period_ns, hold_ns, take_ns, max_threads, max_events, max_stacks, exclude_tids) */
+/* start(duration_ns, period_ns, hold_ns, take_ns, max_threads, max_events, max_stacks, exclude_tids) -> its
+ * generation, which stop() and result() take to act on this measurement only */
 static PyObject *start(PyObject *self, PyObject *args) {
     long long duration, period, hold, take;
     int max_threads, max_events, max_stacks;
@@ -470,7 +472,7 @@ static PyObject *start(PyObject *self, PyObject *args) {
     }
     S.running = 1;
     S.joined = 0;
-    Py_RETURN_NONE;
+    return PyLong_FromLong(++S.gen);
 }
 
 /* wait(timeout_s) -> (event, thread state) of a hold whose stack is wanted, "done", or None. */
@@ -508,12 +510,15 @@ static PyObject *wait_(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* stop() -> whether a measurement was running: ends the sampler and waits for its thread. Any
+/* stop([gen]) -> whether a measurement (that one) was running: ends the sampler and waits for its thread. Any
  * thread may call it (gilstat off, a cancel, the owner's clean-up); the join happens once. */
 static pthread_mutex_t join_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static PyObject *stop(PyObject *self, PyObject *unused) {
-    int was = S.running && !S.joined;
+static PyObject *stop(PyObject *self, PyObject *args) {
+    long gen = -1;
+    if (!PyArg_ParseTuple(args, "|l", &gen))
+        return NULL;
+    int was = S.running && !S.joined && (gen < 0 || gen == S.gen);
     if (was) {
         pthread_mutex_lock(&S.mu);
         if (!S.done)
@@ -562,9 +567,12 @@ static PyObject *slots_list(Slot *table, int n) {
     return out;
 }
 
-/* result() after stop(): what the sampler counted. */
-static PyObject *result(PyObject *self, PyObject *unused) {
-    if (!S.running || !S.joined || S.holders == NULL) {
+/* result([gen]) after stop(): what the sampler counted (once; then its tables are freed). */
+static PyObject *result(PyObject *self, PyObject *args) {
+    long gen = -1;
+    if (!PyArg_ParseTuple(args, "|l", &gen))
+        return NULL;
+    if (!S.running || !S.joined || S.holders == NULL || (gen >= 0 && gen != S.gen)) {
         PyErr_SetString(PyExc_RuntimeError, "no finished measurement");
         return NULL;
     }
@@ -605,9 +613,9 @@ static PyMethodDef methods[] = {
     {"check", check, METH_VARARGS, NULL},
     {"start", start, METH_VARARGS, NULL},
     {"wait", wait_, METH_VARARGS, NULL},
-    {"stop", stop, METH_NOARGS, NULL},
+    {"stop", stop, METH_VARARGS, NULL},
     {"threads", threads, METH_NOARGS, NULL},
-    {"result", result, METH_NOARGS, NULL},
+    {"result", result, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

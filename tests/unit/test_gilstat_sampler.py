@@ -86,12 +86,15 @@ def test_holder_and_waiters_and_the_long_hold_stack_request():
 def test_stop_ends_it_early_and_says_so():
     m = checked()
     before = tasks()
-    m.start(60000 * MS, MS, 10 * MS, 10 * MS, 10, 10, 0, [])
+    gen = m.start(60000 * MS, MS, 10 * MS, 10 * MS, 10, 10, 0, [])
     time.sleep(0.05)
-    assert m.stop() is True and tasks() == before
-    assert m.stop() is False
+    assert m.stop(gen + 1) is False and tasks() == before + 1  # another command's clean-up: not this one
+    assert m.stop() is True and tasks() == before  # gilstat off: whichever runs
+    assert m.stop(gen) is False
     assert m.wait(0.01) == "done"
-    assert m.result()["stopped"] == 1
+    with pytest.raises(RuntimeError):
+        m.result(gen + 1)
+    assert m.result(gen)["stopped"] == 1
 
 
 def test_many_threads_read_waits_less_often():
