@@ -47,5 +47,14 @@ setup(
             py_limited_api=True,
             extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
         ),
+        # gilstat's sampler (a native thread reading the GIL's state): same build and shipping.
+        Extension(
+            "flight_mcp.agent._flight_mcp_gilstat",
+            sources=["flight_mcp/agent/gilstat.c"],
+            depends=["flight_mcp/agent/ext_common.h"],
+            py_limited_api=True,
+            extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall"],
+            extra_link_args=["-pthread"],
+        ),
     ],
 )

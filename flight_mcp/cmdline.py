@@ -109,6 +109,8 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
         i += 1
     slots = [s for s in positional_of(model) if s not in values]
     optional = [s for s in slots if not model.model_fields[s].is_required()]
+    if getattr(model, "cli_trailing_optional", False):  # `gilstat on [take] [hold] ...`: the last ones are left out
+        optional.reverse()
     while len(slots) > len(positional) and optional:
         slots.remove(optional.pop(0))
     if len(positional) > len(slots):

@@ -87,6 +87,11 @@ CODES = {
     "snippet_syntax_error": "Fix the snippet's syntax (it is compiled by the target's own Python version).",
     "console_busy": "Earlier snippets blocked in C code still run past their deadline; wait for them to end "
                     "(they end when the call they wait on returns), or restart the target.",
+    # gilstat
+    "gilstat_unavailable": "The GIL of this interpreter cannot be read (the message says why); profile with "
+                           "py-spy's --gil view shows which threads hold it.",
+    "gilstat_busy": "Wait for the other gilstat to answer (it stops by itself after its interval), or stop it "
+                    "with `gilstat off`.",
 }
 
 
