@@ -71,6 +71,10 @@ def type_label(view: ValueView) -> str:
     return f"<class '{view.type}'>"
 
 
+# What every `... N more` of a value says: how to see the rest.
+ELIDED_HOW = "verbose shows up to 50 items; an expression picks others, e.g. target[5:15] or target['key']"
+
+
 def view_lines(view: ValueView, indent: str = "  ") -> list[str]:
     """A value's view as lines, in flight_profiler's layout: sorted, double-quoted dict keys;
     `Type({...})` for objects; first and last 5 items of long containers around `... N more`."""
@@ -98,7 +102,7 @@ def view_lines(view: ValueView, indent: str = "  ") -> list[str]:
         body.append(sub)
     if view.elided:
         at = view.elided_at if view.elided_at is not None else len(body)
-        body.insert(at, [f"... {view.elided} more"])
+        body.insert(at, [f"... {view.elided} more ({ELIDED_HOW})"])
     lines = [opener]
     for i, sub in enumerate(body):
         end = sep if i < len(body) - 1 else ""

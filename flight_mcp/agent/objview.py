@@ -20,6 +20,7 @@ from . import objstate, timebox
 REPR_LIMIT = 240        # characters of one repr
 TOP_REPR_LIMIT = 4000   # characters of the top-level repr
 ITEMS_LIMIT = 50        # children shown per container
+SHOWN_WHOLE = 12        # a container this long is shown whole: eliding one or two items hides, saves nothing
 NODES_LIMIT = 2000      # children shown in one whole view
 SORT_LIMIT = 10000      # containers larger than this are shown in their own order, unsorted
 REPR_ITEMS = 20         # items of one container written into a repr
@@ -357,8 +358,8 @@ class Viewer(object):
         if base is not None:
             n = base.__len__(obj)
             names = self.reader.layout(t).fields if objstate.is_heap(t) else None
-            if verbose or n <= 10:
-                items = objstate.head(obj, base, ITEMS_LIMIT if verbose else 10)
+            if verbose or n <= SHOWN_WHOLE:
+                items = objstate.head(obj, base, ITEMS_LIMIT if verbose else SHOWN_WHOLE)
                 tail = []
             else:
                 items, tail = objstate.head(obj, base, 5), objstate.tail(obj, base, 5)
@@ -381,7 +382,7 @@ class Viewer(object):
     def _cut(self, n, pairs, tail, verbose, name_of):
         if verbose:
             return n, self._named(pairs[:ITEMS_LIMIT], name_of), []
-        if n > 10:
+        if n > SHOWN_WHOLE:
             return n, self._named(pairs[:5], name_of), self._named(tail, name_of)
         return n, self._named(pairs, name_of), []
 

@@ -53,7 +53,7 @@ def render(r: GetGlobalResult, color: bool) -> str:
         for e in r.entries or []:
             lines.append(f"  {e.name.ljust(width)}  {paint(e.type, 'cyan', color)}  {e.value}")
         if r.elided:
-            lines.append(f"  ... {r.elided} more names")
+            lines.append(f"  ... {r.elided} more names (300 are listed): name the field to read one")
         return "\n".join(lines)
     return expr_block(r.expr or "target", r.view or NO_VIEW)
 

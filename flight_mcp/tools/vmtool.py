@@ -135,7 +135,8 @@ def render(r: VmtoolResult, color: bool) -> str:
         for x in c.counts:
             lines.append(f"  {str(x.count).rjust(width)}  {x.key}")
         if c.distinct > len(c.counts):
-            lines.append(f"  ... {c.distinct - len(c.counts)} more keys")
+            lines.append(f"  ... {c.distinct - len(c.counts)} more keys (the 50 most frequent are listed): narrow "
+                         "with a filter in the key expression, or count by a coarser key")
         if c.failed:
             first = c.first_error
             why = f"{first.type}: {first.message}" if first and first.message else (first.type if first else "?")
@@ -148,7 +149,8 @@ def render(r: VmtoolResult, color: bool) -> str:
         for x in r.referrers:
             lines.append(f"  {str(x.count).rjust(width)}  {x.referrer}")
         if r.referrers_elided:
-            lines.append(f"  ... {r.referrers_elided} more referrer kinds")
+            lines.append(f"  ... {r.referrers_elided} more referrer kinds (50 are listed): narrow `instances` with "
+                         "limit to see those of fewer instances")
     return "\n".join(lines)
 
 
