@@ -79,6 +79,8 @@ CODES = {
     "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
     "external_failed": "Reading the process from outside failed; the message says why.",
     "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+    # mem
+    "cancelled": "The call was cancelled before it finished; run it again.",
 }
 
 

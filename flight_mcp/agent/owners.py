@@ -1,0 +1,427 @@
+"""Who holds given objects, named the way a person would reach them: `pkg.mod.CACHE[*]` (a module
+global), `Registry._by_topic[*][*]` (an instance attribute, then container levels), `pkg.mod.Class.REG`
+(a class attribute), `closure of pkg.mod.make.<locals>.handler`, `frame of worker (app.py:40)`.
+
+Holders are found by passes over a heap snapshot (gc.get_objects()), never one gc.get_referrers per
+object: each pass asks gc.get_referents for a slice of the heap at once and looks closer only at a
+slice that refers to one of the objects sought (one set test per slice, in C). The first pass finds
+the holders of the sample; each next pass the holders of the containers found (a list in a dict in
+an instance's __dict__ is three levels up), at most MAX_LEVELS passes, and the set sought shrinks
+at every level (792 leaked objects sit in a few lists of one dict). A pass yields between slices
+(pause()), so application threads keep running.
+
+Nothing here runs the target's code: containers are read through gc.get_referents and the base
+types' own methods (objstate.py), names from C-level descriptors; keys are matched by identity.
+The agent's own objects (ours()) are never holders: an object only the agent holds has no owner.
+"""
+import gc
+import os
+import sys
+import time
+import types
+
+from . import objstate
+
+SLICE = 2000            # heap objects per gc.get_referents call
+BIG = 20000             # a list/tuple longer than this is read in slices of its own
+MAX_LEVELS = 6          # passes over the heap, i.e. container levels climbed from an object
+HOLDERS_KEPT = 3        # holders remembered per object (an object may be held in several places)
+PATHS_PER_OBJECT = 2    # owner paths one sampled object counts towards
+WALK_LIMIT = 200000     # objects of the agent's own that ours() visits at most
+
+_dict, _list, _tuple, _set, _frozenset, _deque = objstate.CONTAINERS
+_cell = types.CellType if hasattr(types, "CellType") else type((lambda x: lambda: x)(0).__closure__[0])
+_func_globals = types.FunctionType.__dict__["__globals__"].__get__
+_func_qualname = types.FunctionType.__dict__["__qualname__"].__get__
+_func_closure = types.FunctionType.__dict__["__closure__"].__get__
+_func_module = types.FunctionType.__dict__["__module__"].__get__
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+_PKG = __name__.rpartition(".")[0]
+
+
+def agent_modules():
+    """The agent's own modules (loaded under a private package name)."""
+    return [m for k, m in list(sys.modules.items())
+            if type(k) is str and (k == _PKG or k.startswith(_PKG + ".")) and type(m) is types.ModuleType]
+
+
+def ours(extra=()):
+    """{id: object or None} of the agent's own objects (None: a frame of this thread): its modules and their namespaces, its classes,
+    functions (their code, defaults, closures), instances of its classes, the built-in containers
+    those hold (a connection's dicts, a capture's records), its threads' frames, and `extra`.
+    Objects of the target that the agent's containers refer to are not ours (they stop the walk),
+    nor are the namespaces of the target's modules and classes met on the way."""
+    reader = objstate.Reader()
+    mods = agent_modules()
+    agent_mods = set(map(id, mods))
+    agent_dicts = {}
+    for m in mods:
+        d = reader.instance_dict(m)
+        if d is not None:
+            agent_dicts[id(d)] = d
+    foreign = set()   # namespaces of the target's modules and classes: never walked into
+    for m in list(sys.modules.values()):
+        if type(m) is types.ModuleType:
+            d = reader.instance_dict(m)
+            if d is not None and id(d) not in agent_dicts:
+                foreign.add(id(d))
+    found = {}
+    todo = list(mods)
+    for o in extra:                   # the command's own working objects: ours whatever their type
+        found[id(o)] = o
+        todo.extend(gc.get_referents(o))
+    frame = sys._getframe(1)
+    while frame is not None:          # this thread's frames (the command running this): by id only,
+        found[id(frame)] = None       # a reference would keep their locals alive in a cycle
+        frame = frame.f_back
+    while todo and len(found) < WALK_LIMIT:
+        o = todo.pop()
+        if id(o) in found:
+            continue
+        t = type(o)
+        if not _is_ours(o, t, agent_dicts, agent_mods):
+            if issubclass(t, type):
+                try:
+                    foreign.add(id(objstate.class_dict(o)))
+                except Exception:
+                    pass
+            continue
+        if id(o) in foreign:
+            continue
+        found[id(o)] = o
+        for r in gc.get_referents(o):
+            rt = type(r)
+            if issubclass(rt, type) and not _agent_class(r):
+                try:
+                    foreign.add(id(objstate.class_dict(r)))  # a (class, its namespace) pair in a cache
+                except Exception:
+                    pass
+            if id(r) not in found and id(r) not in foreign:
+                todo.append(r)
+    del todo, frame   # (found itself is not in found: it would hold itself in a cycle)
+    return found
+
+
+def _agent_class(t):
+    mod = objstate.own(t, "__module__") if objstate.is_heap(t) else None
+    return type(mod) is str and (mod == _PKG or mod.startswith(_PKG + "."))
+
+
+def _is_ours(o, t, agent_dicts, agent_mods):
+    """Whether o, met on the walk from the agent's modules, belongs to the agent."""
+    if t is types.ModuleType:
+        return id(o) in agent_mods
+    if id(o) in agent_dicts:
+        return True
+    if issubclass(t, type):
+        return _agent_class(o)
+    if t is types.FunctionType:
+        return id(_func_globals(o)) in agent_dicts
+    if t is types.CodeType:
+        return os.path.dirname(os.path.abspath(o.co_filename)) == _AGENT_DIR
+    if _agent_class(t):
+        return True
+    # built-in containers, cells, bound methods and descriptors the agent's objects hold
+    if t is _dict or t is _list or t is _tuple or t is _set or t is _frozenset or t is _deque or t is _cell:
+        return True
+    return t is types.MethodType or t is types.BuiltinFunctionType or t is staticmethod or t is classmethod \
+        or t is property
+
+
+# ---- finding holders ----
+
+def find_holders(heap, targets, skip, pause, found=None):
+    """{id(target): [holders]} (at most HOLDERS_KEPT each) for `targets` ({id: object}), by one pass
+    over `heap`; objects whose id is in `skip` (the agent's) are never holders."""
+    found = {} if found is None else found
+    tids = set(targets)
+    if not tids:
+        return found
+    n = len(heap)
+    for i in range(0, n, SLICE):
+        chunk = heap[i:i + SLICE]
+        try:
+            refs = gc.get_referents(*chunk)
+        except Exception:
+            refs = ()
+        hit = not tids.isdisjoint(map(id, refs))
+        refs = None
+        if hit:
+            for h in chunk:
+                if id(h) in skip:
+                    continue
+                for r in _referents(h, pause):
+                    if id(r) in tids:
+                        got = found.setdefault(id(r), [])
+                        if len(got) < HOLDERS_KEPT and not any(x is h for x in got):
+                            got.append(h)
+        del chunk, refs
+        pause()
+    return found
+
+
+def _referents(h, pause):
+    """What h refers to, a big list or tuple read in slices (yielding between them)."""
+    t = type(h)
+    base = _list if issubclass(t, _list) else _tuple if issubclass(t, _tuple) else None
+    if base is not None and base.__len__(h) > BIG:
+        out = []
+        for j in range(0, base.__len__(h), BIG):
+            out.extend(base.__getitem__(h, slice(j, j + BIG)))
+            pause()
+        return out
+    try:
+        return gc.get_referents(h)
+    except Exception:
+        return ()
+
+
+# ---- naming ----
+
+def _is_container(t):
+    return t is _dict or t is _list or t is _tuple or t is _set or t is _frozenset or t is _deque or t is _cell \
+        or objstate.container_base(t) is not None
+
+
+class _Namer(object):
+    def __init__(self, holders, reader, module_dicts):
+        self.holders = holders
+        self.reader = reader
+        self.module_dicts = module_dicts
+        self.memo = {}
+        self.keys = {}
+
+    def key_in(self, d, child):
+        """The key under which dict d holds child (by identity), memoized per dict."""
+        rev = self.keys.get(id(d))
+        if rev is None:
+            rev = {}
+            try:
+                for k, v in objstate.dict_items(d):
+                    rev.setdefault(id(v), k)
+            except Exception:
+                pass
+            self.keys[id(d)] = (d, rev)
+        else:
+            rev = rev[1]
+        k = rev.get(id(child), objstate.MISSING)
+        if k is objstate.MISSING:
+            return None
+        return k if type(k) is str else "[%s]" % _key_text(k)
+
+    def name(self, obj, depth):
+        """The path naming container obj (memoized): how its first holder holds it."""
+        got = self.memo.get(id(obj))
+        if got is not None:
+            return got[1]
+        hs = self.holders.get(id(obj), ())
+        if depth <= 0:
+            path = "..." + _anon(obj)
+        elif not hs:
+            path = _anon(obj)
+        else:
+            path = self.held(obj, _best(hs, self), depth - 1)
+        self.memo[id(obj)] = (obj, path)
+        return path
+
+    def below(self, h, depth, suffix):
+        """name(h) + suffix, or None when h is held only by the agent."""
+        p = self.name(h, depth)
+        return None if p is None else p + suffix
+
+    def held(self, child, h, depth):
+        """The path of `child` as held by `h`; None when h is the agent's (no owner of the target's)."""
+        t = type(h)
+        if _agent_class(t):
+            return None
+        if id(h) in self.module_dicts:
+            return "%s.%s" % (self.module_dicts[id(h)], self.key_in(h, child) or "?")
+        if t is types.FrameType:
+            code = h.f_code
+            return "frame of %s (%s:%d)" % (code.co_name, os.path.basename(code.co_filename), h.f_lineno)
+        if t is _cell:
+            return self.closure(h, depth)
+        if issubclass(t, type):
+            try:
+                if objstate.class_dict(h) is child:
+                    return objstate.type_name(h) + ".__dict__"
+            except Exception:
+                pass
+            return objstate.type_name(h) + ".?"
+        if issubclass(t, _dict):
+            owner = self.dict_owner(h)
+            if owner is not None and _agent_class(type(owner)):
+                return None
+            if owner is not None:
+                k = self.key_in(h, child)
+                if issubclass(type(owner), type):
+                    return "%s.%s" % (objstate.type_name(owner), k or "?")
+                return "%s.%s" % (_qual(type(owner)), k or "?")
+            return self.below(h, depth, "[*]")
+        if _is_container(t):
+            return self.below(h, depth, "[*]")
+        if t is types.FunctionType:
+            return "%s.%s" % (_func_name(h), "__defaults__" if _in_defaults(h, child) else "?")
+        if t is types.MethodType:
+            return "bound method of %s" % _anon(child)
+        # an instance: an attribute (inline __dict__ on 3.11+, or a slot), or its __dict__ itself
+        d = self.reader.instance_dict(h) if objstate.is_heap(t) else None
+        if d is child:
+            return "%s.__dict__" % _qual(t)
+        k = self.key_in(d, child) if d is not None else None
+        if k is None:
+            for name, v in self.reader.slot_values(h):
+                if v is child:
+                    k = name
+                    break
+        return "%s.%s" % (_qual(t), k or "?")
+
+    def dict_owner(self, d):
+        """The instance or class whose namespace dict d is, among d's holders."""
+        for h in self.holders.get(id(d), ()):
+            t = type(h)
+            if issubclass(t, type):
+                try:
+                    if objstate.class_dict(h) is d:
+                        return h
+                except Exception:
+                    continue
+            elif not _is_container(t) and t is not types.FrameType and objstate.is_heap(t):
+                if self.reader.instance_dict(h) is d:
+                    return h
+        return None
+
+    def closure(self, cell, depth):
+        for tup in self.holders.get(id(cell), ()):
+            for f in self.holders.get(id(tup), ()):
+                if type(f) is types.FunctionType and _func_closure(f) is tup:
+                    return "closure of %s" % _func_name(f)
+        return "closure cell"
+
+
+def _in_defaults(f, child):
+    d = types.FunctionType.__dict__["__defaults__"].__get__(f)
+    return type(d) is tuple and any(x is child for x in d)
+
+
+def _func_name(f):
+    mod = _func_module(f)
+    qual = _func_qualname(f)
+    return "%s.%s" % (mod, qual) if type(mod) is str and type(qual) is str else "?"
+
+
+def _qual(t):
+    """A class by its qualified name within its module (what a person calls it: Registry)."""
+    try:
+        q = objstate._qualname_of(t)
+    except Exception:
+        return "?"
+    return q if type(q) is str else "?"
+
+
+def _anon(obj):
+    return "<%s>" % objstate.short_name(type(obj))
+
+
+def _key_text(k):
+    t = type(k)
+    if t is int or t is float or t is bool or k is None:
+        return repr(k)
+    if t is str:
+        return repr(k[:40])
+    return "<%s>" % objstate.short_name(t)
+
+
+def _rank(h, namer):
+    """Lower is a better holder to name a path by: a module global, an instance or class, then a
+    container, then a frame."""
+    t = type(h)
+    if id(h) in namer.module_dicts:
+        return 0
+    if t is types.FrameType:
+        return 3
+    if _is_container(t):
+        return 2
+    return 1
+
+
+def _best(hs, namer):
+    return min(hs, key=lambda h: _rank(h, namer))
+
+
+def _climbs(h, namer):
+    """Whether naming a path through holder h needs h's own holders."""
+    t = type(h)
+    if id(h) in namer.module_dicts or t is types.FrameType or issubclass(t, type):
+        return False
+    return _is_container(t)
+
+
+def owner_paths(groups, heap, skip, pause):
+    """For each group (a list of sampled objects), [(path, count)] most common first: where they are
+    held. Returns (paths per group, facts): facts has passes, holders_found."""
+    reader = objstate.Reader()
+    module_dicts = {}
+    for name, m in list(sys.modules.items()):
+        if type(name) is str and type(m) is types.ModuleType and not (name == _PKG or name.startswith(_PKG + ".")):
+            d = reader.instance_dict(m)
+            if d is not None:
+                module_dicts[id(d)] = name
+    namer = _Namer({}, reader, module_dicts)
+    targets = {}
+    for objs in groups:
+        for o in objs:
+            targets[id(o)] = o
+    passes = 0
+    seen = set()
+    while targets and passes < MAX_LEVELS:
+        find_holders(heap, targets, skip, pause, namer.holders)
+        passes += 1
+        seen.update(targets)
+        nxt = {}
+        for tid in targets:
+            for h in namer.holders.get(tid, ()):
+                # climb from containers, and from dicts that may be an instance's __dict__
+                if _climbs(h, namer) and id(h) not in seen:
+                    nxt[id(h)] = h
+        targets = nxt
+    depth = passes
+    out = []
+    for objs in groups:
+        counts = {}
+        for o in objs:
+            hs = sorted(namer.holders.get(id(o), ()), key=lambda h: _rank(h, namer))[:PATHS_PER_OBJECT]
+            paths = []
+            for h in hs:
+                p = namer.held(o, h, depth)
+                if p is not None and p not in paths:
+                    paths.append(p)
+            if hs and not paths:
+                continue         # held by the agent only: not the target's object
+            if not paths:
+                paths = [None]   # no holder among the tracked objects
+            for p in paths:
+                counts[p] = counts.get(p, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+        out.append(ranked)
+    return out, {"passes": passes}
+
+
+def pauser(longest):
+    """A pause() that yields the GIL and records the longest stretch held between two calls in
+    longest[0] (ms); pause.reset() after a wait that did not hold it (an interval's sleep)."""
+    last = [time.perf_counter()]
+    sleep, perf = time.sleep, time.perf_counter
+
+    def pause():
+        now = perf()
+        held = (now - last[0]) * 1000.0
+        if held > longest[0]:
+            longest[0] = held
+        sleep(0)
+        last[0] = perf()
+
+    def reset():
+        last[0] = perf()
+    pause.reset = reset
+    return pause
