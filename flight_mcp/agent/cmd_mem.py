@@ -42,8 +42,8 @@ except ImportError:  # not CPython's accelerator: the same in Python
             mapping[x] = get(x, 0) + 1
 from .registry import AgentError, command
 
-SLICE = 20000            # objects counted per slice between two yields
-GROWERS = 3              # types whose new objects get owners
+SLICE = 5000             # objects counted per slice between two yields (~2-5 ms)
+GROWERS = 5              # types whose new objects get owners (those that grew most in count)
 CANDIDATES = 50000       # objects of one grower type tested for newness at most
 SAMPLE = 200             # new objects of one grower type whose holders are looked for
 OWNER_PATHS = 8          # owner paths returned per grower
@@ -211,7 +211,7 @@ def _subtract_ours(rows, mine, objs, sizes):
 def _snapshot(pause, longest, extra=()):
     """(objs, mine, ms): the heap as gc lists it (youngest generation first), the agent's own
     objects, and how long gc.get_objects held the GIL."""
-    mine = owners.ours(extra)
+    mine = owners.ours(extra, pause)
     objs = []
     hold = 0.0
     for gen in (0, 1, 2):
@@ -369,7 +369,7 @@ def _growers(top, objs, old_ids, mine, pause):
     del ids
     groups, found = [], []
     for _, _, t in top:
-        new = [o for o in cands[id(t)] if id(o) not in old and id(o) not in mine]
+        new = [o for o in cands[id(t)] if id(o) not in old and id(o) not in mine and o is not mine]
         found.append(len(new))
         if len(new) > SAMPLE:
             stride = len(new) / float(SAMPLE)

@@ -23,6 +23,7 @@ import types
 from . import objstate
 
 SLICE = 2000            # heap objects per gc.get_referents call
+SUB = 50                # objects per call where a slice refers to an object sought
 BIG = 20000             # a list/tuple longer than this is read in slices of its own
 MAX_LEVELS = 6          # passes over the heap, i.e. container levels climbed from an object
 HOLDERS_KEPT = 3        # holders remembered per object (an object may be held in several places)
@@ -45,7 +46,7 @@ def agent_modules():
             if type(k) is str and (k == _PKG or k.startswith(_PKG + ".")) and type(m) is types.ModuleType]
 
 
-def ours(extra=()):
+def ours(extra=(), pause=None):
     """{id: object or None} of the agent's own objects (None: a frame of this thread): its modules and their namespaces, its classes,
     functions (their code, defaults, closures), instances of its classes, the built-in containers
     those hold (a connection's dicts, a capture's records), its threads' frames, and `extra`.
@@ -74,7 +75,11 @@ def ours(extra=()):
     while frame is not None:          # this thread's frames (the command running this): by id only,
         found[id(frame)] = None       # a reference would keep their locals alive in a cycle
         frame = frame.f_back
+    steps = 0
     while todo and len(found) < WALK_LIMIT:
+        steps += 1
+        if pause is not None and steps % 500 == 0:
+            pause()
         o = todo.pop()
         if id(o) in found:
             continue
@@ -146,18 +151,33 @@ def find_holders(heap, targets, skip, pause, found=None):
             refs = ()
         hit = not tids.isdisjoint(map(id, refs))
         refs = None
-        if hit:
-            for h in chunk:
-                if id(h) in skip:
-                    continue
-                for r in _referents(h, pause):
-                    if id(r) in tids:
-                        got = found.setdefault(id(r), [])
-                        if len(got) < HOLDERS_KEPT and not any(x is h for x in got):
-                            got.append(h)
+        if hit:   # narrow down: sub-slices of SUB, then object by object where one refers to a target
+            for j in range(0, len(chunk), SUB):
+                sub = chunk[j:j + SUB]
+                try:
+                    if tids.isdisjoint(map(id, gc.get_referents(*sub))):
+                        continue
+                except Exception:
+                    pass
+                for h in sub:
+                    if id(h) in skip:
+                        continue
+                    for r in _referents(h, pause):
+                        if id(r) in tids:
+                            got = found.setdefault(id(r), [])
+                            if len(got) < HOLDERS_KEPT and _absent(got, h):
+                                got.append(h)
+                pause()
         del chunk, refs
         pause()
     return found
+
+
+def _absent(items, obj):
+    for x in items:
+        if x is obj:
+            return False
+    return True
 
 
 def _referents(h, pause):
