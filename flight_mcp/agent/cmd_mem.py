@@ -294,9 +294,11 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
     pause.reset()
     if ctx.cancelled:
         raise AgentError("cancelled", "mem diff was cancelled during its interval; nothing is kept.")
-    before_by_id = {}      # id(type) -> (count, bytes); sizes.types keeps the types alive
+    # id(type) -> [count, bytes]; sizes.types keeps the types alive. Lists, not tuples: the GC
+    # untracks a dict of atoms, and this one must stay in the second snapshot to be left out of it.
+    before_by_id = {}
     for t, n, b in before:
-        before_by_id[id(t)] = (n, b)
+        before_by_id[id(t)] = [n, b]
     del before
     second = time.perf_counter()
     objs, mine = _snapshot(pause, longest, (before_by_id, old_ids, sizes, longest, ctx))
