@@ -51,6 +51,16 @@ _HAVE_GC = 1 << 14
 _basicsize = type.__dict__["__basicsize__"].__get__
 _object_sizeof = object.__dict__["__sizeof__"]
 _C_FUNCS = (type(object.__dict__["__sizeof__"]), type(list.__dict__["__sizeof__"]), type(len))
+
+
+def _c_function(fn):
+    """fn is a built-in function or slot wrapper (compared with `is`: `in` would call a
+    metaclass's __eq__)."""
+    t = type(fn)
+    for c in _C_FUNCS:
+        if t is c:
+            return True
+    return False
 _GC_HEAD = 16
 
 
@@ -96,7 +106,7 @@ class _Sizes(object):
         k = id(t)
         self.types[k] = t
         owner, fn = objstate.lookup(t, "__sizeof__")
-        c_code = owner is None or not objstate.is_heap(owner) or type(fn) in _C_FUNCS
+        c_code = owner is None or not objstate.is_heap(owner) or _c_function(fn)
         if not c_code:
             self.estimated.add(k)
             self.rule[k] = _basicsize(t) + (_GC_HEAD if objstate.flags(t) & _HAVE_GC else 0)

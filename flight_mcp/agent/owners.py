@@ -14,6 +14,7 @@ Nothing here runs the target's code: containers are read through gc.get_referent
 types' own methods (objstate.py), names from C-level descriptors; keys are matched by identity.
 The agent's own objects (ours()) are never holders: an object only the agent holds has no owner.
 """
+import _thread
 import gc
 import os
 import sys
@@ -427,18 +428,26 @@ def owner_paths(groups, heap, skip, pause):
     return out, {"passes": passes}
 
 
+YIELD_S = 0.0001          # how long pause() leaves the GIL to the application's threads
+
+
 def pauser(longest):
     """A pause() that yields the GIL and records the longest stretch held between two calls in
-    longest[0] (ms); pause.reset() after a wait that did not hold it (an interval's sleep)."""
+    longest[0] (ms); pause.reset() after a wait that did not hold it (an interval's sleep).
+    It yields by waiting YIELD_S on a lock of its own (released GIL), not with time.sleep: the
+    target may have replaced time.sleep (gevent), and sleep(0) may take the GIL straight back."""
     last = [time.perf_counter()]
-    sleep, perf = time.sleep, time.perf_counter
+    perf = time.perf_counter
+    gate = _thread.allocate_lock()
+    gate.acquire()
+    wait = gate.acquire
 
     def pause():
         now = perf()
         held = (now - last[0]) * 1000.0
         if held > longest[0]:
             longest[0] = held
-        sleep(0)
+        wait(True, YIELD_S)
         last[0] = perf()
 
     def reset():

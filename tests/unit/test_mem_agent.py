@@ -104,7 +104,7 @@ def test_diff_finds_new_objects_and_their_owner():
 
     def leak():
         while not stop.is_set():
-            mod.LEAK.append(Counted())
+            mod.LEAK.extend((Counted(), Counted(), Counted()))
             time.sleep(0.002)
     keep = [Counted() for _ in range(50)]   # a stable population
     th = threading.Thread(target=leak, daemon=True)
