@@ -25,6 +25,7 @@ type made at its address in between is not seen as new). The agent's own objects
 """
 import gc
 import itertools
+import operator
 import os
 import sys
 import time
@@ -62,6 +63,7 @@ def _c_function(fn):
             return True
     return False
 _GC_HEAD = 16
+_is = operator.is_
 
 
 def rss_bytes():
@@ -168,13 +170,23 @@ class _Scan(object):
             else:
                 total[k] = total.get(k, 0) + n * r
         if each:
+            # A type with a big share of the slice is summed by one C-level pass of its own; the
+            # few others together by one loop.
             getsize = sys.getsizeof
-            sums = dict.fromkeys(each, 0)
-            want = set(each)
-            for o in itertools.compress(chunk, map(want.__contains__, map(type, chunk))):
-                sums[type(o)] += getsize(o)
-            for t, b in sums.items():
-                total[id(t)] = total.get(id(t), 0) + b
+            rest = []
+            for t in each:
+                if c[t] * 8 >= len(chunk):
+                    picked = itertools.compress(chunk, map(_is, map(type, chunk), itertools.repeat(t)))
+                    total[id(t)] = total.get(id(t), 0) + sum(map(getsize, picked))
+                else:
+                    rest.append(t)
+            if rest:
+                sums = dict.fromkeys(rest, 0)
+                want = set(rest)
+                for o in itertools.compress(chunk, map(want.__contains__, map(type, chunk))):
+                    sums[type(o)] += getsize(o)
+                for t, b in sums.items():
+                    total[id(t)] = total.get(id(t), 0) + b
 
     def _slice_by_id(self, chunk):
         """The same keyed by id(type), in Python: a metaclass of the target hashes or compares."""

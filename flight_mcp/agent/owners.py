@@ -429,14 +429,19 @@ def owner_paths(groups, heap, skip, pause):
 
 
 YIELD_S = 0.0001          # how long pause() leaves the GIL to the application's threads
+YIELD_EVERY_S = 0.01      # ... once per this much work (the interpreter's own switch interval,
+                          # 5 ms, hands the GIL over between slices anyway when a thread waits)
 
 
 def pauser(longest):
     """A pause() that yields the GIL and records the longest stretch held between two calls in
     longest[0] (ms); pause.reset() after a wait that did not hold it (an interval's sleep).
-    It yields by waiting YIELD_S on a lock of its own (released GIL), not with time.sleep: the
-    target may have replaced time.sleep (gevent), and sleep(0) may take the GIL straight back."""
+    Between two slices the interpreter itself hands the GIL to a thread that asked for it (after
+    its switch interval), so a slice is what an application thread may wait; every YIELD_EVERY_S
+    pause() also waits YIELD_S on a lock of its own, GIL released (not time.sleep: the target may
+    have replaced it, e.g. gevent; and sleep(0) may take the GIL straight back)."""
     last = [time.perf_counter()]
+    yielded = [last[0]]
     perf = time.perf_counter
     gate = _thread.allocate_lock()
     gate.acquire()
@@ -447,10 +452,12 @@ def pauser(longest):
         held = (now - last[0]) * 1000.0
         if held > longest[0]:
             longest[0] = held
-        wait(True, YIELD_S)
-        last[0] = perf()
+        if now - yielded[0] >= YIELD_EVERY_S:
+            wait(True, YIELD_S)
+            now = yielded[0] = perf()
+        last[0] = now
 
     def reset():
-        last[0] = perf()
+        last[0] = yielded[0] = perf()
     pause.reset = reset
     return pause
