@@ -9,8 +9,8 @@ objects take beside the RSS.
 The target comes first: the heap is read in slices of SLICE objects, each a few C calls (counting by
 type is one C-level count over the slice), and the GIL is yielded between slices, so an
 application thread waits at most about one slice (plus the interpreter's switch interval); the
-longest stretch we held is measured and returned. gc.get_objects() itself is one C call per
-generation (~25 ms per million objects), the one pause we cannot slice.
+longest stretch we held is measured and returned. gc.get_objects(2) itself is one C call over the
+oldest generation (~25 ms per million objects on an idle core), the one pause we cannot slice.
 
 Sizes run no code of the target: sys.getsizeof calls the type's own __sizeof__, so it is used only
 where that is C code (a built-in type's, or object's); a class defining __sizeof__ in Python is
@@ -231,21 +231,27 @@ def _subtract_ours(rows, mine, objs, sizes):
 
 
 def _snapshot(pause, longest, extra=()):
-    """(objs, mine, ms): the heap as gc lists it (youngest generation first), the agent's own
-    objects, and how long gc.get_objects held the GIL."""
+    """(objs, mine): the heap as gc lists it (oldest generation first, so the biggest list is
+    not copied), and the agent's own objects. gc.get_objects(2) is one C call: the longest hold."""
     mine = owners.ours(extra, pause)
-    objs = []
-    hold = 0.0
-    for gen in (0, 1, 2):
-        pause()
-        started = time.perf_counter()
-        objs.extend(gc.get_objects(gen))
-        held = (time.perf_counter() - started) * 1000.0
-        hold = max(hold, held)
-        if held > longest[0]:
-            longest[0] = held
     pause()
+    started = time.perf_counter()
+    objs = gc.get_objects(2)
+    held = (time.perf_counter() - started) * 1000.0
+    if held > longest[0]:
+        longest[0] = held
+    pause()
+    for gen in (1, 0):
+        objs.extend(gc.get_objects(gen))
+        pause()
     return objs, mine
+
+
+def _release(objs, pause):
+    """Empties our snapshot a slice at a time (dropping a million references is itself ~10 ms)."""
+    while objs:
+        del objs[-SLICE * 4:]
+        pause()
 
 
 def _measure(objs, mine, sizes, pause, keys_safe):
@@ -277,7 +283,7 @@ def mem(args, ctx):
         try:
             rows, excluded = _measure(objs, mine, sizes, pause, keys_safe)
         finally:
-            objs.clear()   # it may list itself (made before the last gc.get_objects): a cycle
+            _release(objs, pause)
             del objs, mine
         rows.sort(key=lambda r: (r[2], r[1]), reverse=descending)
         return {"action": "summary", "limit": limit, "order": args["order"], "rss_bytes": rss_bytes(),
@@ -302,7 +308,7 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
             old_ids.extend(map(id, objs[i:i + SLICE * 5]))
             pause()
     finally:
-        objs.clear()   # it may list itself (made before the last gc.get_objects): a cycle
+        _release(objs, pause)
         del objs, mine
     snapshot_bytes = old_ids.itemsize * len(old_ids)
     first_ms = (time.perf_counter() - started) * 1000.0
@@ -343,7 +349,7 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
         growers = _growers(grown[:GROWERS], objs, old_ids, mine, pause)
         owners_ms = (time.perf_counter() - owners_started) * 1000.0
     finally:
-        objs.clear()   # it may list itself (made before the last gc.get_objects): a cycle
+        _release(objs, pause)
         del objs, mine
     rows.sort(key=lambda r: (r[2], r[1]), reverse=descending)
     shown = []
@@ -370,8 +376,8 @@ def _growers(top, objs, old_ids, mine, pause):
     want = set(id(t) for _, _, t in top)
     cands = dict((k, []) for k in want)
     full = set()
-    for i in range(0, len(objs), SLICE):
-        chunk = objs[i:i + SLICE]
+    for i in range(len(objs), 0, -SLICE):    # youngest first: the new objects are there
+        chunk = objs[max(0, i - SLICE):i]
         for o in itertools.compress(chunk, map(want.__contains__, map(id, map(type, chunk)))):
             got = cands[id(type(o))]
             if len(got) < CANDIDATES:

@@ -78,7 +78,7 @@ class MemResult(Fact):
                                                          "(8 bytes per object id).")
     owners_ms: float | None = None
     keys_by_id: bool = Field(False, description="A metaclass of the target hashes or compares classes itself: types "
-                                                "were counted by id (slower), and diff gives no owners.")
+                                                "were counted by id (slower; its code never runs).")
     scan_ms: float = Field(description="Time the snapshots and counting took in the target.")
     longest_hold_ms: float = Field(description="Longest stretch the agent held the GIL without yielding to the "
                                                "application's threads.")
@@ -141,8 +141,6 @@ def render(r: MemResult, color: bool) -> str:
         lines.append(paint("WHO HOLDS THE NEW OBJECTS (of the types that grew most)", "bold", color))
         for g in r.growers:
             lines.extend(_grower_lines(g))
-    elif r.keys_by_id:
-        lines.append("owners not looked for: a metaclass of the target hashes or compares classes itself")
     else:
         lines.append("no type grew in count")
     lines.append(paint(f"snapshots and counting {r.scan_ms:.0f} ms, owners {r.owners_ms or 0:.0f} ms, the GIL held at "
