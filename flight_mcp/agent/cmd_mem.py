@@ -46,7 +46,7 @@ from .registry import AgentError, command
 SLICE = 5000             # objects counted per slice between two yields (~2-5 ms)
 GROWERS = 5              # types whose new objects get owners (those that grew most in count)
 CANDIDATES = 50000       # objects of one grower type tested for newness at most
-SAMPLE = 200             # new objects of one grower type whose holders are looked for
+SAMPLE = 100             # new objects of one grower type whose holders are looked for (5 types: 500)
 OWNER_PATHS = 8          # owner paths returned per grower
 _HAVE_GC = 1 << 14
 _basicsize = type.__dict__["__basicsize__"].__get__
