@@ -411,6 +411,9 @@ def _growers(top, objs, old_ids, mine, pause):
     skip.update(map(id, groups))
     paths, _ = owners.owner_paths(groups, objs, skip, pause)
     out = []
+    # the application's own classes first (what a person reads first), then built-in types
+    order = sorted(range(len(top)), key=lambda i: (not objstate.is_heap(top[i][2]), -top[i][0]))
+    top, groups, found, paths = ([seq[i] for i in order] for seq in (top, groups, found, paths))
     for (dn, db, t), group, n_new, ranked in zip(top, groups, found, paths):
         out.append({"type": objstate.type_name(t), "count_delta": dn, "size_delta": db,
                     "new_found": n_new, "candidates_capped": id(t) in full, "sampled": len(group),

@@ -72,8 +72,9 @@ class MemResult(Fact):
     tracked_after: int | None = None
     types_changed: int | None = Field(None, description="diff: types whose count or size changed.")
     rows: list[TypeRow] | None = None
-    growers: list[Grower] | None = Field(None, description="diff: the types that grew most in count, with who "
-                                                           "holds their new objects.")
+    growers: list[Grower] | None = Field(None, description="diff: the types that grew most in count (classes "
+                                                           "defined in Python first), with who holds their new "
+                                                           "objects.")
     snapshot_bytes: int | None = Field(None, description="diff: memory the first snapshot took in the target "
                                                          "(8 bytes per object id).")
     owners_ms: float | None = None
@@ -130,19 +131,21 @@ def render(r: MemResult, color: bool) -> str:
         return "\n".join(lines)
     rss = ""
     if r.rss_before is not None and r.rss_after is not None:
-        rss = f"RSS {_size(r.rss_before)} -> {_size(r.rss_after)} ({_size(r.rss_after - r.rss_before, True)}); "
+        rss = (f"RSS {_size(r.rss_before)} -> {_size(r.rss_after)} ({_size(r.rss_after - r.rss_before, True)}, "
+               "the scan's own memory included); ")
     lines = [f"mem diff over {r.interval_s:g} s: {rss}GC-tracked objects {r.tracked_before:,} -> "
              f"{r.tracked_after:,}; {r.types_changed} types changed"]
     lines += _table([(t.type + (" (estimated)" if t.estimated else ""), f"{t.count_delta:+d}",
                       _size(t.size_delta, True)) for t in r.rows or []], color)
     if r.types_changed and r.types_changed > len(r.rows or []):
         lines.append(f"... {r.types_changed - len(r.rows or [])} more types changed (raise --limit to see them)")
-    if r.growers:
+    held = [g for g in r.growers or [] if g.new_found]
+    if held:
         lines.append(paint("WHO HOLDS THE NEW OBJECTS (of the types that grew most)", "bold", color))
-        for g in r.growers:
+        for g in held:
             lines.extend(_grower_lines(g))
     else:
-        lines.append("no type grew in count")
+        lines.append("no new objects among the types that grew in count" if r.growers else "no type grew in count")
     lines.append(paint(f"snapshots and counting {r.scan_ms:.0f} ms, owners {r.owners_ms or 0:.0f} ms, the GIL held at "
                        f"most {r.longest_hold_ms:.1f} ms at a time; first snapshot kept as "
                        f"{_size(r.snapshot_bytes)} of ids; {UNTRACKED}", "dim", color))
@@ -157,8 +160,7 @@ def _where(o: Owner) -> str:
 def _grower_lines(g: Grower) -> list[str]:
     head = f"{g.count_delta:+d} {g.type}"
     if not g.owners:
-        why = "no new object found at a new address" if not g.new_found else "held by flight-mcp only"
-        return [f"{head}: {why}"]
+        return [f"{head}: its new objects are held by flight-mcp only"]
     top = g.owners[0]
     lines = [f"{head}, held in {_where(top)}  ({top.count} of {g.sampled} sampled new objects)"]
     for o in g.owners[1:]:

@@ -164,3 +164,26 @@ def test_render_summary_layout():
     assert text[1].split("|")[0].strip() == "types" and "# objects" in text[1] and "total size" in text[1]
     assert text[3].split("|")[1].strip() == "500" and "app.Thing (estimated)" in text[4]
     assert "38 more types" in text[5]
+
+
+def test_render_diff_names_the_owner_first():
+    r = MemResult(action="diff", limit=3, order="descending", interval_s=2, rss_before=10 << 20, rss_after=11 << 20,
+                  tracked_before=100, tracked_after=900, types_changed=4, snapshot_bytes=800, owners_ms=5,
+                  scan_ms=10, longest_hold_ms=2,
+                  rows=[{"type": "app.Sub", "count": 800, "count_delta": 792, "size_delta": 38016},
+                        {"type": "tuple", "count": 10, "count_delta": -3, "size_delta": -120}],
+                  growers=[{"type": "app.Sub", "count_delta": 792, "size_delta": 38016, "new_found": 792,
+                            "candidates_capped": False, "sampled": 100,
+                            "owners": [{"path": "Registry._by_topic[*][*]", "count": 97},
+                                       {"path": None, "count": 3}]},
+                           {"type": "dict", "count_delta": 1, "size_delta": 10, "new_found": 0,
+                            "candidates_capped": False, "sampled": 0, "owners": []}])
+    text = render(r, False)
+    lines = text.splitlines()
+    assert lines[0].startswith("mem diff over 2 s: RSS 10.00 MB -> 11.00 MB (+1.00 MB")
+    assert lines[1].split("|")[0].strip() == "types"
+    assert lines[3].split("|")[1].strip() == "+792" and lines[4].split("|")[1].strip() == "-3"
+    assert "+792 app.Sub, held in Registry._by_topic[*][*]  (97 of 100 sampled new objects)" in text
+    assert "also 3 held in no holder among GC-tracked objects" in text
+    assert "+1 dict" not in text.split("WHO HOLDS")[1], "a grower without new objects has no owner line"
+    assert "2 more types changed" in text
