@@ -12,7 +12,9 @@ records the longest gap between two wake-ups beyond that 1 ms: how long it waite
   naive         the same counting done the naive way inside the target, on a thread of its own:
                 gc.get_objects() and one loop of type() and sys.getsizeof (what a one-shot
                 Pympler-like summary does), its time and the app pause it causes
-The first call (attach) is left out of the medians.
+The first call (attach) is left out of the medians. Then one `mem diff --interval 1` per version on
+the same heap while the target leaks: the time of its scans and owner search, the pauses, the memory
+its first snapshot took, and the owner path it names.
 
 Usage: python bench/mem_summary.py [-n RUNS] [--objects 1000000] [--versions 3.8,3.13]
 """
@@ -44,6 +46,12 @@ TARGET = textwrap.dedent("""
     ITEMS = [Item(i) for i in range(half)]
     LISTS = [[i] for i in range(half)]
     GAP = [0.0]
+    LEAK = []
+
+    def leak():
+        while True:
+            LEAK.append(Item(-1))
+            time.sleep(0.01)
 
     def heartbeat():
         while True:
@@ -63,6 +71,7 @@ TARGET = textwrap.dedent("""
         return (time.perf_counter() - t) * 1000
 
     threading.Thread(target=heartbeat, daemon=True).start()
+    threading.Thread(target=leak, daemon=True).start()
     print("READY", flush=True)
     for line in sys.stdin:
         cmd = line.strip()
@@ -112,8 +121,14 @@ def bench_version(version: str, runs: int, objects: int) -> dict:
             naive_ms, naive_gap = (float(x) for x in ask("naive").split())
             rows.append((r.scan_ms, wall, r.longest_hold_ms, app, idle, naive_ms, naive_gap))
         med = [statistics.median(x[i] for x in rows) for i in range(7)]
+        ask("reset")
+        d = run(MemParams(pid=proc.pid, action="diff", interval=1, limit=5, timeout_s=120), call)
+        diff_app = float(ask("gap"))
+        owner = next((g.owners[0].path for g in d.growers or [] if g.type == "__main__.Item" and g.owners), None)
         return {"tracked": tracked, "scan": med[0], "call": med[1], "hold": med[2], "app": med[3], "idle": med[4],
-                "naive": med[5], "naive_app": med[6]}
+                "naive": med[5], "naive_app": med[6], "diff_scan": d.scan_ms, "diff_owners": d.owners_ms,
+                "diff_hold": d.longest_hold_ms, "diff_app": diff_app, "owner": owner,
+                "snapshot_mb": (d.snapshot_bytes or 0) / 2 ** 20}
     finally:
         sessions.close()
         proc.kill()
@@ -130,6 +145,7 @@ def main() -> None:
     print(f"mem summary on a heap of {a.objects:,} objects, median of {a.runs} runs (ms)")
     print(f"{'python':8} {'tracked':>9} {'mem scan':>9} {'tool call':>10} {'agent hold':>11} {'app pause':>10} "
           f"{'idle pause':>11} {'naive':>7} {'naive pause':>12} {'pause ratio':>12}")
+    diffs = []
     for v in a.versions.split(","):
         if not PYTHONS.get(v):
             print(f"{v:8} not installed")
@@ -138,6 +154,12 @@ def main() -> None:
         ratio = r["naive_app"] / r["app"] if r["app"] else float("inf")
         print(f"{v:8} {r['tracked']:>9,} {r['scan']:>9.1f} {r['call']:>10.1f} {r['hold']:>11.1f} {r['app']:>10.1f} "
               f"{r['idle']:>11.1f} {r['naive']:>7.1f} {r['naive_app']:>12.1f} {ratio:>11.1f}x")
+        diffs.append((v, r))
+    print("\nmem diff --interval 1 on the same heap (one run; the target leaks one Item per 10 ms into LEAK)")
+    print(f"{'python':8} {'scans ms':>9} {'owners ms':>10} {'agent hold':>11} {'app pause':>10} {'snapshot MB':>12}  owner found")
+    for v, r in diffs:
+        print(f"{v:8} {r['diff_scan']:>9.1f} {r['diff_owners']:>10.1f} {r['diff_hold']:>11.1f} {r['diff_app']:>10.1f} "
+              f"{r['snapshot_mb']:>12.1f}  {r['owner']}")
 
 
 if __name__ == "__main__":
