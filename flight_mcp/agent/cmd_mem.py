@@ -33,15 +33,15 @@ import types
 from array import array
 
 from . import objstate, owners
+from .registry import AgentError, command
 
 try:
-    from _collections import _count_elements
+    from _collections import _count_elements   # what Counter uses, without its ABC check of `map`
 except ImportError:  # not CPython's accelerator: the same in Python
     def _count_elements(mapping, iterable):
         get = mapping.get
         for x in iterable:
             mapping[x] = get(x, 0) + 1
-from .registry import AgentError, command
 
 SLICE = 5000             # objects counted per slice between two yields (~2-5 ms)
 GROWERS = 5              # types whose new objects get owners (those that grew most in count)
