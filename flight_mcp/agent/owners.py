@@ -2,13 +2,13 @@
 global), `Registry._by_topic[*][*]` (an instance attribute, then container levels), `pkg.mod.Class.REG`
 (a class attribute), `closure of pkg.mod.make.<locals>.handler`, `frame of worker (app.py:40)`.
 
-Holders are found by passes over a heap snapshot (gc.get_objects()), never one gc.get_referrers per
-object: each pass asks gc.get_referents for a slice of the heap at once and looks closer only at a
-slice that refers to one of the objects sought (one set test per slice, in C). The first pass finds
-the holders of the sample; each next pass the holders of the containers found (a list in a dict in
-an instance's __dict__ is three levels up), at most MAX_LEVELS passes, and the set sought shrinks
-at every level (792 leaked objects sit in a few lists of one dict). A pass yields between slices
-(pause()), so application threads keep running.
+Holders are found by going over a heap snapshot (gc.get_objects()), never one gc.get_referrers per
+object: gc.get_referents is asked for a slice of the heap at once, and a slice is looked at closer
+only when it refers to one of the objects sought (one set test per slice, in C). A holder that is a
+container is sought in turn from where it was found, one full turn round the heap (climb()), so
+the levels up to an owner (a list in a dict in an instance's __dict__ is three) cost about one pass
+more than the sample alone, at most MAX_LEVELS levels. It yields between slices (pause()), so
+application threads keep running.
 
 Nothing here runs the target's code: containers are read through gc.get_referents and the base
 types' own methods (objstate.py), names from C-level descriptors; keys are matched by identity.
@@ -141,37 +141,90 @@ def find_holders(heap, targets, skip, pause, found=None):
     over `heap`; objects whose id is in `skip` (the agent's) are never holders."""
     found = {} if found is None else found
     tids = set(targets)
-    if not tids:
-        return found
-    n = len(heap)
-    for i in range(0, n, SLICE):
-        chunk = heap[i:i + SLICE]
-        try:
-            refs = gc.get_referents(*chunk)
-        except Exception:
-            refs = ()
-        hit = not tids.isdisjoint(map(id, refs))
-        refs = None
-        if hit:   # narrow down: sub-slices of SUB, then object by object where one refers to a target
-            for j in range(0, len(chunk), SUB):
-                sub = chunk[j:j + SUB]
-                try:
-                    if tids.isdisjoint(map(id, gc.get_referents(*sub))):
-                        continue
-                except Exception:
-                    pass
-                for h in sub:
-                    if id(h) in skip:
-                        continue
-                    for r in _referents(h, pause):
-                        if id(r) in tids:
-                            got = found.setdefault(id(r), [])
-                            if len(got) < HOLDERS_KEPT and _absent(got, h):
-                                got.append(h)
-                pause()
-        del chunk, refs
+    for i in range(0, len(heap) if tids else 0, SLICE):
+        _scan(heap[i:i + SLICE], tids, skip, pause, found, None)
         pause()
     return found
+
+
+def climb(heap, targets, skip, pause, found, climbs, max_levels):
+    """Holders of `targets` and, for each holder that climbs(h) (a container), of that holder too,
+    up to max_levels levels: by going round the heap (a circle) until every object sought has been
+    checked against every heap object once. A holder found at some point of the round is sought
+    from there on, one full turn, so a dict of lists in an instance costs about one pass more than
+    the objects alone, not one pass per level. Returns the passes made (heap lengths scanned)."""
+    n = len(heap)
+    if not n or not targets:
+        return 0.0
+    live = {}                       # id -> [object, position where its turn ends, level]
+    for k, o in targets.items():
+        live[k] = [o, n, 1]
+    tids = set(live)
+    seen = set(live)
+    state = {"pos": 0, "next_end": n}
+
+    def on_holder(h, child_id):
+        if id(h) in seen or id(h) in skip:
+            return
+        level = live[child_id][2] + 1 if child_id in live else max_levels + 1
+        if level > max_levels or not climbs(h):
+            return
+        seen.add(id(h))
+        end = state["pos"] + n + SLICE   # the slice it was found in is looked at again, whole
+        live[id(h)] = [h, end, level]
+        tids.add(id(h))
+        if end < state["next_end"]:
+            state["next_end"] = end
+
+    limit = max_levels * (n + SLICE)
+    while tids and state["pos"] < limit:
+        i = state["pos"] % n
+        chunk = heap[i:min(i + SLICE, n)]
+        _scan(chunk, tids, skip, pause, found, on_holder)
+        state["pos"] += len(chunk)
+        del chunk
+        if state["pos"] >= state["next_end"]:   # some turns are complete: stop seeking those
+            pos, nxt = state["pos"], limit + n
+            for k in [k for k, v in live.items() if v[1] <= pos]:
+                del live[k]
+                tids.discard(k)
+            for v in live.values():
+                nxt = min(nxt, v[1])
+            state["next_end"] = nxt
+        pause()
+    return state["pos"] / float(n)
+
+
+def _scan(chunk, tids, skip, pause, found, on_holder):
+    """Records in found which objects of chunk refer to an object sought (ids in tids): one
+    gc.get_referents call for the chunk, then sub-slices of SUB, then object by object where one
+    refers to an object sought. on_holder(holder, id(target)) hears of each holder found."""
+    try:
+        refs = gc.get_referents(*chunk)
+    except Exception:
+        refs = ()
+    hit = not tids.isdisjoint(map(id, refs))
+    refs = None
+    if not hit:
+        return
+    for j in range(0, len(chunk), SUB):
+        sub = chunk[j:j + SUB]
+        try:
+            if tids.isdisjoint(map(id, gc.get_referents(*sub))):
+                continue
+        except Exception:
+            pass
+        for h in sub:
+            if id(h) in skip:
+                continue
+            for r in _referents(h, pause):
+                if id(r) in tids:
+                    got = found.setdefault(id(r), [])
+                    if len(got) < HOLDERS_KEPT and _absent(got, h):
+                        got.append(h)
+                        if on_holder is not None:
+                            on_holder(h, id(r))
+        pause()
 
 
 def _absent(items, obj):
@@ -393,20 +446,8 @@ def owner_paths(groups, heap, skip, pause):
     for objs in groups:
         for o in objs:
             targets[id(o)] = o
-    passes = 0
-    seen = set()
-    while targets and passes < MAX_LEVELS:
-        find_holders(heap, targets, skip, pause, namer.holders)
-        passes += 1
-        seen.update(targets)
-        nxt = {}
-        for tid in targets:
-            for h in namer.holders.get(tid, ()):
-                # climb from containers, and from dicts that may be an instance's __dict__
-                if _climbs(h, namer) and id(h) not in seen:
-                    nxt[id(h)] = h
-        targets = nxt
-    depth = passes
+    passes = climb(heap, targets, skip, pause, namer.holders, lambda h: _climbs(h, namer), MAX_LEVELS)
+    depth = MAX_LEVELS
     out = []
     for objs in groups:
         counts = {}
@@ -425,7 +466,7 @@ def owner_paths(groups, heap, skip, pause):
                 counts[p] = counts.get(p, 0) + 1
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
         out.append(ranked)
-    return out, {"passes": passes}
+    return out, {"passes": round(passes, 2)}
 
 
 YIELD_S = 0.0001          # how long pause() leaves the GIL to the application's threads
