@@ -48,6 +48,8 @@ GROWERS = 5              # types whose new objects get owners (those that grew m
 CANDIDATES = 50000       # objects of one grower type tested for newness at most
 SAMPLE = 100             # new objects of one grower type whose holders are looked for (5 types: 500)
 OWNER_PATHS = 8          # owner paths returned per grower
+BIG_BYTES = 1 << 16      # an object this big (a container of ~8,000 items) is noted for owners.py
+BIG_KEPT = 10000         # such objects noted at most
 _HAVE_GC = 1 << 14
 _basicsize = type.__dict__["__basicsize__"].__get__
 _object_sizeof = object.__dict__["__sizeof__"]
@@ -131,6 +133,7 @@ class _Scan(object):
     def __init__(self, sizes, pause, keys_safe):
         self.counts = {}
         self.bytes = {}
+        self.big = []    # objects of BIG_BYTES or more (huge containers): read in slices by owners.py
         self.sizes = sizes
         self.pause = pause
         self.keys_safe = keys_safe
@@ -176,17 +179,28 @@ class _Scan(object):
             rest = []
             for t in each:
                 if c[t] * 8 >= len(chunk):
-                    picked = itertools.compress(chunk, map(_is, map(type, chunk), itertools.repeat(t)))
-                    total[id(t)] = total.get(id(t), 0) + sum(map(getsize, picked))
+                    picked = list(itertools.compress(chunk, map(_is, map(type, chunk), itertools.repeat(t))))
+                    got = list(map(getsize, picked))
+                    total[id(t)] = total.get(id(t), 0) + sum(got)
+                    if max(got) >= BIG_BYTES:
+                        self._note_big(picked, got)
                 else:
                     rest.append(t)
             if rest:
                 sums = dict.fromkeys(rest, 0)
                 want = set(rest)
                 for o in itertools.compress(chunk, map(want.__contains__, map(type, chunk))):
-                    sums[type(o)] += getsize(o)
+                    b = getsize(o)
+                    sums[type(o)] += b
+                    if b >= BIG_BYTES:
+                        self._note_big([o], [b])
                 for t, b in sums.items():
                     total[id(t)] = total.get(id(t), 0) + b
+
+    def _note_big(self, objs, sizes_):
+        for o, b in zip(objs, sizes_):
+            if b >= BIG_BYTES and len(self.big) < BIG_KEPT:
+                self.big.append(o)
 
     def _slice_by_id(self, chunk):
         """The same keyed by id(type), in Python: a metaclass of the target hashes or compares."""
@@ -194,7 +208,10 @@ class _Scan(object):
         for o in chunk:
             k = id(type(o))
             counts[k] = counts.get(k, 0) + 1
-            total[k] = total.get(k, 0) + size(o)
+            b = size(o)
+            total[k] = total.get(k, 0) + b
+            if b >= BIG_BYTES and len(self.big) < BIG_KEPT:
+                self.big.append(o)
 
     def rows(self):
         """[(type, count, bytes)]."""
@@ -254,10 +271,15 @@ def _release(objs, pause):
         pause()
 
 
-def _measure(objs, mine, sizes, pause, keys_safe):
+def _measure(objs, mine, sizes, pause, keys_safe, big=None):
+    """(rows, excluded): counts and sizes by type without the agent's own objects; the big objects
+    met are appended to `big` when given."""
     scan = _Scan(sizes, pause, keys_safe)
     scan.run(objs)
     rows, excluded = _subtract_ours(scan.rows(), mine, objs, sizes)
+    if big is not None:
+        big.extend(scan.big)
+    del scan
     return rows, excluded
 
 
@@ -331,7 +353,8 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
     second = time.perf_counter()
     objs, mine = _snapshot(pause, longest, (before_by_id, old_ids, sizes, longest, ctx))
     try:
-        after, _ = _measure(objs, mine, sizes, pause, keys_safe)
+        big = []
+        after, _ = _measure(objs, mine, sizes, pause, keys_safe, big)
         rows, grown, seen = [], [], set()
         for t, n, b in after:
             seen.add(id(t))
@@ -346,7 +369,8 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
         grown.sort(key=lambda g: (g[0], g[1]), reverse=True)
         scan_ms = (time.perf_counter() - second) * 1000.0 + first_ms
         owners_started = time.perf_counter()
-        growers = _growers(grown[:GROWERS], objs, old_ids, mine, pause)
+        growers = _growers(grown[:GROWERS], objs, old_ids, mine, pause, big)
+        del big
         owners_ms = (time.perf_counter() - owners_started) * 1000.0
     finally:
         _release(objs, pause)
@@ -367,7 +391,7 @@ def _diff(args, ctx, limit, descending, longest, pause, sizes, keys_safe, starte
             "longest_hold_ms": round(longest[0], 3)}
 
 
-def _growers(top, objs, old_ids, mine, pause):
+def _growers(top, objs, old_ids, mine, pause, big):
     """For each top grower (count delta, size delta, type): how many new objects were found (at
     addresses the first snapshot did not have) among its first CANDIDATES objects, and who holds a
     SAMPLE of them."""
@@ -392,9 +416,8 @@ def _growers(top, objs, old_ids, mine, pause):
     for got in cands.values():
         ids.update(map(id, got))
     old = set()
-    step = SLICE * 5
-    for i in range(0, len(old_ids), step):
-        old.update(ids.intersection(old_ids[i:i + step]))
+    for i in range(0, len(old_ids), SLICE):
+        old.update(ids.intersection(old_ids[i:i + SLICE]))
         pause()
     del ids
     groups, found = [], []
@@ -409,7 +432,8 @@ def _growers(top, objs, old_ids, mine, pause):
     skip = set(mine)
     skip.update((id(groups), id(skip), id(mine), id(objs)))
     skip.update(map(id, groups))
-    paths, _ = owners.owner_paths(groups, objs, skip, pause)
+    skip.add(id(big))
+    paths, _ = owners.owner_paths(groups, objs, skip, pause, big)
     out = []
     # the application's own classes first (what a person reads first), then built-in types
     order = sorted(range(len(top)), key=lambda i: (not objstate.is_heap(top[i][2]), -top[i][0]))

@@ -16,6 +16,7 @@ The agent's own objects (ours()) are never holders: an object only the agent hol
 """
 import _thread
 import gc
+import itertools
 import os
 import sys
 import time
@@ -147,7 +148,7 @@ def find_holders(heap, targets, skip, pause, found=None):
     return found
 
 
-def climb(heap, targets, skip, pause, found, climbs, max_levels):
+def climb(heap, targets, skip, pause, found, climbs, max_levels, big_ids=frozenset()):
     """Holders of `targets` and, for each holder that climbs(h) (a container), of that holder too,
     up to max_levels levels: by going round the heap (a circle) until every object sought has been
     checked against every heap object once. A holder found at some point of the round is sought
@@ -180,7 +181,7 @@ def climb(heap, targets, skip, pause, found, climbs, max_levels):
     while tids and state["pos"] < limit:
         i = state["pos"] % n
         chunk = heap[i:min(i + SLICE, n)]
-        _scan(chunk, tids, skip, pause, found, on_holder)
+        _scan(chunk, tids, skip, pause, found, on_holder, big_ids)
         state["pos"] += len(chunk)
         del chunk
         if state["pos"] >= state["next_end"]:   # some turns are complete: stop seeking those
@@ -195,10 +196,16 @@ def climb(heap, targets, skip, pause, found, climbs, max_levels):
     return state["pos"] / float(n)
 
 
-def _scan(chunk, tids, skip, pause, found, on_holder):
+def _scan(chunk, tids, skip, pause, found, on_holder, big_ids=frozenset()):
     """Records in found which objects of chunk refer to an object sought (ids in tids): one
     gc.get_referents call for the chunk, then sub-slices of SUB, then object by object where one
-    refers to an object sought. on_holder(holder, id(target)) hears of each holder found."""
+    refers to an object sought. on_holder(holder, id(target)) hears of each holder found.
+    Objects whose ids are in big_ids are read on their own, in slices."""
+    if big_ids and not big_ids.isdisjoint(map(id, chunk)):
+        for h in chunk:
+            if id(h) in big_ids and id(h) not in skip:
+                _hold_sliced(h, tids, found, on_holder, pause)
+        chunk = [h for h in chunk if id(h) not in big_ids]
     try:
         refs = gc.get_referents(*chunk)
     except Exception:
@@ -215,16 +222,50 @@ def _scan(chunk, tids, skip, pause, found, on_holder):
         except Exception:
             pass
         for h in sub:
-            if id(h) in skip:
-                continue
-            for r in _referents(h, pause):
-                if id(r) in tids:
-                    got = found.setdefault(id(r), [])
-                    if len(got) < HOLDERS_KEPT and _absent(got, h):
-                        got.append(h)
-                        if on_holder is not None:
-                            on_holder(h, id(r))
+            if id(h) not in skip:
+                _hold(h, _referents(h, pause), tids, found, on_holder)
         pause()
+
+
+def _hold_sliced(h, tids, found, on_holder, pause):
+    """_hold for a huge container, BIG items at a time (one set test each, in C), yielding between:
+    lists and tuples by slices, dicts by their keys' and values' own iterators (a dict changed by
+    the application meanwhile is read again in one call)."""
+    t = type(h)
+    if issubclass(t, _list) or issubclass(t, _tuple):
+        base = _list if issubclass(t, _list) else _tuple
+        for j in range(0, base.__len__(h), BIG):
+            part = base.__getitem__(h, slice(j, j + BIG))
+            if not tids.isdisjoint(map(id, part)):
+                _hold(h, part, tids, found, on_holder)
+            pause()
+        return
+    if issubclass(t, _dict):
+        try:
+            for view in (_dict.keys(h), _dict.values(h)):
+                it = iter(view)
+                while True:
+                    part = list(itertools.islice(it, BIG))
+                    if not part:
+                        break
+                    if not tids.isdisjoint(map(id, part)):
+                        _hold(h, part, tids, found, on_holder)
+                    pause()
+            return
+        except RuntimeError:   # changed size between two slices
+            pass
+    _hold(h, _referents(h, pause), tids, found, on_holder)
+
+
+def _hold(h, refs, tids, found, on_holder):
+    """Notes h as a holder of each object sought among refs."""
+    for r in refs:
+        if id(r) in tids:
+            got = found.setdefault(id(r), [])
+            if len(got) < HOLDERS_KEPT and _absent(got, h):
+                got.append(h)
+                if on_holder is not None:
+                    on_holder(h, id(r))
 
 
 def _absent(items, obj):
@@ -431,9 +472,10 @@ def _climbs(h, namer):
     return _is_container(t)
 
 
-def owner_paths(groups, heap, skip, pause):
+def owner_paths(groups, heap, skip, pause, big=()):
     """For each group (a list of sampled objects), [(path, count)] most common first: where they are
-    held. Returns (paths per group, facts): facts has passes, holders_found."""
+    held. Returns (paths per group, facts): facts has passes. `big`: the heap's huge objects (a
+    list of a million items), read apart and in slices so that no slice holds the GIL long."""
     reader = objstate.Reader()
     module_dicts = {}
     for name, m in list(sys.modules.items()):
@@ -446,7 +488,8 @@ def owner_paths(groups, heap, skip, pause):
     for objs in groups:
         for o in objs:
             targets[id(o)] = o
-    passes = climb(heap, targets, skip, pause, namer.holders, lambda h: _climbs(h, namer), MAX_LEVELS)
+    passes = climb(heap, targets, skip, pause, namer.holders, lambda h: _climbs(h, namer), MAX_LEVELS,
+                   set(map(id, big)))
     depth = MAX_LEVELS
     out = []
     for objs in groups:
