@@ -124,3 +124,17 @@ def test_find_holders_reads_big_lists_in_slices():
     found = owners.find_holders([big], {id(target): target}, set(), lambda: paused.append(1))
     assert found[id(target)] == [big]
     assert len(paused) >= 3   # the big list was read slice by slice, yielding between
+
+
+def test_huge_containers_are_read_apart_in_slices():
+    target, other = Item(8), Item(9)
+    big_list = [None] * (owners.BIG * 3)
+    big_list[owners.BIG * 2 + 1] = target
+    big_dict = {i: None for i in range(owners.BIG * 2)}
+    big_dict[-1] = other
+    heap = [object(), big_list, big_dict, object()]
+    found, paused = {}, []
+    passes = owners.climb(heap, {id(target): target, id(other): other}, set(), lambda: paused.append(1), found,
+                          lambda h: False, 3, {id(big_list), id(big_dict)})
+    assert found[id(target)] == [big_list] and found[id(other)] == [big_dict]
+    assert len(paused) >= 5 and passes >= 1
