@@ -92,6 +92,8 @@ CODES = {
                            "py-spy's --gil view shows which threads hold it.",
     "gilstat_busy": "Wait for the other gilstat to answer (it stops by itself after its interval), or stop it "
                     "with `gilstat off`.",
+    # mem
+    "cancelled": "The call was cancelled before it finished; run it again.",
 }
 
 
