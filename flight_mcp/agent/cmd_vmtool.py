@@ -9,24 +9,20 @@ found this way: that is an error, not an empty answer. Builtin containers the GC
 most versions, so a local variable of a running function does not show as a referrer.
 
 Nothing here runs the target's code (objstate.py): classes are compared by id (a metaclass may
-define __eq__/__hash__), referrers are read through C-level descriptors, and --count-by keys are
+define __eq__/__hash__), holders are named through owners.py (C-level descriptors), and --count-by keys are
 counted by value only when they are plain built-in data, else by their view's text.
 """
 import gc
-import os
-import sys
 import time
-import types
 
-from . import expr, lookup, objstate, objview
+from . import expr, lookup, objstate, objview, owners
 from .codes import arg
 from .registry import AgentError, command
 from .server import now_ms
 
 _HAVE_GC = 1 << 14
-REFERRERS_LIMIT = 50     # distinct referrer descriptions returned
+REFERRERS_LIMIT = 50     # distinct owner paths returned
 COUNT_LIMIT = 50         # distinct keys returned by --count-by
-_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _all_subclasses(cls):
@@ -66,135 +62,24 @@ def _check_findable(cls, label):
             "that holds them." % label, arg="cls")
 
 
-def _keys_of(d, ids):
-    """(key, value) pairs of dict d whose value is one of the objects with these ids."""
-    try:
-        return [(k, v) for k, v in objstate.dict_items(d) if id(v) in ids]
-    except Exception:
-        return []
-
-
-def _key_text(k):
-    return k if type(k) is str else objview.short_repr(k, 40)
-
-
-def _is_container(obj):
-    t = type(obj)
-    return any(issubclass(t, b) for b in (dict, list, tuple, set, frozenset))
-
-
-def _holders(containers, modules_by_dict, ignore, reader):
-    """Where each dict/list/tuple/set that refers to an instance sits: id(container) ->
-    "Owner.attr" / "module M, global G" text, or ("owner", obj) when the container IS obj.__dict__.
-    Two more heap scans at most (the owner of a __dict__ is one level further on Python <= 3.10)."""
-    ids = {id(c) for c in containers}
-    found, pending = {}, []
-    if not ids:
-        return found
-    for h in gc.get_referrers(*containers):
-        if id(h) in ignore or id(h) in ids:
-            continue
-        if issubclass(type(h), dict):
-            mod = modules_by_dict.get(id(h))
-            if mod is not None:
-                for k, v in _keys_of(h, ids):
-                    found.setdefault(id(v), "module %s, global %s" % (mod, _key_text(k)))
-            else:
-                pending.append(h)
-            continue
-        d = reader.instance_dict(h)
-        if d is None:
-            continue
-        if id(d) in ids:
-            found[id(d)] = ("owner", h)
-        for k, v in _keys_of(d, ids):  # 3.11+: an object with inline attributes refers directly
-            found.setdefault(id(v), "%s.%s" % (objview.type_name(h), _key_text(k)))
-    if pending:
-        pending_ids = {id(d) for d in pending}
-        owners = {}
-        for o in gc.get_referrers(*pending):
-            d = reader.instance_dict(o)
-            if d is not None and id(d) in pending_ids:
-                owners[id(d)] = o
-        for d in pending:
-            o = owners.get(id(d))
-            if o is None:
-                continue
-            if id(d) in ids:
-                found[id(d)] = ("owner", o)
-            for k, v in _keys_of(d, ids):
-                found.setdefault(id(v), "%s.%s" % (objview.type_name(o), _key_text(k)))
-    return found
-
-
-def _describe(ref, obj, holders, modules_by_dict, reader):
-    """How `ref` holds `obj`, e.g. "__main__.Registry.items", "list[3] (len 10) in __main__.Cache.entries"."""
-    held = holders.get(id(ref))
-    if type(held) is tuple:
-        attrs = [_key_text(k) for k, v in _keys_of(ref, {id(obj)})][:3]
-        return "%s.%s" % (objview.type_name(held[1]), "/".join(attrs))
-    mod = modules_by_dict.get(id(ref))
-    if mod is not None:
-        return "module %s, global %s" % (mod, ", ".join(_key_text(k) for k, v in _keys_of(ref, {id(obj)})[:3]))
-    t = type(ref)
-    if t is types.FrameType:
-        return "frame of %s (%s:%d)" % (ref.f_code.co_name, os.path.basename(ref.f_code.co_filename), ref.f_lineno)
-    if t is types.CellType:
-        return "closure cell"
-    if t is types.MethodType:
-        func = types.MethodType.__dict__["__func__"].__get__(ref)
-        name = types.FunctionType.__dict__["__qualname__"].__get__(func) if type(func) is types.FunctionType else "?"
-        return "bound method %s" % name
-    kind = objstate.short_name(t)
-    if issubclass(t, dict):
-        keys = [objview.short_repr(k, 40) for k, v in _keys_of(ref, {id(obj)})][:3]
-        text = "dict[%s]" % ", ".join(keys) if keys else "dict (as a key)"
-    elif issubclass(t, list):
-        text = "list[%s] (len %d)" % (", ".join(str(i) for i, v in enumerate(list.__iter__(ref)) if v is obj)[:40],
-                                      list.__len__(ref))
-    elif _is_container(ref):
-        text = "%s (len %d)" % (kind, objstate.container_base(t).__len__(ref))
-    else:
-        attrs = [_key_text(k) for k, v in _keys_of(reader.instance_dict(ref) or {}, {id(obj)})][:3]
-        attrs.extend(name for name, v in reader.slot_values(ref) if v is obj)
-        label = objview.type_name(ref)
-        return "%s.%s" % (label, "/".join(attrs)) if attrs else label
-    return text + (" in %s" % held if type(held) is str else "")
-
-
 def _referrers(instances, ignore):
-    """Referrer descriptions with counts, bounded; the agent's own lists and frames left out."""
-    reader = objstate.Reader()
-    targets = {id(o): o for o in instances}
-    modules_by_dict = {}
-    for name, m in list(sys.modules.items()):
-        d = reader.instance_dict(m) if m is not None and type(name) is str else None
-        if d is not None:
-            modules_by_dict[id(d)] = name
-    refs = gc.get_referrers(*instances)
-    ignore = set(ignore) | {id(refs), id(targets), id(instances)}
-    level1 = []
-    for r in refs:
-        if id(r) in ignore:
-            continue
-        if type(r) is types.FrameType and os.path.dirname(os.path.abspath(r.f_code.co_filename)) == _AGENT_DIR:
-            continue
-        level1.append(r)
-    del refs
-    containers = [r for r in level1 if _is_container(r) and id(r) not in modules_by_dict]
-    holders = _holders(containers, modules_by_dict, ignore | {id(level1), id(containers)}, reader)
-    counts = {}
-    for r in level1:
-        for obj in _held(r, targets):
-            key = _describe(r, obj, holders, modules_by_dict, reader)
-            counts[key] = counts.get(key, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [{"referrer": k, "count": n} for k, n in ranked[:REFERRERS_LIMIT]], max(0, len(ranked) - REFERRERS_LIMIT)
-
-
-def _held(ref, targets):
-    """Which of the instances `ref` refers to (via gc.get_referents: what the GC itself sees)."""
-    return [o for o in gc.get_referents(ref) if id(o) in targets and targets[id(o)] is o]
+    """Where the instances are held, grouped by owner path (`Registry._by_topic[*]`: the instance
+    attribute, then container levels), most instances first, bounded; the agent's own objects are
+    never holders (owners.py). A holder path None: no holder among the GC-tracked objects."""
+    longest = [0.0]
+    pause = owners.pauser(longest)
+    mine = owners.ours((), pause)
+    heap = gc.get_objects()
+    skip = set(mine)
+    skip.update(ignore)
+    skip.update((id(heap), id(skip), id(mine), id(instances)))
+    try:
+        # every holder kept of each instance (a few instances, not a sample: each place counts)
+        [ranked], _ = owners.owner_paths([instances], heap, skip, pause, per_object=owners.HOLDERS_KEPT)
+    finally:
+        del heap, mine
+    rows = [{"referrer": path, "count": n} for path, n in ranked]
+    return rows[:REFERRERS_LIMIT], max(0, len(rows) - REFERRERS_LIMIT)
 
 
 def _count_by(found, code, source):

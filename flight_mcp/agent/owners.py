@@ -472,10 +472,11 @@ def _climbs(h, namer):
     return _is_container(t)
 
 
-def owner_paths(groups, heap, skip, pause, big=()):
+def owner_paths(groups, heap, skip, pause, big=(), per_object=PATHS_PER_OBJECT):
     """For each group (a list of sampled objects), [(path, count)] most common first: where they are
     held. Returns (paths per group, facts): facts has passes. `big`: the heap's huge objects (a
-    list of a million items), read apart and in slices so that no slice holds the GIL long."""
+    list of a million items), read apart and in slices so that no slice holds the GIL long.
+    per_object: owner paths one object counts towards (its best holders first)."""
     reader = objstate.Reader()
     module_dicts = {}
     for name, m in list(sys.modules.items()):
@@ -495,7 +496,7 @@ def owner_paths(groups, heap, skip, pause, big=()):
     for objs in groups:
         counts = {}
         for o in objs:
-            hs = sorted(namer.holders.get(id(o), ()), key=lambda h: _rank(h, namer))[:PATHS_PER_OBJECT]
+            hs = sorted(namer.holders.get(id(o), ()), key=lambda h: _rank(h, namer))[:per_object]
             paths = []
             for h in hs:
                 p = namer.held(o, h, depth)

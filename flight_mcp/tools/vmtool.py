@@ -36,8 +36,8 @@ class VmtoolParams(TimedParams):
     subclasses: Annotated[bool, Cli("-s", "--subclasses")] = Field(
         False, description="Also find instances of subclasses of the class (else that exact class only).")
     referrers: Annotated[bool, Cli("--referrers")] = Field(
-        False, description="Also report what refers to the instances in `instances` (who keeps them alive): "
-                           "referrer type and attribute/key/global name, with counts, bounded to 50 lines.")
+        False, description="Also report who holds the instances in `instances` (what keeps them alive), grouped "
+                           "by owner path, e.g. '792 held in SubscriptionRegistry._by_topic[*]', bounded to 50 lines.")
     count_by: Annotated[str | None, Cli("--count-by"), names_known("target")] = Field(
         None, description="Count ALL instances found by a key expression over `target` (one instance), e.g. "
                           "\"target.status\" or \"type(target).__name__\"; the 50 most frequent keys are returned.")
@@ -64,9 +64,11 @@ class CountBy(Fact):
 
 
 class Referrer(Fact):
-    referrer: str = Field(description="e.g. 'module __main__, global SERVICE', '__main__.Registry.items', "
-                                      "'list[3] (len 10)', 'dict[\\'k\\']', 'frame of worker (app.py:40)'.")
-    count: int
+    referrer: str | None = Field(description="The owner path holding them, as a person reaches it: "
+                                             "'app.registry.CACHE[*]' (a module global, then container levels), "
+                                             "'SubscriptionRegistry._by_topic[*][*]' (an instance attribute), "
+                                             "'frame of worker (app.py:40)'; None: no holder among GC-tracked objects.")
+    count: int = Field(description="Instances (of those in `instances`) held there.")
 
 
 class Generation(Fact):
@@ -142,14 +144,15 @@ def render(r: VmtoolResult, color: bool) -> str:
             why = f"{first.type}: {first.message}" if first and first.message else (first.type if first else "?")
             lines.append(f"  {c.failed} instance(s) failed: the key expression {c.expr!r} raised {why}")
     if r.referrers is not None:
-        lines.append(f"REFERRERS of the {r.shown} instance(s) in `instances`:")
+        lines.append(f"REFERRERS of the {r.shown} instance(s) in `instances`, by who holds them:")
         if not r.referrers:
             lines.append("  none found among GC-tracked objects (held only by untracked containers, or unreachable)")
         width = max((len(str(x.count)) for x in r.referrers), default=1)
         for x in r.referrers:
-            lines.append(f"  {str(x.count).rjust(width)}  {x.referrer}")
+            where = x.referrer or "(no holder among the objects the garbage collector tracks)"
+            lines.append(f"  {str(x.count).rjust(width)}  held in {where}")
         if r.referrers_elided:
-            lines.append(f"  ... {r.referrers_elided} more referrer kinds (50 are listed): narrow `instances` with "
+            lines.append(f"  ... {r.referrers_elided} more owner paths (50 are listed): narrow `instances` with "
                          "limit to see those of fewer instances")
     return "\n".join(lines)
 
@@ -162,8 +165,8 @@ TOOL = Tool(
         "Find the live instances of a class in a running Python process (through the garbage collector) and "
         "look at them with an expression over `instances`: e.g. module=\"__main__\", cls=\"OrderService\", "
         "expr=\"[i.processed for i in instances]\". Reports the total found; `limit` cuts the list. "
-        "`count_by` counts ALL instances by a key expression over `target` (one instance); `referrers` tells "
-        "who refers to them (referrer type and attribute/key/global name) to find what keeps leaked objects "
+        "`count_by` counts ALL instances by a key expression over `target` (one instance); `referrers` groups "
+        "them by who holds them (owner paths such as Registry._by_topic[*]) to find what keeps leaked objects "
         "alive; `subclasses` includes subclass instances. Objects of types the GC does not track (int, str, "
         "classes with __slots__=() ) cannot be found. Read-only unless the server runs with --allow-mutating: "
         "then method calls on instances in `expr` (instances[0].stats()) and action=forceGc (full collection, "

@@ -48,7 +48,7 @@ def test_vmtool_get_instances_words_the_facts():
            "(cut to limit 2)" in text
     assert "COUNT BY target.size: 3 distinct key(s)" in text and "  4  1" in text and "... 1 more keys" in text
     assert "2 instance(s) failed: the key expression 'target.size' raised AttributeError: no size" in text
-    assert "REFERRERS of the 2 instance(s) in `instances`:" in text and "... 2 more referrer kinds" in text
+    assert "REFERRERS of the 2 instance(s) in `instances`, by who holds them:" in text and "... 2 more owner paths" in text
 
 
 def test_vmtool_untracked_note_and_no_referrers():

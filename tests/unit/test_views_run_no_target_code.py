@@ -313,13 +313,16 @@ def test_listing_lookup_and_type_names_run_no_target_code(armed):
 def test_vmtool_counts_and_referrers_run_no_target_code(armed):
     ARMED[0] = False
     world, h, s, dd = _hostile_world()
-    holder = Shadowed(item=h)
+    only_here = Hostile(n=3)
+    holder = Shadowed(item=only_here)   # a __dict__ property: the real dict is read, the property never runs
     found = [Hostile(n=1), Hostile(n=2), "a", "a"]  # the keys --count-by computed: user objects and plain data
     code = compile("target", "<count>", "eval")
     ARMED[0] = True
     counted = cmd_vmtool._count_by(found, code, "target.key")
-    refs, _ = cmd_vmtool._referrers([h], [id(found)])
+    everywhere, _ = cmd_vmtool._referrers([h], [id(found)])   # held in every kind of hostile container
+    refs, _ = cmd_vmtool._referrers([only_here], [id(found)])
     assert RAN == [], RAN
+    assert everywhere, everywhere
     counts = {c["key"]: c["count"] for c in counted["counts"]}
     assert counts["'a'"] == 2 and counted["distinct"] == 3 and counted["failed"] == 0
     assert any("Shadowed.item" in r["referrer"] for r in refs), refs
