@@ -31,7 +31,7 @@ HOSTILE = [
     ("STATE", "__import__('xml.dom')"), ("STATE", "__builtins__"), ("STATE", "exec('STATE.clear()')"),
     ("STATE", "eval('1')"), ("STATE", "compile('1', 'x', 'eval')"), ("STATE", "open('/tmp/flight-hostile', 'w')"),
     ("BOX", "getattr(target, 'bump')()"), ("BOX", "getattr(target, 'name')"), ("BOX", "setattr(target, 'size', 0)"),
-    ("BOX", "delattr(target, 'size')"), ("STATE", "globals()"), ("STATE", "locals()"), ("BOX", "vars(target)"),
+    ("BOX", "delattr(target, 'size')"), ("STATE", "globals()"), ("STATE", "locals()"), ("BOX", "vars()"),
     ("STATE", "breakpoint()"), ("STATE", "input()"), ("STATE", "print('hi')"), ("STATE", "exit()"),
     ("STATE", "quit()"), ("STATE", "help()"), ("STATE", "dir()"), ("STATE", "iter(target['gen'])"),
     ("STATE", "next(target['gen'])"), ("STATE", "memoryview(b'x')"), ("STATE", "staticmethod(print)"),
@@ -61,6 +61,7 @@ VMTOOL_HOSTILE = ["instances[0].bump()", "[i.bump() for i in instances]", "insta
                   "instances[0].__dict__.clear()", "instances[0].stats()", "any(i.bump() for i in instances)"]
 NOT_EVEN_PARSED = ["import os", "STATE['counter'] = 1", "del target['items']", "await target", "(yield)"]
 STILL_ALLOWED = [
+    ("BOX", "vars(target)", "'name': 'a'"),   # what target.__dict__ reads: harmless
     ("STATE", "target['counter']", "0"), ("STATE", "sorted(target['items'], reverse=True)", "[3, 2, 1]"),
     ("STATE", "target.get('counter', 5)", "0"), ("STATE", "len(target['items']) * 2", "6"),
     ("STATE", "[k.upper() for k in sorted(target) if k != 'gen']", "['COUNTER', 'DD', 'ITEMS']"),

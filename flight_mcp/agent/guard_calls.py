@@ -4,6 +4,8 @@ for the rules and bounds they share). safety.py routes `len(x)` to call_len, `x.
 `f'{x!r:>5}'` to format_value; key=len in sorted/min/max runs call_len through KEY_GUARDS.
 """
 import builtins as _builtins   # the real builtins, for key= and the name table
+import sys
+import types
 
 from .guards import (  # the checks and bounds every guard shares
     CONTAINER_BASES, INTS, MAPPINGPROXY, MAX_DEPTH, MAX_WIDTH, NUMBERS, Own, SCALARS, SIZED, TEXT,
@@ -319,6 +321,13 @@ def call_slice(fb, *args):
     return slice(*args)
 
 
+def call_vars(fb, x=MISSING):
+    """vars(x): what x.__dict__ reads (its real namespace, never a __dict__ property)."""
+    if x is MISSING:
+        refuse("vars() without an argument", "it would read the agent's own names", "Use vars(target)")
+    return attr(x, "__dict__")
+
+
 def call_hasattr(fb, x, name):
     try:
         attr(x, name)
@@ -348,7 +357,10 @@ SAFE_METHODS = {
     set: _SET_METHODS, frozenset: _SET_METHODS,
     range: frozenset(["count", "index"]),
 }
-ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values())
+# the standard library's read-only container methods (_stdlib_reads): OrderedDict views, namedtuple
+# _asdict, Counter.most_common
+STDLIB_READS = frozenset(["_asdict", "most_common"])
+ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values()) | STDLIB_READS
 
 
 def _method_base(obj, name):
@@ -387,9 +399,46 @@ def _grow(obj, name, args):
     return n
 
 
+def _stdlib_reads(fb, obj, name, args):
+    """The read-only methods of the standard library's containers, done here by their base's C code:
+    OrderedDict's views, a namedtuple's _asdict(), Counter.most_common() on plain counts. Decided by
+    the exact class that defines the method (an application's override is never called); None when
+    obj.name is none of them."""
+    collections = sys.modules.get("collections")
+    if collections is None:
+        return None
+    t = type(obj)
+    od = collections.OrderedDict
+    if name in ("keys", "values", "items", "get") and issubclass(t, od) and lookup(t, name)[0] is od:
+        if name == "get":
+            return dict_get(fb, obj, args[0] if args else None, False, args[1] if len(args) > 1 else None)
+        return getattr(od, name)(obj)
+    if name == "_asdict" and issubclass(t, tuple) and not args:
+        owner, fn = lookup(t, "_asdict")
+        fields = lookup(t, "_fields")[1]
+        if (owner is not None and type(fn) is types.FunctionType and fn.__module__ == "collections"
+                and type(fields) is tuple and all(type(f) is str for f in fields)):
+            return dict(zip(fields, tuple.__iter__(obj)))
+    if name == "most_common" and issubclass(t, collections.Counter) and len(args) <= 1:
+        if lookup(t, "most_common")[0] is collections.Counter and (not args or type(args[0]) in INTS):
+            counts = list(dict.items(obj))
+            if all(type(v) in NUMBERS for _, v in counts):   # sorted by plain numbers only
+                counts.sort(key=_second, reverse=True)
+                return counts[:args[0]] if args else counts
+    return None
+
+
+def _second(pair):
+    return pair[1]
+
+
 def method(fb, obj, name, /, *args, **kw):   # / : keywords named fb/obj/name are the method's
     """obj.name(*args, **kw) for the read-only methods of builtin values, with plain arguments."""
     base = _method_base(obj, name)
+    if base is None and not kw and all(type(a) in SCALARS for a in args):
+        done = _stdlib_reads(fb, obj, name, args)
+        if done is not None:
+            return done
     if base is None:
         refuse("the method call .%s() on a %s" % (name, tname(obj)),
                "only read-only methods of builtin values run in read-only mode (str methods, "

@@ -43,7 +43,7 @@ PURE_CALLS = frozenset([
     "len", "isinstance", "issubclass", "type", "str", "repr", "ascii", "sorted", "reversed", "min",
     "max", "sum", "any", "all", "abs", "round", "bool", "int", "float", "complex", "list", "tuple",
     "dict", "set", "frozenset", "enumerate", "zip", "range", "id", "hash", "divmod", "chr", "ord",
-    "hex", "oct", "bin", "format", "callable", "hasattr", "slice",
+    "hex", "oct", "bin", "format", "callable", "hasattr", "slice", "vars",
 ])
 SAFE_DUNDERS = frozenset(["__class__", "__name__", "__qualname__", "__module__", "__doc__",
                           "__dict__", "__file__", "__slots__"])

@@ -348,3 +348,37 @@ def test_refused_constructs_stay_refused_statically():
         with pytest.raises(AgentError) as e:
             expr.compile_expr(source, "-e/--expr")
         assert e.value.code == "read_only" if hasattr(e.value, "code") else True
+
+
+def test_harmless_stdlib_reads_are_allowed_and_overrides_are_not_called():
+    """vars(x) as x.__dict__; OrderedDict's views; a namedtuple's _asdict(); Counter.most_common on
+    plain counts. Decided by the class that defines the method: an application's override is refused."""
+    import collections
+
+    P = collections.namedtuple("P", "x y")
+
+    class Obj:
+        def __init__(self):
+            self.k = 1
+
+    class MyOD(collections.OrderedDict):
+        def items(self):
+            raise AssertionError("ran the application's items()")
+
+    class NT(P):
+        def _asdict(self):
+            raise AssertionError("ran the application's _asdict()")
+
+    values = {"od": collections.OrderedDict(z=1), "c": collections.Counter(a=2, b=5), "p": P(1, 2), "o": Obj(),
+              "dd": collections.defaultdict(list, a=[1]), "myod": MyOD(a=1), "nt": NT(1, 2)}
+
+    def run(source):
+        return expr.evaluate(expr.compile_expr(source, "{arg:expr}", False), {"target": values})
+    assert list(run("target['od'].items()")) == [("z", 1)] and run("target['od'].get('z')") == 1
+    assert list(run("target['dd'].items()")) == [("a", [1])]
+    assert run("target['c'].most_common(1)") == [("b", 5)]
+    assert run("vars(target['o'])") == {"k": 1}
+    assert run("target['p']._asdict()") == {"x": 1, "y": 2}
+    for refused in ("target['myod'].items()", "target['nt']._asdict()", "vars()"):
+        with pytest.raises(guards.ReadOnlyRefused):
+            run(refused)
