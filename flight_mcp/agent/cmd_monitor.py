@@ -217,7 +217,6 @@ class MonitorProbe(object):
 
     def _make_leave(self):
         cap, perf, lock, probe = self.cap, _perf, self.lock, self
-        matched = cap.note_matched
         log2, floor, lowest, per_octave = _log2, _floor, MIN_MS, BUCKETS_PER_OCTAVE
         late = self.filter.code is not None and not self.early
         check = self.filter.caller(self.target) if late else None
@@ -253,7 +252,6 @@ class MonitorProbe(object):
                 cost = (perf() - token) * 1000.0
                 if cap.done:
                     return
-                matched()
                 account(None, cost, exc is not None and not issubclass(type(exc), GeneratorExit))
             return leave
 
@@ -270,7 +268,6 @@ class MonitorProbe(object):
                 except BaseException as e:
                     flt_failed(e)
                     return
-            matched()
             if show is None:
                 key = None
             else:
@@ -330,6 +327,8 @@ def monitor(args, ctx):
         if ctx.cancelled:
             reason = "cancel"
         elif now >= cycle_start + cycle_s:
+            if finished + 1 >= cycles:
+                remove()   # the last cycle ends here: no call is counted after it
             facts, wall = close_cycle(False)
             finished += 1
             keep(facts)
@@ -349,9 +348,10 @@ def monitor(args, ctx):
             keep(facts)
     budget = timebox.Budget()
     summary = target.describe()
+    whole = table_facts(total, by.code is not None)
+    # matched: the calls counted in the cycles (a call ending as the command ends is in neither)
     summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
-                   matched=cap.matched, captured=finished, limit=cycles, stopped=reason,
-                   cycle_s=cycle_s, by=args["by"], cycles=kept, cycles_dropped=state["dropped"],
-                   total=table_facts(total, by.code is not None),
+                   matched=whole["stats"]["calls"], captured=finished, limit=cycles, stopped=reason,
+                   cycle_s=cycle_s, by=args["by"], cycles=kept, cycles_dropped=state["dropped"], total=whole,
                    expression_failures=[e for e in (flt.report(budget), by.report(budget)) if e])
     return summary

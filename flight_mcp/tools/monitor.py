@@ -220,9 +220,9 @@ def render(r: MonitorResult, color: bool) -> str:
 
 
 def summary_line(r: MonitorResult) -> str:
-    why = {"limit": f"the {r.limit} cycles were done", "deadline": f"the deadline of {r.duration_s}s passed",
+    why = {"limit": "the cycle was done" if r.limit == 1 else f"the {r.limit} cycles were done", "deadline": f"the deadline of {r.duration_s}s passed",
            "cancel": "it was cancelled"}[r.stopped]
-    return r.say(f"monitor {r.target}: {r.captured} of {r.limit} cycles of {r.cycle_s:g}s; {r.seen} calls seen, "
+    return r.say(f"monitor {r.target}: {r.captured} of {r.limit} cycle{'s' if r.limit != 1 else ''} of {r.cycle_s:g}s; {r.seen} calls seen, "
                  f"{r.matched} counted; stopped because {why}.")
 
 
