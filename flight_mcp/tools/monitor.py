@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
+from ..errors import FlightError
 from ..models import Fact
 from ..render import paint, wall_time
 from .base import Call, Cli, Tool
@@ -33,17 +34,19 @@ class MonitorParams(FunctionParams):
         None, gt=0, description="Deadline in seconds for the whole call, attach included; it must cover "
                                 "limit × cycle_s. Left out: limit × cycle_s plus 10 s.")
 
-    @model_validator(mode="after")
-    def _deadline_covers_the_cycles(self) -> "MonitorParams":
-        needed = self.limit * self.cycle_s
-        if self.timeout_s is None:
-            self.timeout_s = needed + ATTACH_ALLOWANCE_S
-        elif self.timeout_s < needed:
-            raise ValueError(f"{{arg:timeout_s}} {self.timeout_s:g}s is shorter than the {self.limit} cycles of "
-                             f"{self.cycle_s:g}s asked for ({needed:g}s): raise {{arg:timeout_s}} above {needed:g} "
-                             "(a few seconds more for the attach), or leave it out to have it derived, or ask for "
-                             "fewer {arg:limit} or a shorter {arg:cycle_s}")
-        return self
+
+def timeout_of(p: MonitorParams) -> float:
+    """The call's deadline: timeout_s, which must cover the cycles, or the cycles plus ATTACH_ALLOWANCE_S.
+    (Checked here rather than in a model validator: the parameters parse alone, the rule is the call's.)"""
+    needed = p.limit * p.cycle_s
+    if p.timeout_s is None:
+        return needed + ATTACH_ALLOWANCE_S
+    if p.timeout_s < needed:
+        raise FlightError("bad_argument", f"{{arg:timeout_s}} {p.timeout_s:g}s is shorter than the {p.limit} cycles of "
+                          f"{p.cycle_s:g}s asked for ({needed:g}s): raise {{arg:timeout_s}} above {needed:g} (a few "
+                          "seconds more for the attach), or leave it out to have it derived, or ask for fewer "
+                          "{arg:limit} or a shorter {arg:cycle_s}.", arg="timeout_s")
+    return p.timeout_s
 
 
 class Stats(Fact):
@@ -126,8 +129,9 @@ def run(p: MonitorParams, call: Call) -> MonitorResult:
             return   # progress is a courtesy: a fact we do not know does not end the monitor
         call.progress(fact.cycle.index, fact.limit, progress_line(fact.cycle, fact.limit))
 
+    timeout = timeout_of(p)   # first: a deadline too short is refused before anything is attached
     answer = call.request(p, "monitor", p.agent_args(), on_event=on_event, budget_arg="timeout_s",
-                          margin=REPLY_MARGIN_S, timeout=p.timeout_s)
+                          margin=REPLY_MARGIN_S, timeout=timeout)
     return MonitorResult.model_validate(answer).spoken_in(MonitorParams, call)
 
 
