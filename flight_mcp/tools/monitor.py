@@ -136,7 +136,8 @@ def run(p: MonitorParams, call: Call) -> MonitorResult:
 
 
 def slow_keys(t: Table) -> list[KeyStats]:
-    """The values whose mean cost is at least SLOW_RATIO times the mean of all the function's other calls."""
+    """The values whose mean and median cost are at least SLOW_RATIO times the mean of all the function's
+    other calls."""
     out = []
     whole = t.stats
     for k in t.keys:
@@ -146,7 +147,8 @@ def slow_keys(t: Table) -> list[KeyStats]:
         if rest_calls <= 0:
             continue
         rest_mean = (whole.avg_ms * whole.calls - k.avg_ms * k.calls) / rest_calls
-        if rest_mean > 0 and k.avg_ms >= SLOW_RATIO * rest_mean:
+        # the median too: one outlier among a value's few calls does not make it slow
+        if rest_mean > 0 and k.avg_ms >= SLOW_RATIO * rest_mean and (k.p50_ms or 0) >= SLOW_RATIO * rest_mean:
             out.append(k)
     return out
 
@@ -213,8 +215,8 @@ def render(r: MonitorResult, color: bool) -> str:
         slow = slow_keys(last)
         if slow:
             rest = ", ".join(f"{k.key} avg {_ms(k.avg_ms)}ms p95 {_ms(k.p95_ms)}ms" for k in slow)
-            out.append(f"slow values of {r.by} over all cycles (mean at least {SLOW_RATIO:g}x that of the other "
-                       f"calls, marked ◀ slow): {rest}; the function's avg {_ms(last.stats.avg_ms)}ms.")
+            out.append(f"slow values of {r.by} over all cycles (mean and median at least {SLOW_RATIO:g}x the "
+                       f"other calls' mean, marked ◀ slow): {rest}; the function's avg {_ms(last.stats.avg_ms)}ms.")
     out.append(summary_line(r))
     if r.matched == 0:
         out.append(empty_hint(r, "monitor"))

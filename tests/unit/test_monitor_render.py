@@ -75,6 +75,9 @@ def test_slow_is_relative_to_the_other_calls():
     assert [k.key for k in slow_keys(t)] == ["'initech'"]
     even = result(keys=[key("'a'", 5, 0, 3.0, 3.0, 3.0, 3.0), key("'b'", 5, 0, 3.0, 3.0, 3.0, 3.0)])
     assert slow_keys(even.total) == []
+    # one outlier among few calls: the mean is high but the median is not
+    outlier = result(keys=[key("'a'", 2, 0, 30.0, 3.0, 57.0, 57.0), key("'b'", 20, 0, 3.0, 3.0, 3.0, 3.0)])
+    assert slow_keys(outlier.total) == []
 
 
 def test_partial_cycle_cancel_dropped_cycles_and_empty():
