@@ -173,14 +173,18 @@ class MonitorProbe(object):
         self.early = flt.code is not None and not flt.late
         self.needs_args = by.code is not None or flt.code is not None
         self.lock = _thread.allocate_lock()
-        self.current = {}
+        self.single = new_stats()   # without arguments to read, every call counts in this one row
+        self.current = {} if self.needs_args else {None: self.single}
         self.enter = self._make_enter()
         self.leave = self._make_leave()
 
     def rotate(self):
         """On the command's thread: the finished cycle's table; calls ending from now count in a new one."""
+        fresh = new_stats()
         with self.lock:
-            done, self.current = self.current, {}
+            done = self.current
+            self.single = fresh
+            self.current = {} if self.needs_args else {None: fresh}
         return done
 
     def _make_enter(self):
@@ -216,7 +220,9 @@ class MonitorProbe(object):
         return enter
 
     def _make_leave(self):
-        cap, perf, lock, probe = self.cap, _perf, self.lock, self
+        cap, perf, probe = self.cap, _perf, self
+        # acquire/release, not `with lock` (its __exit__ call costs about as much as the rest of leave)
+        acquire, release = self.lock.acquire, self.lock.release
         log2, floor, lowest, per_octave = _log2, _floor, MIN_MS, BUCKETS_PER_OCTAVE
         late = self.filter.code is not None and not self.early
         check = self.filter.caller(self.target) if late else None
@@ -225,34 +231,28 @@ class MonitorProbe(object):
         by_failed = self.by.failed
         limit = TRACKED_KEYS
 
-        def account(key, cost, failed):
-            i = floor(log2(cost) * per_octave) if cost >= lowest else MIN_BUCKET
-            with lock:
-                table = probe.current
-                s = table.get(key)
-                if s is None:
-                    if len(table) >= limit and key is not FAILED:
-                        key = OTHER
-                        s = table.get(OTHER)
-                    if s is None:
-                        s = table[key] = [0, 0, 0.0, 0.0, float("inf"), {}]
-                s[0] += 1
-                if failed:
-                    s[1] += 1
-                s[2] += cost
-                if cost > s[3]:
-                    s[3] = cost
-                if cost < s[4]:
-                    s[4] = cost
-                h = s[5]
-                h[i] = h.get(i, 0) + 1
-
-        if not self.needs_args:
+        if not self.needs_args:   # no --by, no filter: one row, updated in place (the hot case, inlined)
             def leave(token, result, exc):
                 cost = (perf() - token) * 1000.0
                 if cap.done:
                     return
-                account(None, cost, exc is not None and not issubclass(type(exc), GeneratorExit))
+                i = floor(log2(cost) * per_octave) if cost >= lowest else MIN_BUCKET
+                failed = exc is not None and not issubclass(type(exc), GeneratorExit)
+                acquire()
+                try:
+                    s = probe.single
+                    s[0] += 1
+                    if failed:
+                        s[1] += 1
+                    s[2] += cost
+                    if cost > s[3]:
+                        s[3] = cost
+                    if cost < s[4]:
+                        s[4] = cost
+                    h = s[5]
+                    h[i] = h.get(i, 0) + 1
+                finally:
+                    release()
             return leave
 
         def leave(token, result, exc):
@@ -276,7 +276,29 @@ class MonitorProbe(object):
                 except BaseException as e:
                     by_failed(e)
                     key = FAILED
-            account(key, cost, failed)
+            i = floor(log2(cost) * per_octave) if cost >= lowest else MIN_BUCKET
+            acquire()
+            try:
+                table = probe.current
+                s = table.get(key)
+                if s is None:
+                    if len(table) >= limit and key is not FAILED:
+                        key = OTHER
+                        s = table.get(OTHER)
+                    if s is None:
+                        s = table[key] = [0, 0, 0.0, 0.0, float("inf"), {}]
+                s[0] += 1
+                if failed:
+                    s[1] += 1
+                s[2] += cost
+                if cost > s[3]:
+                    s[3] = cost
+                if cost < s[4]:
+                    s[4] = cost
+                h = s[5]
+                h[i] = h.get(i, 0) + 1
+            finally:
+                release()
         return leave
 
 
