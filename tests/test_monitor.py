@@ -53,6 +53,11 @@ def instrumented(pid, version):
     return "function" in out
 
 
+def monitor_text(r):
+    from flight_mcp.tools import monitor
+    return monitor.TOOL.text(monitor.MonitorResult.model_validate(r), False)
+
+
 def check_cycle(c):
     s = c["stats"]
     assert s["calls"] > 0 and s["successes"] + s["failures"] == s["calls"], c
@@ -126,6 +131,12 @@ def test_monitor_filter_gate_and_bounded_keys(spawn, version):
     kinds = [k["kind"] for k in c["keys"]]
     assert kinds == ["value"] * 20 + ["other"], kinds
     assert c["other_keys"] > 0 and sum(k["calls"] for k in c["keys"]) == c["stats"]["calls"]
+    # more cycles than are kept: the latest 100 in the answer, the total covers every one
+    r = json.loads(run(t.pid, "monitor __main__ Service handle -c 0.1 -n 103", "--json"))
+    assert r["captured"] == 103 and r["cycles_dropped"] == 3 and len(r["cycles"]) == 100
+    assert [c["index"] for c in r["cycles"]] == list(range(4, 104))
+    assert r["total"]["stats"]["calls"] == r["matched"] > sum(c["stats"]["calls"] for c in r["cycles"])
+    assert "(the first 3 cycles are not kept; the total covers them)" in monitor_text(r)
     # a --by that raises: those calls in the (by failed) row, the failure reported once
     text = run(t.pid, "monitor __main__ Service handle -c 0.5 -n 1 --by 'args[1] // 0'")
     assert re.search(r"^ +\(by failed\) +\d+", text, re.M), text

@@ -220,7 +220,7 @@ class MonitorProbe(object):
         return enter
 
     def _make_leave(self):
-        cap, perf, probe = self.cap, _perf, self
+        cap, perf, probe, ctx = self.cap, _perf, self, self.cap.ctx
         # acquire/release, not `with lock` (its __exit__ call costs about as much as the rest of leave)
         acquire, release = self.lock.acquire, self.lock.release
         log2, floor, lowest, per_octave = _log2, _floor, MIN_MS, BUCKETS_PER_OCTAVE
@@ -234,7 +234,9 @@ class MonitorProbe(object):
         if not self.needs_args:   # no --by, no filter: one row, updated in place (the hot case, inlined)
             def leave(token, result, exc):
                 cost = (perf() - token) * 1000.0
-                if cap.done:
+                # ctx.cancelled too: in a forked child (atfork.py) the lock may be held by a thread
+                # that did not survive the fork; its commands are cancelled there
+                if cap.done or ctx.cancelled:
                     return
                 i = floor(log2(cost) * per_octave) if cost >= lowest else MIN_BUCKET
                 failed = exc is not None and not issubclass(type(exc), GeneratorExit)
@@ -257,7 +259,7 @@ class MonitorProbe(object):
 
         def leave(token, result, exc):
             cost = (perf() - token[0]) * 1000.0
-            if cap.done:
+            if cap.done or ctx.cancelled:
                 return
             failed = exc is not None and not issubclass(type(exc), GeneratorExit)
             args, kwargs = token[1], token[2]
