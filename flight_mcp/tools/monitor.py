@@ -14,7 +14,7 @@ from .capture_common import REPLY_MARGIN_S, ExpressionFailure, FunctionParams, S
 
 # A derived deadline: the cycles' own time plus this much for the attach and the answer.
 ATTACH_ALLOWANCE_S = 10.0
-# A key's mean this many times the mean of the function's other calls marks it slow in the text.
+# A value whose mean and median are this many times the mean of the function's other calls is slow.
 SLOW_RATIO = 2.0
 
 
@@ -24,7 +24,7 @@ class MonitorParams(FunctionParams):
     limit: Annotated[int, Cli("-n", "--limits", "--limit", "--cycles")] = Field(
         3, ge=1, description="Cycles to report (any number: only the latest 100 are kept in the answer, the "
                              "total covers all; cancel to stop early).")
-    by: Annotated[str | None, Cli("-b", "--by")] = Field(
+    by: Annotated[str | None, Cli("--by")] = Field(   # (no -b: Arthas's monitor -b is another thing)
         None, min_length=1,
         description="Python expression whose value splits the figures (one row per value: the 20 values with the "
                     "most calls, the rest as other). Same names as watch's expressions: target, args (WITHOUT "

@@ -98,7 +98,7 @@ def test_failures_and_progress_speak_the_callers_language():
     fail = [{"arg": "by", "expr": "args[5]", "failures": 3, "error": {"type": "IndexError", "message": "tuple "
              "index out of range"}}]
     r = result(expression_failures=fail)
-    assert ("warning: -b/--by expression 'args[5]' raised IndexError: tuple index out of range (3 calls). Those calls "
+    assert ("warning: --by expression 'args[5]' raised IndexError: tuple index out of range (3 calls). Those calls "
             "are counted in the (by failed) row") in monitor.TOOL.text(r.spoken_in(MonitorParams, CLI), False)
     assert "warning: by expression 'args[5]'" in monitor.TOOL.text(result(expression_failures=fail)
                                                                   .spoken_in(MonitorParams, MCP), False)
