@@ -315,14 +315,17 @@ def monitor(args, ctx):
     probe = MonitorProbe(target, cap, flt, by)
     unhook = instrument.add(target, probe)
 
+    state = {"dropped": 0, "removed": None}
+
     def remove():
         cap.done = True
         unhook()
+        if state["removed"] is None:
+            state["removed"] = time.monotonic()   # duration_s: how long the function was instrumented
     ctx.on_end(remove)   # however the command ends (cancel, closed connection, agent bug)
 
     total = {}
     kept = []
-    state = {"dropped": 0}
     started = time.time()
     t0 = time.monotonic()
     deadline = t0 + args["timeout_s"]
@@ -374,7 +377,7 @@ def monitor(args, ctx):
     summary = target.describe()
     whole = table_facts(total, by.code is not None)
     # matched: the calls counted in the cycles (a call ending as the command ends is in neither)
-    summary.update(started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
+    summary.update(started=started, duration_s=round(state["removed"] - t0, 3), seen=cap.seen,
                    matched=whole["stats"]["calls"], captured=finished, limit=cycles, stopped=reason,
                    cycle_s=cycle_s, by=args["by"], cycles=kept, cycles_dropped=state["dropped"], total=whole,
                    expression_failures=[e for e in (flt.report(budget), by.report(budget)) if e])
