@@ -79,6 +79,9 @@ CODES = {
     "external_unavailable": "Install pystack (it comes with flight-mcp on Linux) or run as root.",
     "external_failed": "Reading the process from outside failed; the message says why.",
     "external_timeout": "Reading from outside took too long; retry with a longer timeout_s.",
+    # profile
+    "profiler_unavailable": "Install py-spy into flight-mcp's environment (`pip install py-spy`; it is a "
+                            "dependency of flight-mcp).",
 }
 
 
