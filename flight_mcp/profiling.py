@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -87,8 +88,9 @@ def parse_frame(text: str) -> FrameKey:
 @dataclass(frozen=True)
 class ThreadKey:
     label: str  # as py-spy wrote it: "thread (TID): NAME"
-    native_id: int | None  # the OS thread id when py-spy knew it (decimal), else None
+    native_id: int | None  # the OS thread id (py-spy's decimal id, or found from the pthread_t)
     name: str | None
+    pthread_id: int | None = None  # py-spy's hex id: it did not know the OS id (nor the OS thread state)
 
 
 def parse_thread(text: str) -> ThreadKey | None:
@@ -96,7 +98,9 @@ def parse_thread(text: str) -> ThreadKey | None:
     if m is None:
         return None
     tid = m.group("id")
-    return ThreadKey(text, None if tid.startswith("0x") else int(tid), m.group("name"))
+    if tid.startswith("0x"):
+        return ThreadKey(text, None, m.group("name"), int(tid, 16))
+    return ThreadKey(text, int(tid), m.group("name"))
 
 
 @dataclass
@@ -168,6 +172,52 @@ def samples(stacks: list[Stack]) -> int:
     return sum(s.count for s in stacks)
 
 
+# ---------------------------------------------------------------- what the kernel knows of each thread
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """OS thread id -> CPU seconds it used so far (user + system, the kernel's own accounting)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def native_ids(pid: int, pthread_ids: list[int]) -> dict[int, int]:
+    """pthread_t -> OS thread id, for threads py-spy names by their pthread_t (Python <= 3.10 in
+    --nonblocking mode: py-spy needs a ptrace stop to find OS ids there).
+
+    A pthread_t is the address of the thread's descriptor in the target, which holds its OS id at
+    one offset, the same for every thread of a libc (glibc x86_64: 0x2d0). Found by reading the
+    descriptors through /proc/PID/mem (no stop; the access py-spy already has) and keeping the offset
+    where every descriptor holds one of the process's thread ids, each a different one."""
+    try:
+        tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+        blobs = {}
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            for ptid in pthread_ids:
+                mem.seek(ptid)
+                blobs[ptid] = mem.read(0x800)
+    except (OSError, ValueError, OverflowError):
+        return {}
+    if not blobs or any(len(b) < 0x800 for b in blobs.values()):
+        return {}
+    for off in (0x2d0, *range(0, 0x800, 4)):
+        found = {ptid: int.from_bytes(b[off:off + 4], sys.byteorder, signed=True) for ptid, b in blobs.items()}
+        if all(t in tids for t in found.values()) and len(set(found.values())) == len(found):
+            return found
+    return {}
+
+
 # ---------------------------------------------------------------- running the samplers
 
 @dataclass
@@ -185,7 +235,63 @@ class Recording:
     runs: dict[str, SamplerRun]
     seconds: float  # wall time from start to the last sampler's end
     stopped: str | None = None  # "cancelled" or "deadline" when stopped before the duration
-    notes: list[str] = field(default_factory=list)
+    cpu: dict[int, float] = field(default_factory=dict)  # OS thread id -> CPU seconds used while sampling
+    cpu_window: float = 0.0  # the wall seconds those CPU seconds were measured over
+    os_state: bool = True  # py-spy knew each thread's OS state (False: all its samples count as running)
+    runnable: dict[int, float] = field(default_factory=dict)  # OS thread id -> share of our own state samples
+    # in which it was running or runnable (taken when py-spy cannot: os_state False)
+
+
+class StateSampler:
+    """Each thread's OS state (/proc/PID/task/TID/stat), sampled at the profile's rate on a thread
+    of ours: what py-spy uses to tell idle samples apart, for the Pythons where its --nonblocking
+    mode cannot (3.10 and older). Reading /proc does not stop or enter the target."""
+
+    def __init__(self, pid: int, rate: int):
+        self.pid, self.period = pid, 1.0 / rate
+        self.seen: Counter = Counter()
+        self.running: Counter = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"flight-mcp-profile-state-{pid}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[int, float]:
+        self._stop.set()
+        self._thread.join()
+        return {tid: self.running[tid] / n for tid, n in self.seen.items() if n}
+
+    def _run(self) -> None:
+        task = f"/proc/{self.pid}/task"
+        while not self._stop.wait(self.period):
+            try:
+                tids = os.listdir(task)
+            except OSError:
+                return  # the process is gone
+            for tid in tids:
+                try:
+                    with open(f"{task}/{tid}/stat") as f:
+                        state = f.read().rpartition(")")[2].split(None, 1)[0]
+                except (OSError, IndexError):
+                    continue
+                self.seen[int(tid)] += 1
+                self.running[int(tid)] += state == "R"
+
+
+def identify_threads(pid: int, runs: dict[str, SamplerRun]) -> bool:
+    """Gives threads py-spy named by pthread_t their OS id (in place). False when py-spy named any
+    thread that way: it then did not know the OS thread state, so its idle marks are unreliable."""
+    hex_ids = {s.thread.pthread_id for r in runs.values() for s in r.stacks
+               if s.thread is not None and s.thread.pthread_id is not None}
+    if not hex_ids:
+        return True
+    found = native_ids(pid, sorted(hex_ids))
+    for r in runs.values():
+        for s in r.stacks:
+            if s.thread is not None and s.thread.pthread_id in found:
+                s.thread = ThreadKey(s.thread.label, found[s.thread.pthread_id], s.thread.name, s.thread.pthread_id)
+    return False
 
 
 def _stats(out: str) -> tuple[int, bool, bool]:
@@ -215,18 +321,20 @@ def _error_from(pid: int, stderr: str, rc: int) -> FlightError:
 
 def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: Callable[[], bool],
            progress: Callable[[float, str], None] | None = None, kinds: tuple[str, ...] = tuple(SAMPLERS),
-           pyspy: str | None = None) -> Recording:
+           pyspy: str | None = None, sample_states: bool = False) -> Recording:
     """Runs one py-spy record per kind in `kinds` side by side for `duration` seconds at `rate` Hz.
 
     Stopped early (SIGINT, so each writes what it sampled) when cancelled() turns true or the
     deadline comes; killed if it then does not end within STOP_GRACE_S. Raises FlightError with
-    py-spy's reason when a sampler fails."""
+    py-spy's reason when a sampler fails. sample_states: also sample each thread's OS state
+    ourselves (StateSampler), for targets where py-spy cannot."""
     exe = pyspy or find_pyspy()
     work = tempfile.mkdtemp(prefix="flight-mcp-profile-")
     env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
     procs: dict[str, subprocess.Popen] = {}
     started = time.monotonic()
     stop_reason = None
+    states = None
     try:
         for kind in kinds:
             out = os.path.join(work, f"{kind}.txt")
@@ -237,6 +345,10 @@ def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: 
                 # its own session: a Ctrl-C at the terminal is ours to handle, not the sampler's
                 procs[kind] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=err, env=env,
                                                start_new_session=True)
+        cpu_before, cpu_at = thread_cpu(pid), time.monotonic()
+        if sample_states:
+            states = StateSampler(pid, rate)
+            states.start()
         last_report = started
         while any(p.poll() is None for p in procs.values()):
             now = time.monotonic()
@@ -253,6 +365,8 @@ def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: 
                 progress(min(now - started, duration), f"sampling pid {pid} at {rate} Hz: "
                          f"{min(now - started, duration):.0f}/{duration} s")
             time.sleep(0.05)
+        cpu_after, cpu_end = thread_cpu(pid), time.monotonic()
+        runnable = states.stop() if sample_states else {}
         seconds = time.monotonic() - started
         hung = [k for k, p in procs.items() if p.poll() is None]
         for k in hung:
@@ -273,8 +387,12 @@ def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: 
                 raise _error_from(pid, _read(os.path.join(work, f"{kind}.err")), p.returncode)
             errors, exited, late = _stats(log)
             runs[kind] = SamplerRun(kind, parse_raw(_read(path)), errors, exited, late, stop_reason is not None)
-        return Recording(runs, seconds, stop_reason)
+        cpu = {tid: max(0.0, cpu_after[tid] - cpu_before.get(tid, 0.0)) for tid in cpu_after}
+        os_state = identify_threads(pid, runs)
+        return Recording(runs, seconds, stop_reason, cpu, cpu_end - cpu_at, os_state, runnable)
     finally:
+        if states is not None:
+            states.stop()
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
@@ -358,3 +476,33 @@ def _depth(node: _Node) -> int:
         deepest = max(deepest, d)
         todo.extend((c, d + 1) for c in n.children.values())
     return deepest
+
+
+def running_share(stacks: list[Stack], gil: list[Stack], budget: int) -> list[Stack]:
+    """A thread's stacks cut down to `budget` running samples, for samples py-spy could not mark idle
+    (no OS thread state): the kernel says how much the thread ran (budget); which stacks ran is
+    taken first from those seen holding the GIL (Python code runs only with it), in proportion to
+    that, and what is left of the budget is spread over the other stacks in proportion to their
+    samples (work with the GIL released: hashing, compression, I/O)."""
+    held = Counter()
+    for s in gil:
+        held[s.line] += s.count
+    out: list[Stack] = []
+    left = budget
+    with_gil = [s for s in stacks if held[s.line]]
+    total_held = sum(min(held[s.line], s.count) for s in with_gil)
+    if total_held:
+        take = min(left, sum(s.count for s in with_gil))
+        for s in with_gil:
+            n = min(s.count, round(take * min(held[s.line], s.count) / total_held))
+            if n:
+                out.append(Stack(s.thread, s.frames, n, s.line))
+        left -= sum(x.count for x in out)
+    rest = [s for s in stacks if not held[s.line]]
+    rest_total = sum(s.count for s in rest)
+    if left > 0 and rest_total:
+        for s in rest:
+            n = min(s.count, round(left * s.count / rest_total))
+            if n:
+                out.append(Stack(s.thread, s.frames, n, s.line))
+    return out

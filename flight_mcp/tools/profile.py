@@ -88,6 +88,7 @@ class ThreadProfile(Fact):
     active_samples: int = Field(description="Samples where it was running (from the active sampler).")
     idle_samples: int = Field(description="samples - active_samples: waiting or sleeping (estimated).")
     gil_samples: int = Field(description="Samples where it held the GIL (from the --gil sampler).")
+    cpu_seconds: float | None = Field(None, description="CPU time it used while sampled (the kernel's accounting).")
     functions: list[FunctionShare] = Field(description="Its top functions by self share of its active samples.")
     idle_in: list[IdlePlace] = Field(default_factory=list, description="Where it waited, most idle first.")
 
@@ -125,15 +126,18 @@ def run(p: ProfileParams, call: Call) -> ProfileResult:
         _check_writable(path)
     procs.require_python(p.pid)  # no such process, not Python, too old: said before sampling
     stopped_before = procs.stopped_error(p.pid)
+    version = procs.python_version(p.pid)
     timeout = p.timeout_s if p.timeout_s is not None else p.duration + SLACK_S
     rec = profiling.record(p.pid, rate=p.rate, duration=p.duration, deadline_s=timeout,
                            cancelled=call.cancel_event.is_set,
-                           progress=lambda done, msg: call.progress(done, p.duration, msg))
-    result = summarize(p, rec)
+                           progress=lambda done, msg: call.progress(done, p.duration, msg),
+                           # py-spy --nonblocking knows no thread's OS state before 3.11: sample it ourselves
+                           sample_states=version is not None and version < (3, 11))
+    result, running = summarize(p, rec)
     if stopped_before is not None:
         result.notes.insert(0, f"{stopped_before.message.split(':')[0]}: every sample of it is idle.")
     if path:
-        stacks = rec.runs["all" if p.idle else "active"].stacks
+        stacks = rec.runs["all"].stacks if p.idle else running
         what = "every thread sample, idle ones included" if p.idle else "active samples"
         svg = profiling.flamegraph_svg(stacks, f"pid {p.pid}: {profiling.samples(stacks)} {what}, {p.rate} Hz "
                                                f"over {rec.seconds:.1f} s (flight-mcp profile, py-spy)")
@@ -176,8 +180,9 @@ def _idle_places(idle: list[profiling.Stack], active: list[profiling.Stack], flo
     return places[:MOST_IDLE_PLACES]
 
 
-def summarize(p: ProfileParams, rec: profiling.Recording) -> ProfileResult:
-    """The answer from the three samplers' stacks (see profiling.py for what each holds)."""
+def summarize(p: ProfileParams, rec: profiling.Recording) -> tuple[ProfileResult, list[profiling.Stack]]:
+    """The answer from the three samplers' stacks (see profiling.py for what each holds), and the
+    running samples it counts (the flame graph's)."""
     active, every, gil = (rec.runs[k].stacks for k in ("active", "all", "gil"))
     a_by, e_by, g_by = profiling.by_thread(active), profiling.by_thread(every), profiling.by_thread(gil)
     named = {}
@@ -186,18 +191,27 @@ def summarize(p: ProfileParams, rec: profiling.Recording) -> ProfileResult:
             named.setdefault(profiling.thread_key(s.thread), s.thread)
     threads = []
     main_samples = 0
+    running: list[profiling.Stack] = []  # every thread's running samples: the CPU profile
     for key, t in named.items():
         t_active, t_every, t_gil = a_by.get(key, []), e_by.get(key, []), g_by.get(key, [])
-        n_active, n_every = profiling.samples(t_active), profiling.samples(t_every)
-        n_all = max(n_every, n_active)
+        n_all = max(profiling.samples(t_every), profiling.samples(t_active))
+        cpu = rec.cpu.get(t.native_id) if t.native_id is not None else None
+        share = rec.runnable.get(t.native_id) if t.native_id is not None else None
+        if not rec.os_state and share is not None:
+            # py-spy marked every sample running: how often the thread ran is our own state sampler's
+            t_active = profiling.running_share(t_every or t_active, t_gil, round(share * n_all))
+        running += t_active
+        n_active = profiling.samples(t_active)
         main = t.native_id == p.pid
         if main:
             main_samples = n_all
         threads.append(ThreadProfile(
             name=t.name, native_id=t.native_id, main=main, samples=n_all, active_samples=n_active,
             idle_samples=n_all - n_active, gil_samples=profiling.samples(t_gil),
+            cpu_seconds=round(cpu, 3) if cpu is not None else None,
             functions=_shares(profiling.functions(t_active), n_active, min(p.limit, MOST_THREAD_FUNCTIONS)),
             idle_in=_idle_places(t_every, t_active, max(1, n_all // 50))))
+    active = running + [s for s in active if s.thread is None]
     threads.sort(key=lambda t: (not t.main, -t.active_samples, -t.samples, t.native_id or 0))
     n_active, n_gil = profiling.samples(active), profiling.samples(gil)
     intervals = main_samples or max((t.samples for t in threads), default=0)
@@ -220,7 +234,7 @@ def summarize(p: ProfileParams, rec: profiling.Recording) -> ProfileResult:
             size += len(line) + 1
         result.collapsed, result.collapsed_left_out = kept, len(stacks) - len(kept)
     result.notes.extend(_notes(p, rec, result))
-    return result
+    return result, active
 
 
 def _notes(p: ProfileParams, rec: profiling.Recording, r: ProfileResult) -> list[str]:
@@ -245,6 +259,10 @@ def _notes(p: ProfileParams, rec: profiling.Recording, r: ProfileResult) -> list
                      f"file ({codes.arg('filepath')}) holds them all.")
     if r.threads_left_out:
         notes.append(f"{r.threads_left_out} less active thread(s) left out.")
+    if not rec.os_state:
+        notes.append("py-spy cannot tell running from idle samples on this Python (3.10 or older) without pausing "
+                     "the process: each thread's running share comes from its OS state sampled alongside, given "
+                     "to the stacks seen holding the GIL first.")
     notes.append("idle and GIL figures come from separate samplers run side by side with the CPU profile "
                  "(py-spy --idle and --gil): estimates, like any sampled figure.")
     return notes
@@ -282,7 +300,7 @@ def render(r: ProfileResult, color: bool) -> str:
                    f": running {t.active_samples}/{t.samples} ({_pct(t.active_samples, t.samples)}), "
                    f"idle {t.idle_samples} ({_pct(t.idle_samples, t.samples)}), GIL {t.gil_samples} "
                    f"({_pct(t.gil_samples, r.intervals)})")
-        for f in t.functions[:5]:
+        for f in [f for f in t.functions if f.self_samples][:5]:
             where = f"{f.file}:{f.line}" if f.line is not None else f.file
             out.append(f"    {100 * f.self_share:5.1f}% {paint(f.name, 'cyan', color)} ({where})")
         for place in t.idle_in:
