@@ -77,7 +77,7 @@ class FrameKey:
 def parse_frame(text: str) -> FrameKey:
     """'name (file:line)', 'name (file)' or a bare name (py-spy's collapsed-stack frame)."""
     if text.endswith(")") and " (" in text:
-        name, _, where = text[:-1].rpartition(" (")
+        name, _, where = text[:-1].partition(" (")  # a function's name has no " (", a path may
         file, sep, line = where.rpartition(":")
         if sep and line.isdigit():
             return FrameKey(name, file, int(line))
@@ -290,7 +290,10 @@ def identify_threads(pid: int, runs: dict[str, SamplerRun]) -> bool:
     for r in runs.values():
         for s in r.stacks:
             if s.thread is not None and s.thread.pthread_id in found:
-                s.thread = ThreadKey(s.thread.label, found[s.thread.pthread_id], s.thread.name, s.thread.pthread_id)
+                tid = found[s.thread.pthread_id]
+                label = f"thread ({tid})" + (f": {s.thread.name}" if s.thread.name is not None else "")
+                s.line = label + s.line[len(s.thread.label):]
+                s.thread = ThreadKey(label, tid, s.thread.name, s.thread.pthread_id)
     return False
 
 
@@ -478,31 +481,41 @@ def _depth(node: _Node) -> int:
     return deepest
 
 
+def apportion(total: int, weights: list[float], caps: list[int]) -> list[int]:
+    """total split in proportion to weights, each part at most its cap, summing to
+    min(total, the caps of the parts with weight) exactly (the largest remainders get the odd ones)."""
+    n = len(weights)
+    parts = [0] * n
+    left = min(total, sum(c for c, w in zip(caps, weights) if w > 0))
+    while left > 0:
+        open_ = [i for i in range(n) if parts[i] < caps[i] and weights[i] > 0]
+        w = sum(weights[i] for i in open_)
+        shares = {i: left * weights[i] / w for i in open_}
+        capped = False
+        for i in open_:
+            add = int(shares[i])
+            if add >= caps[i] - parts[i]:
+                add, capped = caps[i] - parts[i], True
+            parts[i] += add
+            left -= add
+        if capped:
+            continue  # what the capped parts could not take goes round again
+        for i in sorted(open_, key=lambda i: int(shares[i]) - shares[i])[:left]:
+            parts[i] += 1
+        left = 0
+    return parts
+
+
 def running_share(stacks: list[Stack], gil: list[Stack], budget: int) -> list[Stack]:
     """A thread's stacks cut down to `budget` running samples, for samples py-spy could not mark idle
-    (no OS thread state): the kernel says how much the thread ran (budget); which stacks ran is
-    taken first from those seen holding the GIL (Python code runs only with it), in proportion to
-    that, and what is left of the budget is spread over the other stacks in proportion to their
+    (no OS thread state): our own state sampler says how often the thread ran (budget); which stacks
+    ran is taken first from those seen holding the GIL (Python code runs only with it), in proportion
+    to that, and what is left of the budget is spread over the other stacks in proportion to their
     samples (work with the GIL released: hashing, compression, I/O)."""
     held = Counter()
     for s in gil:
         held[s.line] += s.count
-    out: list[Stack] = []
-    left = budget
-    with_gil = [s for s in stacks if held[s.line]]
-    total_held = sum(min(held[s.line], s.count) for s in with_gil)
-    if total_held:
-        take = min(left, sum(s.count for s in with_gil))
-        for s in with_gil:
-            n = min(s.count, round(take * min(held[s.line], s.count) / total_held))
-            if n:
-                out.append(Stack(s.thread, s.frames, n, s.line))
-        left -= sum(x.count for x in out)
-    rest = [s for s in stacks if not held[s.line]]
-    rest_total = sum(s.count for s in rest)
-    if left > 0 and rest_total:
-        for s in rest:
-            n = min(s.count, round(left * s.count / rest_total))
-            if n:
-                out.append(Stack(s.thread, s.frames, n, s.line))
-    return out
+    caps = [s.count for s in stacks]
+    with_gil = apportion(budget, [min(held[s.line], s.count) for s in stacks], caps)
+    rest = apportion(budget - sum(with_gil), [0 if held[s.line] else s.count for s in stacks], caps)
+    return [Stack(s.thread, s.frames, a + b, s.line) for s, a, b in zip(stacks, with_gil, rest) if a + b]
