@@ -204,7 +204,7 @@ def summarize(p: ProfileParams, rec: profiling.Recording) -> tuple[ProfileResult
             idle_samples=n_all - n_active, gil_samples=profiling.samples(t_gil),
             cpu_seconds=round(cpu, 3) if cpu is not None else None,
             functions=_shares(profiling.functions(t_active), n_active, min(p.limit, MOST_THREAD_FUNCTIONS)),
-            idle_in=_idle_places(t_every, t_active, max(1, n_all // 50))))
+            idle_in=_idle_places(t_every, t_active, max(2, n_all // 20))))
     active = running + [s for s in active if s.thread is None]
     threads.sort(key=lambda t: (not t.main, -t.active_samples, -t.samples, t.native_id or 0))
     n_active, n_gil = profiling.samples(active), profiling.samples(gil)
