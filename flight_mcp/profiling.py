@@ -355,6 +355,9 @@ def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: 
         last_report = started
         while any(p.poll() is None for p in procs.values()):
             now = time.monotonic()
+            failed = next((k for k, p in procs.items() if p.returncode not in (None, 0)), None)
+            if failed is not None and stop_reason is None:  # one failed: say why now, not after the duration
+                raise _error_from(pid, _read(os.path.join(work, f"{failed}.err")), procs[failed].returncode)
             if stop_reason is None and (cancelled() or now - started >= deadline_s):
                 stop_reason = "cancelled" if cancelled() else "deadline"
                 for p in procs.values():
@@ -380,7 +383,7 @@ def record(pid: int, *, rate: int, duration: int, deadline_s: float, cancelled: 
             path = os.path.join(work, f"{kind}.txt")
             log = _read(os.path.join(work, f"{kind}.log"))
             if kind in hung or not os.path.exists(path):
-                if stop_reason == "cancelled" and kind in hung:
+                if stop_reason == "cancelled":
                     raise FlightError("external_failed", f"profiling pid {pid} was cancelled before py-spy "
                                       "started sampling; nothing was recorded. The target is unaffected.")
                 if kind in hung or stop_reason is not None:

@@ -4,12 +4,16 @@ sleeping thread counts as idle, the thread holding the GIL is named, flight_prof
 structured and a file is written only with --allow-mutating. Nothing is loaded into the target."""
 import json
 import os
+import subprocess
+import time
 import xml.dom.minidom
 
 import anyio
 import pytest
 
+from flight_mcp import profiling
 from flight_mcp.attach.bootstrap import PAYLOAD_FILE
+from flight_mcp.errors import FlightError
 
 from .conftest import flight_cli, version_params
 from .mcp_client import mcp_session, text_of
@@ -87,11 +91,26 @@ def test_flight_profiler_command_line_and_text(spawn, version, tmp_path):
     # without -f no file is written, and the answer says nothing of one
     out = _profile(t.pid, "profile -d 1")
     assert "Flamegraph" not in out and "crunch" in out
+    # a deadline before the duration's end stops sampling there and reports what was sampled
+    out = _profile(t.pid, "profile -d 60 --timeout 6")
+    assert "stopped at the deadline" in out and "crunch" in out
 
 
 def test_bad_targets_get_specific_errors(spawn, tmp_path):
     r = flight_cli("999999", "--cmd", "perf -d 1", "--no-color")
     assert r.returncode != 0 and "[no_such_process]" in r.stderr
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        r = flight_cli(str(other.pid), "--cmd", "perf -d 1", "--no-color")
+        assert r.returncode != 0 and "[not_python]" in r.stderr
+        # py-spy's own refusal, said as soon as a sampler fails, not after the duration
+        started = time.monotonic()
+        with pytest.raises(FlightError) as e:
+            profiling.record(other.pid, rate=100, duration=30, deadline_s=40, cancelled=lambda: False)
+        assert e.value.code == "not_python" and time.monotonic() - started < 20
+    finally:
+        other.kill()
+        other.wait()
     r = flight_cli(str(os.getpid()), "--cmd", f"perf -d 1 -f {tmp_path}/missing/dir/x.svg", "--no-color")
     assert r.returncode != 0 and "[write_failed]" in r.stderr and "-f/--filepath" in r.stderr
 
