@@ -78,6 +78,9 @@ class Target:
 
     def rates(self, t0: float, t1: float) -> tuple[float, float]:
         """(chunks per wall second, chunks per target CPU second) between t0 and t1."""
+        wait_until = time.time() + 10
+        while (not self.reports or self.reports[-1][0] < t1) and time.time() < wait_until:
+            time.sleep(0.05)  # our reader may lag behind on a loaded machine: the reports carry their own times
         inside = [r for r in list(self.reports) if t0 <= r[0] <= t1]
         (w0, n0, c0), (w1, n1, c1) = inside[0], inside[-1]
         return (n1 - n0) / (w1 - w0), (n1 - n0) / (c1 - c0)

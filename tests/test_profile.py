@@ -31,7 +31,7 @@ def crunch():  # the known hot function
 
 def nap():
     while True:
-        time.sleep(0.05)
+        time.sleep(0.5)
 
 threading.Thread(target=nap, name="napper", daemon=True).start()
 print("READY", flush=True)
