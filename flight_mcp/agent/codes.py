@@ -94,6 +94,9 @@ CODES = {
                     "with `gilstat off`.",
     # mem
     "cancelled": "The call was cancelled before it finished; run it again.",
+    # profile
+    "profiler_unavailable": "Install py-spy into flight-mcp's environment (`pip install py-spy`; it is a "
+                            "dependency of flight-mcp).",
 }
 
 
