@@ -78,7 +78,7 @@ while True:
 def answered(r, cmd):
     """A value or a clean message: no traceback, and not the connection dying under the command."""
     out = r.stdout + r.stderr
-    assert "Traceback" not in out and "closed the connection" not in out, f"{cmd}: {out}"
+    assert "Traceback (most recent call last)" not in out and "closed the connection" not in out, f"{cmd}: {out}"
     assert r.returncode == 0 or out.startswith("error:"), f"{cmd}: rc={r.returncode} {out}"
     return out
 

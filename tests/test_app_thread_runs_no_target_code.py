@@ -117,7 +117,7 @@ TIMED_OUT = "timed out after 200 ms>"
 def cli_json(pid, cmd, timeout=60):
     started = time.monotonic()
     r = flight_cli(str(pid), "--cmd", cmd, "--json", timeout=timeout)
-    assert r.returncode == 0 and "Traceback" not in r.stderr, f"{cmd}: {r.stdout}\n{r.stderr}"
+    assert r.returncode == 0 and "Traceback (most recent call last)" not in r.stderr, f"{cmd}: {r.stdout}\n{r.stderr}"
     return json.loads(r.stdout), time.monotonic() - started
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(180)
 def cli_json(pid, cmd):
     r = flight_cli(str(pid), "--cmd", cmd, "--json")
     assert r.returncode == 0, f"{cmd}: exit {r.returncode}\n{r.stderr}"
-    assert "Traceback" not in r.stderr
+    assert "Traceback (most recent call last)" not in r.stderr
     return json.loads(r.stdout)
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(180)
 def cli_error(*args):
     r = flight_cli(*args)
     assert r.returncode != 0, f"expected an error, got exit 0: {r.stdout}"
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    assert "Traceback (most recent call last)" not in r.stderr and "Traceback (most recent call last)" not in r.stdout, r.stderr
     return r.stderr
 
 
@@ -64,7 +64,7 @@ def test_no_permission_to_trace(spawn, version):
                        capture_output=True, text=True, timeout=60, cwd="/")
     if "ModuleNotFoundError" in r.stderr or "Permission denied: '/" in r.stderr:
         pytest.skip(f"user nobody cannot run this checkout's Python: {r.stderr.strip()[-200:]}")
-    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode != 0 and "Traceback (most recent call last)" not in r.stderr, r.stderr
     assert f"not allowed to inspect pid {t.pid}" in r.stderr
     assert "run flight-mcp as the target's user or as root" in r.stderr and "CAP_SYS_PTRACE" in r.stderr
     assert t.alive()
@@ -162,7 +162,7 @@ def test_bad_input_errors(idle, version, case):
 
 def _value(t, cmd):
     r = flight_cli(str(t.pid), "--cmd", cmd, "--json")
-    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "Traceback (most recent call last)" not in r.stderr, r.stderr
     return json.loads(r.stdout)["view"]
 
 
@@ -210,7 +210,7 @@ def test_cli_unknown_option_of_a_command():
 
 def test_cli_unknown_program_option():
     r = flight_cli(str(os.getpid()), "--bogus")
-    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr and "Traceback (most recent call last)" not in r.stderr
 
 
 def test_cli_unquoted_expression_with_spaces():

@@ -186,7 +186,7 @@ async def check_over_mcp(t, stuck, path):
         assert not r.is_error, text_of(r)
         for _ in range(5):
             r = await s.call_tool("stack", {"pid": t.pid})
-            assert not r.is_error and "Traceback" not in text_of(r), repr(text_of(r))
+            assert not r.is_error and "Traceback (most recent call last)" not in text_of(r), repr(text_of(r))
             assert RAW_NAME in [th["name"] for th in r.structured_content["threads"]]  # JSON keeps it
             main = [th for th in r.structured_content["threads"] if th["main"]][0]
             assert main["frames"] and all(f["line"] is None or f["line"] > 0 for f in main["frames"])
@@ -223,7 +223,7 @@ def check_stopped_client(t, log):
         watch.send_signal(signal.SIGCONT)
     out, err = watch.communicate(timeout=40)
     assert watch.returncode == 0, err
-    assert "captured" in out and "Traceback" not in err, out[-2000:] + err
+    assert "captured" in out and "Traceback (most recent call last)" not in err, out[-2000:] + err
 
 
 def check_fork(t, log):
@@ -253,7 +253,7 @@ def check_stopped_target(t):
         r = cli(t.pid, "watch __main__ hot -n 1 --timeout 2")
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert "is stopped" in r.stderr and f"kill -CONT {t.pid}" in r.stderr, r.stderr
-        assert "GIL" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "GIL" not in r.stderr and "Traceback (most recent call last)" not in r.stderr, r.stderr
         assert time.monotonic() - started < 4.0
         r = cli(t.pid, "stack", "--json")
         assert r.returncode == 0, r.stderr

@@ -87,7 +87,7 @@ FILTERS = ["len(list(args[0] or ())) > 0", "args[1].prop", "args[1]", "sum(range
 
 
 def _refused(text):
-    return "read-only mode refused" in text and "--allow-mutating" in text and "Traceback" not in text
+    return "read-only mode refused" in text and "--allow-mutating" in text and "Traceback (most recent call last)" not in text
 
 
 @pytest.mark.timeout(240)

@@ -130,7 +130,7 @@ def plant_agent_dir():
 def refused(pid, *expected):
     r = flight_cli(str(pid), "--cmd", "attach")
     assert r.returncode == 1, r.stdout
-    assert "Traceback" not in r.stderr and "/tmp/flight-mcp-0" in r.stderr and "rm -rf" in r.stderr, r.stderr
+    assert "Traceback (most recent call last)" not in r.stderr and "/tmp/flight-mcp-0" in r.stderr and "rm -rf" in r.stderr, r.stderr
     for phrase in expected:
         assert phrase in r.stderr, r.stderr
     return r.stderr
@@ -150,7 +150,7 @@ def remove(path):
 
 def cli_json(pid, cmd):
     r = flight_cli(str(pid), "--cmd", cmd, "--json")
-    assert r.returncode == 0 and "Traceback" not in r.stderr, f"{cmd}: {r.stderr}"
+    assert r.returncode == 0 and "Traceback (most recent call last)" not in r.stderr, f"{cmd}: {r.stderr}"
     return json.loads(r.stdout)
 
 
@@ -244,7 +244,7 @@ def test_hostile_runtime_dir_is_refused_and_ours_is_checked_and_cleaned(private_
         out, err = cli.communicate(timeout=60)
     finally:
         cli.kill()
-    assert cli.returncode == 1 and "Traceback" not in err, (out, err)
+    assert cli.returncode == 1 and "Traceback (most recent call last)" not in err, (out, err)
     assert "cmd_admin.py differs from the file flight-mcp installed" in err, err
     assert ask(t, "modules") == "-"
     assert cli_json(t.pid, "attach")["injection"]["method"] == "pyinjector"
@@ -280,7 +280,7 @@ def test_agent_left_by_another_flight_mcp_is_replaced_or_refused(private_tmp_tar
     other = socket.socket(socket.AF_UNIX)
     other.connect(sock)
     r = flight_cli(str(t.pid), "--cmd", "attach")
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "Traceback (most recent call last)" not in r.stderr, r.stderr
     assert "version 0.0.9-old" in r.stderr and f"flight-mcp {t.pid} --cmd detach" in r.stderr, r.stderr
     other.close()
     deadline = time.monotonic() + 5

@@ -100,7 +100,7 @@ def test_builtin_c_extension_and_generated_code(spawn, version):
     out = run(t.pid, "source __main__ made")
     assert "no source for this function (<string>): it was compiled from a string" in out
     out = run(t.pid, "source __main__ length")
-    assert "no source for this builtin function" in out and "Traceback" not in out
+    assert "no source for this builtin function" in out and "Traceback (most recent call last)" not in out
     r = flight_cli(str(t.pid), "--cmd", "source __main__ Shop nothing_here", "--no-color")
     assert r.returncode == 1 and "[method_not_found]" in r.stderr
 

@@ -240,7 +240,7 @@ def test_pid_exits_while_being_read(spawn):
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 1, out + err
-    assert "exited while being read" in err and "Traceback" not in err
+    assert "exited while being read" in err and "Traceback (most recent call last)" not in err
 
 
 @pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))
@@ -289,7 +289,7 @@ def test_non_python_process_is_a_clear_error():
         for cmd in ("stack --native", "stack"):
             r = flight_cli(str(proc.pid), "--cmd", cmd)
             assert r.returncode == 1
-            assert "not a CPython interpreter" in r.stderr and "Traceback" not in r.stderr
+            assert "not a CPython interpreter" in r.stderr and "Traceback (most recent call last)" not in r.stderr
         r = flight_cli(str(proc.pid), "--cmd", "stack --native")
         assert f"gdb -p {proc.pid}" in r.stderr
         assert proc.poll() is None
@@ -346,5 +346,5 @@ def test_no_permission_is_a_clear_error(spawn):
         if "No module named" in r.stderr:
             pytest.skip("flight-mcp's install is not readable by the nobody user here")
         assert r.returncode == 1, r.stdout + r.stderr
-        assert "not allowed" in r.stderr and "root" in r.stderr and "Traceback" not in r.stderr
+        assert "not allowed" in r.stderr and "root" in r.stderr and "Traceback (most recent call last)" not in r.stderr
     assert t.alive()

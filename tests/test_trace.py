@@ -182,7 +182,7 @@ def test_recursion_generator_async_class_static_decorated(spawn, version):
 def fails(pid, cmd):
     r = flight_cli(str(pid), "--cmd", cmd, "--no-color")
     assert r.returncode != 0, f"{cmd} should fail: {r.stdout}"
-    assert "Traceback" not in r.stderr, r.stderr
+    assert "Traceback (most recent call last)" not in r.stderr, r.stderr
     return r.stderr
 
 

@@ -158,8 +158,8 @@ def test_two_clients_one_method(spawn, version):
         assert trace.returncode == 0, err
         assert out.count("🔍") == 2, out
         # each client records the whole tree, once (no second root, no missing children)
-        children = re.findall(r"^[├└]─ \[[\d.]+ms\] (\w+)", out, re.M)
-        assert children == ["validate", "compute_price", "save_to_db"] * 2, out
+        children = re.findall(r"^[├└]─ \[[\d.]+ms\] ([\w.]+)", out, re.M)
+        assert children == ["OrderService.validate", "OrderService.compute_price", "OrderService.save_to_db"] * 2, out
     # the traces ended and removed their probes; the watch keeps capturing to its limit
     out, err = long_watch.communicate(timeout=60)
     assert long_watch.returncode == 0, err
