@@ -67,13 +67,17 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     return 0
 
 
+# command words whose tool module is named otherwise (flight_profiler's spellings)
+_MODULE_OF = {"ps": "processes", "list_processes": "processes", "perf": "profile"}
+
+
 def _tools_for(word: str, all_tools) -> dict:
-    """Only the tool module named like the command when there is one: building every tool's
-    pydantic models cost ~190 ms of a one-shot command's start-up. Otherwise every tool."""
+    """Only the tool module of the command when there is one: building every tool's pydantic
+    models cost ~190 ms of a one-shot command's start-up. Otherwise every tool."""
     import importlib
     if word.isidentifier():
         try:
-            mod = importlib.import_module(f"flight_mcp.tools.{word}")
+            mod = importlib.import_module(f"flight_mcp.tools.{_MODULE_OF.get(word, word)}")
         except ImportError:
             mod = None
         found = getattr(mod, "TOOLS", ()) or ((mod.TOOL,) if hasattr(mod, "TOOL") else ())

@@ -39,3 +39,10 @@ def test_unknown_command_is_a_usage_error_naming_the_commands(capsys):
     assert e.value.code == "usage" and "watch" in e.value.message
     assert cli.main(["1", "--cmd", "help nope"]) == 2 and "no command 'nope'" in capsys.readouterr().err
     assert cli.main(["help", "stack", "--no-color"]) == 0 and "USAGE" in capsys.readouterr().out
+
+
+def test_every_command_word_loads_only_its_own_tool_module():
+    """The CLI imports one tool module per command (start-up time): every name and alias finds it."""
+    for name, tool in TOOLS.items():
+        for word in (name, *tool.aliases):
+            assert list(cli._tools_for(word, lambda: {})) == [name], word
