@@ -68,7 +68,7 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
 
 
 # command words whose tool module is named otherwise (flight_profiler's spellings)
-_MODULE_OF = {"ps": "processes", "list_processes": "processes", "perf": "profile"}
+_MODULE_OF = {"ps": "processes", "list_processes": "processes", "perf": "profile", "detach": "attach"}
 
 
 def _tools_for(word: str, all_tools) -> dict:
