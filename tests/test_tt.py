@@ -108,7 +108,7 @@ def test_record_list_show_replay_delete_detach(spawn, version):
     assert t.proc.poll() is None
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))  # this file's core test runs on every version
 def test_the_table_is_bounded(spawn, version):
     t = spawn(version, "tt_target")
     out = run(t.pid, "tt -t __main__ tick -n 100000000 --timeout 60")
@@ -121,7 +121,7 @@ def test_the_table_is_bounded(spawn, version):
     assert [r[0] for r in rows(run(t.pid, "tt -t __main__ tick -n 1"))] == [1000]
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(["3.8", "3.13"]))  # this file's core test runs on every version
 def test_mcp_replay_needs_allow_mutating(spawn, version):
     t = spawn(version, "tt_target")
 
