@@ -53,6 +53,9 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     sessions = Sessions()
     call = Call(sessions, allow_mutating=allow_mutating, on_cli=True,
                 progress=lambda done, total, msg: print(f"  ... {msg}", file=sys.stderr) if sys.stderr.isatty() else None)
+    if not as_json:   # each capture of watch/trace as it arrives, as flight_profiler prints them
+        call.stream = lambda text: print(text, flush=True)
+        call.stream_color = color
     # Ctrl-C ends a watch/trace cleanly: the agent removes its instrumentation and we print what was captured.
     previous = signal.signal(signal.SIGINT, lambda *_: call.cancel_event.set())
     try:

@@ -224,11 +224,17 @@ def test_ctrl_c_ends_watch_with_what_was_captured(spawn, version):
     deadline = time.monotonic() + 30
     while not instrumented(t.pid, version):
         assert time.monotonic() < deadline and cli.poll() is None, "the watch never instrumented the function"
-    time.sleep(0.5)
+    # each capture is printed as it arrives (flight_profiler's users read them while the watch runs)
+    first = [cli.stdout.readline() for _ in range(2)]
+    assert first[0].startswith("─" * 60) and "method=__main__.OrderService.process_order" in first[1], first
+    assert cli.poll() is None
     cli.send_signal(signal.SIGINT)
     out, err = cli.communicate(timeout=15)
     assert cli.returncode == 0, err
     assert "stopped because it was cancelled" in out, out
+    # the summary counts every capture; each was shown once, as it arrived, and not again at the end
+    captured = int(re.search(r"(\d+) of 1000 captured", out).group(1))
+    assert out.count("method=__main__.OrderService.process_order") + 1 == captured, out[-3000:]
     assert not instrumented(t.pid, version)
     assert t.alive()
 

@@ -142,14 +142,16 @@ def trace(args, ctx):
     recorder = recording.Recorder(interval, depth)
     probe = TraceProbe(target, cap, flt, args["entrance_time"], recorder)
 
+    budget = timebox.Budget()
+
     def progress(inv):
-        return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread_facts()[0]}
+        return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread_facts()[0],
+                "record": invocation_facts(inv, depth, interval, budget)}
 
     try:
         summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress, flt)
     finally:
         probe.stop()   # also when instrumenting failed: the recorder holds a sys.monitoring tool id
-    budget = timebox.Budget()
     summary["invocations"] = [invocation_facts(inv, depth, interval, budget) for inv in cap.records]
     summary["expression_failures"] = [e for e in (flt.report(budget),) if e]
     summary.update(depth=depth, interval=interval, entrance_time=args["entrance_time"], recorder=recorder.name,

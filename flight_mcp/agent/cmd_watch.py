@@ -138,7 +138,7 @@ def watch(args, ctx):
     def progress(rec):  # on the command's thread, once per record, as it arrives
         rec = done(rec)
         return {"target": target.label, "cost_ms": rec["cost_ms"],
-                "exception": rec["exception"]["type"] if rec["is_exp"] else None}
+                "exception": rec["exception"]["type"] if rec["is_exp"] else None, "record": rec}
 
     summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress, flt)
     summary["expr"] = watch_expr.source

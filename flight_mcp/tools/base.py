@@ -102,6 +102,10 @@ class Call:
         self.on_cli = on_cli
         self._progress = progress
         self.cancel_event = threading.Event()
+        # where a capture's records go as they arrive (the CLI prints them); streamed counts them
+        self.stream: Callable[[str], None] | None = None
+        self.stream_color = False
+        self.streamed = 0
 
     def request(self, params: Params, cmd: str, args: dict | None = None,
                 on_event: Callable[[dict], None] | None = None, *, budget_arg: str | None = None,

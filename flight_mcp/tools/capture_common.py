@@ -69,11 +69,14 @@ class Summary(Fact):
 
     # How the text names arguments: the MCP name unless run() says the caller is on the CLI.
     _name_of: Callable[[str], str] = PrivateAttr(default=str)
+    # The captures were shown as they arrived (call.stream): the text then ends with the summary only.
+    _streamed: bool = PrivateAttr(default=False)
 
     def spoken_in(self, params: type[TimedParams], call: Call) -> "Summary":
         """This result, rendered in the caller's language (flags on the CLI, argument names over MCP)."""
         if call.on_cli:
             self._name_of = lambda n: cli_name(params, n)
+        self._streamed = call.streamed > 0
         return self
 
     def say(self, text: str) -> str:
@@ -88,6 +91,8 @@ class Progress(Fact):
     cost_ms: float
     thread: str | None = Field(None, description="trace: the thread it ran on.")
     exception: str | None = Field(None, description="watch: the type of the exception it raised.")
+    record: dict | None = Field(None, description="The capture itself (watch's Record, trace's Invocation): the "
+                                                  "command line shows each as it arrives.")
 
 
 def progress_line(ev: Progress) -> str:
@@ -99,14 +104,22 @@ def progress_line(ev: Progress) -> str:
     return line
 
 
-def request(p: FunctionParams, call: Call, cmd: str) -> dict:
-    """The capture: p's arguments, its own deadline as timeout_s (what the attach left of it)."""
+def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"], str] | None = None) -> dict:
+    """The capture: p's arguments, its own deadline as timeout_s (what the attach left of it).
+    show: the text of one capture, streamed to the caller as it arrives (call.stream: the CLI)."""
     def on_event(ev: dict) -> None:
         try:
             fact = Progress.model_validate(ev)
         except ValidationError:
             return   # progress is a courtesy: a fact we do not know does not end the capture
         call.progress(fact.captured, fact.limit, progress_line(fact))
+        if show is not None and fact.record is not None and call.stream is not None:
+            try:
+                text = show(fact)
+            except ValidationError:
+                return   # shown with the final answer instead
+            call.stream(text)
+            call.streamed += 1
 
     return call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
 

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ..models import ExceptionFact, Fact, Frame
-from ..render import exception_line, paint, wall_time
-from .base import Call, Cli, Tool
-from .capture_common import (FunctionParams, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
+from ..render import escaped, exception_line, paint, wall_time
+from ..errors import speak
+from .base import Call, Cli, Tool, cli_name
+from .capture_common import (FunctionParams, Progress, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
                              summary_line)
 
 SEPARATOR = "─" * 60
@@ -68,7 +69,12 @@ class TraceResult(Summary):
 
 
 def run(p: TraceParams, call: Call) -> TraceResult:
-    result = refuse_hopeless_filter(TraceResult.model_validate(request(p, call, "trace")))
+    def show(ev: Progress) -> str:
+        def say(text: str) -> str:
+            return speak(text, (lambda n: cli_name(TraceParams, n)) if call.on_cli else str)
+        return "\n".join(render_invocation(escaped(Invocation.model_validate(ev.record)), call.stream_color, say))
+
+    result = refuse_hopeless_filter(TraceResult.model_validate(request(p, call, "trace", show)))
     result.invocations.sort(key=lambda i: i.time)   # by start time, as each is stamped
     return result.spoken_in(TraceParams, call)
 
@@ -122,7 +128,7 @@ def render_invocation(inv: Invocation, color: bool, say=lambda text: text) -> li
 
 def render(r: TraceResult, color: bool) -> str:
     out: list[str] = []
-    for inv in r.invocations:
+    for inv in [] if r._streamed else r.invocations:   # streamed: each was shown as it arrived
         out.extend(render_invocation(inv, color, r.say))
     out.append(SEPARATOR if r.invocations else "")
     out.append(summary_line(r, "trace"))

@@ -6,10 +6,11 @@ from typing import Annotated
 from pydantic import Field
 
 from ..models import ExceptionFact, Fact, ValueView
-from ..render import NO_VIEW, exception_line, paint, traceback_lines, type_label, view_lines, wall_time
+from ..render import (NO_VIEW, escape, escaped, exception_line, paint, traceback_lines, type_label, view_lines,
+                      wall_time)
 from ..expressions import CAPTURE_NAMES, names_known
 from .base import Call, Cli, Tool
-from .capture_common import (FunctionParams, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
+from .capture_common import (FunctionParams, Progress, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
                              summary_line)
 from .fields import Expand, Raw, Verbose
 
@@ -48,7 +49,11 @@ class WatchResult(Summary):
 
 
 def run(p: WatchParams, call: Call) -> WatchResult:
-    result = refuse_hopeless_filter(WatchResult.model_validate(request(p, call, "watch")))
+    def show(ev: Progress) -> str:
+        rec = escaped(Record.model_validate(ev.record))
+        return "\n".join(render_record(rec, escape(ev.target), p.expr, call.stream_color))
+
+    result = refuse_hopeless_filter(WatchResult.model_validate(request(p, call, "watch", show)))
     result.records.sort(key=lambda r: r.time)   # by start time, as each is stamped (they end in another order)
     return result.spoken_in(WatchParams, call)
 
@@ -81,7 +86,7 @@ def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]
 
 def render(r: WatchResult, color: bool) -> str:
     out: list[str] = []
-    for rec in r.records:
+    for rec in [] if r._streamed else r.records:   # streamed: each was shown as it arrived
         out.extend(render_record(rec, r.target, r.expr, color))
     out.append(SEPARATOR if r.records else "")
     out.append(summary_line(r, "watch"))
