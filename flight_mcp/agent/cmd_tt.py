@@ -99,21 +99,11 @@ class TtProbe(cmd_watch.WatchProbe):
         self.threads = capture.thread_lookup()
 
     def leave(self, token, result, exc):
-        cost = (_perf() - token[2]) * 1000.0
-        if issubclass(type(exc), GeneratorExit):  # (isinstance would consult a __class__ property)
-            exc = None
-        args, kwargs = token[0], token[1]
-        if self.check is not None and not self.early:
-            try:
-                if not self.check(args, kwargs, result, cost):
-                    return
-            except BaseException as e:
-                self.filter.failed(e)
-                return
-        cap = self.cap
-        if cap.done:
+        ended = self.matched(token, result, exc)
+        if ended is None:
             return
-        cap.note_matched()
+        cost, exc = ended
+        args, kwargs, cap = token[0], token[1], self.cap
         tid = _get_ident()
         cap.add({"time": token[3], "cost_ms": round(cost, 6), "tid": tid, "_thread": self.threads(tid),
                  "_args": args, "_kwargs": kwargs, "_result": result if exc is None else None,

@@ -80,24 +80,32 @@ class WatchProbe(object):
             return (args, kwargs, perf(), now())
         return enter
 
-    def leave(self, token, result, exc):
+    def matched(self, token, result, exc):
+        """(cost ms, exc) of a call that ends and counts (the filter judged at its end when it reads
+        return_obj or cost), else None; GeneratorExit is no exception of the call's."""
         cost = (_perf() - token[2]) * 1000.0
         if issubclass(type(exc), GeneratorExit):  # (isinstance would consult a __class__ property)
             exc = None
         if self.exception_only and exc is None:
-            return
-        args, kwargs = token[0], token[1]
+            return None
         if self.filter.code is not None and not self.early:
             try:
-                if not self.check(args, kwargs, result, cost):
-                    return
+                if not self.check(token[0], token[1], result, cost):
+                    return None
             except BaseException as e:
                 self.filter.failed(e)
-                return
-        cap = self.cap
-        if cap.done:
+                return None
+        if self.cap.done:
+            return None
+        self.cap.note_matched()
+        return cost, exc
+
+    def leave(self, token, result, exc):
+        ended = self.matched(token, result, exc)
+        if ended is None:
             return
-        cap.note_matched()
+        cost, exc = ended
+        args, kwargs, cap = token[0], token[1], self.cap
         tid = _get_ident()
         pending = {"thread": self.threads(tid)}   # the Thread object: its name is read later
         record = {"time": token[3], "cost_ms": round(cost, 6), "is_exp": exc is not None,
