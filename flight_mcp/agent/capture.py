@@ -396,6 +396,19 @@ def signature(target):
     return "(%s)" % ", ".join(parts)
 
 
+def _report(ctx, cap, progress, sent, reported):
+    """Reports the records added since the last report, each as one progress event (the CLI shows
+    them as they arrive); returns the new (sent, reported)."""
+    while sent < len(cap.records):
+        record = cap.records[sent]
+        sent += 1
+        reported += 1
+        event = progress(record)
+        event.update(captured=reported, limit=cap.limit)
+        ctx.emit(event)
+    return sent - cap.forget_reported(sent), reported
+
+
 def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     """Instruments until the limit, the deadline or a cancel; returns the facts every result carries
     (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
@@ -427,15 +440,9 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
             reason = "deadline"
         else:
             ctx.sleep(min(deadline - time.monotonic(), PROGRESS_EVERY_S))
-        while sent < len(cap.records):
-            record = cap.records[sent]
-            sent += 1
-            reported += 1
-            event = progress(record)
-            event.update(captured=reported, limit=cap.limit)
-            ctx.emit(event)
-        sent -= cap.forget_reported(sent)
+        sent, reported = _report(ctx, cap, progress, sent, reported)
     remove()
+    _report(ctx, cap, progress, sent, reported)   # what ended after the last report, before the removal
     summary = target.describe()
     summary.update(signature=signature(target), started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
                    matched=cap.matched, skipped=cap.skipped, captured=cap.captured, not_kept=cap.not_kept,
