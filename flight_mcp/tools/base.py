@@ -102,10 +102,11 @@ class Call:
         self.on_cli = on_cli
         self._progress = progress
         self.cancel_event = threading.Event()
-        # where a capture's records go as they arrive (the CLI prints them); streamed counts them
+        # where a capture's records go as they arrive (the CLI prints them); streamed: the (time, tid)
+        # of each record shown so (progress events are best-effort: the answer shows the others)
         self.stream: Callable[[str], None] | None = None
         self.stream_color = False
-        self.streamed = 0
+        self.streamed: set[tuple] = set()
 
     def request(self, params: Params, cmd: str, args: dict | None = None,
                 on_event: Callable[[dict], None] | None = None, *, budget_arg: str | None = None,

@@ -69,14 +69,14 @@ class Summary(Fact):
 
     # How the text names arguments: the MCP name unless run() says the caller is on the CLI.
     _name_of: Callable[[str], str] = PrivateAttr(default=str)
-    # The captures were shown as they arrived (call.stream): the text then ends with the summary only.
-    _streamed: bool = PrivateAttr(default=False)
+    # (time, tid) of the captures shown as they arrived (call.stream): the text leaves them out.
+    _streamed: set = PrivateAttr(default_factory=set)
 
     def spoken_in(self, params: type[TimedParams], call: Call) -> "Summary":
         """This result, rendered in the caller's language (flags on the CLI, argument names over MCP)."""
         if call.on_cli:
             self._name_of = lambda n: cli_name(params, n)
-        self._streamed = call.streamed > 0
+        self._streamed = set(call.streamed)
         return self
 
     def say(self, text: str) -> str:
@@ -119,7 +119,7 @@ def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"]
             except ValidationError:
                 return   # shown with the final answer instead
             call.stream(text)
-            call.streamed += 1
+            call.streamed.add((fact.record.get("time"), fact.record.get("tid")))
 
     return call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
 

@@ -128,8 +128,9 @@ def render_invocation(inv: Invocation, color: bool, say=lambda text: text) -> li
 
 def render(r: TraceResult, color: bool) -> str:
     out: list[str] = []
-    for inv in [] if r._streamed else r.invocations:   # streamed: each was shown as it arrived
-        out.extend(render_invocation(inv, color, r.say))
+    for inv in r.invocations:
+        if (inv.time, inv.tid) not in r._streamed:   # else shown as it arrived
+            out.extend(render_invocation(inv, color, r.say))
     out.append(SEPARATOR if r.invocations else "")
     out.append(summary_line(r, "trace"))
     if not r.invocations:

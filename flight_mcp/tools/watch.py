@@ -86,8 +86,9 @@ def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]
 
 def render(r: WatchResult, color: bool) -> str:
     out: list[str] = []
-    for rec in [] if r._streamed else r.records:   # streamed: each was shown as it arrived
-        out.extend(render_record(rec, r.target, r.expr, color))
+    for rec in r.records:
+        if (rec.time, rec.tid) not in r._streamed:   # else shown as it arrived
+            out.extend(render_record(rec, r.target, r.expr, color))
     out.append(SEPARATOR if r.records else "")
     out.append(summary_line(r, "watch"))
     if not r.records:
