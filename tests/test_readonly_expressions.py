@@ -3,6 +3,7 @@ expressions (CPU, memory, iterators, mappings, keys()) through getglobal and as 
 running on the application's thread. Each is refused with a reason; afterwards the target is
 unchanged (generator not advanced, no defaultdict key, none of its methods ran) and its ticking
 thread never stalled."""
+import re
 import select
 import time
 
@@ -125,6 +126,15 @@ def test_hostile_expressions_neither_run_away_nor_change_the_target(spawn, versi
                 elif r.structured_content["captured"] != 0 or not _refused(body) or r.structured_content["seen"] < 5:
                     problems.append(("watch -f", flt, body[:400]))
             ended = time.time()
+            # the standard library's harmless reads work on every version (the fields behind them moved)
+            r = await s.call_tool("getglobal", {"pid": t.pid, "module": "threading", "field": "_main_thread",
+                                                "expr": "[target.name, target.daemon, target.ident > 0, "
+                                                        "target._started.is_set(), getattr(target, 'nope', 7), "
+                                                        "hasattr(target, '__dict__')]"})
+            assert r.structured_content["view"]["repr"] == "['MainThread', False, True, True, 7, True]", text_of(r)
+            r = await s.call_tool("getglobal", {"pid": t.pid, "module": "threading", "field": "_active_limbo_lock",
+                                                "expr": "repr(target)"})
+            assert re.search(r"unlocked _thread\.(lock|RLock) object", r.structured_content["view"]["repr"]), text_of(r)
             r = await getglobal("CALLS", "target")
             assert r.structured_content["view"]["repr"] == "[]", text_of(r)
             r = await getglobal("DD", "sorted(target)")

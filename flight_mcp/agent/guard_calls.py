@@ -3,6 +3,7 @@ values, and f-string fields, each done in a way that runs only the interpreter's
 for the rules and bounds they share). safety.py routes `len(x)` to call_len, `x.get(k)` to method,
 `f'{x!r:>5}'` to format_value; key=len in sorted/min/max runs call_len through KEY_GUARDS.
 """
+import _thread
 import builtins as _builtins   # the real builtins, for key= and the name table
 import sys
 import types
@@ -13,6 +14,7 @@ from .guards import (  # the checks and bounds every guard shares
     is_a, is_class, items, iterable, lookup, mapping, ord_safe, refuse, size, spend, text_safe, too_big,
     truth, unproxy,
 )
+from .typefacts import instance_dict
 
 
 def format_value(fb, value, conversion, spec):
@@ -329,11 +331,26 @@ def call_vars(fb, x=MISSING):
 
 
 def call_hasattr(fb, x, name):
+    if name.startswith("__") and name.endswith("__"):
+        # only whether it exists: found in the class (or the class itself) or the instance, never read
+        d = instance_dict(x) if not is_class(x) else None
+        return (lookup(type(x), name)[1] is not None or (is_class(x) and lookup(x, name)[1] is not None)
+                or (d is not None and name in d))
     try:
         attr(x, name)
     except AttributeError:
         return False
     return True
+
+
+def call_getattr(fb, x, name, default=MISSING):
+    """getattr(x, 'name'[, default]) with a constant name (safety.py checks): what x.name reads."""
+    try:
+        return attr(x, name)
+    except AttributeError:
+        if default is MISSING:
+            raise
+        return default
 
 
 
@@ -357,9 +374,11 @@ SAFE_METHODS = {
     set: _SET_METHODS, frozenset: _SET_METHODS,
     range: frozenset(["count", "index"]),
 }
-# the standard library's read-only container methods (_stdlib_reads): OrderedDict views, namedtuple
-# _asdict, Counter.most_common
-STDLIB_READS = frozenset(["_asdict", "most_common"])
+# the standard library's read-only methods (_stdlib_reads): OrderedDict views, namedtuple _asdict,
+# Counter.most_common, a lock's locked(), an Event's is_set(), an asyncio future's or task's state
+STDLIB_READS = frozenset(["_asdict", "most_common", "locked", "is_set", "done", "cancelled", "get_name"])
+# asyncio's C future and task: these methods only read the object's own state
+_ASYNCIO_C_READS = frozenset(["done", "cancelled", "get_name"])
 ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values()) | STDLIB_READS
 
 
@@ -419,6 +438,16 @@ def _stdlib_reads(fb, obj, name, args):
         if (owner is not None and type(fn) is types.FunctionType and fn.__module__ == "collections"
                 and type(fields) is tuple and all(type(f) is str for f in fields)):
             return dict(zip(fields, tuple.__iter__(obj)))
+    if name == "locked" and t is _thread.LockType and not args:
+        return obj.locked()   # C, reads the lock's state
+    if name == "is_set" and not args and _defined_by(t, name, "threading", "Event"):
+        d = instance_dict(obj)
+        return d.get("_flag") if d is not None else None   # what Event.is_set returns
+    if name in _ASYNCIO_C_READS and not args and (_defined_by(t, name, "_asyncio", "Future")
+                                                  or _defined_by(t, name, "_asyncio", "Task")):
+        fn = lookup(t, name)[1]
+        if type(fn) is types.MethodDescriptorType:
+            return fn(obj)   # C: the future's own state
     if name == "most_common" and issubclass(t, collections.Counter) and len(args) <= 1:
         if lookup(t, "most_common")[0] is collections.Counter and (not args or type(args[0]) in INTS):
             counts = list(dict.items(obj))
@@ -428,12 +457,21 @@ def _stdlib_reads(fb, obj, name, args):
     return None
 
 
+def _defined_by(t, name, module, cls):
+    """Whether t's `name` is the one module.cls defines (not an override of the target's)."""
+    m = sys.modules.get(module)
+    owner = getattr(m, cls, None) if m is not None else None
+    return owner is not None and issubclass(t, owner) and lookup(t, name)[0] is owner
+
+
 def _second(pair):
     return pair[1]
 
 
 def method(fb, obj, name, /, *args, **kw):   # / : keywords named fb/obj/name are the method's
     """obj.name(*args, **kw) for the read-only methods of builtin values, with plain arguments."""
+    if type(obj) is MAPPINGPROXY:
+        obj = unproxy(obj)   # a class's __dict__: the dict's own methods, never the proxy's forwarding
     base = _method_base(obj, name)
     if base is None and not kw and all(type(a) in SCALARS for a in args):
         done = _stdlib_reads(fb, obj, name, args)

@@ -16,6 +16,7 @@ identity ==, a datetime's C comparison, the default <Box object at 0x...> repr).
 
 Limits: a C extension's own slots run as its C code does; str keys of class dicts are trusted.
 """
+import _thread
 import operator
 import re
 import time
@@ -161,6 +162,10 @@ def ord_safe(fb, x):
     return x
 
 
+# C types whose text is their own state only: a lock says locked or unlocked, an RLock its owner
+_C_TEXT = frozenset([_thread.LockType, _thread.RLock])
+
+
 def _text_accept(v):
     t = type(v)
     if t is int or t is bool:
@@ -170,6 +175,8 @@ def _text_accept(v):
             return
     elif lookup(t, "__repr__")[0] is object and lookup(t, "__str__")[0] is object:
         return   # <Box object at 0x...>: the interpreter's own text
+    elif t in _C_TEXT:
+        return
     refuse("turning a %s into text" % t.__name__,
            "its class defines __repr__/__str__/__format__ and running it is running the target's code",
            "Read the fields you need instead (target.name, target.__dict__)")

@@ -12,13 +12,14 @@ at compile time, or guards.ReadOnlyRefused at run time, naming the construct, wh
 
 Refused before running, and why:
 - assignment expressions (walrus), lambda, await/yield: they bind names or create code;
-- calls of anything but PURE_CALLS by name: exec/eval/compile/open/__import__/getattr/setattr/
-  delattr/globals/locals/vars/breakpoint/input/print/iter/next/..., calling a value
+- calls of anything but PURE_CALLS by name: exec/eval/compile/open/__import__/setattr/
+  delattr/globals/locals/breakpoint/input/print/iter/next/..., calling a value
   (`instances[0]()`, `type(x)(...)`), and method calls whose name no builtin type offers read-only;
 - dunder attributes and names (`().__class__.__bases__`, `f.__globals__`, `__builtins__`) except
   the descriptive SAFE_DUNDERS; the classic sandbox escape chain needs __bases__/__subclasses__/
   __globals__, all refused;
-- getattr, and hasattr with a computed or dunder name (it would bypass the dunder rule);
+- getattr with a computed or dunder name (it would bypass the dunder rule), hasattr with a computed
+  name (a constant dunder is only looked up, never read);
 - `key=` of sorted/min/max that is not a PURE_CALLS name; `type()` with 3 arguments;
 - `**` and `<<` with a non-constant or large right operand;
 - a chained comparison that contains `in` (write `a in b and b < c`);
@@ -43,7 +44,7 @@ PURE_CALLS = frozenset([
     "len", "isinstance", "issubclass", "type", "str", "repr", "ascii", "sorted", "reversed", "min",
     "max", "sum", "any", "all", "abs", "round", "bool", "int", "float", "complex", "list", "tuple",
     "dict", "set", "frozenset", "enumerate", "zip", "range", "id", "hash", "divmod", "chr", "ord",
-    "hex", "oct", "bin", "format", "callable", "hasattr", "slice", "vars",
+    "hex", "oct", "bin", "format", "callable", "hasattr", "getattr", "slice", "vars",
 ])
 SAFE_DUNDERS = frozenset(["__class__", "__name__", "__qualname__", "__module__", "__doc__",
                           "__dict__", "__file__", "__slots__"])
@@ -159,12 +160,13 @@ def _check_call(node, flag, source):
     if name == "type" and (len(node.args) != 1 or node.keywords):
         _refuse(flag, source, node, "type() with 3 arguments",
                 "creating a class runs __init_subclass__ of its bases")
-    if name == "hasattr":
-        attr = node.args[1] if len(node.args) == 2 else None
-        if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)) or _is_dunder(attr.value):
-            _refuse(flag, source, node, "hasattr() with a computed or dunder name",
-                    "it would read attributes that .name syntax refuses; write hasattr(x, 'name') with a "
-                    "constant, non-dunder name")
+    if name in ("hasattr", "getattr"):
+        attr = node.args[1] if len(node.args) in (2, 3) else None
+        constant = isinstance(attr, ast.Constant) and isinstance(attr.value, str)
+        if not constant or (name == "getattr" and _is_dunder(attr.value) and attr.value not in SAFE_DUNDERS):
+            _refuse(flag, source, node, "%s() with a computed or dunder name" % name,
+                    "it would read attributes that .name syntax refuses; write %s(x, 'name') with a "
+                    "constant, non-dunder name" % name)
     for kw in node.keywords:
         if kw.arg == "key" and not (isinstance(kw.value, ast.Name) and kw.value.id in PURE_CALLS):
             _refuse(flag, source, kw.value, "a key= that is not a read-only builtin",

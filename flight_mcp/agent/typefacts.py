@@ -80,13 +80,23 @@ def _c_accessor(vt):
         and c_slot(vt, "__get__")
 
 
-def _enum_field(obj, name, owner):
-    """Enum.name / Enum.value are the enum module's properties over _name_ / _value_: read those."""
-    enum = sys.modules.get("enum")
-    if enum is not None and owner is getattr(enum, "Enum", None) and name in ("name", "value"):
-        d = instance_dict(obj)
-        if d is not None and "_%s_" % name in d:
-            return True, d["_%s_" % name]
+# The standard library's properties that only return a private field, by (module, class): reading
+# the field is what the property does, without running it. Decided by the class that defines the
+# name (a subclass's own property is the target's code and stays refused).
+_STDLIB_FIELDS = {
+    ("enum", "Enum"): {"name": "_name_", "value": "_value_"},
+    ("threading", "Thread"): {"name": "_name", "ident": "_ident", "daemon": "_daemonic",
+                              "native_id": "_native_id"},
+}
+
+
+def _stdlib_field(obj, name, owner):
+    for (module, cls), fields in _STDLIB_FIELDS.items():
+        m = sys.modules.get(module)
+        if m is not None and name in fields and owner is getattr(m, cls, None):
+            d = instance_dict(obj)
+            if d is not None and fields[name] in d:
+                return True, d[fields[name]]
     return False, None
 
 
@@ -94,7 +104,7 @@ def _bind(obj, name, owner, value, cls=None):
     """What obj.name gives when the class holds `value`: only C-level or plain-function binding."""
     vt = type(value)
     if obj is not None:
-        found, field = _enum_field(obj, name, owner)
+        found, field = _stdlib_field(obj, name, owner)
         if found:
             return field
     if vt in C_GETTERS or _c_accessor(vt):

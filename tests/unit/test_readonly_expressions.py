@@ -30,7 +30,9 @@ _DUNDERS = ["__iter__", "__len__", "__bool__", "__eq__", "__ne__", "__hash__", "
             "__ge__", "__repr__", "__str__", "__format__", "__getitem__", "__contains__", "__index__", "__int__",
             "__float__", "__add__", "__radd__", "__mul__", "__rmul__", "__mod__", "__rmod__", "__neg__", "__abs__",
             "__round__", "__reversed__", "__next__", "__missing__", "__getattr__", "keys", "__instancecheck__",
-            "__length_hint__", "__complex__", "__trunc__", "__divmod__", "__rpow__", "__pow__", "__or__", "__ror__"]
+            "__length_hint__", "__complex__", "__trunc__", "__divmod__", "__rpow__", "__pow__", "__or__", "__ror__",
+            # names of the standard library's read-only methods: a class of the target's own is never called
+            "locked", "is_set", "done", "cancelled", "get_name", "_asdict", "most_common"]
 Spy = type("Spy", (object,), dict((n, _spy(n)) for n in _DUNDERS))
 SpyDict = type("SpyDict", (dict,), dict((n, _spy(n)) for n in _DUNDERS if n != "__hash__"))
 SpyList = type("SpyList", (list,), dict((n, _spy(n)) for n in _DUNDERS if n != "__hash__"))
@@ -174,6 +176,9 @@ HOSTILE = [
     "f'{[target]}'", "sorted([1, 2], key=target)", "'{}'.upper() in target", "chr(target)", "hex(target)",
     "slice(target)", "[1, 2, 3][slice(target)]", "type(target).__name__ in target", "target.d", "target.x",
     "target.cached", "type(target).x", "hasattr(target, 'x')", "target.__dict__", "str(target.__dict__)",
+    "target.locked()", "target.is_set()", "target.done()", "target.cancelled()", "target.get_name()",
+    "getattr(target, 'x')", "getattr(target, 'prop', 1)", "getattr(target, 'missing', 0)",
+    "hasattr(target, '__len__')", "hasattr(target, '__getattr__')", "target.__dict__.keys()",
 ]
 NAMES = ["gen", "it", "map", "file", "dd", "chain", "proxy", "counter", "spy", "spydict", "spylist", "spystr",
          "spyint", "props", "fallback", "getattribute", "withmeta", "collide", "descriptors", "metaclass", "module"]
@@ -343,7 +348,7 @@ def test_kwargs_of_a_call_read_like_a_dict():
 
 
 def test_refused_constructs_stay_refused_statically():
-    for source in ["target.clear()", "getattr(target, 'x')", "(x := 1)", "lambda: 1", "open('/tmp/x')",
+    for source in ["target.clear()", "getattr(target, name)", "getattr(target, '__globals__')", "(x := 1)", "lambda: 1", "open('/tmp/x')",
                    "().__class__.__bases__", "2 ** target", "1 < 2 in target", "sorted(target, key=print)"]:
         with pytest.raises(AgentError) as e:
             expr.compile_expr(source, "-e/--expr")
@@ -382,3 +387,54 @@ def test_harmless_stdlib_reads_are_allowed_and_overrides_are_not_called():
     for refused in ("target['myod'].items()", "target['nt']._asdict()", "vars()"):
         with pytest.raises(guards.ReadOnlyRefused):
             run(refused)
+
+
+def test_stdlib_locks_events_threads_and_futures_are_read_without_their_code():
+    """What an agent reads in a deadlock or a stuck coroutine: a lock's state and text, an Event's
+    flag, a Thread's name, a future's state; getattr/hasattr with a constant name; a class's
+    __dict__ methods. A subclass's own override of any of them is the target's code: refused."""
+    import asyncio
+
+    class MyThread(threading.Thread):
+        @property
+        def name(self):
+            CALLS.append("MyThread.name")
+            return "x"
+
+    class MyEvent(threading.Event):
+        def is_set(self):
+            CALLS.append("MyEvent.is_set")
+            return True
+
+    class Plain(object):
+        a = 1
+
+    del CALLS[:]
+    held = threading.Lock()
+    held.acquire()
+    event = threading.Event()
+    event.set()
+    loop = asyncio.new_event_loop()
+    try:
+        future = loop.create_future()
+        values = {"lock": held, "rlock": threading.RLock(), "event": event, "thread": threading.current_thread(),
+                  "mythread": MyThread(name="t"), "myevent": MyEvent(), "future": future, "plain": Plain}
+
+        def run(source):
+            return expr.evaluate(expr.compile_expr(source, "{arg:expr}", False), {"t": values})
+        assert run("t['lock'].locked()") is True
+        assert "locked _thread.lock" in run("repr(t['lock'])") and "owner=0" in run("repr(t['rlock'])")
+        assert run("t['event'].is_set()") is True
+        me = threading.current_thread()
+        assert run("[t['thread'].name, t['thread'].ident, t['thread'].daemon]") == [me.name, me.ident, me.daemon]
+        assert run("[t['future'].done(), t['future'].cancelled()]") == [False, False]
+        assert run("getattr(t['plain'], 'a')") == 1 and run("getattr(t['plain'], 'b', 2)") == 2
+        assert run("[hasattr([], '__len__'), hasattr(t['plain'], '__len__')]") == [True, False]
+        assert "a" in run("t['plain'].__dict__.keys()")
+        for refused in ("t['mythread'].name", "t['myevent'].is_set()"):
+            with pytest.raises(guards.ReadOnlyRefused):
+                run(refused)
+        assert CALLS == []
+    finally:
+        held.release()
+        loop.close()
