@@ -1,0 +1,49 @@
+"""The interactive session's own words (help, CMD -h, history, exit) and its errors, which need no
+target: a line that fails is shown, marks the session failed, and the session goes on."""
+import pytest
+
+from flight_mcp.interactive import Session
+
+
+@pytest.fixture
+def session():
+    s = Session(999999, color=False, allow_mutating=False, tty=False)
+    yield s
+    s.sessions.close()
+
+
+def test_help_lists_the_commands_and_the_session_words(session, capsys):
+    assert session.execute("help")
+    out = capsys.readouterr().out
+    assert "NAME" in out and "DESCRIPTION" in out and "watch" in out
+    assert "history [-n N] [-c]" in out and "exit, quit, Ctrl-D" in out and "Tab" in out
+
+
+@pytest.mark.parametrize("line", ["help watch", "watch -h", "watch --help"])
+def test_help_of_one_command(session, capsys, line):
+    assert session.execute(line)
+    out = capsys.readouterr().out
+    assert "USAGE" in out and "watch module [cls] method" in out
+
+
+def test_help_of_the_session_words(session, capsys):
+    session.execute("help history")
+    session.execute("help exit")
+    out = capsys.readouterr().out
+    assert "history [-n N] [-c]" in out and "exit: leaves the session" in out
+    assert not session.failed
+
+
+def test_a_failing_line_is_shown_and_the_session_goes_on(session, capsys):
+    assert session.execute("bogus 1")
+    assert session.execute("watch __main__ f -f 'open quote")
+    assert session.execute("help nosuch")
+    err = capsys.readouterr().err
+    assert "unknown command 'bogus'" in err and "close every quote" in err and "no command 'nosuch'" in err
+    assert session.failed
+
+
+def test_blank_lines_pass_and_exit_or_quit_end_the_session(session):
+    assert session.execute("") and session.execute("   ")
+    assert not session.failed
+    assert session.execute("exit") is False and session.execute("quit") is False
