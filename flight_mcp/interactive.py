@@ -311,9 +311,12 @@ class Session:
         self.history = History(history_path() if tty else None)  # piped commands are not typed ones
         self.failed = False
         self.readline = None
+        self._ahead: str | None = None   # the first piped line, read before attaching
 
     # -- the loop
     def run(self) -> int:
+        if not self.tty:  # nothing piped in: nothing to attach for
+            self._ahead = self._first_command()
         try:
             if not self._attach():
                 return 1
@@ -348,8 +351,19 @@ class Session:
         out.flush()
         return True
 
+    def _first_command(self) -> str:
+        for line in sys.stdin:
+            if line.strip():
+                return line.rstrip("\r\n")
+        raise FlightError("usage", f'give a command: flight-mcp {self.pid} --cmd "stack", or pipe commands in '
+                          f'(echo stack | flight-mcp {self.pid}), or run flight-mcp {self.pid} in a terminal for '
+                          "an interactive session")
+
     def _read(self) -> str | None:
         if not self.tty:
+            if self._ahead is not None:
+                line, self._ahead = self._ahead, None
+                return line
             line = sys.stdin.readline()
             return line.rstrip("\r\n") if line else None
         prompt = f"flight-mcp {self.pid}> "

@@ -47,3 +47,14 @@ def test_blank_lines_pass_and_exit_or_quit_end_the_session(session):
     assert session.execute("") and session.execute("   ")
     assert not session.failed
     assert session.execute("exit") is False and session.execute("quit") is False
+
+
+@pytest.mark.parametrize("piped", ["", "\n  \n"])
+def test_nothing_piped_in_is_a_usage_error_before_any_attach(session, monkeypatch, piped):
+    import io
+
+    from flight_mcp.errors import FlightError
+    monkeypatch.setattr("sys.stdin", io.StringIO(piped))
+    with pytest.raises(FlightError) as e:
+        session.run()   # pid 999999: an attach would fail with another error
+    assert e.value.code == "usage" and "give a command" in e.value.message and "echo stack |" in e.value.message
