@@ -182,11 +182,12 @@ class TargetNames:
     """Names read from the live target for completion (the agent's `complete` command), cached per
     session: modules (module=None), a module's names, a class's names. Bounded: at most MOST entries
     kept, each list bounded by the agent. An error (a module not imported, a slow target) answers no
-    names and is remembered like an answer, so Tab never waits twice on it."""
+    names and is remembered like an answer, so Tab never waits twice on it; fetch returns None when
+    it cannot ask now (nothing attached: Tab never injects), which is not remembered."""
     MOST = 64
     TIMEOUT_S = 1.0
 
-    def __init__(self, fetch: Callable[[str | None, str | None], list[str]]):
+    def __init__(self, fetch: Callable[[str | None, str | None], list[str] | None]):
         self.fetch = fetch
         self.cache: OrderedDict[tuple, list[str]] = OrderedDict()
 
@@ -194,9 +195,12 @@ class TargetNames:
         key = (module, cls)
         if key not in self.cache:
             try:
-                self.cache[key] = self.fetch(module, cls)
+                names = self.fetch(module, cls)
             except FlightError:
-                self.cache[key] = []
+                names = []
+            if names is None:
+                return []
+            self.cache[key] = names
             while len(self.cache) > self.MOST:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(key)
@@ -207,6 +211,8 @@ class TargetNames:
         from .session import Deadline
 
         def fetch(module, klass):
+            if pid not in sessions.attached():  # after `detach`: the next command attaches, not Tab
+                return None
             answer = sessions.request(pid, "complete", {"module": module, "cls": klass}, Deadline(cls.TIMEOUT_S))
             return [n for n in answer["names"] if isinstance(n, str)]
         return cls(fetch)
@@ -308,7 +314,7 @@ class Session:
         self.tty = tty
         self.sessions = Sessions()
         self.tools = all_tools()
-        self.history = History(history_path() if tty else None)  # piped commands are not typed ones
+        self.history = History(history_path())  # piped lines are not recorded (see execute)
         self.failed = False
         self.readline = None
         self._ahead: str | None = None   # the first piped line, read before attaching

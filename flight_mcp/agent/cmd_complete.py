@@ -21,7 +21,7 @@ def complete(args, ctx):
         else:
             klass = lookup.attribute(owner, cls, "class")
             if not issubclass(type(klass), type):
-                raise AgentError("class_not_found", "%r in %s is not a class" % (cls, module), arg="cls")
+                raise AgentError("not_a_class", "%r in %s is not a class" % (cls, module), arg="cls")
             names = [n for k in objstate.mro(klass) if k is not object for n, v in objstate.namespace_items(k)]
     names = sorted(set(names))
     return {"names": names[:MOST], "truncated": len(names) > MOST}

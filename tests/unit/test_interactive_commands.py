@@ -6,7 +6,8 @@ from flight_mcp.interactive import Session
 
 
 @pytest.fixture
-def session():
+def session(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     s = Session(999999, color=False, allow_mutating=False, tty=False)
     yield s
     s.sessions.close()
@@ -58,3 +59,13 @@ def test_nothing_piped_in_is_a_usage_error_before_any_attach(session, monkeypatc
     with pytest.raises(FlightError) as e:
         session.run()   # pid 999999: an attach would fail with another error
     assert e.value.code == "usage" and "give a command" in e.value.message and "echo stack |" in e.value.message
+
+
+def test_history_shows_the_typed_lines_but_piped_lines_are_not_recorded(session, capsys, tmp_path):
+    (tmp_path / "flight-mcp").mkdir(mode=0o700)
+    (tmp_path / "flight-mcp" / "history").write_text("stack\n")
+    piped = Session(999999, color=False, allow_mutating=False, tty=False)
+    piped.execute("history")
+    assert capsys.readouterr().out == "  1  stack\n"
+    assert (tmp_path / "flight-mcp" / "history").read_text() == "stack\n"
+    piped.sessions.close()

@@ -112,3 +112,10 @@ def test_target_names_are_cached_bounded_and_errors_remembered():
     assert len(names.cache) == TargetNames.MOST
     names("a")  # evicted long ago: asked again
     assert calls[-1] == ("a", None)
+
+
+def test_target_names_not_remembered_when_nothing_could_be_asked():
+    answers = [None, ["x"]]  # None: not attached now (Tab does not inject); asked again at the next Tab
+    names = TargetNames(lambda module, cls: answers.pop(0))
+    assert names("m") == [] and names("m") == ["x"] and names("m") == ["x"]
+    assert answers == []
