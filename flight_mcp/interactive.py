@@ -181,11 +181,12 @@ def history_once(words: list[str]) -> int:
 class TargetNames:
     """Names read from the live target for completion (the agent's `complete` command), cached per
     session: modules (module=None), a module's names, a class's names. Bounded: at most MOST entries
-    kept, each list bounded by the agent. An error (a module not imported, a slow target) answers no
-    names and is remembered like an answer, so Tab never waits twice on it; fetch returns None when
-    it cannot ask now (nothing attached: Tab never injects), which is not remembered."""
+    kept, each list bounded by the agent. A name the target does not have answers no names and is
+    remembered like an answer; other errors (a slow target) and fetch's None (nothing attached: Tab
+    never injects) answer no names this time only."""
     MOST = 64
-    TIMEOUT_S = 1.0
+    TIMEOUT_S = 2.0
+    ABSENT = {"module_not_found", "class_not_found", "not_a_class"}
 
     def __init__(self, fetch: Callable[[str | None, str | None], list[str] | None]):
         self.fetch = fetch
@@ -196,8 +197,8 @@ class TargetNames:
         if key not in self.cache:
             try:
                 names = self.fetch(module, cls)
-            except FlightError:
-                names = []
+            except FlightError as e:
+                names = [] if e.code in self.ABSENT else None
             if names is None:
                 return []
             self.cache[key] = names

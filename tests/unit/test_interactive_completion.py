@@ -115,7 +115,15 @@ def test_target_names_are_cached_bounded_and_errors_remembered():
 
 
 def test_target_names_not_remembered_when_nothing_could_be_asked():
-    answers = [None, ["x"]]  # None: not attached now (Tab does not inject); asked again at the next Tab
-    names = TargetNames(lambda module, cls: answers.pop(0))
-    assert names("m") == [] and names("m") == ["x"] and names("m") == ["x"]
+    # None: not attached now (Tab does not inject); a timeout: a slow target. Asked again at the next Tab
+    answers = [None, FlightError("agent_timeout", "slow"), ["x"]]
+
+    def fetch(module, cls):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    names = TargetNames(fetch)
+    assert names("m") == [] and names("m") == [] and names("m") == ["x"] and names("m") == ["x"]
     assert answers == []
