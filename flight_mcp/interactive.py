@@ -14,7 +14,7 @@ live target by the agent's `complete` command, cached per session). When stdin i
 each line is a command and nothing but the commands' output goes to stdout (`echo stack | flight-mcp
 PID`). Either way the exit status is 1 when a command failed.
 
-Besides the tools' commands: `help [CMD]`, `history [-n N] [-c]`, `exit`/`quit`, and `CMD -h`.
+Besides the tools' commands: `help [CMD]`, `history [-n N] [-c]`, `exit`/`quit`/`stop`, and `CMD -h`.
 """
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ from .errors import FlightError
 from .render import escape, paint
 
 HISTORY_SHOWN = 20        # `history` without -n, as flight_profiler
-LEAVE = ("exit", "quit")
+LEAVE = ("exit", "quit", "stop")   # flight_profiler's three
 SESSION_HELP = """\
 SESSION
   help [CMD], CMD -h     every command, or one command's usage, options and examples
   history [-n N] [-c]    the last N commands typed (20), or clear them; kept in {path}
-  exit, quit, Ctrl-D     leave (what this session still runs in the target is removed)
+  exit, quit, stop       leave, as Ctrl-D does (what this session still runs in the target is removed)
   Ctrl-C                 stops the running command (its instrumentation removed at once), or clears the line
   Tab                    completes commands, flags, and the target's module, class and method names"""
 HISTORY_USAGE = "history [-n N] [-c]: the last N commands typed (default 20); -c forgets them all"

@@ -17,7 +17,7 @@ def test_help_lists_the_commands_and_the_session_words(session, capsys):
     assert session.execute("help")
     out = capsys.readouterr().out
     assert "NAME" in out and "DESCRIPTION" in out and "watch" in out
-    assert "history [-n N] [-c]" in out and "exit, quit, Ctrl-D" in out and "Tab" in out
+    assert "history [-n N] [-c]" in out and "exit, quit, stop" in out and "Tab" in out
 
 
 @pytest.mark.parametrize("line", ["help watch", "watch -h", "watch --help"])
@@ -44,10 +44,12 @@ def test_a_failing_line_is_shown_and_the_session_goes_on(session, capsys):
     assert session.failed
 
 
-def test_blank_lines_pass_and_exit_or_quit_end_the_session(session):
+def test_blank_lines_pass_and_exit_quit_or_stop_end_the_session(session):
     assert session.execute("") and session.execute("   ")
     assert not session.failed
-    assert session.execute("exit") is False and session.execute("quit") is False
+    assert all(session.execute(word) is False for word in ("exit", "quit", "stop", " exit "))
+    assert session.execute("exit now")  # not a word of its own: an unknown command
+    assert session.failed
 
 
 @pytest.mark.parametrize("piped", ["", "\n  \n"])
