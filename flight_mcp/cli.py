@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool, allow_mutating: bool) -> int:
+def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool, allow_mutating: bool,
+                sessions=None) -> int:
+    """Runs one command; sessions: the interactive session's (kept open), else one for this command."""
     from . import cmdline
     from .session import Sessions
     from .tools import all_tools
@@ -48,9 +50,13 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
         from .help import help_text
         print(help_text(words, all_tools(), color))
         return 0
+    if words and words[0] == "history":  # the interactive session's history (interactive.py)
+        from .interactive import history_once
+        return history_once(words)
     tools = _tools_for(words[0] if words else "", all_tools)
     tool, params = cmdline.parse(words, tools, pid)
-    sessions = Sessions()
+    own = sessions is None
+    sessions = Sessions() if own else sessions
     call = Call(sessions, allow_mutating=allow_mutating, on_cli=True,
                 progress=lambda done, total, msg: print(f"  ... {msg}", file=sys.stderr) if sys.stderr.isatty() else None)
     if not as_json:   # each capture of watch/trace as it arrives, as flight_profiler prints them
@@ -62,7 +68,8 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
         result = tool.invoke(params, call)
     finally:
         signal.signal(signal.SIGINT, previous)
-        sessions.close()
+        if own:
+            sessions.close()
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -111,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.target is None or not args.target.isdigit():
             _parser().print_help(sys.stderr)
             return 2
-        if not args.cmd:
-            raise FlightError("usage", f'give a command: flight-mcp {args.target} --cmd "stack"')
+        if not args.cmd:  # the interactive session
+            from .interactive import session
+            return session(int(args.target), color=color, allow_mutating=args.allow_mutating)
         from .cmdline import split
         words = split(args.cmd)
         if words[:1] == ["console"] and not args.json:  # no code: the interactive console

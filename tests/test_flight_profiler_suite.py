@@ -24,9 +24,9 @@ pytestmark = pytest.mark.timeout(420)
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "flight_profiler-venv"
 RUNNER = ROOT / "compat" / "flight_profiler_suite.py"
-# history: the interactive session's (its own issue); torch: not in scope.
+# torch: not in scope.
 SUITES = ["stack", "trace", "watch", "getglobal", "module", "reload", "vmtool", "tt", "mem", "perf", "gilstat",
-          "console", "help"]
+          "console", "help", "history"]
 PRESENT = [v for v in TARGET_VERSIONS if PYTHONS.get(v)]
 
 
