@@ -102,6 +102,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)   # now: a client told the address below may connect before uvicorn accepts
     except OSError as e:
         sock.close()
         raise FlightError("http_bind_failed", f"cannot listen on {host}:{port}: {e.strerror}") from None
