@@ -123,8 +123,8 @@ def serve_http(listen: str, *, allow_mutating: bool = False, token_file: str | N
         raise FlightError("usage", "give both --tls-cert and --tls-key (the certificate chain and its private key)")
     from . import tokens
     if not is_loopback(host) and not (token_file or os.environ.get(tokens.ENV)):   # before generating one
-        raise FlightError("usage", f"refusing to serve on {host}, which is not a loopback address, with a token "
-                                   f"generated on this machine: give the token the clients will use with "
+        raise FlightError("usage", f"refusing to serve on {host}, which is not a loopback address, without a token "
+                                   f"you gave: give the token the clients will use with "
                                    f"--token-file FILE (mode 0600) or the {tokens.ENV} environment variable, "
                                    f"or serve on loopback (--http 127.0.0.1:{port}) behind an SSH tunnel or "
                                    "kubectl port-forward")
