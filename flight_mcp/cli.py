@@ -19,6 +19,7 @@ EPILOG = """examples:
   flight-mcp demo                                   run a bundled demo target and show every tool
   flight-mcp help [CMD]                             every command, or one command's usage and options
   flight-mcp --stdio                                serve MCP over stdio (for Claude Code / Desktop)
+  flight-mcp --http 8765                            serve MCP over HTTP on 127.0.0.1:8765 (bearer token)
 """
 
 
@@ -35,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mutating", action="store_true",
                    help="allow tools that change the target (reload, vmtool forceGc, side-effect expressions)")
     p.add_argument("--dir", help="with install-skills: where to copy the skills")
+    p.add_argument("--http", metavar="[HOST:]PORT", help="serve MCP over streamable HTTP (loopback unless HOST "
+                   "is given), every request with 'Authorization: Bearer <token>'")
+    p.add_argument("--token-file", metavar="FILE", help="with --http: the bearer token, in a file only we can "
+                   "read (default: $FLIGHT_MCP_TOKEN, else one generated into ~/.local/state/flight-mcp/)")
+    p.add_argument("--tls-cert", metavar="FILE", help="with --http: serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="with --http: the certificate's private key (PEM)")
     return p
 
 
@@ -100,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)   # `ps --json FILTER` as well as `ps FILTER --json`
     color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
     try:
+        if args.http is not None:
+            if args.stdio or args.target is not None:
+                raise FlightError("usage", "--http serves MCP on its own: give it without --stdio or a command")
+            from .http_server import serve_http
+            return serve_http(args.http, allow_mutating=args.allow_mutating, token_file=args.token_file,
+                              tls_cert=args.tls_cert, tls_key=args.tls_key)
+        if args.token_file or args.tls_cert or args.tls_key:
+            raise FlightError("usage", "--token-file, --tls-cert and --tls-key go with --http [HOST:]PORT")
         if args.stdio:
             from .server import serve_stdio
             serve_stdio(allow_mutating=args.allow_mutating)

@@ -7,7 +7,8 @@ and runs its blocking work on a worker thread so progress and cancellation keep 
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator
 
 import anyio
 import anyio.from_thread
@@ -120,9 +121,17 @@ def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
     return server, sessions
 
 
-def serve_stdio(allow_mutating: bool = False) -> None:
+@contextmanager
+def serving(allow_mutating: bool = False) -> Iterator[MCPServer]:
+    """The server, for a transport to run; when the block ends, however it ends, every session with a
+    target is closed (each agent cancels that connection's commands and removes their instrumentation)."""
     server, sessions = build(allow_mutating)
     try:
-        server.run("stdio")
+        yield server
     finally:
         sessions.close()
+
+
+def serve_stdio(allow_mutating: bool = False) -> None:
+    with serving(allow_mutating) as server:
+        server.run("stdio")

@@ -97,6 +97,12 @@ CODES = {
     # profile
     "profiler_unavailable": "Install py-spy into flight-mcp's environment (`pip install py-spy`; it is a "
                             "dependency of flight-mcp).",
+    # http
+    "bad_token": "Give a token of at least 16 printable characters without spaces (e.g. `python -c 'import "
+                 "secrets; print(secrets.token_urlsafe(32))'`) in the file or in FLIGHT_MCP_TOKEN.",
+    "unsafe_token_file": "Make the token file a regular file of the server's user that only it can read "
+                         "(chmod 600 FILE), in a directory of that user.",
+    "http_bind_failed": "Choose another port, or stop what listens there (`ss -ltnp`).",
 }
 
 
