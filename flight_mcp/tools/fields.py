@@ -30,8 +30,14 @@ Raw = Annotated[bool, Cli("-r", "--raw"), Field(
 # bounded by the tool (a capture keeps the latest KEPT_RECORDS), not by this number.
 Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
     ge=1, description="The most items to capture or show.")]
+# What an agent needs to know before writing an expression (the refusal message says the rest).
+READ_ONLY_RULES = (" Read-only (unless the server runs with --allow-mutating): attributes, subscripts, operators, "
+                   "comprehensions, builtins (len, isinstance, sorted, getattr, ...), read-only methods of builtin "
+                   "values (dict.get/items, str methods) and of the standard library's locks, events, threads "
+                   "and futures (lock.locked(), event.is_set(), thread.name, fut.done()); no method of the "
+                   "application's own classes and no repr() of its objects: read their fields instead.")
 FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), names_known(*CAPTURE_NAMES), Field(
     description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
                 "else None), args (WITHOUT self), kwargs, params (every argument by parameter name), return_obj, "
                 "cost (ms). Example: \"args[0] >= 1\" or \"params['timeout'] > 5\". A "
-                "filter that raises counts the call as not matching.")]
+                "filter that raises counts the call as not matching." + READ_ONLY_RULES)]

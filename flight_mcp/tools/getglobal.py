@@ -9,7 +9,7 @@ from ..expressions import names_known
 from ..models import Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import Call, Cli, TimedParams, Tool
-from .fields import ClassName, Expand, Module, Raw, Verbose
+from .fields import READ_ONLY_RULES, ClassName, Expand, Module, Raw, Verbose
 
 
 class GetGlobalParams(TimedParams):
@@ -20,7 +20,7 @@ class GetGlobalParams(TimedParams):
                           "defines, with types and short values.")
     expr: Annotated[str, Cli("-e", "--expr"), names_known("target")] = Field(
         "target", description="Python expression over `target` (the value), e.g. \"target['db']\" or "
-                              "\"len(target)\".")
+                              "\"len(target)\"." + READ_ONLY_RULES)
     expand: Expand = 2
     verbose: Verbose = False
     raw: Raw = False

@@ -10,7 +10,7 @@ from ..expressions import names_known
 from ..models import ExceptionFact, Fact, ValueView
 from ..render import NO_VIEW, expr_block, paint
 from .base import CliSplit, Call, Cli, TimedParams, Tool
-from .fields import Expand, Limit, Module, Raw, Verbose
+from .fields import READ_ONLY_RULES, Expand, Limit, Module, Raw, Verbose
 
 
 def _description(shared) -> str:
@@ -28,7 +28,7 @@ class VmtoolParams(TimedParams):
     expr: Annotated[str, Cli("-e", "--expr"), names_known("instances")] = Field(
         "instances", description="Python expression over `instances` (the list found, cut to `limit`), e.g. "
                                  "\"len(instances)\", \"[i.name for i in instances]\", \"instances[0].stats()\" (a "
-                                 "method call of the target's own class needs --allow-mutating).")
+                                 "method call of the target's own class needs --allow-mutating)." + READ_ONLY_RULES)
     limit: Limit = 10
     expand: Expand = 1
     verbose: Verbose = False

@@ -12,7 +12,7 @@ from ..expressions import CAPTURE_NAMES, names_known
 from .base import Call, Cli, Tool
 from .capture_common import (FunctionParams, Progress, Summary, empty_hint, refuse_hopeless_filter, render_failures, request,
                              summary_line)
-from .fields import Expand, Raw, Verbose
+from .fields import READ_ONLY_RULES, Expand, Raw, Verbose
 
 SEPARATOR = "─" * 60
 
@@ -23,7 +23,7 @@ class WatchParams(FunctionParams):
         description="Python expression shown for each call. Names: target (the instance for methods), args "
                     "(WITHOUT self), kwargs, params (every argument by parameter name), return_obj, cost (ms). "
                     "Examples: \"params\", \"return_obj\", \"args[0], cost\", "
-                    "\"target.__dict__\".")
+                    "\"target.__dict__\"." + READ_ONLY_RULES)
     exception: Annotated[bool, Cli("-e", "--exception")] = Field(
         False, description="Capture only calls that raised (with their traceback).")
     expand: Expand = 2
