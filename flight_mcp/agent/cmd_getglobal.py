@@ -4,21 +4,39 @@ Listings and views run none of the target's code (objview.py); with raw, each va
 __repr__ runs on an agent thread with its time budget, so one slow or blocked value shows as such
 and the rest of the answer still comes.
 """
-from . import expr, lookup, objview
+import types
+
+from . import expr, lookup, objview, signatures
 from .codes import arg
 from .registry import AgentError, command
 
 LISTING_LIMIT = 300
 
 
+def _shape(entry, value, in_class):
+    """What saves the next call: a function's parameters, a class's methods with theirs."""
+    if in_class:
+        member = signatures.of_member(value)
+        if member is not None:
+            entry["kind"], entry["signature"] = member
+    elif type(value) is types.FunctionType:
+        entry["signature"] = signatures.of_function(value)
+    elif issubclass(type(value), type):
+        methods, fields, more = signatures.members(lookup.names_of(value))
+        entry.update(methods=methods, fields=fields[:signatures.MAX_METHODS], more_methods=more)
+
+
 def _listing(owner, verbose, raw):
     viewer = objview.Viewer(raw=raw)
+    in_class = issubclass(type(owner), type)
     entries = []
     for name, value in sorted(lookup.names_of(owner), key=lambda kv: kv[0]):  # exact str names only
         if name.startswith("__") and not verbose:
             continue
         if len(entries) < LISTING_LIMIT:
-            entries.append({"name": name, "type": objview.type_name(value), "value": viewer.text(value, 120)[0]})
+            entry = {"name": name, "type": objview.type_name(value), "value": viewer.text(value, 120)[0]}
+            entries.append(entry)
+            _shape(entry, value, in_class)
         else:
             entries.append(None)  # counted, not read: a value left out costs nothing
     elided = max(0, len(entries) - LISTING_LIMIT)

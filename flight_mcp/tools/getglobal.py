@@ -26,10 +26,21 @@ class GetGlobalParams(TimedParams):
     raw: Raw = False
 
 
+class Method(Fact):
+    name: str
+    kind: Literal["method", "classmethod", "staticmethod", "property", "builtin"]
+    signature: str | None = Field(None, description="Parameters, self/cls left out, e.g. '(order_id, amount=100.0)'.")
+
+
 class Entry(Fact):
     name: str
     type: str
     value: str = Field(description="Short one-line text of the value.")
+    kind: str | None = Field(None, description="In a class listing: method, classmethod, staticmethod, property or builtin (C).")
+    signature: str | None = Field(None, description="A function's or method's parameters.")
+    methods: list[Method] | None = Field(None, description="A class: its own methods with their parameters.")
+    fields: list[str] | None = Field(None, description="A class: its own other names (class fields).")
+    more_methods: int = Field(0, description="A class: methods beyond the 40 listed.")
 
 
 class GetGlobalResult(Fact):
@@ -51,7 +62,15 @@ def render(r: GetGlobalResult, color: bool) -> str:
         lines = [paint(f"{r.owner}: {len(r.entries or [])} names", "bold", color)]
         width = max((len(e.name) for e in r.entries or []), default=0)
         for e in r.entries or []:
-            lines.append(f"  {e.name.ljust(width)}  {paint(e.type, 'cyan', color)}  {e.value}")
+            kind = e.kind or e.type
+            shown = f"{e.name}{e.signature}" if e.signature is not None else e.value
+            lines.append(f"  {e.name.ljust(width)}  {paint(kind, 'cyan', color)}  {shown}")
+            if e.methods:
+                more = f", ... {e.more_methods} more (name the class to list them)" if e.more_methods else ""
+                lines.append(" " * (width + 6) + "methods: " + ", ".join(
+                    m.name + (m.signature if m.signature is not None else f" ({m.kind})") for m in e.methods) + more)
+            if e.fields:
+                lines.append(" " * (width + 6) + "fields: " + ", ".join(e.fields))
         if r.elided:
             lines.append(f"  ... {r.elided} more names (300 are listed): name the field to read one")
         return "\n".join(lines)
@@ -64,6 +83,6 @@ TOOL = Tool(
     description=(
         "Read a module global or a class (static) field of a live Python process, optionally through an "
         "expression on `target`. Omit `field` to list what the module or class defines (names, types, short "
-        "values): the way to discover what to look at. Never imports a module the target has not imported. "
+        "values; functions and each class's methods with their parameters): the way to discover what to look at. Never imports a module the target has not imported. "
         "Read-only."),
 )

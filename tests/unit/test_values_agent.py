@@ -56,6 +56,51 @@ def test_getglobal_value_and_listing_are_result_facts():
     assert "__init__" in [e.name for e in listing.entries]
 
 
+class Ledger:
+    region = "eu"
+
+    def post(self, account, amount, /, currency="EUR", *, memo=None, **extra):
+        raise AssertionError("listing ran the target's method")
+
+    @classmethod
+    def open(cls, name):
+        raise AssertionError("listing ran the target's classmethod")
+
+    @staticmethod
+    def fee(amount, rate=0.01):
+        raise AssertionError("listing ran the target's staticmethod")
+
+    @property
+    def balance(self):
+        raise AssertionError("listing ran the target's property")
+
+
+def rate_parcel(weight_kg, distance_km, service="ground", *options):
+    raise AssertionError("listing ran the target's function")
+
+
+def test_getglobal_listings_show_parameters_and_each_class_s_methods():
+    """One listing answers 'what can I watch, with which parameters': functions with their
+    parameters, classes with their methods' (self/cls left out), read from code, nothing run."""
+    from flight_mcp.tools.getglobal import render
+    r = GetGlobalResult(**cmd_getglobal.getglobal(request(GetGlobalParams(pid=1, module=HERE)), Stand()))
+    entries = {e.name: e for e in r.entries}
+    assert entries["rate_parcel"].signature == "(weight_kg, distance_km, service='ground', *options)"
+    ledger = entries["Ledger"]
+    assert [(m.name, m.kind, m.signature) for m in ledger.methods] == [
+        ("post", "method", "(account, amount, /, currency='EUR', *, memo=None, **extra)"),
+        ("open", "classmethod", "(name)"), ("fee", "staticmethod", "(amount, rate=0.01)"),
+        ("balance", "property", None)]
+    assert ledger.fields == ["region"]
+    text = render(r, False)
+    assert "rate_parcel(weight_kg, distance_km, service='ground', *options)" in text
+    assert "methods: post(account, amount, /, currency='EUR', *, memo=None, **extra), open(name)" in text
+    assert "balance (property)" in text and "fields: region" in text
+    members = GetGlobalResult(**cmd_getglobal.getglobal(request(GetGlobalParams(pid=1, module=HERE, cls="Ledger")),
+                                                        Stand()))
+    assert {e.name: (e.kind, e.signature) for e in members.entries}["fee"] == ("staticmethod", "(amount, rate=0.01)")
+
+
 def test_getglobal_errors_name_the_argument():
     with pytest.raises(AgentError) as e:
         cmd_getglobal.getglobal(request(GetGlobalParams(pid=1, module=HERE, field="CONFIG", expr="target['x']")),
