@@ -8,29 +8,55 @@ import os
 import sys
 import types
 
-from . import capture, objstate, objview, qualnames
+from . import capture, locks, objstate, objview, qualnames
 from .registry import command
 from .server import AGENT_THREADS
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _frame(f):
+LOCALS_LIMIT = 40        # locals shown per frame (the rest counted in locals_elided)
+LOCAL_REPR_LIMIT = 240   # characters of one local's text
+
+
+def _frame(f, viewer=None):
     code = f.f_code
     line = f.f_lineno  # None at some instructions on 3.11+: sent as unknown, never guessed
     src = linecache.getline(code.co_filename, line).strip() if line else ""
-    return {"file": code.co_filename, "line": line, "name": code.co_name,
-            "qualname": qualnames.qualname(code, f.f_globals), "source": src[:200]}
+    out = {"file": code.co_filename, "line": line, "name": code.co_name,
+           "qualname": qualnames.qualname(code, f.f_globals), "source": src[:200]}
+    if viewer is not None:
+        out["locals"], out["locals_elided"] = _locals(f, viewer)
+    return out
 
 
-def _frames(f):
+def _locals(f, viewer):
+    """[{name, view}] of a frame's local variables as bounded views (no target code runs); None for
+    a module's frame (its locals are its globals: getglobal shows them)."""
+    try:
+        loc = f.f_locals   # a dict snapshot on 3.8-3.12, the frame's C proxy on 3.13
+    except Exception:
+        return None, 0
+    if loc is f.f_globals:
+        return None, 0
+    items = objstate.dict_items(loc) if type(loc) is dict else list(loc.items())
+    items = [(k, v) for k, v in items if type(k) is str]
+    out = [{"name": k, "view": viewer._view(v, 0, False, frozenset(), False)} for k, v in items[:LOCALS_LIMIT]]
+    return out, max(0, len(items) - LOCALS_LIMIT)
+
+
+def _raw_frames(f):
     out = []
     while f is not None:
         if not f.f_code.co_filename.startswith(_AGENT_DIR):
-            out.append(_frame(f))
+            out.append(f)
         f = f.f_back
     out.reverse()  # outermost first, like a traceback
     return out
+
+
+def _frames(f, viewer=None):
+    return [_frame(x, viewer) for x in _raw_frames(f)]
 
 
 def _thread_table():
@@ -51,9 +77,13 @@ def _thread_table():
     return table
 
 
-def threads():
+def threads(show_locals=False):
+    """Every thread's facts; with the locks it waits for or holds (facts per thread, the locks, the
+    deadlocks: see locks.analyse)."""
     table = _thread_table()
+    viewer = objview.Viewer() if show_locals else None
     out = []
+    raw = []
     for ident, f in sys._current_frames().items():
         if ident in AGENT_THREADS:
             continue
@@ -62,11 +92,18 @@ def threads():
             # the main thread's OS thread id is the process id (Linux), as threading would say
             name, daemon, is_main = "MainThread", False, True
             native_id = os.getpid() if sys.platform.startswith("linux") else None
-        frames = _frames(f)
+        frames = _raw_frames(f)
+        raw.append((ident, frames))
         out.append({"ident": ident, "name": name or "Thread-%d" % ident, "daemon": daemon,
-                    "native_id": native_id, "main": is_main, "frames": frames})
+                    "native_id": native_id, "main": is_main, "frames": [_frame(x, viewer) for x in frames]})
     out.sort(key=lambda t: (not t["main"], t["name"]))
-    return out
+    order = {t["ident"]: n for n, t in enumerate(out)}
+    raw.sort(key=lambda x: order[x[0]])
+    per_thread, found, deadlocks = locks.analyse(raw)
+    del raw
+    for t in out:
+        t.update(per_thread.get(t["ident"], ()))
+    return out, found, [[{"thread": i, "lock": n} for i, n in cycle] for cycle in deadlocks]
 
 
 def _all_tasks(asyncio):
@@ -178,10 +215,13 @@ TASKS_UNASKED = 10   # pending tasks shown without async_tasks (an event loop's 
 
 @command("stack")
 def stack(args, ctx):
-    """{pid, threads, asyncio_imported, tasks, tasks_total, event_loops (without async_tasks)}: every
+    """{pid, threads, locks, deadlocks, asyncio_imported, tasks, tasks_total, event_loops (without
+    async_tasks)}: every
     pending task with async_tasks, else the first TASKS_UNASKED of them (None when there are none)."""
     found = tasks()
-    result = {"pid": os.getpid(), "threads": threads(), "asyncio_imported": "asyncio" in sys.modules,
+    listed, held, deadlocks = threads(args["locals"])
+    result = {"pid": os.getpid(), "threads": listed, "locks": held, "deadlocks": deadlocks,
+              "asyncio_imported": "asyncio" in sys.modules,
               "tasks": None, "tasks_total": len(found) if found is not None else None, "event_loops": None}
     if args["async_tasks"]:
         result["tasks"] = found if found is not None else []

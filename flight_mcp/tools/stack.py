@@ -13,8 +13,8 @@ from pydantic import Field
 
 from ..agent import codes
 from ..errors import FlightError
-from ..models import Fact, Frame
-from ..render import escaped, paint
+from ..models import Fact, Frame, ViewChild
+from ..render import escaped, paint, view_lines
 from ..session import Deadline
 from ..session import stack as session_stack
 from .base import Call, Cli, Params, TimedParams, Tool
@@ -25,6 +25,9 @@ class StackParams(TimedParams):
 
     async_tasks: Annotated[bool, Cli("-a", "--async")] = Field(
         False, description="Also show every pending asyncio task with the chain of coroutines it awaits.")
+    locals: Annotated[bool, Cli("--locals")] = Field(
+        False, description="Also show each Python frame's local variables, as read-only views (no code of the "
+                           "target runs; a module's frame shows none: its locals are its globals).")
     native: Annotated[bool, Cli("--native")] = Field(
         False, description="Merge native (C) frames under the Python ones, read from outside the process.")
     filepath: Annotated[str | None, Cli("-f", "--filepath")] = Field(
@@ -33,13 +36,25 @@ class StackParams(TimedParams):
                           "its user asks.")
 
 
+class StackFrame(Frame):
+    locals: list[ViewChild] | None = Field(None, description="With locals: the frame's local variables "
+                                           "(None: not asked, or a module's frame).")
+    locals_elided: int = Field(0, description="Locals left out of a frame that has more than 40.")
+
+
 class ThreadStack(Fact):
     ident: int | None = Field(None, description="threading.get_ident() (agent only).")
     name: str
     native_id: int | None = None
     daemon: bool | None = None
     main: bool = False
-    frames: list[Frame]
+    frames: list[StackFrame]
+    waits_for: int | None = Field(None, description="The lock (index in StackResult.locks) this thread is blocked "
+                                                    "acquiring (agent only).")
+    wait_how: Literal["with", "acquire"] | None = Field(None, description="How it acquires it: a with statement "
+                                                        "or a call of acquire() / __enter__().")
+    holds: list[int] = Field(default_factory=list, description="Locks (indexes in StackResult.locks) this thread "
+                                                               "holds, among those some thread waits for.")
     note: str | None = Field(None, description="Why a thread shows no Python frames, or what it is waiting for.")
     holds_gil: bool | None = Field(None, description="Holds the GIL (external reading only; None: unknown).")
     waiting_for_gil: bool | None = Field(None, description="Blocked taking the GIL (external reading only).")
@@ -53,11 +68,39 @@ class TaskStack(Fact):
                                             "awaited object (file '', name <awaiting Type>).")
 
 
+class LockFact(Fact):
+    """A lock some thread is blocked acquiring."""
+    name: str = Field(description="The owner path a person reaches it by: Catalog._lock (an attribute of a "
+                                  "Catalog instance), app.LOCK (a module global), or `name (local of func)`.")
+    kind: Literal["lock", "rlock", "condition", "semaphore"] = Field(
+        description="threading.Lock, RLock, Condition (waiting for its lock, not for a notify) or Semaphore.")
+    type: str = Field(description="The object's type (module.Class).")
+    address: int = Field(description="id() of the lock (of a Condition's own lock), to tell apart two locks of "
+                                     "the same name.")
+    holders: list[int] = Field(description="Thread idents holding it (a semaphore may have several).")
+    held_by: Literal["owner", "code"] | None = Field(
+        description="How the holder is known: owner (the RLock's own owner field: certain), code (the thread's "
+                    "frames are inside a `with` of it or after its acquire(): read from the bytecode), None (no "
+                    "thread found: holder unknown).")
+    waiters: list[int] = Field(description="Thread idents blocked acquiring it.")
+    count: int | None = Field(None, description="An RLock's recursion count.")
+
+
+class DeadlockStep(Fact):
+    thread: int = Field(description="Thread ident.")
+    lock: int = Field(description="The lock it waits for (index in locks), held by the next step's thread "
+                                  "(the last step's by the first).")
+
+
 class StackResult(Fact):
     pid: int
     source: Literal["agent", "external"] = Field(description="Who read the stacks: the in-process agent, "
                                                  "or a reader from outside the process.")
     threads: list[ThreadStack]
+    locks: list[LockFact] = Field(default_factory=list, description="Locks threads are blocked acquiring, with "
+                                  "their holders (agent only).")
+    deadlocks: list[list[DeadlockStep]] = Field(default_factory=list, description="Cycles of the wait-for graph: "
+                                                "each thread waits for a lock the next one holds (agent only).")
     tasks: list[TaskStack] | None = Field(None, description="Pending asyncio tasks: all with async_tasks, else "
                                                            "the first 10 when there are any (None: none).")
     tasks_total: int | None = Field(None, description="Pending asyncio tasks in all (agent only).")
@@ -136,7 +179,7 @@ def _from_agent(facts: dict, p: StackParams) -> StackResult:
     return result
 
 
-def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
+def _frame_lines(frames: list[Frame] | list[StackFrame], color: bool) -> list[str]:
     lines = []
     for fr in frames:
         if fr.kind == "native":
@@ -151,6 +194,73 @@ def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
             lines.append(f'    File "{fr.file}", line {line}, in {paint(fr.qualname or fr.name, "cyan", color)}')
         if fr.source:
             lines.append(f"        {fr.source}")
+        for var in getattr(fr, "locals", None) or ():
+            lines.append(f"        {paint(var.name or '?', 'dim', color)} = {' '.join(view_lines(var.view))}")
+        if getattr(fr, "locals_elided", 0):
+            lines.append(f"        ... {fr.locals_elided} more locals (getglobal or watch show any of them)")
+    return lines
+
+
+KIND = {"lock": "Lock", "rlock": "RLock", "condition": "Condition", "semaphore": "Semaphore"}
+
+
+def _thread_label(r: StackResult, ident: int) -> str:
+    for t in r.threads:
+        if t.ident == ident:
+            return f"thread {t.native_id if t.native_id is not None else t.ident} ({t.name})"
+    return f"thread ident {ident} (no longer running)"
+
+
+def _lock_label(r: StackResult, n: int) -> str:
+    lk = r.locks[n]
+    same = sum(1 for x in r.locks if x.name == lk.name) > 1
+    return f"{lk.name} at {lk.address:#x}" if same else lk.name
+
+
+def _holder_text(r: StackResult, lk: LockFact, waiter: int | None = None) -> str:
+    if lk.holders:
+        who = " and ".join("itself" if h == waiter else _thread_label(r, h) for h in lk.holders)
+        return f"held by {'at least ' if lk.kind == 'semaphore' else ''}{who}"
+    if lk.held_by == "owner":
+        return "held by no thread right now (released as we read it)"
+    return "holder unknown (no thread's frames are inside a with or after an acquire of it)"
+
+
+def deadlock_lines(r: StackResult) -> list[str]:
+    """One sentence per cycle of the wait-for graph, first in the answer."""
+    out = []
+    for cycle in r.deadlocks:
+        first = cycle[0]
+        if len(cycle) == 1:
+            kind = KIND[r.locks[first.lock].kind]
+            out.append(f"DEADLOCK: {_thread_label(r, first.thread)} holds {_lock_label(r, first.lock)} and waits "
+                       f"for it again ({kind} is not reentrant).")
+            continue
+        text = (f"DEADLOCK: {_thread_label(r, first.thread)} holds {_lock_label(r, cycle[-1].lock)} and waits for "
+                f"{_lock_label(r, first.lock)}")
+        for step in cycle[1:]:
+            text += f" held by {_thread_label(r, step.thread)}, which waits for {_lock_label(r, step.lock)}"
+        out.append(text + ".")
+    if r.locks and not r.deadlocks:
+        waiting = sum(len(lk.waiters) for lk in r.locks)
+        out.append(f"lock waits: {waiting} thread(s) blocked on {len(r.locks)} lock(s); no deadlock (the waits form "
+                   f"no cycle).")
+    return out
+
+
+def _lock_lines(r: StackResult, t: ThreadStack) -> list[str]:
+    lines = []
+    if t.waits_for is not None and t.waits_for < len(r.locks):
+        lk = r.locks[t.waits_for]
+        how = f", by {t.wait_how}" if t.wait_how else ""
+        lines.append(f"    waiting to acquire {_lock_label(r, t.waits_for)} ({KIND[lk.kind]}{how}), "
+                     f"{_holder_text(r, lk, t.ident)}")
+    for n in t.holds:
+        if n < len(r.locks):
+            lk = r.locks[n]
+            count = f", count {lk.count}" if lk.count and lk.count > 1 else ""
+            by = "" if lk.held_by == "owner" else ", inside its with or after its acquire()"
+            lines.append(f"    holds {_lock_label(r, n)} ({KIND[lk.kind]}{count}{by})")
     return lines
 
 
@@ -174,9 +284,14 @@ def render(r: StackResult, color: bool) -> str:
     out = []
     if r.source == "external":
         out.append(paint("(read from outside the process: no code ran in it)", "dim", color))
+    top = deadlock_lines(r)
+    if top:
+        out.extend(paint(line, "red" if r.deadlocks else None, color) for line in top)
+        out.append("")
     for t in r.threads:
         out.append(paint(thread_title(t), "bold", color))
         out.extend(_frame_lines(t.frames, color))
+        out.extend(paint(line, "red", color) for line in _lock_lines(r, t))
         if t.note:
             out.append(f"    ({t.note})")
         out.append("")
