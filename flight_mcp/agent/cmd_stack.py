@@ -131,7 +131,7 @@ _CORO_ATTRS = {types.CoroutineType: ("cr_frame", "cr_await"), types.GeneratorTyp
                types.AsyncGeneratorType: ("ag_frame", "ag_await")}
 
 
-def _await_chain(coro, waiter=None):
+def _await_chain(coro, waiter=None, viewer=None):
     """Frames of a coroutine and of everything it awaits, outermost first. `waiter`: the future
     the task is blocked on, shown at the end instead of the iterator wrapping it (FutureIter)."""
     chain = []
@@ -147,7 +147,7 @@ def _await_chain(coro, waiter=None):
             break
         frame = getattr(coro, attrs[0])
         if frame is not None:
-            chain.append(_frame(frame))
+            chain.append(_frame(frame, viewer))
         coro = getattr(coro, attrs[1])
     return chain
 
@@ -171,7 +171,7 @@ def _waiter(base, t):
     return objstate.dict_get(d, "_fut_waiter") if d is not None else None
 
 
-def tasks():
+def tasks(viewer=None):
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
         return None
@@ -188,7 +188,7 @@ def tasks():
             out.append({"name": name if type(name) is str else objview.short_repr(name, 80),
                         "coro": (coro.__qualname__ if type(coro) in _CORO_ATTRS
                                  else objstate.type_name(type(coro))),
-                        "frames": _await_chain(coro, _waiter(base, t))})
+                        "frames": _await_chain(coro, _waiter(base, t), viewer)})
         except BaseException:
             continue
     out.sort(key=lambda x: x["name"])
@@ -218,7 +218,7 @@ def stack(args, ctx):
     """{pid, threads, locks, deadlocks, asyncio_imported, tasks, tasks_total, event_loops (without
     async_tasks)}: every
     pending task with async_tasks, else the first TASKS_UNASKED of them (None when there are none)."""
-    found = tasks()
+    found = tasks(objview.Viewer() if args["locals"] else None)
     listed, held, deadlocks = threads(args["locals"])
     result = {"pid": os.getpid(), "threads": listed, "locks": held, "deadlocks": deadlocks,
               "asyncio_imported": "asyncio" in sys.modules,

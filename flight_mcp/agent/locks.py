@@ -311,8 +311,11 @@ def resolve(reader, frame, chain):
     if holder is not None:
         name = _attr_name(reader, holder, attrs[-1])
     elif name is None:
-        name = "%s (local of %s)" % (base, frame.f_code.co_name)
+        name = LOCAL_NAME % (base, frame.f_code.co_name)
     return obj, name
+
+
+LOCAL_NAME = "%s (local of %s)"
 
 
 def _attr_name(reader, holder, attr):
@@ -477,6 +480,7 @@ def analyse(threads_frames):
     shown = [lk for lk in locks.values() if lk.waiters]
     for n, lk in enumerate(shown):
         lk.index = n
+    _owner_names([lk for lk in shown if lk.name.endswith(")")])
     per_thread = {}
     for ident, frames in threads_frames:
         w = waits.get(ident)
@@ -490,6 +494,29 @@ def analyse(threads_frames):
     order = [ident for ident, _ in threads_frames]
     return per_thread, facts, cycles(order, {i: (w[0].index, w[0].holders if w[0].kind != "semaphore" else [])
                                              for i, w in waits.items()})
+
+
+def _owner_names(named_by_local):
+    """A lock reached through a local variable (`def work(lock): with lock:`) is named where the
+    target keeps it (a global, an attribute), by owners.py's search of the heap: once, for all."""
+    if not named_by_local:
+        return
+    import gc
+    from . import owners
+    try:
+        skip = owners.ours(extra=named_by_local)
+        heap = gc.get_objects()
+        paths, _ = owners.owner_paths([[lk.obj] for lk in named_by_local], heap, skip,
+                                      owners.pauser([0.0]), per_object=1)
+    except Exception:
+        return
+    finally:
+        heap = None
+    for lk, ranked in zip(named_by_local, paths):
+        for path, _ in ranked:
+            if path is not None and not path.startswith("frame of"):
+                lk.name = path
+                break
 
 
 def _holders(kinds, decoder, reader, locks, threads_frames):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from ..agent import codes
 from ..errors import FlightError
@@ -41,6 +41,14 @@ class StackFrame(Frame):
                                            "(None: not asked, or a module's frame).")
     locals_elided: int = Field(0, description="Locals left out of a frame that has more than 40.")
 
+    @model_serializer(mode="wrap")
+    def _without_unasked_locals(self, handler):
+        out = handler(self)
+        if out.get("locals") is None:   # a frame's JSON without locals=true is Frame's, field for field
+            out.pop("locals", None)
+            out.pop("locals_elided", None)
+        return out
+
 
 class ThreadStack(Fact):
     ident: int | None = Field(None, description="threading.get_ident() (agent only).")
@@ -64,7 +72,7 @@ class ThreadStack(Fact):
 class TaskStack(Fact):
     name: str
     coro: str
-    frames: list[Frame] = Field(description="The await chain, outermost first; its last step may be the "
+    frames: list[StackFrame] = Field(description="The await chain, outermost first; its last step may be the "
                                             "awaited object (file '', name <awaiting Type>).")
 
 

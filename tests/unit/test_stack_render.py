@@ -30,7 +30,8 @@ def params(**kw):
 
 
 def test_agent_args_are_the_agents_request_only():
-    assert params(native=True, filepath="/tmp/x", async_tasks=True).agent_args() == {"async_tasks": True}
+    assert params(native=True, filepath="/tmp/x", async_tasks=True).agent_args() == {"async_tasks": True,
+                                                                                           "locals": False}
 
 
 def test_agent_facts_become_the_result_and_the_host_writes_the_notes():
