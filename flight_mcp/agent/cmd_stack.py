@@ -99,7 +99,10 @@ def threads(show_locals=False):
     out.sort(key=lambda t: (not t["main"], t["name"]))
     order = {t["ident"]: n for n, t in enumerate(out)}
     raw.sort(key=lambda x: order[x[0]])
-    per_thread, found, deadlocks = locks.analyse(raw)
+    try:
+        per_thread, found, deadlocks = locks.analyse(raw)
+    except Exception:   # a bug of ours in the lock analysis must not lose the stacks
+        per_thread, found, deadlocks = {}, [], []
     del raw
     for t in out:
         t.update(per_thread.get(t["ident"], ()))

@@ -1,0 +1,212 @@
+"""The lock analysis of stack in this interpreter (no process): decoding which lock a frame's
+instruction enters, which with-statements a frame is inside, the wait-for cycles, and a real
+deadlock between two threads of this test (plain locks with a timeout, released by the test)."""
+import dis
+import threading
+import time
+
+import pytest
+
+from flight_mcp.agent import cmd_stack, locks
+from flight_mcp.tools import stack
+
+pytestmark = pytest.mark.timeout(30)
+
+LOCK = threading.Lock()
+
+
+class Holder:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.inner = self
+
+    def with_attr(self):
+        with self._lock:
+            marker()
+
+    def acquire_chain(self):
+        self.inner._lock.acquire(timeout=1)
+
+    def not_a_lock(self):
+        time.sleep(0)
+
+    def subscripted(self, locks_):
+        locks_[0].acquire()
+
+    def nested(self, other):
+        with LOCK:
+            try:
+                with other._lock, self._lock:
+                    marker()
+            except ValueError:
+                marker()
+        marker()
+
+
+def marker():
+    pass
+
+
+def uses_global():
+    with LOCK:
+        pass
+
+
+def local_acquire(lk):
+    lk.acquire(True, 1)
+    marker()
+    lk.release()
+    marker()
+
+
+def offsets(fn, pred):
+    return [i.offset for i in dis.get_instructions(fn) if pred(i)]
+
+
+def first(fn, *opnames):
+    return offsets(fn, lambda i: i.opname in opnames)[0]
+
+
+def calls_to(fn, name):
+    """Offsets of the call instructions that call name (the call after each load of it)."""
+    ins = list(dis.get_instructions(fn))
+    found = []
+    for n, i in enumerate(ins):
+        if i.argval == name and i.opname in ("LOAD_GLOBAL", "LOAD_METHOD", "LOAD_ATTR"):
+            found.append(next(j.offset for j in ins[n + 1:] if j.opname in locks.CALL_OPS))
+    return found
+
+
+def test_a_with_and_an_acquire_call_are_decoded_to_their_chains():
+    code = locks.Code(Holder.with_attr.__code__)
+    assert code.waiting_at(first(Holder.with_attr, *locks.WITH_OPS)) == ("with", (("local", "self"), ["_lock"]))
+    code = locks.Code(Holder.acquire_chain.__code__)
+    at = calls_to(Holder.acquire_chain, "acquire")[0]
+    assert code.waiting_at(at) == ("acquire", (("local", "self"), ["inner", "_lock"]))
+    code = locks.Code(uses_global.__code__)
+    assert code.waiting_at(first(uses_global, *locks.WITH_OPS)) == ("with", (("global", "LOCK"), []))
+    code = locks.Code(local_acquire.__code__)
+    assert code.waiting_at(calls_to(local_acquire, "acquire")[0]) == ("acquire", (("local", "lk"), []))
+
+
+def test_calls_that_are_not_a_lock_acquire_decode_to_nothing():
+    code = locks.Code(Holder.not_a_lock.__code__)
+    assert code.waiting_at(calls_to(Holder.not_a_lock, "sleep")[0]) is None       # another method
+    code = locks.Code(Holder.subscripted.__code__)
+    assert code.waiting_at(calls_to(Holder.subscripted, "acquire")[0]) is None    # not a plain chain
+    code = locks.Code(Holder.with_attr.__code__)
+    assert code.waiting_at(calls_to(Holder.with_attr, "marker")[0]) is None       # a function call
+    assert code.waiting_at(10 ** 6) is None
+
+
+def test_the_with_statements_a_frame_is_inside():
+    code = locks.Code(Holder.nested.__code__)
+    inner_call, handler_call, after_call = calls_to(Holder.nested, "marker")
+    assert code.active_withs(inner_call) == [(("local", "self"), ["_lock"]), (("local", "other"), ["_lock"]),
+                                             (("global", "LOCK"), [])]
+    assert code.active_withs(handler_call) == [(("global", "LOCK"), [])]   # in an except inside the with
+    assert code.active_withs(after_call) == []
+    entering = first(Holder.nested, *locks.WITH_OPS)
+    assert code.active_withs(entering) == []   # still entering the first with: holds nothing yet
+
+
+def test_after_an_acquire_before_its_release_is_held():
+    code = locks.Code(local_acquire.__code__)
+    held_at, released_at = calls_to(local_acquire, "marker")
+    sites = code.sites()
+    assert [(what, chain) for _, what, chain in sites] == [("acquire", (("local", "lk"), [])),
+                                                            ("release", (("local", "lk"), []))]
+    assert sites[0][0] < held_at < sites[1][0] < released_at
+
+
+def test_wait_for_cycles():
+    # a waits for lock 0 held by b, b for lock 1 held by a: one cycle, from the first thread in order
+    assert locks.cycles([1, 2, 3], {2: (1, [1]), 1: (0, [2])}) == [[(1, 0), (2, 1)]]
+    # a tail into a three-cycle: only the cycle, rotated to start at its first thread in order
+    edges = {9: (0, [5]), 5: (1, [6]), 6: (2, [7]), 7: (3, [5])}
+    assert locks.cycles([9, 7, 6, 5], edges) == [[(7, 3), (5, 1), (6, 2)]]
+    assert locks.cycles([4], {4: (0, [4])}) == [[(4, 0)]]                 # a thread waiting for itself
+    assert locks.cycles([1, 2], {1: (0, [2]), 2: (1, [])}) == []          # holder unknown: no cycle
+    assert locks.cycles([1, 2, 3], {1: (0, [2, 3]), 2: (1, [1])}) == []   # several holders: no edge
+    two = locks.cycles([1, 2, 3, 4], {1: (0, [2]), 2: (1, [1]), 3: (2, [4]), 4: (3, [3])})
+    assert two == [[(1, 0), (2, 1)], [(3, 2), (4, 3)]]
+
+
+def test_an_rlock_owner_is_read_from_its_own_fields():
+    r = threading.RLock()
+    kinds = locks.Kinds()
+    assert locks.rlock_owner(kinds, r, None) == (None, 0)
+    with r, r:
+        assert locks.rlock_owner(kinds, r, None) == (threading.get_ident(), 2)
+    assert kinds.kind(r) == "rlock" and kinds.kind(LOCK) == "lock" and kinds.kind(object()) is None
+    assert kinds.kind(threading.Condition()) == "condition" and kinds.kind(threading.BoundedSemaphore()) == \
+        "semaphore"
+
+
+class Catalog:
+    def __init__(self):
+        self._lock = threading.Lock()
+
+
+class Inventory:
+    def __init__(self):
+        self._lock = threading.Lock()
+
+
+def test_a_real_deadlock_in_this_process_is_found_and_told_first():
+    catalog, inventory = Catalog(), Inventory()
+    both = threading.Barrier(3)
+
+    def update():   # held after its acquire(), never released: the test releases it to end the deadlock
+        catalog._lock.acquire()
+        both.wait()
+        inventory._lock.acquire(timeout=20)
+
+    def reserve():
+        with inventory._lock:
+            both.wait()
+            with catalog._lock:
+                pass
+
+    sleeping = threading.Event()
+    ts = [threading.Thread(target=update, name="worker-a", daemon=True),
+          threading.Thread(target=reserve, name="worker-b", daemon=True),
+          threading.Thread(target=sleeping.wait, name="idle", daemon=True)]
+    for t in ts:
+        t.start()
+    both.wait()
+    try:
+        deadline = time.monotonic() + 10
+        while True:   # until both are blocked in their second acquire
+            p = stack.StackParams(pid=1)
+            result = stack._from_agent(cmd_stack.stack(p.agent_args(), None), p)
+            if result.deadlocks or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        threads = {t.name: t for t in result.threads}
+        a, b = threads["worker-a"], threads["worker-b"]
+        names = [lk.name for lk in result.locks]
+        assert sorted(names) == ["Catalog._lock", "Inventory._lock"]
+        assert [[(s.thread, names[s.lock]) for s in c] for c in result.deadlocks] == \
+            [[(a.ident, "Inventory._lock"), (b.ident, "Catalog._lock")]]
+        assert (a.wait_how, b.wait_how) == ("acquire", "with")
+        assert threads["idle"].waits_for is None and threads["idle"].holds == []
+        text = stack.render(result, False)
+        assert text.splitlines()[0] == (
+            f"DEADLOCK: thread {a.native_id} (worker-a) holds Catalog._lock and waits for Inventory._lock held by "
+            f"thread {b.native_id} (worker-b), which waits for Catalog._lock.")
+        assert "waiting to acquire Catalog._lock (Lock, by with), held by thread" in text
+    finally:
+        catalog._lock.release()     # a plain lock may be released by any thread: both go on and end
+        sleeping.set()
+        for t in ts:
+            t.join(5)
+
+
+def test_no_lock_noise_when_no_thread_waits_for_a_lock():
+    p = stack.StackParams(pid=1)
+    facts = cmd_stack.stack(p.agent_args(), None)
+    assert facts["locks"] == [] and facts["deadlocks"] == []
+    result = stack._from_agent(facts, p)
+    assert not any(t.waits_for is not None or t.holds for t in result.threads)
+    assert "DEADLOCK" not in stack.render(result, False) and "lock waits" not in stack.render(result, False)
