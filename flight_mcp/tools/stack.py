@@ -321,7 +321,10 @@ TOOL = Tool(
     description=(
         "Show what every thread of a live Python process is doing right now: each thread's Python frames "
         "(file, line, function, source line), outermost first. Use it first for hangs, deadlocks, stuck "
-        "requests or high CPU. With async_tasks=true it also lists every pending asyncio task and the "
+        "requests or high CPU. It detects deadlocks: for a thread blocked acquiring a threading Lock, RLock, "
+        "Condition or Semaphore it names the lock (Catalog._lock) and the thread holding it, and a cycle of such "
+        "waits comes first as `DEADLOCK: ... holds X and waits for Y held by ...` (JSON: locks, deadlocks). "
+        "With locals=true each frame also shows its local variables as read-only views. With async_tasks=true it also lists every pending asyncio task and the "
         "coroutines it awaits (use when the process runs an event loop: threads alone then show only the "
         "loop's select). With native=true it reads every thread from outside the process (no code runs in "
         "it) and merges the C frames of the interpreter, extensions and libc under the Python ones, with "
