@@ -13,6 +13,7 @@ with's extent: SETUP_WITH's handler offset on 3.8-3.10, the exception table's ha
 after `E.acquire()` with no `E.release()` since (bytecode order), E resolving to the same object.
 Where no thread is found, the holder is unknown: said so, never guessed.
 """
+import collections
 import os
 import re
 import sys
@@ -33,6 +34,9 @@ SCAN_LIMIT = 400         # instructions walked back from a call to find what it 
 
 # ---- decoding ----------------------------------------------------------------------------------
 
+Ins = collections.namedtuple("Ins", "opname opcode arg argval offset")   # what we keep of dis.Instruction
+
+
 class Code(object):
     """One code object's instructions (the target's dis), with the lock sites found in it."""
     __slots__ = ("code", "ins", "at", "_withs", "_sites", "_table")
@@ -40,7 +44,8 @@ class Code(object):
     def __init__(self, code):
         import dis
         self.code = code
-        self.ins = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+        self.ins = [Ins(i.opname, i.opcode, i.arg, i.argval, i.offset) for i in dis.get_instructions(code)
+                    if i.opname != "CACHE"]
         self.at = {i.offset: n for n, i in enumerate(self.ins)}
         self._withs = None
         self._sites = None
@@ -220,22 +225,48 @@ class Code(object):
         return active
 
 
+CODES_KEPT = 128          # decoded code objects kept between stack calls (ids stay valid: each is kept alive)
+_DECODED = {}            # id(code) -> (code, Code or False); emptied when full, freed with the agent
+
+
 class Decoder(object):
-    """Decoded code objects of one stack answer (kept alive meanwhile: ids stay valid)."""
+    """Decodes code objects on demand, through a cache shared by stack calls: decoding (dis) is the
+    main cost of the lock analysis, and the same few functions block threads call after call."""
 
     def __init__(self):
-        self.codes = {}
+        import dis
+        self.opname = dis.opname
+        real = dict((n, op) for n, op in dis.opmap.items() if op < 256)   # 3.12+ lists pseudo-ops too
+        self.with_bytes = [real[n] for n in WITH_OPS if n in real]
+        self.stop_ops = set(real[n] for n in tuple(WITH_OPS) + tuple(CALL_OPS) if n in real)
 
     def code(self, code):
-        got = self.codes.get(id(code))
-        if got is None:
-            try:
-                got = Code(code)
-            except Exception:
-                got = False
-            self.codes[id(code)] = (code, got)
-            return got
-        return got[1]
+        got = _DECODED.get(id(code))
+        if got is not None and got[0] is code:
+            return got[1]
+        try:
+            decoded = Code(code)
+        except Exception:
+            decoded = False
+        if len(_DECODED) >= CODES_KEPT:
+            _DECODED.clear()
+        _DECODED[id(code)] = (code, decoded)
+        return decoded
+
+    def may_wait_at(self, code, lasti):
+        """Cheap test before decoding: the instruction at lasti is a call or enters a with."""
+        try:
+            return code.co_code[lasti] in self.stop_ops
+        except (IndexError, TypeError):
+            return False
+
+    def may_hold(self, code):
+        """Cheap test before decoding: the code has a with statement or names an acquire method."""
+        names = code.co_names
+        if "acquire" in names:
+            return True
+        ops = code.co_code[::2]   # the opcodes (wordcode: opcode, argument)
+        return any(b in ops for b in self.with_bytes)
 
 
 # ---- resolving an expression ---------------------------------------------------------------------
@@ -418,6 +449,8 @@ def find_wait(kinds, decoder, reader, chain_frames):
     if k < 0:
         return None
     frame = chain_frames[k]
+    if not decoder.may_wait_at(frame.f_code, frame.f_lasti):
+        return None
     code = decoder.code(frame.f_code)
     if not code:
         return None
@@ -560,6 +593,8 @@ def _holders(kinds, decoder, reader, locks, threads_frames):
 
 
 def _frame_holds(decoder, reader, frame, by_id, held):
+    if not decoder.may_hold(frame.f_code):
+        return
     code = decoder.code(frame.f_code)
     if not code:
         return

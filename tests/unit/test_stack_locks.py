@@ -210,3 +210,15 @@ def test_no_lock_noise_when_no_thread_waits_for_a_lock():
     result = stack._from_agent(facts, p)
     assert not any(t.waits_for is not None or t.holds for t in result.threads)
     assert "DEADLOCK" not in stack.render(result, False) and "lock waits" not in stack.render(result, False)
+
+
+def test_the_cheap_prefilters_agree_with_the_decoder():
+    d = locks.Decoder()
+    assert d.with_bytes and all(0 <= b < 256 for b in list(d.with_bytes) + list(d.stop_ops))   # real opcodes
+    assert d.may_hold(Holder.nested.__code__) and d.may_hold(local_acquire.__code__)
+    assert not d.may_hold(marker.__code__) and not d.may_hold(Holder.not_a_lock.__code__)
+    at = first(Holder.with_attr, *locks.WITH_OPS)
+    assert d.may_wait_at(Holder.with_attr.__code__, at)
+    assert d.may_wait_at(Holder.acquire_chain.__code__, calls_to(Holder.acquire_chain, "acquire")[0])
+    assert not d.may_wait_at(Holder.with_attr.__code__, 0) and not d.may_wait_at(marker.__code__, 10 ** 6)
+    assert d.code(Holder.with_attr.__code__) is d.code(Holder.with_attr.__code__)   # decoded once
