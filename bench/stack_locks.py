@@ -1,28 +1,47 @@
-"""What lock-aware stack costs: the agent's stack answer (median ms) on 50-thread targets, for this
-tree and, with --compare DIR, for another checkout (e.g. main) side by side, with the ratio.
+"""What lock-aware stack costs the target: the agent's stack command (median ms per call), this
+tree's agent beside another checkout's (e.g. main, --compare DIR), both loaded into ONE process of
+each Python version and called alternately, so that a loaded machine slows both alike.
 
-Not a test: prints a table. Targets (per Python version):
-  parked     tests/targets/threads50.py: 50 threads in a function of their own waiting on an Event
-             (no lock waits: what every stack call pays for the lock analysis)
-  deadlocks  25 pairs of threads, each pair deadlocked on two instance locks (50 lock waits, 25 cycles)
+Not a test: prints a table. Workloads (50 threads each, plus the main thread):
+  parked     50 threads in a function of their own waiting on an Event: no lock waits, what every
+             stack call pays for the lock analysis (a call per thread decoded, found not to be a lock)
+  deadlocks  25 pairs of threads, each pair deadlocked on two instance locks (50 waits, 25 cycles)
   +locals    parked, with locals=true (this tree only: the flag is new)
+The transport and the host add the same to both (bench/stack_threads.py measures a whole call).
 
-Usage: python bench/stack_locks.py [-n RUNS] [--versions 3.8,3.13] [--compare /path/to/main/checkout]
+Usage: python bench/stack_locks.py [-n RUNS] [--versions 3.8,3.11,3.13] [--compare /path/to/main]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-DEADLOCKS = r'''
-import threading, time
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import PYTHONS, TARGET_VERSIONS  # noqa: E402
+
+DRIVER = r'''
+import importlib.util, json, statistics, sys, threading, time
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path + "/__init__.py", submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module(name + ".cmd_stack")
+
+agents = {"this": load("agent_this", sys.argv[1])}
+if sys.argv[2]:
+    agents["compared"] = load("agent_compared", sys.argv[2])
+runs = int(sys.argv[3])
+
+stop = threading.Event()
+def parked(i):
+    stop.wait()
 
 class Account:
     def __init__(self):
@@ -34,88 +53,66 @@ def transfer(src, dst, both):
         with dst.lock:
             pass
 
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+
+def bench(case, extra=None):
+    times = {k: [] for k in agents}
+    for _ in range(runs):
+        for name, cmd in agents.items():
+            if extra and name != "this":
+                continue
+            args = {"async_tasks": False, "locals": bool(extra)}
+            times[name].append(timed(lambda: cmd.stack(args, None)))
+    cycles = len(agents["this"].stack({"async_tasks": False, "locals": False}, None).get("deadlocks") or [])
+    return {k: (statistics.median(v), cycles) for k, v in times.items() if v}
+
+out = {}
+ts = [threading.Thread(target=parked, args=(i,), daemon=True) for i in range(50)]
+for t in ts:
+    t.start()
+time.sleep(0.3)
+out["parked"] = bench("parked")
+out["+locals"] = bench("+locals", extra=True)
+stop.set()
+for t in ts:
+    t.join()
 for i in range(25):
     a, b, both = Account(), Account(), threading.Barrier(2)
     threading.Thread(target=transfer, args=(a, b, both), daemon=True).start()
     threading.Thread(target=transfer, args=(b, a, both), daemon=True).start()
 time.sleep(0.5)
-print("READY", flush=True)
-while True:
-    time.sleep(0.1)
+out["deadlocks"] = bench("deadlocks")
+print(json.dumps(out))
 '''
-
-
-def measure(root: Path, versions: list[str], runs: int) -> dict:
-    sys.path.insert(0, str(root))
-    from flight_mcp.session import Sessions
-    from flight_mcp.tools.base import Call
-    from flight_mcp.tools.stack import StackParams, run
-    from tests.conftest import PYTHONS, TARGETS_DIR
-    import flight_mcp
-    assert Path(flight_mcp.__file__).resolve().is_relative_to(root.resolve()), flight_mcp.__file__
-
-    has_locals = "locals" in StackParams.model_fields
-    with tempfile.TemporaryDirectory() as tmp:
-        dead = Path(tmp) / "deadlocks.py"
-        dead.write_text(DEADLOCKS)
-        cases = {"parked": (TARGETS_DIR / "threads50.py", {}), "deadlocks": (dead, {})}
-        if has_locals:
-            cases["+locals"] = (TARGETS_DIR / "threads50.py", {"locals": True})
-        out = {}
-        for v in versions:
-            if not PYTHONS.get(v):
-                continue
-            for name, (script, extra) in cases.items():
-                proc = subprocess.Popen([PYTHONS[v], "-u", str(script)], stdout=subprocess.PIPE, text=True)
-                sessions = Sessions()
-                try:
-                    assert proc.stdout.readline().strip() == "READY"
-                    call = Call(sessions)
-                    p = StackParams(pid=proc.pid, timeout_s=60, **extra)
-                    run(p, call)   # attach
-                    times = []
-                    for _ in range(runs):
-                        started = time.perf_counter()
-                        r = run(p, call)
-                        times.append((time.perf_counter() - started) * 1000)
-                        assert r.source == "agent"
-                    cycles = len(getattr(r, "deadlocks", []) or [])
-                    out[f"{v} {name}"] = (statistics.median(times), cycles)
-                finally:
-                    sessions.close()
-                    proc.kill()
-                    proc.wait()
-    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("-n", "--runs", type=int, default=9)
-    ap.add_argument("--versions", default="3.8,3.11,3.13")
-    ap.add_argument("--compare", help="another checkout (its own flight_mcp, same venv) to measure beside this one")
-    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("-n", "--runs", type=int, default=30)
+    ap.add_argument("--versions", default=",".join(TARGET_VERSIONS))
+    ap.add_argument("--compare", default="", help="another checkout whose agent is measured beside this one")
     args = ap.parse_args()
-    versions = args.versions.split(",")
-    if args.root:   # the --compare child: measure that checkout, print JSON
-        print(json.dumps(measure(Path(args.root), versions, args.runs)))
-        return
-    here = Path(__file__).resolve().parent.parent
-    other = {}
-    if args.compare:
-        child = subprocess.run([sys.executable, __file__, "--root", args.compare, "--versions", args.versions,
-                                "-n", str(args.runs)], capture_output=True, text=True, cwd=args.compare,
-                               env={**os.environ, "PYTHONPATH": args.compare})
-        if child.returncode:
-            sys.exit(child.stderr)
-        other = json.loads(child.stdout.splitlines()[-1])
-    mine = measure(here, versions, args.runs)
-    print(f"agent stack, median of {args.runs} calls, milliseconds (deadlock cycles found)")
-    print(f"{'case':20}{'this tree':>16}" + (f"{'compared':>16}{'ratio':>8}" if other else ""))
-    for key, (ms, cycles) in mine.items():
-        line = f"{key:20}{ms:>10.1f} ({cycles:>2})"
-        if key in other:
-            line += f"{other[key][0]:>10.1f} ({other[key][1]:>2}){ms / other[key][0]:>8.2f}"
-        print(line)
+    other = str(Path(args.compare).resolve() / "flight_mcp" / "agent") if args.compare else ""
+    print(f"agent stack command, median of {args.runs} calls in the target, milliseconds (deadlock cycles)")
+    print(f"{'python':8}{'case':11}{'this tree':>14}" + (f"{'compared':>10}{'ratio':>8}" if other else ""))
+    for v in args.versions.split(","):
+        if not PYTHONS.get(v):
+            print(f"{v:8}not installed")
+            continue
+        r = subprocess.run([PYTHONS[v], "-c", DRIVER, str(ROOT / "flight_mcp" / "agent"), other, str(args.runs)],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode:
+            print(f"{v:8}failed: {r.stderr.strip().splitlines()[-1:]}")
+            continue
+        for case, got in json.loads(r.stdout).items():
+            ms, cycles = got["this"]
+            line = f"{v:8}{case:11}{ms:>9.2f} ({cycles:>2})"
+            if "compared" in got:
+                line += f"{got['compared'][0]:>10.2f}{ms / got['compared'][0]:>8.2f}"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,12 @@ def _locals(f, viewer):
         return None, 0
     if loc is f.f_globals:
         return None, 0
-    items = objstate.dict_items(loc) if type(loc) is dict else list(loc.items())
+    if issubclass(type(loc), dict):
+        items = objstate.dict_items(loc)
+    elif locks.is_locals_proxy(loc):
+        items = list(loc.items())
+    else:   # a class body's own mapping (__prepare__): reading it would run the target's methods
+        return None, 0
     items = [(k, v) for k, v in items if type(k) is str]
     out = [{"name": k, "view": viewer._view(v, 0, False, frozenset(), False)} for k, v in items[:LOCALS_LIMIT]]
     return out, max(0, len(items) - LOCALS_LIMIT)

@@ -39,7 +39,7 @@ Ins = collections.namedtuple("Ins", "opname opcode arg argval offset")   # what 
 
 class Code(object):
     """One code object's instructions (the target's dis), with the lock sites found in it."""
-    __slots__ = ("code", "ins", "at", "_withs", "_sites", "_table")
+    __slots__ = ("code", "ins", "at", "_withs", "_sites", "_table", "_waits")
 
     def __init__(self, code):
         import dis
@@ -50,6 +50,7 @@ class Code(object):
         self._withs = None
         self._sites = None
         self._table = None
+        self._waits = {}
 
     def pushes(self, n):
         """How many stack items instruction n pushes (0 for stores and pops, 2 for method loads)."""
@@ -140,6 +141,12 @@ class Code(object):
 
     def waiting_at(self, offset):
         """(how, chain) when the instruction at offset enters `with E:` or calls E.acquire/__enter__."""
+        got = self._waits.get(offset, MISSING)
+        if got is MISSING:
+            got = self._waits[offset] = self._waiting_at(offset)
+        return got
+
+    def _waiting_at(self, offset):
         n = self.at.get(offset)
         if n is None:
             return None
@@ -240,10 +247,15 @@ class Decoder(object):
         self.with_bytes = [real[n] for n in WITH_OPS if n in real]
         self.stop_ops = set(real[n] for n in tuple(WITH_OPS) + tuple(CALL_OPS) if n in real)
 
-    def code(self, code):
+    def cached(self, code):
+        """The decoded code when it is decoded already (False: not decodable), else None."""
         got = _DECODED.get(id(code))
-        if got is not None and got[0] is code:
-            return got[1]
+        return got[1] if got is not None and got[0] is code else None
+
+    def code(self, code):
+        got = self.cached(code)
+        if got is not None:
+            return got
         try:
             decoded = Code(code)
         except Exception:
@@ -274,19 +286,49 @@ class Decoder(object):
 MISSING = objstate.MISSING
 
 
-def frame_local(frame, name):
+class FrameReader(objstate.Reader):
+    """objstate's Reader that also reads each frame's locals once per answer (on 3.8-3.12 every
+    f_locals read copies all of them into a new snapshot)."""
+
+    def __init__(self):
+        objstate.Reader.__init__(self)
+        self._locals = {}
+
+    def frame_locals(self, frame):
+        got = self._locals.get(id(frame))
+        if got is None:
+            try:
+                loc = frame.f_locals
+            except Exception:
+                loc = None
+            got = self._locals[id(frame)] = (frame, loc)
+        return got[1]
+
+
+def frame_local(frame, name, reader=None):
     """A frame's local (or cell) variable by name: f_locals (a dict snapshot on 3.8-3.12, the C
     proxy on 3.13), compared as exact str keys; MISSING when unbound."""
-    try:
-        loc = frame.f_locals
-    except Exception:
-        return MISSING
-    if type(loc) is dict:
+    if isinstance(reader, FrameReader):
+        loc = reader.frame_locals(frame)
+    else:
+        try:
+            loc = frame.f_locals
+        except Exception:
+            return MISSING
+    if issubclass(type(loc), dict):
         return objstate.dict_get(loc, name, MISSING)
+    if not is_locals_proxy(loc):   # a class body's own mapping (__prepare__): its methods are the target's
+        return MISSING
     try:
         return loc[name]   # FrameLocalsProxy: C lookup of the code's own names
     except Exception:
         return MISSING
+
+
+def is_locals_proxy(loc):
+    """3.13's f_locals of a function frame: a C type of the interpreter's."""
+    t = type(loc)
+    return not objstate.is_heap(t) and objstate.short_name(t) == "FrameLocalsProxy"
 
 
 def _attr(reader, obj, name):
@@ -320,10 +362,10 @@ def resolve(reader, frame, chain):
     (kind, base), attrs = chain
     g = frame.f_globals
     if kind == "local":
-        obj = frame_local(frame, base)
+        obj = frame_local(frame, base, reader)
         name = None
     else:
-        obj = frame_local(frame, base) if kind == "name" else MISSING
+        obj = frame_local(frame, base, reader) if kind == "name" else MISSING
         if obj is MISSING:
             obj = objstate.dict_get(g, base, MISSING)
         if obj is MISSING:
@@ -449,9 +491,11 @@ def find_wait(kinds, decoder, reader, chain_frames):
     if k < 0:
         return None
     frame = chain_frames[k]
-    if not decoder.may_wait_at(frame.f_code, frame.f_lasti):
-        return None
-    code = decoder.code(frame.f_code)
+    code = decoder.cached(frame.f_code)
+    if code is None:
+        if not decoder.may_wait_at(frame.f_code, frame.f_lasti):
+            return None
+        code = decoder.code(frame.f_code)
     if not code:
         return None
     site = code.waiting_at(frame.f_lasti)
@@ -483,7 +527,7 @@ def analyse(threads_frames):
     no thread waits for a lock."""
     kinds = Kinds()
     decoder = Decoder()
-    reader = objstate.Reader()
+    reader = FrameReader()
     locks = {}      # id(key object) -> Lock
     waits = {}      # ident -> (Lock, how)
     for ident, frames in threads_frames:
@@ -575,7 +619,7 @@ def _holders(kinds, decoder, reader, locks, threads_frames):
         for frame in frames:
             if _in_threading(kinds, frame):
                 if frame.f_code.co_name == "wait":   # Condition.wait: its lock is released meanwhile
-                    cond = frame_local(frame, "self")
+                    cond = frame_local(frame, "self", reader)
                     if cond is not MISSING and kinds.kind(cond) == "condition":
                         released.add(id(cond))
                         inner = inner_lock(reader, cond)
@@ -593,9 +637,11 @@ def _holders(kinds, decoder, reader, locks, threads_frames):
 
 
 def _frame_holds(decoder, reader, frame, by_id, held):
-    if not decoder.may_hold(frame.f_code):
-        return
-    code = decoder.code(frame.f_code)
+    code = decoder.cached(frame.f_code)
+    if code is None:
+        if not decoder.may_hold(frame.f_code):
+            return
+        code = decoder.code(frame.f_code)
     if not code:
         return
     lasti = frame.f_lasti
