@@ -508,8 +508,8 @@ def find_wait(kinds, decoder, reader, chain_frames):
     kind = kinds.kind(obj)
     if kind is None:
         return None
-    if k < len(chain_frames) - 1 and kind in ("lock", "rlock"):
-        return None   # a plain lock's acquire does not enter threading.py: this thread is elsewhere
+    if k < len(chain_frames) - 1 and not objstate.is_heap(type(obj)):
+        return None   # a C lock's acquire does not enter threading.py: this thread is elsewhere
     return obj, name, kind, how
 
 
