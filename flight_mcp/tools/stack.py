@@ -260,7 +260,7 @@ def _lock_lines(r: StackResult, t: ThreadStack) -> list[str]:
     lines = []
     if t.waits_for is not None and t.waits_for < len(r.locks):
         lk = r.locks[t.waits_for]
-        how = f", by {t.wait_how}" if t.wait_how else ""
+        how = {"with": ", by with", "acquire": ", by acquire()"}.get(t.wait_how or "", "")
         lines.append(f"    waiting to acquire {_lock_label(r, t.waits_for)} ({KIND[lk.kind]}{how}), "
                      f"{_holder_text(r, lk, t.ident)}")
     for n in t.holds:
