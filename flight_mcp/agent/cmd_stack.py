@@ -15,8 +15,7 @@ from .server import AGENT_THREADS
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-LOCALS_LIMIT = 40        # locals shown per frame (the rest counted in locals_elided)
-LOCAL_REPR_LIMIT = 240   # characters of one local's text
+LOCALS_LIMIT = 40        # locals shown per frame (the rest counted in locals_elided); each within objview's REPR_LIMIT
 
 
 def _frame(f, viewer=None):
@@ -224,8 +223,8 @@ TASKS_UNASKED = 10   # pending tasks shown without async_tasks (an event loop's 
 @command("stack")
 def stack(args, ctx):
     """{pid, threads, locks, deadlocks, asyncio_imported, tasks, tasks_total, event_loops (without
-    async_tasks)}: every
-    pending task with async_tasks, else the first TASKS_UNASKED of them (None when there are none)."""
+    async_tasks)}: every pending task with async_tasks, else the first TASKS_UNASKED of them (None when
+    there are none). With locals, every frame's locals as views."""
     found = tasks(objview.Viewer() if args["locals"] else None)
     listed, held, deadlocks = threads(args["locals"])
     result = {"pid": os.getpid(), "threads": listed, "locks": held, "deadlocks": deadlocks,

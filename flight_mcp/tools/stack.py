@@ -187,7 +187,7 @@ def _from_agent(facts: dict, p: StackParams) -> StackResult:
     return result
 
 
-def _frame_lines(frames: list[Frame] | list[StackFrame], color: bool) -> list[str]:
+def _frame_lines(frames: list[Frame], color: bool) -> list[str]:
     lines = []
     for fr in frames:
         if fr.kind == "native":
@@ -205,7 +205,8 @@ def _frame_lines(frames: list[Frame] | list[StackFrame], color: bool) -> list[st
         for var in getattr(fr, "locals", None) or ():
             lines.append(f"        {paint(var.name or '?', 'dim', color)} = {' '.join(view_lines(var.view))}")
         if getattr(fr, "locals_elided", 0):
-            lines.append(f"        ... {fr.locals_elided} more locals (getglobal or watch show any of them)")
+            lines.append(f"        ... {fr.locals_elided} more locals (stack shows the first 40 of a frame; watch on "
+                         "this function shows its arguments)")
     return lines
 
 
@@ -319,17 +320,16 @@ def render(r: StackResult, color: bool) -> str:
 TOOL = Tool(
     name="stack", params=StackParams, result=StackResult, run=run, render=render, title="Thread and task stacks",
     description=(
-        "Show what every thread of a live Python process is doing right now: each thread's Python frames "
-        "(file, line, function, source line), outermost first. Use it first for hangs, deadlocks, stuck "
-        "requests or high CPU. It detects deadlocks: for a thread blocked acquiring a threading Lock, RLock, "
-        "Condition or Semaphore it names the lock (Catalog._lock) and the thread holding it, and a cycle of such "
-        "waits comes first as `DEADLOCK: ... holds X and waits for Y held by ...` (JSON: locks, deadlocks). "
-        "With locals=true each frame also shows its local variables as read-only views. With async_tasks=true it also lists every pending asyncio task and the "
-        "coroutines it awaits (use when the process runs an event loop: threads alone then show only the "
-        "loop's select). With native=true it reads every thread from outside the process (no code runs in "
-        "it) and merges the C frames of the interpreter, extensions and libc under the Python ones, with "
-        "who holds or waits for the GIL: use it for a process stuck in native code. When the in-process "
-        "agent cannot answer in time (a thread holds the GIL, no safe point), stack falls back to that "
-        "outside reading by itself (source=external, with the reason in notes). Read-only; attaches on "
-        "first use."),
+        "Show what every thread of a live Python process is doing right now: each thread's Python frames (file, "
+        "line, function, source line), outermost first. Use it first for hangs, deadlocks, stuck requests or high"
+        " CPU. It detects deadlocks: for a thread blocked acquiring a threading Lock, RLock, Condition or "
+        "Semaphore it names the lock (Catalog._lock) and the thread holding it, and a cycle of such waits comes "
+        "first as `DEADLOCK: ... holds X and waits for Y held by ...` (JSON: locks, deadlocks). With locals=true "
+        "each frame also shows its local variables as read-only views. With async_tasks=true it also lists every "
+        "pending asyncio task and the coroutines it awaits (use when the process runs an event loop: threads "
+        "alone then show only the loop's select). With native=true it reads every thread from outside the process"
+        " (no code runs in it) and merges the C frames of the interpreter, extensions and libc under the Python "
+        "ones, with who holds or waits for the GIL: use it for a process stuck in native code. When the in-"
+        "process agent cannot answer in time (a thread holds the GIL, no safe point), stack falls back to that "
+        "outside reading by itself (source=external, with the reason in notes). Read-only; attaches on first use."),
 )
