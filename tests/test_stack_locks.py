@@ -5,6 +5,8 @@ deadlock; a thread that waits for no lock gets no lock line. With locals (3.8, 3
 locals come as read-only views: no __repr__ of the target runs."""
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import anyio
 import pytest
@@ -117,3 +119,66 @@ def test_locals_are_read_only_views(spawn, version):
     assert all("locals" not in f for th in plain["threads"] for f in th["frames"])
     reprs = flight_cli(str(t.pid), "--json", "--cmd", "getglobal __main__ REPRS")
     assert json.loads(reprs.stdout)["view"]["repr"] == "[]"   # no __repr__ of the target ran
+
+
+DECODER_CHECK = r'''
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from flight_mcp.agent import locks
+
+LOCK = threading.Lock()
+
+def timeout():
+    return 1
+
+class C:
+    def patterns(self, other, lk):
+        with self._lock:                           # with an attribute
+            pass
+        with LOCK:                                 # with a global
+            pass
+        self.a.b.acquire()                         # acquire on a chain
+        lk.acquire(timeout=timeout())              # keyword argument computed by a call
+        lk.acquire(True, min(1, 2) + 1)            # positional arguments with calls and arithmetic
+        with other._lock, self._lock:              # two context managers
+            try:
+                in_try()                           # inside both withs and a try
+            except ValueError:
+                in_handler()                       # in an except handler inside both withs (3.12+: moved to the end)
+        after()                                    # after them
+        other.wait()                               # not a lock method
+
+def in_try():
+    pass
+
+in_handler = after = in_try
+
+import dis
+code = locks.Code(C.patterns.__code__)
+ins = list(dis.get_instructions(C.patterns))
+out = {"waits": [], "withs": {}}
+for n, i in enumerate(ins):
+    got = code.waiting_at(i.offset)
+    if got is not None:
+        out["waits"].append([got[0], got[1][0][1]] + got[1][1])
+    if i.argval in ("in_try", "in_handler", "after") and i.opname == "LOAD_GLOBAL":
+        call = next(j for j in ins[n + 1:] if j.opname in locks.CALL_OPS)
+        out["withs"][i.argval] = sorted([c[0][1]] + c[1] for c in code.active_withs(call.offset))
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.parametrize("version", version_params())
+def test_the_decoder_reads_each_versions_bytecode(version):
+    """The decoder in each version's own interpreter (no attach): the opcodes, caches and argument
+    encodings differ from 3.8 to 3.13."""
+    from .conftest import PYTHONS
+    root = str(Path(__file__).resolve().parent.parent)
+    r = subprocess.run([PYTHONS[version], "-c", DECODER_CHECK, root], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["waits"] == [["with", "self", "_lock"], ["with", "LOCK"], ["acquire", "self", "a", "b"],
+                            ["acquire", "lk"], ["acquire", "lk"], ["with", "other", "_lock"],
+                            ["with", "self", "_lock"]], got
+    both = [["other", "_lock"], ["self", "_lock"]]
+    assert got["withs"] == {"in_try": both, "in_handler": both, "after": []}, got

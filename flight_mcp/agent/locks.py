@@ -60,9 +60,9 @@ class Code(object):
             return 0
         if op == "LOAD_METHOD" or op == "LOAD_FAST_LOAD_FAST" or op == "DUP_TOP_TWO":
             return 2
-        if op in ("LOAD_ATTR", "LOAD_GLOBAL") and sys.version_info >= (3, 12 if op == "LOAD_ATTR" else 3, 11) \
-                and i.arg is not None and i.arg & 1:
-            return 2
+        if op in ("LOAD_ATTR", "LOAD_GLOBAL") and i.arg is not None and i.arg & 1 and \
+                sys.version_info >= ((3, 12) if op == "LOAD_ATTR" else (3, 11)):
+            return 2   # the low bit of the argument: also pushes NULL (or the method's self)
         if op.startswith(("STORE_", "POP_", "DELETE_")):
             return 0
         return 1
@@ -72,6 +72,8 @@ class Code(object):
         i = self.ins[n]
         if i.opname in SKIP_OPS:
             return 0
+        if i.opname == "CALL" and sys.version_info[:2] == (3, 11):
+            return -(i.arg + 1)   # 3.11's dis counts -arg at PRECALL (skipped here) and -1 at CALL
         try:
             return dis.stack_effect(i.opcode, i.arg if i.opcode >= dis.HAVE_ARGUMENT else None, jump=False)
         except (ValueError, TypeError):
