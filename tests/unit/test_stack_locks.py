@@ -222,3 +222,48 @@ def test_the_cheap_prefilters_agree_with_the_decoder():
     assert d.may_wait_at(Holder.acquire_chain.__code__, calls_to(Holder.acquire_chain, "acquire")[0])
     assert not d.may_wait_at(Holder.with_attr.__code__, 0) and not d.may_wait_at(marker.__code__, 10 ** 6)
     assert d.code(Holder.with_attr.__code__) is d.code(Holder.with_attr.__code__)   # decoded once
+
+
+def _result(threads, locks_, deadlocks=()):
+    return stack.StackResult(pid=1, source="agent", threads=threads, locks=locks_,
+                             deadlocks=[[stack.DeadlockStep(thread=t, lock=n) for t, n in c] for c in deadlocks])
+
+
+def _thread(ident, name, **kw):
+    return stack.ThreadStack(ident=ident, name=name, native_id=ident + 1000, frames=[], **kw)
+
+
+def _lock(name, kind="lock", holders=(), held_by="code", waiters=(), address=0x10):
+    return stack.LockFact(name=name, kind=kind, type="_thread.lock", address=address, holders=list(holders),
+                          held_by=held_by, waiters=list(waiters))
+
+
+def test_three_thread_cycle_and_same_named_locks_render():
+    ts = [_thread(1, "a", waits_for=0, wait_how="with", holds=[2]), _thread(2, "b", waits_for=1, holds=[0]),
+          _thread(3, "c", waits_for=2, wait_how="acquire", holds=[1])]
+    lks = [_lock("Account.lock", holders=[2], waiters=[1], address=0xa0),
+           _lock("Account.lock", holders=[3], waiters=[2], address=0xb0),
+           _lock("Ledger._lock", kind="rlock", held_by="owner", holders=[1], waiters=[3])]
+    text = stack.render(_result(ts, lks, [[(1, 0), (2, 1), (3, 2)]]), False)
+    assert text.splitlines()[0] == (
+        "DEADLOCK: thread 1001 (a) holds Ledger._lock and waits for Account.lock at 0xa0 held by thread 1002 (b), "
+        "which waits for Account.lock at 0xb0 held by thread 1003 (c), which waits for Ledger._lock.")
+    assert "    waiting to acquire Ledger._lock (RLock, by acquire()), held by thread 1001 (a)" in text
+    assert "    holds Ledger._lock (RLock)" in text
+
+
+def test_self_deadlock_unknown_holder_and_semaphore_render():
+    ts = [_thread(1, "a", waits_for=0, wait_how="with", holds=[0]), _thread(2, "b", waits_for=1),
+          _thread(3, "c", waits_for=2, wait_how="acquire"), _thread(4, "d", holds=[2])]
+    lks = [_lock("app.SELF", holders=[1], waiters=[1]), _lock("Cache._lock", held_by=None, waiters=[2]),
+           _lock("app.POOL", kind="semaphore", holders=[4], waiters=[3])]
+    text = stack.render(_result(ts, lks, [[(1, 0)]]), False)
+    assert text.splitlines()[0] == "DEADLOCK: thread 1001 (a) holds app.SELF and waits for it again (Lock is not " \
+                                   "reentrant)."
+    assert "waiting to acquire app.SELF (Lock, by with), held by itself" in text
+    assert "waiting to acquire Cache._lock (Lock), holder unknown (no thread's frames are inside a with or after " \
+           "an acquire of it)" in text
+    assert "waiting to acquire app.POOL (Semaphore, by acquire()), held by at least thread 1004 (d)" in text
+    plain = stack.render(_result(ts[1:], lks[1:]), False)
+    assert plain.splitlines()[0] == "lock waits: 2 thread(s) blocked on 2 lock(s); no deadlock (the waits form no " \
+                                    "cycle)."
