@@ -30,8 +30,13 @@ def test_stack_async_shows_every_task_and_its_await_chain(spawn, version):
     assert chain(tasks["event-waiter"]) == ["wait_event", "wait", "<awaiting Future>"]
     assert tasks["event-waiter"]["frames"][1]["file"].endswith("asyncio/locks.py")
 
+    # who keeps the future each export awaits; the four wait at one place and read as one stack
+    assert [tasks["export-%d" % i]["waiter_held_in"] for i in range(4)] == ["Exports._waiters[*]"] * 4
     text = flight_cli(str(t.pid), "--cmd", "stack -a", "--no-color").stdout
     assert 'Task "event-waiter" coro=wait_event' in text and "await ev.wait()" in text
+    assert text.count("coro=Exports.submit") == 1, text
+    assert "and 3 more task(s) waiting at the same place: export-1, export-2, export-3" in text, text
+    assert "the awaited future is kept in Exports._waiters[*]" in text, text
 
     # plain stack: the event loop's thread shows only select(), so the tasks come along (the first 10)
     plain = flight_cli(str(t.pid), "--cmd", "stack", "--json")

@@ -178,11 +178,49 @@ def _waiter(base, t):
     return objstate.dict_get(d, "_fut_waiter") if d is not None else None
 
 
-def tasks(viewer=None):
+MAX_WAITERS_NAMED = 500   # futures whose holder is sought in one heap search
+
+
+def _name_waiters(out, waiters):
+    """Who keeps each awaited plain future (`ExportCoordinator._waiters[*]`): whoever should set its
+    result. One search of the heap for all of them (owners.py); a coroutine's own frame, which
+    holds what it awaits anyway, does not count."""
+    if not waiters:
+        return
+    import gc
+    from . import owners
+    objs = list(waiters.values())[:MAX_WAITERS_NAMED]
+    heap = None
+    try:
+        pause = owners.pauser([0.0])
+        skip = set(owners.ours(objs, pause))
+        heap = gc.get_objects()
+        skip.update((id(heap), id(objs), id(skip), id(out), id(waiters)))
+        paths, _ = owners.owner_paths([[o] for o in objs], heap, skip, pause, per_object=owners.HOLDERS_KEPT)
+    except Exception:
+        return
+    finally:
+        heap = None
+    held = {}
+    for o, ranked in zip(objs, paths):
+        # a frame holds what it awaits anyway; `.?` is a holder with no name (asyncio's own iterators)
+        names = [p for p, _ in ranked if p is not None and not p.startswith("frame of") and "?" not in p]
+        if names:
+            held[id(o)] = names[0]
+    for task in out:
+        path = held.get(task.pop("_waiter_id", None))
+        if path is not None:
+            task["waiter_held_in"] = path
+
+
+def tasks(viewer=None, name_waiters=False):
+    """Every pending task: name, coroutine, await chain; with name_waiters, who holds the plain
+    future each one awaits (a heap search: asked for with async_tasks only)."""
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
         return None
     out = []
+    waiters = {}
     for t in _all_tasks(asyncio):
         base = _task_base(asyncio, t)
         if base is None:
@@ -192,12 +230,21 @@ def tasks(viewer=None):
                 continue
             coro = base.get_coro(t)
             name = base.get_name(t) if hasattr(base, "get_name") else "Task-%x" % id(t)
-            out.append({"name": name if type(name) is str else objview.short_repr(name, 80),
-                        "coro": (coro.__qualname__ if type(coro) in _CORO_ATTRS
-                                 else objstate.type_name(type(coro))),
-                        "frames": _await_chain(coro, _waiter(base, t), viewer)})
+            waiter = _waiter(base, t)
+            task = {"name": name if type(name) is str else objview.short_repr(name, 80),
+                    "coro": (coro.__qualname__ if type(coro) in _CORO_ATTRS
+                             else objstate.type_name(type(coro))),
+                    "frames": _await_chain(coro, waiter, viewer)}
+            # a plain future (not a task: its own chain says what it does) is set by whoever keeps it
+            if name_waiters and waiter is not None and _task_base(asyncio, waiter) is None:
+                waiters[id(waiter)] = waiter
+                task["_waiter_id"] = id(waiter)
+            out.append(task)
         except BaseException:
             continue
+    _name_waiters(out, waiters)
+    for task in out:
+        task.pop("_waiter_id", None)
     out.sort(key=lambda x: x["name"])
     return out
 
@@ -225,7 +272,7 @@ def stack(args, ctx):
     """{pid, threads, locks, deadlocks, asyncio_imported, tasks, tasks_total, event_loops (without
     async_tasks)}: every pending task with async_tasks, else the first TASKS_UNASKED of them (None when
     there are none). With locals, every frame's locals as views."""
-    found = tasks(objview.Viewer() if args["locals"] else None)
+    found = tasks(objview.Viewer() if args["locals"] else None, name_waiters=args["async_tasks"])
     listed, held, deadlocks = threads(args["locals"])
     result = {"pid": os.getpid(), "threads": listed, "locks": held, "deadlocks": deadlocks,
               "asyncio_imported": "asyncio" in sys.modules,

@@ -74,6 +74,9 @@ class TaskStack(Fact):
     coro: str
     frames: list[StackFrame] = Field(description="The await chain, outermost first; its last step may be the "
                                             "awaited object (file '', name <awaiting Type>).")
+    waiter_held_in: str | None = Field(None, description="Who keeps the plain future this task awaits (the code "
+                                                         "that should set its result), e.g. "
+                                                         "'ExportCoordinator._waiters[*]' (async_tasks only).")
 
 
 class LockFact(Fact):
@@ -309,12 +312,34 @@ def render(r: StackResult, color: bool) -> str:
         total = r.tasks_total if r.tasks_total is not None else len(r.tasks)
         count = f"{len(r.tasks)} of {total}" if len(r.tasks) < total else f"{total}"
         out += [rule, paint(f"{ASYNC_HEADER}: {count} pending asyncio task(s)", "bold", color), rule]
-        for task in r.tasks:
+        for group in _same_chains(r.tasks):
+            task = group[0]
             out.append(f'Task "{task.name}" coro={task.coro}')
+            if len(group) > 1:
+                names = ", ".join(t.name for t in group[1:SAME_CHAIN_NAMED + 1])
+                more = f", ... {len(group) - 1 - SAME_CHAIN_NAMED} more" if len(group) - 1 > SAME_CHAIN_NAMED else ""
+                out.append(paint(f"  and {len(group) - 1} more task(s) waiting at the same place: {names}{more} "
+                                 "(JSON: tasks lists each)", "bold", color))
             out.extend(_frame_lines(task.frames, color))
+            if task.waiter_held_in:
+                out.append(f"    the awaited future is kept in {task.waiter_held_in}: whatever should set its "
+                           "result works there")
             out.append("")
     out.extend(f"note: {n}" for n in r.notes)
     return "\n".join(out).rstrip()
+
+
+SAME_CHAIN_NAMED = 8   # names of the other tasks of a group shown in the text
+
+
+def _same_chains(tasks: list[TaskStack]) -> list[list[TaskStack]]:
+    """Tasks grouped by where they wait (coroutine, each frame's place, who keeps the awaited future),
+    biggest group first: a hundred requests stuck at one await read as one stack."""
+    groups: dict[tuple, list[TaskStack]] = {}
+    for t in tasks:
+        key = (t.coro, t.waiter_held_in, tuple((f.file, f.line, f.name) for f in t.frames))
+        groups.setdefault(key, []).append(t)
+    return sorted(groups.values(), key=lambda g: -len(g))
 
 
 TOOL = Tool(
