@@ -41,6 +41,8 @@ class Record(Fact):
     view: ValueView | None = Field(None, description="The expression's value.")
     expr_error: ExceptionFact | None = Field(None, description="Why the expression failed on this call.")
     exception: ExceptionFact | None = Field(None, description="What the call raised, with its traceback.")
+    line: int | None = Field(None, description="The line the call returned at (its return statement) or raised at "
+                                               "(where the exception left the function); None when unknown.")
 
 
 class WatchResult(Summary):
@@ -68,10 +70,17 @@ def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
     return out
 
 
+def ended_at(rec: Record) -> str:
+    """` returned at line 42` / ` raised at line 57`, or nothing when the line is unknown."""
+    if rec.line is None:
+        return ""
+    return f" {'raised' if rec.is_exp else 'returned'} at line {rec.line}"
+
+
 def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]:
     mark = paint("✗", "red", color) if rec.is_exp else paint("✓", "green", color)
     title = (f"{mark} {wall_time(rec.time)} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
-             f"thread={rec.thread} result={{")
+             f"thread={rec.thread}{ended_at(rec)} result={{")
     if rec.expr_error is not None:
         rows = [("EXPR", expr), ("WATCH_FAIL_INFO", exception_line(rec.expr_error))]
         width = 20
