@@ -47,5 +47,6 @@ def loop():
 
 
 threading.Thread(target=loop, name="shop-worker", daemon=True).start()
+print("READY", flush=True)
 while True:
     time.sleep(1)
