@@ -269,6 +269,7 @@ static int note_raised(Rec *self, int32_t index, const End *how) {
             return 0; /* how iteration ends, not a failure: kept only when costly */
     } else if (self->npending < MAX_PENDING) {
         self->pending[self->npending++] = index;
+        self->last_handled = NULL; /* (a new exception may sit where a freed one was) */
     }
     if (self->raised_kept >= MAX_RAISED_KEPT)
         return 0;
@@ -656,12 +657,21 @@ static void raise_note(PyObject *code) {
     for (Rec *self = *(Rec **)((char *)ts + ts_profile_obj); self != NULL; self = self->chain) {
         if (self->stopped || self->npending == 0)
             continue;
-        Node *node = &self->nodes[self->pending[self->npending - 1]];
+        int32_t index = self->pending[self->npending - 1];
+        Node *node = &self->nodes[index];
         if (node->builtin || node->label != code || node->exc_type != NULL)
             continue;
         Py_INCREF(type);
         node->exc_type = type;
         self->npending--;
+        for (int i = 0; i < self->npending; i++) { /* a built-in it called raised it, on that line */
+            Node *c = &self->nodes[self->pending[i]];
+            if (c->builtin && c->parent == index && c->line == node->line) {
+                Py_INCREF(type);
+                c->exc_type = type;
+                self->pending[i--] = self->pending[--self->npending];
+            }
+        }
     }
 }
 
