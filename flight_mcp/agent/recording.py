@@ -344,7 +344,10 @@ def tree_facts(rec, depth, interval_ms):
     hidden = [rec.hidden]
 
     def raised_within(node):
-        """A call in this subtree raised (the recorder kept it however cheap: shown)."""
+        """A call in this subtree raised (the C recorder kept it however cheap: shown). Cheap only
+        there: it keeps a cheap call for nothing else, and a cheap call's subtree is cheaper still."""
+        if isinstance(rec, PyRecording):
+            return False   # its nodes never say raised, and it keeps every cheap call
         todo = [node]
         while todo:
             n = todo.pop()
