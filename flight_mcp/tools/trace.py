@@ -170,7 +170,8 @@ TOOL = Tool(
     description=(
         "Record the call tree under real invocations of one function in a live Python process: every sub-call "
         "(Python functions and C built-ins such as time.sleep or socket reads) with its own time, so you see "
-        "which sub-call makes it slow. Waits for up to `limit` calls or `timeout_s`, whichever comes "
+        "which sub-call makes it slow; a sub-call that raised says so with the exception's type and line, even "
+        "when the exception was caught higher up. Waits for up to `limit` calls or `timeout_s`, whichever comes "
         "first, and always says how many calls it saw, matched and captured. Use depth=2 for an "
         "overview, interval to hide cheap sub-calls, entrance_time to keep only slow invocations, filter_expr to "
         "pick calls by argument (args excludes self), nested_method for a function defined inside `method`. "
