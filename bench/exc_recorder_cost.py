@@ -7,7 +7,9 @@ recorded thread (the recorder's own events only: no probe, no agent, no host):
   A  returns:  100,000 calls of small(x) that return normally (the hot path that must not move)
   B  fib(20):  21,891 recursive calls
   C  raises:   10,000 calls of reserve() that raise KeyError, caught by the caller
-Figures: medians over the rounds, milliseconds per workload; `untraced` is the workload alone.
+Figures: medians over the rounds of the thread's CPU time (time.thread_time(): other processes on a
+busy machine disturb it far less than wall time), milliseconds per workload; `untraced` is the
+workload alone.
 Python <= 3.11 records through a profile function; 3.12+ through a sys.monitoring tool, as in a
 target (the frame evaluator's note of raised types is not part of this: it runs only in targets).
 
@@ -90,12 +92,12 @@ class Events(object):
 
 def run(module, fn):
     rec = module.Recording(fn.__code__, None, "[yield]", lambda code: 0, sys.setprofile, 0.0001, -1, 100000, MON)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     rec.activate(sys.getprofile())
     fn()
     rec.deactivate()
     rec.finish()
-    return (time.perf_counter() - t0) * 1000.0
+    return (time.thread_time() - t0) * 1000.0
 
 before, after = load(sys.argv[1], "before"), None
 if MON:
@@ -107,7 +109,7 @@ rounds = int(sys.argv[3])
 times = {}
 for r in range(rounds):
     for name, fn in WORK.items():
-        t0 = time.perf_counter(); fn(); base = (time.perf_counter() - t0) * 1000.0
+        t0 = time.thread_time(); fn(); base = (time.thread_time() - t0) * 1000.0
         times.setdefault((name, "untraced"), []).append(base)
         order = (("before", before), ("after", after)) if r % 2 else (("after", after), ("before", before))
         for label, module in order:
@@ -138,7 +140,7 @@ def main() -> None:
         for work in ("A returns", "B fib(20)", "C raises"):
             base, old, new = (figures[f"{work}|{k}"] for k in ("untraced", "before", "after"))
             print(f"py{version:6}{work:12}{base:10.2f}{old:10.2f}{new:10.2f}{new / old:13.2f}x")
-    print(f"medians of {a.rounds} interleaved rounds, ms per workload; after/before 1.00x = no change")
+    print(f"medians of {a.rounds} interleaved rounds, CPU ms per workload; after/before 1.00x = no change")
 
 
 if __name__ == "__main__":
