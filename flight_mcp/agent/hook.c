@@ -21,12 +21,12 @@
  *   event(entered, what, value, offset): what 0 returned (value: the result; offset: the byte
  *     offset of the instruction it returned at, -1 unknown), 1 raised (the exception),
  *     2 suspended, 3 resumed. Errors of both are swallowed; a pending exception is kept intact.
- * set_raise_note(capsule): trace's recorder is told of every frame that ends by an exception
- * (raise_note(code), the exception still set), so a raised call in its tree gets the type that
- * profile functions are not given.
  *   slots: for each parameter, its index among the frame's fast locals; ~index when it may
  *     already be a cell there (the cell's content is the value).
  *   live: {frame address: entered} for suspended generator frames a probe took.
+ * set_raise_note(capsule): trace's recorder is told of every frame that ends by an exception
+ * (raise_note(code), the exception still set), so a raised call in its tree gets the type that
+ * profile functions are not given.
  */
 #include "ext_common.h"
 

@@ -351,7 +351,7 @@ def tree_facts(rec, depth, interval_ms):
         todo = [node]
         while todo:
             n = todo.pop()
-            if n[4]:
+            if len(n) > 4 and n[4]:
                 return True
             todo.extend(n[2])
         return False
@@ -371,7 +371,7 @@ def tree_facts(rec, depth, interval_ms):
     def convert(node, level):
         out = _label(node[0])
         out["cost_ms"] = round((node[3] or 0.0) * 1000.0, 3)
-        if node[4]:
+        if len(node) > 4 and node[4]:   # (a recorder .so of an earlier agent, still loaded, has no exceptions)
             out["raised"] = True
             out["exception"] = exception_type_name(node[5]) if node[5] is not None else None
             out["raised_at"] = node[6]

@@ -40,9 +40,10 @@ class Node(Frame):
     cost_ms: float
     raised: bool = Field(False, description="The call ended by an exception (kept in the tree however cheap, up to "
                                             "20 per invocation).")
-    exception: str | None = Field(None, description="The type of the exception it raised, when seen (on Python "
-                                                    "<= 3.11 a sub-call's exception type is known only if the "
-                                                    "exception was later handled or raised out of the traced call).")
+    exception: str | None = Field(None, description="The type of the exception it raised; null when not seen (the "
+                                                    "events do not give it for built-ins, nor on Python <= 3.11 "
+                                                    "without the frame evaluator, unless the exception was later "
+                                                    "handled by running code or left the traced call).")
     raised_at: int | None = Field(None, description="The line it raised at (a built-in: its caller's line).")
     children: list["Node"] = Field(default_factory=list)
 

@@ -111,8 +111,8 @@ TOOL = Tool(
     title="Watch a function's calls",
     description=(
         "Capture real calls of one function in a live Python process: its arguments, return value or exception "
-        "(with traceback), the line it returned or raised at, and cost, seen through `expr` (names target, args without self, kwargs, return_obj, cost in "
-        "ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
+        "(with traceback), the line it returned or raised at, and cost, seen through `expr` (names target, args "
+        "without self, kwargs, return_obj, cost in ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
         "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limit` captured calls "
         "or `timeout_s` and says how many calls it saw, matched and captured. Values "
         "are bounded; use expand for more depth or a narrower expr. Instrumentation is removed when the call "
