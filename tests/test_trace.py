@@ -131,7 +131,8 @@ def test_entrance_time_and_json(spawn, version):
     inv = result["invocations"][0]
     assert inv["thread"] == "order-worker" and inv["daemon"] is True and isinstance(inv["tid"], int)
     root = inv["root"]
-    assert set(root) == {"name", "qualname", "file", "line", "kind", "source", "library", "cost_ms", "children"}
+    assert set(root) == {"name", "qualname", "file", "line", "kind", "source", "library", "cost_ms", "raised",
+                         "exception", "raised_at", "children"}
     assert root["kind"] == "python"
     assert root["qualname"].endswith("process_order") and root["file"].endswith(DEMO)
     assert isinstance(root["cost_ms"], float) and root["line"] > 0

@@ -110,6 +110,42 @@ def traceback_frames(tb):
     return frames, elided
 
 
+def line_at(code, offset):
+    """The source line of the instruction at byte offset in code (where a call returned), or None."""
+    if type(offset) is not int or offset < 0:
+        return None
+    if hasattr(code, "co_lines"):   # 3.10+
+        for start, end, line in code.co_lines():
+            if start <= offset < end:
+                return line
+        return None
+    tab = code.co_lnotab   # 3.8/3.9: (address increment, signed line increment) pairs
+    line, addr = code.co_firstlineno, 0
+    for i in range(0, len(tab) - 1, 2):
+        addr += tab[i]
+        if addr > offset:
+            break
+        line += tab[i + 1] - 256 if tab[i + 1] >= 128 else tab[i + 1]
+    return line
+
+
+def raise_line(tb, code):
+    """The line at which the exception left the call of code: its traceback's entry for that code
+    (taken when the call ended, so the first one is that call's), else its first entry outside
+    the agent."""
+    first = None
+    steps = 0
+    while tb is not None and steps < 1000:
+        frame_code = tb.tb_frame.f_code
+        if frame_code is code:
+            return tb.tb_lineno
+        if first is None and not frame_code.co_filename.startswith(_AGENT_DIR):
+            first = tb.tb_lineno
+        tb = tb.tb_next
+        steps += 1
+    return first
+
+
 def exception_fact(exc, budget, tb=None):
     """The exception as models.ExceptionFact: type, message (the target's __str__ within budget),
     and with tb its traceback's frames. On the command's thread."""

@@ -15,11 +15,11 @@ _get_ident = _thread.get_ident
 
 class Invocation(object):
     """One traced call: its recording and the facts of the call around it."""
-    __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "names", "exc")
+    __slots__ = ("rec", "tid", "wall", "args", "cost", "thread", "names", "exc", "tb")
 
     def __init__(self, rec, tid):
         self.rec, self.tid, self.wall = rec, tid, time.time()
-        self.args = self.cost = self.thread = self.names = self.exc = None
+        self.args = self.cost = self.thread = self.names = self.exc = self.tb = None
 
     def thread_facts(self):
         """(name, daemon), read once, on the command's thread."""
@@ -99,6 +99,8 @@ class TraceProbe(object):
         inv.thread = self.threads(inv.tid)   # the Thread object: its name is read later
         # (issubclass: isinstance would consult a __class__ property.) Its text is read later.
         inv.exc = None if exc is None or issubclass(type(exc), GeneratorExit) else exc
+        if inv.exc is not None:
+            inv.tb = exc.__traceback__   # as the call left it: the first entry of its code is the call's
         cap.add(inv)
 
     def stop(self):
@@ -123,9 +125,14 @@ class TraceProbe(object):
         self._activate(inv, prev)
 
 
-def invocation_facts(inv, depth, interval, budget):
+def invocation_facts(inv, depth, interval, budget, code):
     """One captured invocation as capture_common's Invocation facts (on the command's thread)."""
+    if inv.exc is not None:
+        inv.rec.resolve(inv.exc)   # the types of the sub-calls it raised through
     root, hidden, elided = recording.tree_facts(inv.rec, depth, interval)
+    if inv.exc is not None:
+        root.update(raised=True, exception=recording.exception_type_name(type(inv.exc)),
+                    raised_at=capture.raise_line(inv.tb, code))
     name, daemon = inv.thread_facts()
     return {"time": inv.wall, "thread": name, "tid": inv.tid, "daemon": daemon,
             "cost_ms": root["cost_ms"], "root": root, "hidden_nodes": hidden, "elided_nodes": elided,
@@ -146,13 +153,13 @@ def trace(args, ctx):
 
     def progress(inv):
         return {"target": target.label, "cost_ms": round(inv.cost * 1000.0, 3), "thread": inv.thread_facts()[0],
-                "record": invocation_facts(inv, depth, interval, budget)}
+                "record": invocation_facts(inv, depth, interval, budget, target.code)}
 
     try:
         summary = capture.run(ctx, target, probe, cap, args["timeout_s"], progress, flt)
     finally:
         probe.stop()   # also when instrumenting failed: the recorder holds a sys.monitoring tool id
-    summary["invocations"] = [invocation_facts(inv, depth, interval, budget) for inv in cap.records]
+    summary["invocations"] = [invocation_facts(inv, depth, interval, budget, target.code) for inv in cap.records]
     summary["expression_failures"] = [e for e in (flt.report(budget),) if e]
     summary.update(depth=depth, interval=interval, entrance_time=args["entrance_time"], recorder=recorder.name,
                    recorder_fallback=recorder.fallback, profiler_busy=probe.busy)

@@ -98,7 +98,7 @@ class TtProbe(cmd_watch.WatchProbe):
         self.enter = self._make_enter()
         self.threads = capture.thread_lookup()
 
-    def leave(self, token, result, exc):
+    def leave(self, token, result, exc, offset=-1):
         ended = self.matched(token, result, exc)
         if ended is None:
             return
@@ -107,7 +107,7 @@ class TtProbe(cmd_watch.WatchProbe):
         tid = _get_ident()
         cap.add({"time": token[3], "cost_ms": round(cost, 6), "tid": tid, "_thread": self.threads(tid),
                  "_args": args, "_kwargs": kwargs, "_result": result if exc is None else None,
-                 "_exc": (exc, exc.__traceback__) if exc is not None else None})
+                 "_exc": (exc, exc.__traceback__) if exc is not None else None, "_offset": offset})
 
 
 def _where(target, args):
@@ -121,7 +121,7 @@ def _row(rec):
     return {"index": rec["index"], "time": rec["time"], "cost_ms": rec["cost_ms"], "is_exp": rec["is_exp"],
             "thread": rec["thread"], "tid": rec["tid"], "daemon": rec["daemon"], "module": rec["module"],
             "cls": rec["cls"], "method": rec["method"], "nested_method": rec["nested_method"],
-            "target": rec["target"], "replay_of": rec["replay_of"]}
+            "target": rec["target"], "replay_of": rec["replay_of"], "line": rec["line"]}
 
 
 def _record(ctx, args):
@@ -137,7 +137,9 @@ def _record(ctx, args):
             return rec
         rec["thread"], rec["daemon"] = capture.thread_facts(rec["tid"], rec.pop("_thread"))
         exc = rec.pop("_exc")
+        offset = rec.pop("_offset")
         rec["is_exp"] = exc is not None
+        rec["line"] = capture.raise_line(exc[1], target.code) if exc is not None else capture.line_at(target.code, offset)
         rec["exception"] = capture.exception_fact(exc[0], budget, exc[1]) if exc is not None else None
         rec["replay_of"] = None
         rec.update(where)
@@ -238,6 +240,7 @@ class _Replay(object):
         for key in ("module", "cls", "method", "nested_method", "target", "_has_self", "_posnames"):
             new[key] = rec[key]
         new["exception"] = capture.exception_fact(exc[0], timebox.Budget(), exc[1]) if exc is not None else None
+        new["line"] = capture.raise_line(exc[1], self.target.code) if exc is not None else None
         TABLE.add(new)
         self.record = new
         self.done.release()

@@ -33,12 +33,23 @@ def finish(record, view_opts, budget):
     if "exc" in pending:
         exc, tb = pending["exc"]
         record["exception"] = capture.exception_fact(exc, budget, tb)
+    record["line"] = end_line(pending)
     record["thread"], record["daemon"] = capture.thread_facts(record["tid"], pending.get("thread"))
     return record
 
 
+def end_line(pending):
+    """The line the call returned at (the instruction it returned at) or raised at (its
+    traceback's entry for the function), from what the probe kept; None when unknown."""
+    code = pending.get("code")
+    if "exc" in pending:
+        return capture.raise_line(pending["exc"][1], code)
+    return capture.line_at(code, pending.get("offset"))
+
+
 class WatchProbe(object):
     needs_args = True
+    leave_offset = True   # instrument passes the offset a call returned at
 
     def __init__(self, target, cap, watch_expr, flt, exception_only, view_opts):
         self.target = target
@@ -100,14 +111,15 @@ class WatchProbe(object):
         self.cap.note_matched()
         return cost, exc
 
-    def leave(self, token, result, exc):
+    def leave(self, token, result, exc, offset=-1):
         ended = self.matched(token, result, exc)
         if ended is None:
             return
         cost, exc = ended
         args, kwargs, cap = token[0], token[1], self.cap
         tid = _get_ident()
-        pending = {"thread": self.threads(tid)}   # the Thread object: its name is read later
+        # the Thread object (its name is read later), where the call ended (its line is found later)
+        pending = {"thread": self.threads(tid), "code": self.target.code, "offset": offset}
         record = {"time": token[3], "cost_ms": round(cost, 6), "is_exp": exc is not None,
                   "tid": tid, "_pending": pending}
         try:

@@ -18,11 +18,15 @@
  *
  * The table it reads, set by set_sites(): (code, start, event, is_generator, slots, live) per site.
  *   start(*values) -> entered or None: values are the parameters read from the new frame.
- *   event(entered, what, value): what 0 returned (value: the result), 1 raised (the exception),
+ *   event(entered, what, value, offset): what 0 returned (value: the result; offset: the byte
+ *     offset of the instruction it returned at, -1 unknown), 1 raised (the exception),
  *     2 suspended, 3 resumed. Errors of both are swallowed; a pending exception is kept intact.
  *   slots: for each parameter, its index among the frame's fast locals; ~index when it may
  *     already be a cell there (the cell's content is the value).
  *   live: {frame address: entered} for suspended generator frames a probe took.
+ * set_raise_note(capsule): trace's recorder is told of every frame that ends by an exception
+ * (raise_note(code), the exception still set), so a raised call in its tree gets the type that
+ * profile functions are not given.
  */
 #include "ext_common.h"
 
@@ -49,6 +53,9 @@ static const Layout LAYOUTS[] = {
 #define GEN_STATE_BEFORE_IFRAME 5 /* 3.11 PyGenObject: gi_frame_state (int8) sits 5 bytes before gi_iframe */
 #define OP_RETURN_GENERATOR 75    /* 3.11: a generator frame first resumes right after it */
 #define SUSPENDED (-1)            /* FRAME_SUSPENDED, 3.10 frames and 3.11 generators */
+#define CODE_ADAPTIVE_311 184     /* 3.11 PyCodeObject.co_code_adaptive: the instructions */
+
+static void (*raise_note)(PyObject *code); /* trace's recorder (set_raise_note), or NULL */
 
 static const Layout *L;
 static PyTypeObject *cell_type;
@@ -112,8 +119,10 @@ static PyObject *call_quiet(PyObject *fn, PyObject *args) {
 
 static PyObject *WHAT[4]; /* the ints 0-3, made once */
 
-static void send_event(PyObject *event, PyObject *entered, int what, PyObject *value) {
-    PyObject *args = PyTuple_Pack(3, entered, WHAT[what], value ? value : Py_None);
+static PyObject *MINUS_ONE;
+
+static void send_event_at(PyObject *event, PyObject *entered, int what, PyObject *value, PyObject *offset) {
+    PyObject *args = PyTuple_Pack(4, entered, WHAT[what], value ? value : Py_None, offset ? offset : MINUS_ONE);
     if (args == NULL) {
         PyErr_Clear();
         return;
@@ -122,10 +131,29 @@ static void send_event(PyObject *event, PyObject *entered, int what, PyObject *v
     Py_DECREF(args);
 }
 
+static void send_event(PyObject *event, PyObject *entered, int what, PyObject *value) {
+    send_event_at(event, entered, what, value, NULL);
+}
+
+/* The byte offset of the instruction an ended frame ran last (its return). */
+static long last_offset(void *frame) {
+    if (L->minor == 11) {
+        char *prev = *(char **)((char *)frame + IF_PREV_INSTR);
+        char *code = *(char **)((char *)frame + F_CODE);
+        return prev != NULL ? (long)(prev - (code + CODE_ADAPTIVE_311)) : -1;
+    }
+    long lasti = *(int *)((char *)frame + L->lasti);
+    return L->minor == 10 ? lasti * 2 : lasti; /* 3.10 counts instructions, 3.8/3.9 bytes */
+}
+
 /* The call ended: tells the probes how, leaving the result or the exception as it was. */
-static void send_end(PyObject *event, PyObject *entered, PyObject *result) {
+static void send_end(PyObject *event, PyObject *entered, PyObject *result, void *frame) {
     if (result != NULL) {
-        send_event(event, entered, 0, result);
+        PyObject *offset = PyLong_FromLong(last_offset(frame));
+        if (offset == NULL)
+            PyErr_Clear();
+        send_event_at(event, entered, 0, result, offset);
+        Py_XDECREF(offset);
         return;
     }
     PyObject *et, *ev, *etb;
@@ -196,6 +224,8 @@ static PyObject *run_site(PyThreadState *ts, void *frame, int throwflag, Site *s
         return call_prev(ts, frame, throwflag);
     }
     result = call_prev(ts, frame, throwflag);
+    if (result == NULL && raise_note != NULL)
+        raise_note(PyTuple_GetItem(entry, 0)); /* (s may be gone: set_sites ran with the probes) */
     if (gen && result != NULL && suspended(frame)) {
         if (first && ((key = PyLong_FromVoidPtr(frame)) == NULL || PyDict_SetItem(live, key, entered) < 0))
             PyErr_Clear(); /* memory only: this call's later events are not seen */
@@ -203,7 +233,7 @@ static PyObject *run_site(PyThreadState *ts, void *frame, int throwflag, Site *s
     } else {
         if (key != NULL && PyDict_DelItem(live, key) < 0)
             PyErr_Clear();
-        send_end(event, entered, result);
+        send_end(event, entered, result, frame);
     }
     Py_XDECREF(key);
     Py_DECREF(entered);
@@ -216,7 +246,10 @@ static PyObject *evaluate(PyThreadState *ts, void *frame, int throwflag) {
     for (Py_ssize_t i = 0; i < nsites; i++)
         if (sites[i].code == code)
             return run_site(ts, frame, throwflag, &sites[i]);
-    return call_prev(ts, frame, throwflag);
+    PyObject *result = call_prev(ts, frame, throwflag);
+    if (result == NULL && raise_note != NULL)
+        raise_note(code);
+    return result;
 }
 
 static PyObject *evaluate38(void *frame, int throwflag) { return evaluate(NULL, frame, throwflag); }
@@ -307,8 +340,17 @@ static PyObject *thread_stack_size(PyObject *self, PyObject *unused) {
     return PyLong_FromSize_t(get());
 }
 
+static PyObject *set_raise_note(PyObject *self, PyObject *capsule) {
+    void *fn = PyCapsule_GetPointer(capsule, "flight_mcp.raise_note");
+    if (fn == NULL)
+        return NULL;
+    raise_note = (void (*)(PyObject *))fn; /* extension modules are never unloaded: it stays valid */
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"set_sites", set_sites, METH_O, "Replaces the instrumented sites; installs or removes the evaluator."},
+    {"set_raise_note", set_raise_note, METH_O, "Tells trace's recorder of frames that end by an exception."},
     {"thread_stack_size", thread_stack_size, METH_NOARGS, "threading.stack_size(), read without changing it."},
     {"active", active, METH_NOARGS, "Whether our evaluator is the interpreter's current one."},
     {NULL, NULL, 0, NULL},
@@ -342,6 +384,8 @@ static int exec_module(PyObject *module) {
     for (int i = 0; i < 4; i++)
         if ((WHAT[i] = PyLong_FromLong(i)) == NULL)
             return -1;
+    if ((MINUS_ONE = PyLong_FromLong(-1)) == NULL)
+        return -1;
     return 0;
 }
 

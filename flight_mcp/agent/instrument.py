@@ -23,6 +23,9 @@ A probe is any object with:
   needs_args             whether enter() needs args/kwargs (else it receives None, None)
   enter(args, kwargs, frame) -> token or None   args are ALL positional values (instance included)
   leave(token, result, exc)                     exc: the exception that ended the call, or None
+                                                (with `leave_offset = True`: leave(token, result, exc,
+                                                offset), the byte offset of the instruction a call
+                                                returned at, -1 when unknown)
   suspend(token) / resume(token)                generator/coroutine suspension and resumption
 Several probes on one function are independent: each is added and removed on its own, and the
 function returns to its original code when the last one goes. Probe errors never reach the
@@ -203,10 +206,13 @@ def _enter(site, args, kwargs, frame):
     return entered
 
 
-def _leave(entered, result, exc):
+def _leave(entered, result, exc, offset=-1):
     for p, token in reversed(entered):
         try:
-            p.leave(token, result, exc)
+            if getattr(p, "leave_offset", False):
+                p.leave(token, result, exc, offset)
+            else:
+                p.leave(token, result, exc)
         except BaseException:
             pass
 
@@ -468,7 +474,7 @@ def _mon_return(code, offset, retval):
         return
     item = site.live.pop(id(sys._getframe(1)), None)
     if item is not None:
-        _leave(item[1], retval, None)
+        _leave(item[1], retval, None, offset)
 
 
 def _mon_unwind(code, offset, exc):
@@ -630,10 +636,11 @@ def _hook_start(site):
     return namespace["start"]
 
 
-def _hook_event(entered, what, value):
-    """event(entered, what, value) for hook.c: 0 returned, 1 raised, 2 suspended, 3 resumed."""
+def _hook_event(entered, what, value, offset=-1):
+    """event(entered, what, value, offset) for hook.c: 0 returned (at offset), 1 raised, 2 suspended,
+    3 resumed."""
     if what == 0:
-        _leave(entered, value, None)
+        _leave(entered, value, None, offset)
     elif what == 1:
         _leave(entered, None, value)
     else:

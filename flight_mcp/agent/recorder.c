@@ -46,6 +46,8 @@
 typedef int (*profile_fn)(PyObject *, PyObject *, int, PyObject *);
 static void (*set_profile)(profile_fn, PyObject *);
 static PyObject *(*frame_get_code)(PyObject *); /* NULL on 3.8: read f_code instead */
+static int (*frame_get_line)(PyObject *);       /* PyFrame_GetLineNumber (not in the stable ABI before 3.10) */
+static int (*code_addr2line)(PyObject *, int);  /* PyCode_Addr2Line */
 
 static PyObject *frame_code(PyObject *frame) {
     if (frame_get_code == NULL) /* 3.8 PyFrameObject: PyObject_VAR_HEAD, f_back, f_code */
@@ -63,10 +65,31 @@ static int64_t now_ns(void) {
 
 typedef struct {
     PyObject *label;
+    PyObject *exc_type;  /* owned: the type of the exception that ended the call; NULL: none or unseen */
     int64_t start, cost; /* ns; cost -1 while the call runs */
     int32_t parent;      /* index of the parent node, -1 for the root */
     int32_t hidden;      /* calls hidden (by -i or -d) in this subtree */
+    int32_t line;        /* raised: the line it raised at (a C call: its caller's line), -1 unknown */
+    int8_t raised;       /* the call ended by an exception */
+    int8_t builtin;      /* a C function (label is the callable) */
+    int8_t keep_below;   /* a raised call kept in its subtree: kept too, however cheap */
 } Node;
+
+/* How a call ended: an exception (its object when the event gives it) and the line it left at. */
+typedef struct {
+    int raised;
+    PyObject *exc; /* borrowed, or NULL */
+    int line;
+} End;
+
+static const End RETURNED = {0, NULL, -1};
+
+/* Calls that raised are kept however cheap (an exception caught higher up is seen where it was
+ * raised), up to this many per invocation: exception-driven loops would flood the tree. */
+#define MAX_RAISED_KEPT 20
+/* Raised calls whose exception type is not known yet (the event did not give the exception): it
+ * is looked for in exceptions seen later (handled ones, the traced call's own). */
+#define MAX_PENDING 16
 
 typedef struct {
     PyObject *code; /* owned */
@@ -95,6 +118,10 @@ typedef struct Rec {
     struct Cell *cell; /* monitoring: the thread it was activated on (a counted reference) */
     Py_ssize_t lost;   /* innermost open calls that got no stack entry (out of memory) */
     Py_ssize_t gap, dropped;
+    int raised_kept;
+    int npending;
+    int32_t pending[MAX_PENDING];  /* nodes that raised an exception of a type not seen yet */
+    PyObject *last_handled;        /* identity only (never read): the handled exception last searched */
 } Rec;
 
 /* ---- code kinds ---------------------------------------------------------------------------- */
@@ -179,15 +206,23 @@ static Py_ssize_t node_add(Rec *self, PyObject *label, int32_t parent, int64_t s
         return -1;
     Node *node = &self->nodes[self->n];
     node->label = label;
+    node->exc_type = NULL;
     node->start = start;
     node->cost = -1;
     node->parent = parent;
     node->hidden = 0;
+    node->line = -1;
+    node->raised = node->builtin = node->keep_below = 0;
     Py_INCREF(label);
     return self->n++;
 }
 
-static void push(Rec *self, PyObject *label) {
+static void node_free(Node *node) {
+    Py_DECREF(node->label);
+    Py_XDECREF(node->exc_type);
+}
+
+static void push(Rec *self, PyObject *label, int builtin) {
     if (self->lost) { /* below a call that could not be stacked: so is this one, or pops mis-nest */
         self->lost++;
         self->dropped++;
@@ -202,33 +237,71 @@ static void push(Rec *self, PyObject *label) {
             self->dropped++;
         else
             index = (int32_t)node_add(self, label, parent, now_ns());
+        if (index >= 0)
+            self->nodes[index].builtin = (int8_t)builtin;
     }
     if (stack_push(self, index) < 0) {
         /* Out of memory: forget the node and count the call as open without a stack entry; its
          * return then pops nothing (popping would end its parent's node early). */
         if (index >= 0)
-            Py_DECREF(self->nodes[--self->n].label);
+            node_free(&self->nodes[--self->n]);
         self->lost = 1;
         self->dropped++;
     }
 }
 
+static int is_iteration_end(PyObject *type) {
+    return PyErr_GivenExceptionMatches(type, PyExc_StopIteration) ||
+           PyErr_GivenExceptionMatches(type, PyExc_StopAsyncIteration) ||
+           PyErr_GivenExceptionMatches(type, PyExc_GeneratorExit);
+}
+
+/* The node raised: its facts, and whether it is kept however cheap. */
+static int note_raised(Rec *self, int32_t index, const End *how) {
+    Node *node = &self->nodes[index];
+    node->raised = 1;
+    node->line = how->line;
+    if (how->exc != NULL) {
+        PyObject *type = (PyObject *)Py_TYPE(how->exc);
+        Py_INCREF(type);
+        node->exc_type = type;
+        if (is_iteration_end(type))
+            return 0; /* how iteration ends, not a failure: kept only when costly */
+    } else if (self->npending < MAX_PENDING) {
+        self->pending[self->npending++] = index;
+        self->last_handled = NULL; /* (a new exception may sit where a freed one was) */
+    }
+    if (self->raised_kept >= MAX_RAISED_KEPT)
+        return 0;
+    self->raised_kept++;
+    return 1;
+}
+
 /* Ends the open node at index (the last one of the array when it is dropped). */
-static void close_node(Rec *self, int32_t index, int64_t end, int force_keep) {
+static void close_node(Rec *self, int32_t index, int64_t end, int force_keep, const End *how) {
     Node *node = &self->nodes[index];
     node->cost = end - node->start;
     Node *parent = &self->nodes[node->parent];
-    if (!force_keep && self->depth <= 0 && node->cost < self->interval_ns) {
+    if (how->raised && note_raised(self, index, how))
+        force_keep = 1;
+    if (!force_keep && !node->keep_below && self->depth <= 0 && node->cost < self->interval_ns) {
         parent->hidden++;
         for (Py_ssize_t i = index; i < self->n; i++)
-            Py_DECREF(self->nodes[i].label);
+            node_free(&self->nodes[i]);
         self->n = index;
+        int kept = 0; /* forget the pending nodes dropped with it */
+        for (int i = 0; i < self->npending; i++)
+            if (self->pending[i] < index)
+                self->pending[kept++] = self->pending[i];
+        self->npending = kept;
         return;
     }
     parent->hidden += node->hidden;
+    if (force_keep || node->keep_below)
+        parent->keep_below = 1;
 }
 
-static void pop(Rec *self) {
+static void pop(Rec *self, const End *how) {
     if (self->lost) {
         self->lost--;
         return;
@@ -237,7 +310,70 @@ static void pop(Rec *self) {
         return; /* the root ends with finish() */
     int32_t index = self->stack[--self->sp];
     if (index >= 0)
-        close_node(self, index, now_ns(), 0);
+        close_node(self, index, now_ns(), 0, how);
+}
+
+/* ---- exceptions whose type an event did not give -------------------------------------------- */
+
+static PyObject *attr(PyObject *obj, const char *name) {
+    PyObject *v = PyObject_GetAttrString(obj, name); /* tracebacks and frames: C getters only */
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+/* Gives the pending nodes their exception's type when exc (or an exception it was raised while
+ * handling) passed through them: its traceback has an entry for their code at the line they
+ * raised at (a C call: its caller's code and line, where the exception entered Python). */
+static void resolve(Rec *self, PyObject *exc) {
+    PyObject *et, *ev, *etb; /* never disturb an exception the application is raising */
+    PyErr_Fetch(&et, &ev, &etb);
+    Py_XINCREF(exc);
+    for (int chain = 0; exc != NULL && chain < 4 && self->npending > 0; chain++) {
+        PyObject *tb = PyExceptionInstance_Check(exc) ? PyException_GetTraceback(exc) : NULL;
+        for (int steps = 0; tb != NULL && tb != Py_None && steps < 200 && self->npending > 0; steps++) {
+            PyObject *frame = attr(tb, "tb_frame"), *lineno = attr(tb, "tb_lineno"), *next = attr(tb, "tb_next");
+            if (frame != NULL && lineno != NULL && PyLong_Check(lineno)) {
+                PyObject *code = frame_code(frame);
+                long line = PyLong_AsLong(lineno);
+                int origin = next == NULL || next == Py_None;
+                for (int i = 0; i < self->npending; i++) {
+                    Node *node = &self->nodes[self->pending[i]];
+                    PyObject *where = node->builtin ? self->nodes[node->parent].label : node->label;
+                    if (where != code || node->line != line || (node->builtin && !origin))
+                        continue;
+                    Py_INCREF((PyObject *)Py_TYPE(exc));
+                    node->exc_type = (PyObject *)Py_TYPE(exc);
+                    self->pending[i--] = self->pending[--self->npending];
+                }
+            }
+            PyErr_Clear();
+            Py_XDECREF(frame);
+            Py_XDECREF(lineno);
+            Py_DECREF(tb);
+            tb = next;
+        }
+        Py_XDECREF(tb);
+        PyObject *context = PyExceptionInstance_Check(exc) ? PyException_GetContext(exc) : NULL;
+        Py_DECREF(exc);
+        exc = context;
+    }
+    Py_XDECREF(exc);
+    PyErr_Restore(et, ev, etb);
+}
+
+/* While raised calls wait for their type: the exception being handled now (an except block of
+ * the caller) may be theirs. Searched once per handled exception. */
+static void look_at_handled(Rec *self) {
+    PyObject *t, *v, *tb;
+    PyErr_GetExcInfo(&t, &v, &tb);
+    if (v != NULL && v != Py_None && v != self->last_handled) {
+        self->last_handled = v;
+        resolve(self, v);
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
 }
 
 /* A Python frame starts or resumes. */
@@ -257,11 +393,11 @@ static void frame_begins(Rec *self, PyObject *code, PyObject *frame) {
         self->root_frame = frame;
         return;
     }
-    push(self, code);
+    push(self, code, 0);
 }
 
 /* A Python frame returns, yields or unwinds. */
-static void frame_ends(Rec *self, PyObject *code) {
+static void frame_ends(Rec *self, PyObject *code, const End *how) {
     int kind = kind_of(self, code);
     if (kind == K_HIDE) {
         if (self->agent_depth)
@@ -269,17 +405,31 @@ static void frame_ends(Rec *self, PyObject *code) {
         return;
     }
     if (!self->agent_depth && kind == K_USER)
-        pop(self);
+        pop(self, how);
 }
 
 /* A C function called from caller_code begins or ends. */
-static void c_call(Rec *self, PyObject *caller_code, PyObject *callable, int begins) {
+static void c_call(Rec *self, PyObject *caller_code, PyObject *callable, int begins, const End *how) {
     if (self->agent_depth || kind_of(self, caller_code) != K_USER)
         return;
     if (begins)
-        push(self, callable);
+        push(self, callable, 1);
     else
-        pop(self);
+        pop(self, how);
+}
+
+/* The line a frame is at (profile events), or of an instruction offset (sys.monitoring). */
+static int frame_line(PyObject *frame) { return frame_get_line != NULL ? frame_get_line(frame) : -1; }
+
+static int offset_line(PyObject *code, PyObject *offset) {
+    if (code_addr2line == NULL || offset == NULL || !PyLong_Check(offset))
+        return -1;
+    long at = PyLong_AsLong(offset);
+    if (at == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return code_addr2line(code, (int)at);
 }
 
 /* sys.monitoring reports every callable's CALL and the end of every one that is not a Python
@@ -295,22 +445,37 @@ static int is_c_function(PyObject *callable) {
 #define MON_ENDS 101
 #define MON_C_CALL 102
 #define MON_C_ENDS 103
+#define MON_UNWINDS 104
+#define MON_C_RAISES 105
 
-static void record(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg) {
+/* offset: sys.monitoring's instruction offset (MON_UNWINDS, MON_C_RAISES). */
+static void record(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg, PyObject *offset) {
     int expected;
+    End how = RETURNED;
+    if (self->npending > 0)
+        look_at_handled(self);
     switch (what) {
     case EV_CALL:
         if (frame != self->root_frame)
             frame_begins(self, frame_code(frame), frame);
         return;
     case EV_RETURN:
-        if (frame != self->root_frame)
-            frame_ends(self, frame_code(frame));
+        if (frame != self->root_frame) {
+            if (arg == NULL) { /* it unwinds: the exception is not given to profile functions */
+                how.raised = 1;
+                how.line = frame_line(frame);
+            }
+            frame_ends(self, frame_code(frame), &how);
+        }
+        return;
+    case EV_C_EXCEPTION:
+        how.raised = 1;
+        how.line = frame_line(frame);
+        c_call(self, frame_code(frame), arg, 0, &how);
         return;
     case EV_C_CALL:
     case EV_C_RETURN:
-    case EV_C_EXCEPTION:
-        c_call(self, frame_code(frame), arg, what == EV_C_CALL);
+        c_call(self, frame_code(frame), arg, what == EV_C_CALL, &how);
         return;
     case MON_BEGINS:
         /* Our tool may be called for the root's start (or resumption) after the probe's tool
@@ -322,27 +487,41 @@ static void record(Rec *self, int what, PyObject *frame, PyObject *code, PyObjec
         return;
     case MON_ENDS:
         self->bind_root = 0;
-        frame_ends(self, code);
+        frame_ends(self, code, &how);
+        return;
+    case MON_UNWINDS:
+        self->bind_root = 0;
+        how.raised = 1;
+        how.exc = arg != NULL && PyExceptionInstance_Check(arg) ? arg : NULL;
+        how.line = offset_line(code, offset);
+        if (how.exc != NULL && self->npending > 0)
+            resolve(self, how.exc); /* its C callees that raised it */
+        frame_ends(self, code, &how);
         return;
     case MON_C_CALL:
     case MON_C_ENDS:
+    case MON_C_RAISES:
         self->bind_root = 0;
+        if (what == MON_C_RAISES) { /* the exception is not given to C_RAISE callbacks */
+            how.raised = 1;
+            how.line = offset_line(code, offset);
+        }
         if (is_c_function(arg))
-            c_call(self, code, arg, what == MON_C_CALL);
+            c_call(self, code, arg, what == MON_C_CALL, &how);
         return;
     default:
         return;
     }
 }
 
-static void dispatch(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg) {
+static void dispatch(Rec *self, int what, PyObject *frame, PyObject *code, PyObject *arg, PyObject *offset) {
     if (self->chain != NULL) { /* another trace records on this thread too (two clients) */
         if (self->chain->stopped)
             Py_CLEAR(self->chain);
         else
-            dispatch(self->chain, what, frame, code, arg);
+            dispatch(self->chain, what, frame, code, arg, offset);
     }
-    record(self, what, frame, code, arg);
+    record(self, what, frame, code, arg, offset);
 }
 
 /* ---- events from sys.monitoring (3.12+) ------------------------------------------------------ */
@@ -456,8 +635,44 @@ static int rec_profile(PyObject *obj, PyObject *frame, int what, PyObject *arg) 
             restore_prev(self);
         return 0;
     }
-    dispatch(self, what, frame, NULL, arg); /* calls Python only to classify a new code object */
+    dispatch(self, what, frame, NULL, arg, NULL); /* calls Python only to classify a new code object */
     return 0;
+}
+
+/* Python <= 3.11: where PyThreadState keeps the profile function and its object (3.8-3.10, 3.11). */
+static long ts_profile_func = -1, ts_profile_obj = -1;
+
+/* The frame evaluator (hook.c) tells us of each frame that ends by an exception, right after the
+ * frame's return event, with the exception still set: the call just closed gets its type, which
+ * the profile function is not given. */
+static void raise_note(PyObject *code) {
+    if (ts_profile_func < 0)
+        return;
+    PyThreadState *ts = PyThreadState_Get();
+    if (*(profile_fn *)((char *)ts + ts_profile_func) != rec_profile)
+        return;
+    PyObject *type = PyErr_Occurred();
+    if (type == NULL)
+        return;
+    for (Rec *self = *(Rec **)((char *)ts + ts_profile_obj); self != NULL; self = self->chain) {
+        if (self->stopped || self->npending == 0)
+            continue;
+        int32_t index = self->pending[self->npending - 1];
+        Node *node = &self->nodes[index];
+        if (node->builtin || node->label != code || node->exc_type != NULL)
+            continue;
+        Py_INCREF(type);
+        node->exc_type = type;
+        self->npending--;
+        for (int i = 0; i < self->npending; i++) { /* a built-in it called raised it, on that line */
+            Node *c = &self->nodes[self->pending[i]];
+            if (c->builtin && c->parent == index && c->line == node->line) {
+                Py_INCREF(type);
+                c->exc_type = type;
+                self->pending[i--] = self->pending[--self->npending];
+            }
+        }
+    }
 }
 
 static PyObject *mon_event(int what, PyObject *const *args, Py_ssize_t nargs) {
@@ -474,7 +689,7 @@ static PyObject *mon_event(int what, PyObject *const *args, Py_ssize_t nargs) {
     /* Held while it records: classifying a new code object runs Python, which may let the
      * command's thread end the command and drop the cell's reference (rec_stop). */
     Py_INCREF(self);
-    dispatch(self, what, NULL, args[0], nargs > 2 ? args[2] : NULL);
+    dispatch(self, what, NULL, args[0], nargs > 2 ? args[2] : NULL, args[1]);
     Py_DECREF(self);
     Py_RETURN_NONE;
 }
@@ -487,9 +702,17 @@ static PyObject *mon_ends(PyObject *m, PyObject *const *args, Py_ssize_t n) { re
 static PyObject *mon_call(PyObject *m, PyObject *const *args, Py_ssize_t n) {
     return n >= 3 ? mon_event(MON_C_CALL, args, n) : (Py_INCREF(Py_None), Py_None);
 }
-/* C_RETURN, C_RAISE */
+/* C_RETURN */
 static PyObject *mon_c_ends(PyObject *m, PyObject *const *args, Py_ssize_t n) {
     return n >= 3 ? mon_event(MON_C_ENDS, args, n) : (Py_INCREF(Py_None), Py_None);
+}
+/* PY_UNWIND */
+static PyObject *mon_unwinds(PyObject *m, PyObject *const *args, Py_ssize_t n) {
+    return n >= 3 ? mon_event(MON_UNWINDS, args, n) : (Py_INCREF(Py_None), Py_None);
+}
+/* C_RAISE */
+static PyObject *mon_c_raises(PyObject *m, PyObject *const *args, Py_ssize_t n) {
+    return n >= 3 ? mon_event(MON_C_RAISES, args, n) : (Py_INCREF(Py_None), Py_None);
 }
 
 static PyObject *monitoring_needed(PyObject *m, PyObject *unused) { return PyBool_FromLong(mon_active > 0); }
@@ -635,7 +858,7 @@ static void close_open(Rec *self, int64_t end) {
     while (self->sp > 1) {
         int32_t index = self->stack[--self->sp];
         if (index >= 0)
-            close_node(self, index, end, 0);
+            close_node(self, index, end, 0, &RETURNED);
     }
 }
 
@@ -652,7 +875,7 @@ static PyObject *rec_suspend(Rec *self, PyObject *unused) {
 
 static PyObject *rec_resume(Rec *self, PyObject *unused) {
     if (self->gap >= 0) { /* dropped if cheap only while it is the last node (nothing recorded since) */
-        close_node(self, (int32_t)self->gap, now_ns(), self->gap != self->n - 1);
+        close_node(self, (int32_t)self->gap, now_ns(), self->gap != self->n - 1, &RETURNED);
         self->gap = -1;
     }
     Py_RETURN_NONE;
@@ -675,7 +898,8 @@ static PyObject *rec_finish(Rec *self, PyObject *unused) {
     return PyFloat_FromDouble(root->cost / 1e9);
 }
 
-/* [label, start_s, [children...], cost_s] per node, as the Python recorder builds them. */
+/* [label, start_s, [children...], cost_s, raised, exception type or None, line or None] per node,
+ * as the Python recorder builds them. */
 static PyObject *rec_tree(Rec *self, PyObject *unused) {
     PyObject **kids = PyMem_Calloc((size_t)self->n, sizeof(PyObject *));
     PyObject *root = NULL;
@@ -685,7 +909,11 @@ static PyObject *rec_tree(Rec *self, PyObject *unused) {
         Node *node = &self->nodes[i];
         double cost = node->cost < 0 ? 0.0 : node->cost / 1e9;
         PyObject *children = PyList_New(0);
-        PyObject *item = children ? Py_BuildValue("[OdOd]", node->label, node->start / 1e9, children, cost) : NULL;
+        PyObject *line = node->line >= 0 ? PyLong_FromLong(node->line) : (Py_INCREF(Py_None), Py_None);
+        PyObject *item = children && line ? Py_BuildValue("[OdOdOOO]", node->label, node->start / 1e9, children, cost,
+                                                          node->raised ? Py_True : Py_False,
+                                                          node->exc_type ? node->exc_type : Py_None, line) : NULL;
+        Py_XDECREF(line);
         Py_XDECREF(children);
         if (item == NULL)
             goto done;
@@ -707,6 +935,12 @@ done:
     return NULL;
 }
 
+static PyObject *rec_resolve(Rec *self, PyObject *exc) {
+    if (self->npending > 0)
+        resolve(self, exc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *rec_get_hidden(Rec *self, void *unused) { return PyLong_FromLong(self->nodes[0].hidden); }
 static PyObject *rec_get_dropped(Rec *self, void *unused) { return PyLong_FromSsize_t(self->dropped); }
 static PyObject *rec_get_stopped(Rec *self, void *unused) { return PyBool_FromLong(self->stopped); }
@@ -714,7 +948,7 @@ static PyObject *rec_get_stopped(Rec *self, void *unused) { return PyBool_FromLo
 static void rec_dealloc(Rec *self) {
     PyTypeObject *tp = Py_TYPE(self);
     for (Py_ssize_t i = 0; i < self->n; i++)
-        Py_DECREF(self->nodes[i].label);
+        node_free(&self->nodes[i]);
     for (Py_ssize_t i = 0; i < self->kinds_cap; i++)
         Py_XDECREF(self->kinds[i].code);
     PyMem_Free(self->nodes);
@@ -790,7 +1024,9 @@ static PyMethodDef rec_methods[] = {
     {"suspend", (PyCFunction)rec_suspend, METH_NOARGS, "The traced call suspended (await / yield)."},
     {"resume", (PyCFunction)rec_resume, METH_NOARGS, "The traced call resumed."},
     {"finish", (PyCFunction)rec_finish, METH_NOARGS, "The traced call ended; returns its cost in seconds."},
-    {"tree", (PyCFunction)rec_tree, METH_NOARGS, "The kept nodes as [label, start, children, cost] lists."},
+    {"tree", (PyCFunction)rec_tree, METH_NOARGS,
+     "The kept nodes as [label, start, children, cost, raised, exception type, line] lists."},
+    {"resolve", (PyCFunction)rec_resolve, METH_O, "Types for raised calls from an exception seen afterwards."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -815,6 +1051,8 @@ static PyType_Spec rec_spec = {"_flight_mcp_recorder.Recording", sizeof(Rec), 0,
 static int module_exec(PyObject *m) {
     set_profile = (void (*)(profile_fn, PyObject *))dlsym(RTLD_DEFAULT, "PyEval_SetProfile");
     frame_get_code = (PyObject * (*)(PyObject *)) dlsym(RTLD_DEFAULT, "PyFrame_GetCode");
+    frame_get_line = (int (*)(PyObject *))dlsym(RTLD_DEFAULT, "PyFrame_GetLineNumber");
+    code_addr2line = (int (*)(PyObject *, int))dlsym(RTLD_DEFAULT, "PyCode_Addr2Line");
     const char *version = Py_GetVersion();
     if (set_profile == NULL || (frame_get_code == NULL && strncmp(version, "3.8.", 4) != 0)) {
         PyErr_SetString(PyExc_ImportError, "the interpreter's PyEval_SetProfile/PyFrame_GetCode are not visible");
@@ -832,6 +1070,19 @@ static int module_exec(PyObject *m) {
     key_set = (int (*)(pthread_key_t, const void *))dlsym(RTLD_DEFAULT, "pthread_setspecific");
     if (!have_cell_key && key_create != NULL && key_set != NULL && key_create(&cell_key, cell_release) == 0)
         have_cell_key = 1; /* once per process: the module may be loaded again after a detach */
+    int minor = strncmp(version, "3.", 2) == 0 ? atoi(version + 2) : 0;
+    if (minor >= 8 && minor <= 10) {
+        ts_profile_func = 56;
+        ts_profile_obj = 72;
+    } else if (minor == 11) {
+        ts_profile_func = 64;
+        ts_profile_obj = 80;
+    }
+    PyObject *note = PyCapsule_New((void *)raise_note, "flight_mcp.raise_note", NULL);
+    if (note == NULL || PyModule_AddObject(m, "raise_note", note) < 0) {
+        Py_XDECREF(note);
+        return -1;
+    }
     PyObject *type = PyType_FromSpec(&rec_spec);
     if (type == NULL)
         return -1;
@@ -854,7 +1105,9 @@ static PyMethodDef module_methods[] = {
     {"mon_begins", (PyCFunction)(void (*)(void))mon_begins, METH_FASTCALL, "PY_START / PY_RESUME / PY_THROW"},
     {"mon_ends", (PyCFunction)(void (*)(void))mon_ends, METH_FASTCALL, "PY_RETURN / PY_YIELD / PY_UNWIND"},
     {"mon_call", (PyCFunction)(void (*)(void))mon_call, METH_FASTCALL, "CALL"},
-    {"mon_c_ends", (PyCFunction)(void (*)(void))mon_c_ends, METH_FASTCALL, "C_RETURN / C_RAISE"},
+    {"mon_c_ends", (PyCFunction)(void (*)(void))mon_c_ends, METH_FASTCALL, "C_RETURN"},
+    {"mon_unwinds", (PyCFunction)(void (*)(void))mon_unwinds, METH_FASTCALL, "PY_UNWIND"},
+    {"mon_c_raises", (PyCFunction)(void (*)(void))mon_c_raises, METH_FASTCALL, "C_RAISE"},
     {NULL, NULL, 0, NULL},
 };
 

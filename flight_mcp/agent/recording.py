@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from . import instrument, native, qualnames
+from . import instrument, native, objstate, qualnames
 
 _perf = time.perf_counter
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -54,13 +54,15 @@ def _kind(code):
 
 class PyRecording(object):
     """One invocation's tree, recorded by a Python profile function (3-6 us per call: the fallback
-    when the C recorder cannot load). A node is [label, start, children, cost]; label is a code
-    object, a builtin callable, or a marker string ("[await]"). interval and depth are applied by tree_facts."""
+    when the C recorder cannot load). A node is [label, start, children, cost, raised, exception
+    type, line]; label is a code object, a builtin callable, or a marker string ("[await]").
+    interval and depth are applied by tree_facts. A Python profile function cannot tell a call that
+    raised from one that returned None: its nodes never say raised."""
 
     hidden = 0
 
     def __init__(self, code, frame, gap_label, classify, setprofile, interval_s, depth, max_nodes, monitoring=False):
-        self.root = [code, _perf(), [], None]
+        self.root = [code, _perf(), [], None, False, None, None]
         self.stack = [self.root]
         self.root_code = code
         self.root_frame = frame      # None with the trampoline: bound at the first call of code
@@ -133,7 +135,7 @@ class PyRecording(object):
             self.stack.append(None)
             self.dropped += 1
             return
-        node = [label, _perf(), [], None]
+        node = [label, _perf(), [], None, False, None, None]
         parent[2].append(node)
         self.stack.append(node)
         self.nodes += 1
@@ -146,7 +148,7 @@ class PyRecording(object):
 
     def suspend(self):
         del self.stack[1:]   # frames that suspend with the root already sent their returns
-        self.gap = [self.gap_label, _perf(), [], None]
+        self.gap = [self.gap_label, _perf(), [], None, False, None, None]
         self.root[2].append(self.gap)
 
     def resume(self):
@@ -167,6 +169,9 @@ class PyRecording(object):
     def tree(self):
         return self.root
 
+    def resolve(self, exc):
+        pass
+
 
 def _c_recorder():
     """(the C recorder's module, None), or (None, why the Python recorder records instead)."""
@@ -185,9 +190,9 @@ class MonitoringEvents(object):
         ev = sys.monitoring.events
         self.callbacks = ((ev.PY_START, module.mon_begins), (ev.PY_RESUME, module.mon_begins),
                           (ev.PY_THROW, module.mon_begins), (ev.PY_RETURN, module.mon_ends),
-                          (ev.PY_YIELD, module.mon_ends), (ev.PY_UNWIND, module.mon_ends),
+                          (ev.PY_YIELD, module.mon_ends), (ev.PY_UNWIND, module.mon_unwinds),
                           (ev.CALL, module.mon_call), (ev.C_RETURN, module.mon_c_ends),
-                          (ev.C_RAISE, module.mon_c_ends))
+                          (ev.C_RAISE, module.mon_c_raises))
         self.events = 0
         for event, _ in self.callbacks:
             self.events |= event
@@ -250,6 +255,11 @@ def recorder():
                     events = MonitoringEvents(module)
                 except Exception:
                     events = None
+            elif module is not None:
+                try:
+                    _hear_raises(module)
+                except Exception:
+                    pass   # sub-calls that raised are shown without their exception's type
             _recorders.append((module.Recording if module is not None else PyRecording, events, fallback))
     return _recorders[0]
 
@@ -260,6 +270,15 @@ def forget_recorders():
     global _recorders_lock
     _recorders_lock = _thread.allocate_lock()
     del _recorders[:]
+
+
+def _hear_raises(module):
+    """Python <= 3.11: the frame evaluator (hook.c) tells the C recorder the type of each exception
+    a frame ends by, which its profile function is not given."""
+    hook = instrument._hook_module()
+    note = getattr(module, "raise_note", None)
+    if hook is not None and note is not None and hasattr(hook, "set_raise_note"):
+        hook.set_raise_note(note)
 
 
 class Recorder(object):
@@ -311,6 +330,11 @@ def _label(label):
     return {"name": name, "qualname": qual, "file": "", "line": None, "kind": "builtin"}
 
 
+def exception_type_name(t):
+    """An exception class's qualified name (`Inventory.OutOfStock`), read from type's own fields."""
+    return objstate.qualname_of(t) or objstate.short_name(t)
+
+
 def tree_facts(rec, depth, interval_ms):
     """The recorded tree as node facts (models.Frame + cost_ms, children), cut by depth (levels,
     root = 1) or else by interval (hide sub-calls cheaper than interval_ms: the C recorder already
@@ -319,24 +343,44 @@ def tree_facts(rec, depth, interval_ms):
     elided = [0]
     hidden = [rec.hidden]
 
+    def raised_within(node):
+        """A call in this subtree raised (the C recorder kept it however cheap: shown). Cheap only
+        there: it keeps a cheap call for nothing else, and a cheap call's subtree is cheaper still."""
+        if isinstance(rec, PyRecording):
+            return False   # its nodes never say raised, and it keeps every cheap call
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            if len(n) > 4 and n[4]:
+                return True
+            todo.extend(n[2])
+        return False
+
+    def shown(node):
+        return depth > 0 or (node[3] or 0.0) * 1000.0 >= interval_ms or raised_within(node)
+
     def shown_size(node):
         """Nodes of a subtree that interval would show (what the size bounds leave out)."""
         count, todo = 0, [node]
         while todo:
             n = todo.pop()
             count += 1
-            todo.extend(c for c in n[2] if depth > 0 or (c[3] or 0.0) * 1000.0 >= interval_ms)
+            todo.extend(c for c in n[2] if shown(c))
         return count
 
     def convert(node, level):
         out = _label(node[0])
         out["cost_ms"] = round((node[3] or 0.0) * 1000.0, 3)
+        if len(node) > 4 and node[4]:   # (a recorder .so of an earlier agent, still loaded, has no exceptions)
+            out["raised"] = True
+            out["exception"] = exception_type_name(node[5]) if node[5] is not None else None
+            out["raised_at"] = node[6]
         kids = []
         for child in node[2]:
             if depth > 0 and level >= depth:
                 hidden[0] += 1
                 continue
-            if depth <= 0 and (child[3] or 0.0) * 1000.0 < interval_ms:
+            if not shown(child):
                 hidden[0] += 1
                 continue
             if budget[0] <= 0 or level >= MAX_LEVELS:

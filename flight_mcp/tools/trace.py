@@ -38,6 +38,13 @@ class Node(Frame):
     """A call in the tree: a Python function (kind python), a C function called from Python (kind
     builtin, no file), or the time the traced call was suspended at await/yield (kind gap)."""
     cost_ms: float
+    raised: bool = Field(False, description="The call ended by an exception (kept in the tree however cheap, up to "
+                                            "20 per invocation).")
+    exception: str | None = Field(None, description="The type of the exception it raised; null when not seen (the "
+                                                    "events do not give it for built-ins, nor on Python <= 3.11 "
+                                                    "without the frame evaluator, unless the exception was later "
+                                                    "handled by running code or left the traced call).")
+    raised_at: int | None = Field(None, description="The line it raised at (a built-in: its caller's line).")
     children: list["Node"] = Field(default_factory=list)
 
 
@@ -96,10 +103,22 @@ def _where(n: Node) -> str:
     return f"{os.path.basename(n.file)}:{n.line}"
 
 
+def raised_text(n: Node) -> str:
+    """` raised KeyError at line 57` for a call that ended by an exception, else ``."""
+    if not n.raised:
+        return ""
+    text = " raised " + (n.exception or "an exception")
+    if n.raised_at is not None and n.kind == "python":
+        text += f" at line {n.raised_at}"
+    return text
+
+
 def _node_line(n: Node, parent_ms: float, color: bool) -> str:
     text = f"{paint(_cost(n.cost_ms), _color(n.cost_ms, parent_ms), color)} {n.qualname or n.name}"
     where = _where(n)
-    return f"{text} {where}" if where else text
+    text = f"{text} {where}" if where else text
+    raised = raised_text(n)
+    return text + paint(raised, "red", color) if raised else text
 
 
 def render_tree(root: Node, color: bool) -> list[str]:
@@ -152,7 +171,8 @@ TOOL = Tool(
     description=(
         "Record the call tree under real invocations of one function in a live Python process: every sub-call "
         "(Python functions and C built-ins such as time.sleep or socket reads) with its own time, so you see "
-        "which sub-call makes it slow. Waits for up to `limit` calls or `timeout_s`, whichever comes "
+        "which sub-call makes it slow; a sub-call that raised says so with the exception's type and line, even "
+        "when the exception was caught higher up. Waits for up to `limit` calls or `timeout_s`, whichever comes "
         "first, and always says how many calls it saw, matched and captured. Use depth=2 for an "
         "overview, interval to hide cheap sub-calls, entrance_time to keep only slow invocations, filter_expr to "
         "pick calls by argument (args excludes self), nested_method for a function defined inside `method`. "

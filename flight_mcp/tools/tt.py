@@ -117,6 +117,8 @@ class Row(Fact):
     nested_method: str | None = None
     target: str = Field(description="module.Class.method of the recorded function.")
     replay_of: int | None = Field(None, description="This call was a replay of that record.")
+    line: int | None = Field(None, description="The line the call returned at (its return statement) or raised at "
+                                               "(where the exception left the function); None when unknown.")
 
 
 class Arg(Fact):
@@ -217,6 +219,8 @@ def shown_lines(r: Shown, color: bool) -> list[str]:
             ("MODULE", [r.module]), ("CLASS", [r.cls or ""]), ("METHOD", [r.method + (f".{r.nested_method}" if r.nested_method else "")]),
             ("THREAD", [f"{r.thread} (tid {r.tid}{', daemon' if r.daemon else ''})"]),
             ("IS_RETURN", [str(not r.is_exp)]), ("IS_EXCEPTION", [str(r.is_exp)])]
+    if r.line is not None:
+        rows.append(("LINE", [f"{'raised' if r.is_exp else 'returned'} at line {r.line}"]))
     if r.replay_of is not None:
         rows.append(("REPLAY_OF", [str(r.replay_of)]))
     if r.instance is not None:

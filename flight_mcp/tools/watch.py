@@ -41,6 +41,8 @@ class Record(Fact):
     view: ValueView | None = Field(None, description="The expression's value.")
     expr_error: ExceptionFact | None = Field(None, description="Why the expression failed on this call.")
     exception: ExceptionFact | None = Field(None, description="What the call raised, with its traceback.")
+    line: int | None = Field(None, description="The line the call returned at (its return statement) or raised at "
+                                               "(where the exception left the function); None when unknown.")
 
 
 class WatchResult(Summary):
@@ -68,10 +70,17 @@ def _rows(rows: list[tuple[str, str]], width: int) -> list[str]:
     return out
 
 
+def ended_at(rec: Record) -> str:
+    """` returned at line 42` / ` raised at line 57`, or nothing when the line is unknown."""
+    if rec.line is None:
+        return ""
+    return f" {'raised' if rec.is_exp else 'returned'} at line {rec.line}"
+
+
 def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]:
     mark = paint("✗", "red", color) if rec.is_exp else paint("✓", "green", color)
     title = (f"{mark} {wall_time(rec.time)} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
-             f"thread={rec.thread} result={{")
+             f"thread={rec.thread}{ended_at(rec)} result={{")
     if rec.expr_error is not None:
         rows = [("EXPR", expr), ("WATCH_FAIL_INFO", exception_line(rec.expr_error))]
         width = 20
@@ -102,8 +111,8 @@ TOOL = Tool(
     title="Watch a function's calls",
     description=(
         "Capture real calls of one function in a live Python process: its arguments, return value or exception "
-        "(with traceback) and cost, seen through `expr` (names target, args without self, kwargs, return_obj, cost in "
-        "ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
+        "(with traceback), the line it returned or raised at, and cost, seen through `expr` (names target, args "
+        "without self, kwargs, return_obj, cost in ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
         "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limit` captured calls "
         "or `timeout_s` and says how many calls it saw, matched and captured. Values "
         "are bounded; use expand for more depth or a narrower expr. Instrumentation is removed when the call "

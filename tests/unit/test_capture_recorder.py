@@ -96,7 +96,7 @@ def test_cuts_by_depth_and_interval_and_the_gap(kind):
 
 
 class Made(object):
-    """A recording as tree_facts reads one: [label, start, children, cost] nodes."""
+    """A recording as tree_facts reads one: [label, start, children, cost, raised, type, line] nodes."""
     hidden = 0
     dropped = 0
 
@@ -107,8 +107,8 @@ class Made(object):
         return self.root
 
 
-def _node(children=(), cost=0.001):
-    return [work.__code__, 0.0, list(children), cost]
+def _node(children=(), cost=0.001, raised=False, exc_type=None, line=None):
+    return [work.__code__, 0.0, list(children), cost, raised, exc_type, line]
 
 
 def test_size_bounds_count_what_they_leave_out():
