@@ -6,6 +6,14 @@ Protocol (both directions one JSON object per line):
   <- {"id": 7, "result": {...}}           exactly one final message ...
   <- {"id": 7, "error": {"kind": "...", "message": "..."}}   ... or this
   -> {"cancel": 7}                         ends command 7 early (it still sends its final message)
+A request may carry "sent" (the host's time.monotonic(): CLOCK_MONOTONIC, one clock for every process of
+the machine) and "slow_s". Then the agent answers {"id": 7, "started": {"queued_s": ...}} as soon as
+Python code runs for it: how long the request waited before that, which is the time it waited for
+the GIL (a thread in a long C call holds it); with "threads": {native_id: threading name} when that
+wait reached slow_s, so the host can name the thread it saw holding the GIL from outside (and for
+`info`, asked once per connection, so the host knows the names before any stall). The final
+message then carries "replied" (time.monotonic() just before it was written): the host adds the
+time it took to arrive, which a GIL held after the command ended also delays.
 Every command runs on its own thread so that a long watch never blocks a cancel or a stack: the
 thread that read the request runs it, after starting a fresh thread that takes over the reading
 (the answer then waits for no thread to start; see Connection.serve).
@@ -230,6 +238,7 @@ class CommandContext(object):
         self._wake.acquire()
         self.cleanups = []
         self.after_reply = []
+        self.stamp = False  # the host measures GIL waits: the final message says when it was written
 
     def emit(self, event):
         """Streams a progress event; never waits: dropped while the client does not read."""
@@ -369,6 +378,15 @@ class Connection(object):
             return
         ctx = CommandContext(self, msg.get("id"), msg.get("args") or {})
         self.running[ctx.id] = ctx  # before the next reader starts: a cancel must find it
+        sent = msg.get("sent")
+        if type(sent) is float:  # a host that measures GIL waits (see the module's docstring)
+            queued = max(time.monotonic() - sent, 0.0)
+            started = {"queued_s": round(queued, 4)}
+            slow = msg.get("slow_s")
+            if (type(slow) in (int, float) and queued >= slow) or msg.get("cmd") == "info":
+                started["threads"] = thread_names()
+            self.send({"id": ctx.id, "started": started}, wait_s=0)
+            ctx.stamp = True
         return msg.get("cmd"), ctx
 
     def _run(self, name, ctx):
@@ -393,6 +411,8 @@ class Connection(object):
                 except BaseException:
                     pass
             self.running.pop(ctx.id, None)
+        if ctx.stamp:
+            reply["replied"] = time.monotonic()
         self.send(reply)
         for fn in ctx.after_reply:
             fn()
@@ -413,6 +433,27 @@ class Connection(object):
             pass
         with _state_lock:
             _state["connections"].discard(self)
+
+
+def thread_names():
+    """{str(native_id): name} of the target's threads known to threading (read from each Thread's own
+    fields, never its properties; none when the target never imported threading)."""
+    import sys
+    from . import capture, objstate
+    threading = sys.modules.get("threading")
+    active = getattr(threading, "_active", None) if threading is not None else None
+    out = {}
+    if type(active) is not dict:
+        return out
+    reader = objstate.Reader()
+    for ident, t in list(dict.items(active)):
+        if ident in AGENT_THREADS:
+            continue
+        d = reader.instance_dict(t)
+        native_id = objstate.dict_get(d, "_native_id") if d is not None else None
+        if type(native_id) is int:
+            out[str(native_id)] = capture.thread_facts(ident, t)[0]
+    return out
 
 
 def now_ms():

@@ -7,13 +7,17 @@ that into its notes).
 """
 from __future__ import annotations
 
+import contextvars
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
+from ..attach.client import STALL_BUDGET_S
 from ..errors import FlightError
+from . import gil
 from .connect import Sessions, attach_existing
 from .deadline import Deadline
 
@@ -40,6 +44,45 @@ class StackReading:
     pending: str | None = None  # external without asking: "waiting" (an earlier agent waits for the GIL) or "gone"
     named: int = 0  # external: threads named by an agent already running
     notes: list[str] = field(default_factory=list)
+    stall: dict | None = None  # external because the GIL was held: the GilWait facts (session/gil.py)
+
+
+class GilHeld(Exception):
+    """The agent's stack request was not started within STALL_BUDGET_S: a thread holds the GIL."""
+
+    def __init__(self, watch: "_Watch", box: dict):
+        super().__init__("gil held")
+        self.watch, self.box = watch, box
+
+
+class _Watch:
+    """What the stack request's client reports (see AgentClient.request's watch)."""
+
+    def __init__(self):
+        self.sent_at: float | None = None
+        self.queued: float | None = None
+        self.waited: float | None = None
+        self.changed = threading.Event()
+        self.names: dict[int, str] = {}  # the client's native_id -> threading name (set by it)
+
+    def sent(self, at: float) -> None:
+        """(twice on a new connection: its request for facts, then stack)"""
+        self.sent_at, self.queued, self.waited = at, None, None
+        self.changed.set()
+
+    def started(self, queued_s: float) -> None:
+        self.queued = queued_s
+        self.changed.set()
+
+    def overdue(self) -> None:
+        self.changed.set()
+
+    def finished(self, waited_s: float) -> None:
+        self.waited = waited_s
+
+    def stalled(self, now: float) -> bool:
+        """Sent, not started by Python in the agent within the budget: the GIL is held."""
+        return self.sent_at is not None and self.queued is None and gil.is_stall(now - self.sent_at)
 
 
 def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native: bool,
@@ -58,6 +101,8 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     budget = deadline.keeping(reserve)
     try:
         facts = _ask_agent(sessions, pid, args, budget, cancelled)
+    except GilHeld as held:
+        return _while_gil_held(sessions, pid, args, deadline, held, reserve)
     except FlightError as e:
         if e.code in NO_FALLBACK:
             raise
@@ -88,8 +133,31 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
         sessions.pending_agents.pop(key, None)
     if asker is not None:
         asker.join(NAMES_GRACE_S)
+    if not names:  # the agent cannot answer now: the names it gave before
+        names = {k: {"name": v, "ident": None, "daemon": None} for k, v in sessions.thread_names(pid).items()}
     named = _apply_names(facts["threads"], dict(names))
     return StackReading("external", facts, named=named)
+
+
+def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline, held: GilHeld,
+                    reserve: float) -> StackReading:
+    """The stacks read from outside right away, with native frames (the holder is inside a C call):
+    the agent would show the threads as they are after the stall, not the stall. A late answer of the
+    agent that arrives meanwhile only names the threads and tells how long the wait was."""
+    w = held.watch
+    read_at = time.monotonic()
+    reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+    # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
+    names = dict(held.watch.names)
+    if names:
+        reading.named = _apply_names(reading.facts["threads"], {k: {"name": v, "ident": None, "daemon": None}
+                                                                for k, v in names.items()})
+    waited = w.waited if w.waited is not None else time.monotonic() - w.sent_at  # still waiting: so far
+    reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack",
+                     "holder": gil.holder(reading.facts["threads"], {}),
+                     "seen_after_ms": round((read_at - w.sent_at) * 1000, 1), "ended": w.waited is not None}
+    gil.record(dict({k: v for k, v in reading.stall.items() if k != "ended"}, still_waiting=not reading.stall["ended"]))
+    return reading
 
 
 def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dict) -> None:
@@ -128,19 +196,30 @@ def _ask_agent(sessions: Sessions, pid: int, args: dict, budget: Deadline, cance
     ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
     """
     box: dict = {}
+    watch = _Watch()
 
     def ask() -> None:
         try:
-            sessions.get(pid, max(budget.left(), ATTACH_GRACE_S))
-            box["facts"] = sessions.request(pid, "stack", args, budget, cancelled=cancelled)
+            with gil.watching_connect(watch):
+                sessions.get(pid, max(budget.left(), ATTACH_GRACE_S))
+            # the answer may come after we answered from outside (it then tells how long the GIL was held)
+            box["facts"] = sessions.request(pid, "stack", args, budget, cancelled=cancelled, watch=watch)
+            sessions.learn_names(pid, box["facts"]["threads"])
         except FlightError as e:
             box["error"] = e
         except Exception as e:  # never a traceback to the user; the fallback still answers
             box["error"] = FlightError("agent_failed", f"asking the agent failed: {type(e).__name__}: {e}")
+        finally:
+            watch.changed.set()
 
-    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{pid}", daemon=True)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(ask,), name=f"flight-mcp-stack-{pid}",
+                              daemon=True)
     worker.start()
-    worker.join(budget.left())
+    while worker.is_alive() and not budget.expired:
+        if watch.stalled(time.monotonic()):
+            raise GilHeld(watch, box)
+        watch.changed.wait(min(budget.left(), 0.02))
+        watch.changed.clear()
     if "facts" in box:
         return box["facts"]
     if "error" in box:

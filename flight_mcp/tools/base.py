@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FlightError, speak
 from ..render import escape, escaped
+from ..session import gil
 from ..session.deadline import Deadline
+from . import gil_wait
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -166,11 +168,19 @@ class Tool:
     # the seed's command word, when it differs from the MCP tool name
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        self.result = gil_wait.with_gil_wait(self.result)  # every answer may say it waited for the GIL
+
     def invoke(self, params: Params, call: Call) -> BaseModel:
         """run(), where an answer that does not fit the Result model (an agent of another version,
-        a fact we did not expect) becomes an error with its code, never a traceback."""
+        a fact we did not expect) becomes an error with its code, never a traceback. The Result
+        says how long the call's requests waited for the GIL, when one waited long (session/gil.py)."""
+        token = gil.collect()
         try:
-            return self.run(params, call)
+            result = self.run(params, call)
+            waits = gil.collected(token)
+            token = None
+            return gil_wait.attach(self.result, result, gil.summary(waits))
         except FlightError as e:  # in the caller's language: the argument names it typed
             raise e.spoken(lambda n: cli_name(self.params, n) if call.on_cli else n) from None
         except (ValidationError, KeyError, TypeError, AttributeError) as e:  # a missing or mistyped fact
@@ -179,10 +189,15 @@ class Tool:
                               f"flight-mcp expects ({what}). The target is unaffected. An agent left by another "
                               "flight-mcp version answers differently: detach it and retry; otherwise report "
                               "this.") from None
+        finally:
+            if token is not None:
+                gil.collected(token)
 
     def text(self, result: BaseModel, color: bool) -> str:
         """The text rendering, with every string from the target escaped (see render.py)."""
-        return self.render(escaped(result), color)
+        text = self.render(escaped(result), color)
+        wait = getattr(result, "gil_wait", None)
+        return gil_wait.line(escaped(wait)) + "\n" + text if wait is not None else text  # first: it changes the reading
 
 
 def validation_problems(e: ValidationError, name_of: Callable[[str], str]) -> str:
