@@ -238,7 +238,8 @@ class CommandContext(object):
         self._wake.acquire()
         self.cleanups = []
         self.after_reply = []
-        self.stamp = False  # the host measures GIL waits: the final message says when it was written
+        # the host measures GIL waits: {"queued_s", maybe "threads"} (see the module's docstring)
+        self.started = None
 
     def emit(self, event):
         """Streams a progress event; never waits: dropped while the client does not read."""
@@ -273,16 +274,17 @@ class Connection(object):
         self.closed = False
         self._unsent = b""   # the tail of a message the socket did not take yet
 
-    def send(self, msg, wait_s=None):
+    def send(self, msg, wait_s=None, lock_s=0):
         """Writes one message. wait_s=0 (progress events): never waits; the message is dropped when
         the client is not reading (socket full) or another thread is writing. Otherwise it waits at
         most wait_s (default REPLY_WAIT_S) for the client to read, then gives the connection up.
+        lock_s: with wait_s=0, how long to wait for another thread's write to end (default: not at all).
         Returns whether the message was handed to the socket whole."""
         if wait_s is None:
             wait_s = REPLY_WAIT_S
         data = (json.dumps(msg, default=repr, ensure_ascii=False) + "\n").encode("utf-8", "replace")
         lock = self.send_lock
-        if not (lock.acquire(True, wait_s) if wait_s > 0 else lock.acquire(False)):
+        if not (lock.acquire(True, wait_s or lock_s) if wait_s > 0 or lock_s > 0 else lock.acquire(False)):
             return False
         try:
             if self.closed:
@@ -338,10 +340,18 @@ class Connection(object):
         except OSError:
             pass
 
-    def serve(self, buf=b""):
+    def serve(self, buf=b"", begun=None):
         # A command runs on this (reading) thread once a new thread reads on: waking a thread
         # started for the command cost a scheduler hand-off on every warm call (up to ~1 ms on a
         # busy machine), while starting the next reader overlaps the command instead.
+        # begun: the command the previous reader runs now. Its ack is sent here, by the new reader,
+        # and only if it still runs: the command never waits for it, and a command done by now
+        # costs no message at all (its answer says when it started); an ack sent before the command
+        # cost a GIL hand-off, ~5 ms in a process whose other threads keep the GIL busy.
+        if begun is not None and begun.started is not None and begun.id in self.running:
+            # never waiting for a client that does not read (this thread reads the cancels), but for
+            # the send lock a moment: the previous answer's thread may hold it still
+            self.send({"id": begun.id, "started": begun.started}, wait_s=0, lock_s=1.0)
         handed_over = False
         try:
             while True:
@@ -349,7 +359,7 @@ class Connection(object):
                     line, buf = buf.split(b"\n", 1)
                     job = self._handle(line) if line.strip() else None
                     if job is not None:
-                        start_thread(self.serve, buf)
+                        start_thread(self.serve, buf, job[1])
                         handed_over = True
                         self._run(*job)
                         return
@@ -381,12 +391,10 @@ class Connection(object):
         sent = msg.get("sent")
         if type(sent) is float:  # a host that measures GIL waits (see the module's docstring)
             queued = max(time.monotonic() - sent, 0.0)
-            started = {"queued_s": round(queued, 4)}
+            ctx.started = {"queued_s": round(queued, 4)}
             slow = msg.get("slow_s")
             if (type(slow) in (int, float) and queued >= slow) or msg.get("cmd") == "info":
-                started["threads"] = thread_names()
-            self.send({"id": ctx.id, "started": started}, wait_s=0)
-            ctx.stamp = True
+                ctx.started["threads"] = thread_names()
         return msg.get("cmd"), ctx
 
     def _run(self, name, ctx):
@@ -411,8 +419,8 @@ class Connection(object):
                 except BaseException:
                     pass
             self.running.pop(ctx.id, None)
-        if ctx.stamp:
-            reply["replied"] = time.monotonic()
+        if ctx.started is not None:
+            reply["started"], reply["replied"] = ctx.started, time.monotonic()
         self.send(reply)
         for fn in ctx.after_reply:
             fn()

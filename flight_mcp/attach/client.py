@@ -24,7 +24,7 @@ from . import procs
 
 # A request the agent has not started this long after it was sent waits for the GIL (see
 # session/gil.py for how much normal answers take); the agent then names the threads in its ack.
-STALL_BUDGET_S = 0.3
+STALL_BUDGET_S = 0.5
 
 _CLOSED = object()
 _TURN = object()  # "the socket has no reader now: take over" (to a waiting request)
@@ -188,12 +188,13 @@ class AgentClient:
                 if msg is _CLOSED:
                     raise FlightError("agent_gone", f"pid {self.pid} closed the connection during `{cmd}`: "
                                       "the process exited or the agent was detached.")
-                if "started" in msg:
+                if "started" in msg and queued is None:  # the ack, or an answer that came before it
                     started = msg["started"]
                     queued = started["queued_s"]
                     self.thread_names.update({int(k): v for k, v in started.get("threads", {}).items()})
                     if watch is not None:
                         watch.started(queued)
+                if "result" not in msg and "error" not in msg and "event" not in msg:
                     continue
                 if "event" in msg:
                     if on_event is not None:
