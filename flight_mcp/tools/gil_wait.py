@@ -18,13 +18,14 @@ def with_gil_wait(result: type[BaseModel]) -> type[BaseModel]:
 
 
 def attach(model: type[BaseModel], result: BaseModel, wait: dict | None) -> BaseModel:
-    """result as an instance of model (with_gil_wait of its class), with the wait when there is one."""
-    if type(result) is model or not isinstance(result, model.__bases__[0]):
-        if wait is not None and "gil_wait" in type(result).model_fields:
-            result.gil_wait = GilWait(**wait)
-        return result
-    return model.model_construct(_fields_set=result.model_fields_set | ({"gil_wait"} if wait else set()),
-                                 **result.__dict__, gil_wait=GilWait(**wait) if wait else None)
+    """result (run()'s, just made) as an instance of model (with_gil_wait of its class), with the wait
+    when there is one. Its class is switched in place: the subclass adds one field and nothing else, and
+    a copy through model_construct would clash with fields named like its parameters (vmtool's cls)."""
+    if type(result) is not model and type(result) is model.__bases__[0]:
+        result.__class__ = model
+    if "gil_wait" in type(result).model_fields:
+        result.gil_wait = GilWait(**wait) if wait is not None else None
+    return result
 
 
 def line(w: GilWait) -> str:
