@@ -62,6 +62,7 @@ class _Watch:
         self.sent_at: float | None = None
         self.queued: float | None = None
         self.waited: float | None = None
+        self.longest = 0.0  # the longest queued_s of its requests (a new connection's facts, then stack)
         self.changed = threading.Event()
         self.names: dict[int, str] = {}  # the client's native_id -> threading name (set by it)
 
@@ -71,7 +72,7 @@ class _Watch:
         self.changed.set()
 
     def started(self, queued_s: float) -> None:
-        self.queued = queued_s
+        self.queued, self.longest = queued_s, max(self.longest, queued_s)
         self.changed.set()
 
     def overdue(self) -> None:
@@ -79,6 +80,7 @@ class _Watch:
 
     def finished(self, waited_s: float) -> None:
         self.waited = waited_s
+        self.longest = max(self.longest, waited_s)
 
     def stalled(self, now: float) -> bool:
         """Sent, not started by Python in the agent within the budget: the GIL is held."""
@@ -102,7 +104,10 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     try:
         facts = _ask_agent(sessions, pid, args, budget, cancelled)
     except GilHeld as held:
-        return _while_gil_held(sessions, pid, args, deadline, held, reserve)
+        reading = _while_gil_held(sessions, pid, args, deadline, held, reserve)
+        if reading is not None:
+            return reading
+        facts = held.box["facts"]
     except FlightError as e:
         if e.code in NO_FALLBACK:
             raise
@@ -140,13 +145,15 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
 
 
 def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline, held: GilHeld,
-                    reserve: float) -> StackReading:
+                    reserve: float) -> StackReading | None:
     """The stacks read from outside right away, with native frames (the holder is inside a C call):
     the agent would show the threads as they are after the stall, not the stall. A late answer of the
     agent that arrives meanwhile only names the threads and tells how long the wait was."""
     w = held.watch
     read_at = time.monotonic()
     reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+    if "facts" in held.box and not gil.is_stall(w.longest):
+        return None  # only the ack was late (a CPU-starved process): the command started in time, its answer stands
     # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
     names = dict(held.watch.names)
     if names:

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FlightError, speak
+from ..models import GilWait
 from ..render import escape, escaped
 from ..session import gil
 from ..session.deadline import Deadline
@@ -182,6 +183,10 @@ class Tool:
             token = None
             return gil_wait.attach(self.result, result, gil.summary(waits))
         except FlightError as e:  # in the caller's language: the argument names it typed
+            waits, token = gil.collected(token), None
+            if waits:  # an error that came late says why too (both outputs escape the message)
+                e = FlightError(e.code, e.message + "\n" + gil_wait.line(GilWait(**gil.summary(waits))), hint=e.hint,
+                                arg=e.arg, **e.extra)
             raise e.spoken(lambda n: cli_name(self.params, n) if call.on_cli else n) from None
         except (ValidationError, KeyError, TypeError, AttributeError) as e:  # a missing or mistyped fact
             what = _first_errors(e) if isinstance(e, ValidationError) else f"{type(e).__name__}: {escape(str(e))}"

@@ -328,3 +328,33 @@ def test_a_result_with_a_field_named_cls_gets_its_wait_too():
     r = tool.invoke(EchoParams(pid=1), Call(None))
     assert r.cls == "Box" and r.gil_wait.request == "getglobal" and isinstance(r, ClsResult)
     assert r.model_dump()["gil_wait"]["holder"]["name"] == "regex-worker"
+
+
+def test_stack_watch_remembers_a_stall_of_the_connections_first_request():
+    """A new connection's facts waited out the stall, then stack ran at once: the stall still counts (the
+    agent's answer shows the threads after it)."""
+    w = session_stack._Watch()
+    w.sent(0.0)
+    w.started(2.4)
+    w.finished(2.4)
+    w.sent(2.5)
+    w.started(0.001)
+    assert gil.is_stall(w.longest)
+    late_ack_only = session_stack._Watch()
+    late_ack_only.sent(0.0)
+    late_ack_only.started(0.002)
+    assert not gil.is_stall(late_ack_only.longest)
+
+
+def test_an_error_after_a_wait_says_it_waited():
+    from flight_mcp.errors import FlightError
+
+    def run(p, call):
+        gil.record(dict(WAIT))
+        raise FlightError("agent_failed", "no global `x` in __main__.")
+
+    with pytest.raises(FlightError) as e:
+        _tool(run).invoke(EchoParams(pid=1), Call(None))
+    first, second = e.value.message.splitlines()
+    assert first == "no global `x` in __main__." and second.startswith("note: this answer waited 2.10s for the GIL")
+    assert e.value.code == "agent_failed" and not gil.watching()
