@@ -97,7 +97,7 @@ def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version
 
     async def go():
         async with mcp_session() as s:
-            args = {"pid": t.pid, "timeout_s": 15}
+            args = {"pid": t.pid, "timeout_s": 60}
             calm = await _in_a_gap(s, markers, "stack", args)  # attaches; the agent answers
             stalled = await _in_a_stall(s, markers, "stack", args)
             calm_again = await _in_a_gap(s, markers, "stack", args)
@@ -119,7 +119,7 @@ def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version
 
     async def go():
         async with mcp_session() as s:
-            args = {"pid": t.pid, "module": "__main__", "field": "config", "timeout_s": 15}
+            args = {"pid": t.pid, "module": "__main__", "field": "config", "timeout_s": 60}
             calm = await _in_a_gap(s, markers, "getglobal", args)
             stalled = await _in_a_stall(s, markers, "getglobal", args)
             return calm, stalled
@@ -145,7 +145,7 @@ def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
 
     async def go():
         async with mcp_session() as s:
-            args = {"pid": t.pid, "timeout_s": 15}
+            args = {"pid": t.pid, "timeout_s": 60}
             calm = await _in_a_gap(s, markers, "stack", args)
             stalled = await _in_a_stall(s, markers, "stack", args)
             ps_calm = await _in_a_gap(s, markers, "list_processes", {"filter": str(t.pid)})

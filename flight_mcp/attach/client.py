@@ -148,8 +148,9 @@ class AgentClient:
         watch (session/gil.py's StallWatch) hears of the GIL: watch.names is set to our thread names,
         watch.sent(at) when the request left,
         watch.started(queued_s) when Python ran for it in the agent, watch.overdue() once when it
-        has not after STALL_BUDGET_S, and watch.finished(waited_s) with the whole wait for the GIL
-        (before the command ran and after it answered) when the answer arrived."""
+        has not after STALL_BUDGET_S, watch.finished(waited_s) with the whole wait for the GIL
+        (before the command ran and after it answered) when the answer arrived, or watch.gave_up(waited_s)
+        when we stop waiting for a request that never started."""
         if self.closed:
             raise FlightError("agent_gone", f"the connection to pid {self.pid} is closed; call again to re-attach.")
         req_id = next(self._ids)
@@ -181,6 +182,8 @@ class AgentClient:
                         stopped = procs.stopped_error(self.pid)
                         if stopped is not None:
                             raise stopped
+                        if watch is not None and queued is None:  # never started: the GIL stayed held
+                            watch.gave_up(now - sent)
                         raise FlightError("agent_timeout", f"pid {self.pid} did not answer `{cmd}` within "
                                           f"{timeout:.1f}s; its threads may be holding the GIL in native code "
                                           "(stack with native=true reads it from outside).")

@@ -21,8 +21,9 @@ from ..attach.client import STALL_BUDGET_S
 from ..errors import FlightError
 
 # How long a finished answer waits for the outside reading still under way (it started when the
-# request was overdue; it takes ~0.3-0.6 s): an answer that waited for the GIL is late anyway.
-SAMPLE_GRACE_S = 1.0
+# request was overdue; it takes ~0.3-0.6 s on an idle machine, 0.7-1.5 s on a loaded one): an answer
+# that waited for the GIL is late anyway.
+SAMPLE_GRACE_S = 2.0
 SAMPLE_TIMEOUT_S = 3.0
 FRAMES_KEPT = 5
 
@@ -132,6 +133,12 @@ class StallWatch:
             self._sampler.join(SAMPLE_GRACE_S)
         record(self.fact(waited_s))
 
+    def gave_up(self, waited_s: float) -> None:
+        """The request never started (the call's error says so): the wait so far, still going on."""
+        if self._sampler is not None:
+            self._sampler.join(SAMPLE_GRACE_S)
+        record(dict(self.fact(waited_s), still_waiting=True))
+
     def fact(self, waited_s: float) -> dict:
         sample = self.sample
         held = holder(sample["threads"], self.names) if sample else None
@@ -156,6 +163,9 @@ class _Ping:
         pass
 
     def finished(self, waited_s: float) -> None:
+        pass
+
+    def gave_up(self, waited_s: float) -> None:
         pass
 
 

@@ -7,7 +7,6 @@ that into its notes).
 """
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
-from ..attach.client import STALL_BUDGET_S
 from ..errors import FlightError
 from . import gil
 from .connect import Sessions, attach_existing
@@ -82,6 +80,9 @@ class _Watch:
         self.waited = waited_s
         self.longest = max(self.longest, waited_s)
 
+    def gave_up(self, waited_s: float) -> None:
+        self.longest = max(self.longest, waited_s)
+
     def stalled(self, now: float) -> bool:
         """Sent, not started by Python in the agent within the budget: the GIL is held."""
         return self.sent_at is not None and self.queued is None and gil.is_stall(now - self.sent_at)
@@ -104,7 +105,7 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     try:
         facts = _ask_agent(sessions, pid, args, budget, cancelled)
     except GilHeld as held:
-        reading = _while_gil_held(sessions, pid, args, deadline, held, reserve)
+        reading = _while_gil_held(sessions, pid, args, deadline, held, reserve, budget)
         if reading is not None:
             return reading
         facts = held.box["facts"]
@@ -139,26 +140,33 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
     if asker is not None:
         asker.join(NAMES_GRACE_S)
     if not names:  # the agent cannot answer now: the names it gave before
-        names = {k: {"name": v, "ident": None, "daemon": None} for k, v in sessions.thread_names(pid).items()}
+        names = _seen(sessions.thread_names(pid))
     named = _apply_names(facts["threads"], dict(names))
     return StackReading("external", facts, named=named)
 
 
 def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline, held: GilHeld,
-                    reserve: float) -> StackReading | None:
+                    reserve: float, budget: Deadline) -> StackReading | None:
     """The stacks read from outside right away, with native frames (the holder is inside a C call):
     the agent would show the threads as they are after the stall, not the stall. A late answer of the
-    agent that arrives meanwhile only names the threads and tells how long the wait was."""
+    agent that arrives meanwhile only names the threads and tells how long the wait was. None: the
+    agent's answer stands (held.box["facts"])."""
     w = held.watch
     read_at = time.monotonic()
-    reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+    try:
+        reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+    except FlightError:  # not readable from outside (permissions...): the agent's late answer, if it comes
+        while "facts" not in held.box and "error" not in held.box and not budget.expired:
+            held.watch.changed.wait(min(budget.left(), 0.05))
+        if "facts" not in held.box:
+            raise
+        gil.record({"waited_ms": round(w.longest * 1000, 1), "request": "stack"})
+        return None
     if "facts" in held.box and not gil.is_stall(w.longest):
         return None  # only the ack was late (a CPU-starved process): the command started in time, its answer stands
     # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
-    names = dict(held.watch.names)
-    if names:
-        reading.named = _apply_names(reading.facts["threads"], {k: {"name": v, "ident": None, "daemon": None}
-                                                                for k, v in names.items()})
+    if held.watch.names:
+        reading.named = _apply_names(reading.facts["threads"], _seen(held.watch.names))
     waited = w.waited if w.waited is not None else time.monotonic() - w.sent_at  # still waiting: so far
     reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack",
                      "holder": gil.holder(reading.facts["threads"], {}),
@@ -184,6 +192,11 @@ def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dic
     except Exception:  # names are a nicety: the outside reading stands without them
         return
     out.update({t["native_id"]: t for t in raw.get("threads", ()) if t.get("native_id")})
+
+
+def _seen(names: dict[int, str]) -> dict:
+    """native_id -> name as _apply_names takes them (the agent's thread facts)."""
+    return {k: {"name": v, "ident": None, "daemon": None} for k, v in names.items()}
 
 
 def _apply_names(threads: list[dict], by_native_id: dict) -> int:
@@ -219,8 +232,7 @@ def _ask_agent(sessions: Sessions, pid: int, args: dict, budget: Deadline, cance
         finally:
             watch.changed.set()
 
-    worker = threading.Thread(target=contextvars.copy_context().run, args=(ask,), name=f"flight-mcp-stack-{pid}",
-                              daemon=True)
+    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{pid}", daemon=True)
     worker.start()
     while worker.is_alive() and not budget.expired:
         if watch.stalled(time.monotonic()):

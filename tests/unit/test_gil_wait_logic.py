@@ -163,6 +163,7 @@ class Recorder:
     def started(self, q): self.calls.append(("started", q))
     def overdue(self): self.calls.append("overdue")
     def finished(self, w): self.calls.append(("finished", round(w, 1)))
+    def gave_up(self, w): self.calls.append(("gave_up", round(w, 1)))
 
 
 def _client(monkeypatch, **agent):
@@ -358,3 +359,14 @@ def test_an_error_after_a_wait_says_it_waited():
     first, second = e.value.message.splitlines()
     assert first == "no global `x` in __main__." and second.startswith("note: this answer waited 2.10s for the GIL")
     assert e.value.code == "agent_failed" and not gil.watching()
+
+
+def test_a_request_that_never_started_records_the_wait_so_far_with_its_holder():
+    read, token = FakeRead(), gil.collect()
+    w = gil.StallWatch(7, "getglobal", {WORKER: "regex-worker"}, read=read)
+    w.sent(time.monotonic())
+    w.overdue()
+    w.gave_up(13.0)
+    [wait] = gil.collected(token)
+    assert wait["still_waiting"] is True and wait["waited_ms"] == 13000.0
+    assert wait["holder"]["name"] == "regex-worker"
