@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(240)
 
 REGEX = "gil_regex_stall"
 SORT = "gil_sort_stall"
-STALL_S, GAP_S = "4", "3"
+STALL_S, GAP_S = "3", "2"
 
 
 def _count(markers, kind: str) -> int:
