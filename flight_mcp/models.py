@@ -68,3 +68,24 @@ class ValueView(Compact):
 
 
 ViewChild.model_rebuild()
+
+
+class GilHolder(Fact):
+    """A thread seen holding the GIL, read from outside the process (no code ran in it)."""
+    native_id: int = Field(description="The OS thread id (threading.get_native_id()).")
+    name: str = Field(description="Its threading name when an agent answer told it, else the OS's.")
+    frames: list[Frame] = Field(default_factory=list, description="Its innermost Python frames (last: the "
+                                                                  "one inside the long C call), at most 5.")
+
+
+class GilWait(Fact):
+    """An answer that waited for the GIL: every Result has one (None when no request waited long)."""
+    waited_ms: float = Field(description="How long the agent's request waited for the GIL: before any Python code "
+                                         "ran for it, plus after it answered until the answer left.")
+    request: str = Field(description="The agent command that waited longest.")
+    requests: int = Field(1, description="How many of this call's requests waited that long.")
+    holder: GilHolder | None = Field(None, description="The thread holding the GIL, read from outside while the "
+                                                       "request waited (None: not read, or nobody held it then).")
+    seen_after_ms: float | None = Field(None, description="When that reading started, counted from the request.")
+    still_waiting: bool = Field(False, description="The request was still waiting when this answer was given "
+                                                   "(stack answered from outside instead): waited_ms is a lower bound.")

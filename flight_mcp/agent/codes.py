@@ -103,6 +103,9 @@ CODES = {
     "unsafe_token_file": "Make the token file a regular file of the server's user that only it can read "
                          "(chmod 600 FILE), in a directory of that user.",
     "http_bind_failed": "Choose another port, or stop what listens there (`ss -ltnp`).",
+    # stack during a GIL stall
+    "gil_held": "A thread holds the GIL in one long C call (the reading from outside shows which, and where); "
+                "the agent answers once it lets go: call again, or look at what that call does.",
 }
 
 

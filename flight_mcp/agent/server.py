@@ -6,6 +6,14 @@ Protocol (both directions one JSON object per line):
   <- {"id": 7, "result": {...}}           exactly one final message ...
   <- {"id": 7, "error": {"kind": "...", "message": "..."}}   ... or this
   -> {"cancel": 7}                         ends command 7 early (it still sends its final message)
+A request may carry "sent" (the host's time.monotonic(): CLOCK_MONOTONIC, one clock for every process of
+the machine) and "slow_s". Then the agent answers {"id": 7, "started": {"queued_s": ...}} as soon as
+Python code runs for it: how long the request waited before that, which is the time it waited for
+the GIL (a thread in a long C call holds it); with "threads": {native_id: threading name} when that
+wait reached slow_s, so the host can name the thread it saw holding the GIL from outside (and for
+`info`, asked once per connection, so the host knows the names before any stall). The final
+message then carries "replied" (time.monotonic() just before it was written): the host adds the
+time it took to arrive, which a GIL held after the command ended also delays.
 Every command runs on its own thread so that a long watch never blocks a cancel or a stack: the
 thread that read the request runs it, after starting a fresh thread that takes over the reading
 (the answer then waits for no thread to start; see Connection.serve).
@@ -230,6 +238,8 @@ class CommandContext(object):
         self._wake.acquire()
         self.cleanups = []
         self.after_reply = []
+        # the host measures GIL waits: {"queued_s", maybe "threads"} (see the module's docstring)
+        self.started = None
 
     def emit(self, event):
         """Streams a progress event; never waits: dropped while the client does not read."""
@@ -264,16 +274,17 @@ class Connection(object):
         self.closed = False
         self._unsent = b""   # the tail of a message the socket did not take yet
 
-    def send(self, msg, wait_s=None):
+    def send(self, msg, wait_s=None, lock_s=0):
         """Writes one message. wait_s=0 (progress events): never waits; the message is dropped when
         the client is not reading (socket full) or another thread is writing. Otherwise it waits at
         most wait_s (default REPLY_WAIT_S) for the client to read, then gives the connection up.
+        lock_s: with wait_s=0, how long to wait for another thread's write to end (default: not at all).
         Returns whether the message was handed to the socket whole."""
         if wait_s is None:
             wait_s = REPLY_WAIT_S
         data = (json.dumps(msg, default=repr, ensure_ascii=False) + "\n").encode("utf-8", "replace")
         lock = self.send_lock
-        if not (lock.acquire(True, wait_s) if wait_s > 0 else lock.acquire(False)):
+        if not (lock.acquire(True, wait_s or lock_s) if wait_s > 0 or lock_s > 0 else lock.acquire(False)):
             return False
         try:
             if self.closed:
@@ -329,10 +340,18 @@ class Connection(object):
         except OSError:
             pass
 
-    def serve(self, buf=b""):
+    def serve(self, buf=b"", begun=None):
         # A command runs on this (reading) thread once a new thread reads on: waking a thread
         # started for the command cost a scheduler hand-off on every warm call (up to ~1 ms on a
         # busy machine), while starting the next reader overlaps the command instead.
+        # begun: the command the previous reader runs now. Its ack is sent here, by the new reader,
+        # and only if it still runs: the command never waits for it, and a command done by now
+        # costs no message at all (its answer says when it started); an ack sent before the command
+        # cost a GIL hand-off, ~5 ms in a process whose other threads keep the GIL busy.
+        if begun is not None and begun.started is not None and begun.id in self.running:
+            # never waiting for a client that does not read (this thread reads the cancels), but for
+            # the send lock a moment: the previous answer's thread may hold it still
+            self.send({"id": begun.id, "started": begun.started}, wait_s=0, lock_s=1.0)
         handed_over = False
         try:
             while True:
@@ -340,7 +359,7 @@ class Connection(object):
                     line, buf = buf.split(b"\n", 1)
                     job = self._handle(line) if line.strip() else None
                     if job is not None:
-                        start_thread(self.serve, buf)
+                        start_thread(self.serve, buf, job[1])
                         handed_over = True
                         self._run(*job)
                         return
@@ -369,6 +388,13 @@ class Connection(object):
             return
         ctx = CommandContext(self, msg.get("id"), msg.get("args") or {})
         self.running[ctx.id] = ctx  # before the next reader starts: a cancel must find it
+        sent = msg.get("sent")
+        if type(sent) is float:  # a host that measures GIL waits (see the module's docstring)
+            queued = max(time.monotonic() - sent, 0.0)
+            ctx.started = {"queued_s": round(queued, 4)}
+            slow = msg.get("slow_s")
+            if (type(slow) in (int, float) and queued >= slow) or msg.get("cmd") == "info":
+                ctx.started["threads"] = thread_names()
         return msg.get("cmd"), ctx
 
     def _run(self, name, ctx):
@@ -393,6 +419,8 @@ class Connection(object):
                 except BaseException:
                     pass
             self.running.pop(ctx.id, None)
+        if ctx.started is not None:
+            reply["started"], reply["replied"] = ctx.started, time.monotonic()
         self.send(reply)
         for fn in ctx.after_reply:
             fn()
@@ -413,6 +441,27 @@ class Connection(object):
             pass
         with _state_lock:
             _state["connections"].discard(self)
+
+
+def thread_names():
+    """{str(native_id): name} of the target's threads known to threading (read from each Thread's own
+    fields, never its properties; none when the target never imported threading)."""
+    import sys
+    from . import capture, objstate
+    threading = sys.modules.get("threading")
+    active = getattr(threading, "_active", None) if threading is not None else None
+    out = {}
+    if type(active) is not dict:
+        return out
+    reader = objstate.Reader()
+    for ident, t in list(dict.items(active)):
+        if ident in AGENT_THREADS:
+            continue
+        d = reader.instance_dict(t)
+        native_id = objstate.dict_get(d, "_native_id") if d is not None else None
+        if type(native_id) is int:
+            out[str(native_id)] = capture.thread_facts(ident, t)[0]
+    return out
 
 
 def now_ms():

@@ -22,6 +22,10 @@ from ..agent.codes import CODES
 from ..errors import FlightError
 from . import procs
 
+# A request the agent has not started this long after it was sent waits for the GIL (see
+# session/gil.py for how much normal answers take); the agent then names the threads in its ack.
+STALL_BUDGET_S = 0.5
+
 _CLOSED = object()
 _TURN = object()  # "the socket has no reader now: take over" (to a waiting request)
 
@@ -42,6 +46,9 @@ class AgentClient:
         self._buf = b""
         self._closed = False
         self.info: dict[str, Any] = {}
+        # native_id -> threading name, from the agent's answers (stack, the ack of a request that waited):
+        # names for threads read from outside while the agent cannot answer
+        self.thread_names: dict[int, str] = {}
 
     @property
     def closed(self) -> bool:
@@ -133,10 +140,17 @@ class AgentClient:
 
     def request(self, cmd: str, args: dict | None = None, *, timeout: float = 10.0,
                 on_event: Callable[[dict], None] | None = None,
-                cancelled: Callable[[], bool] | None = None) -> dict:
+                cancelled: Callable[[], bool] | None = None, watch: Any = None) -> dict:
         """Runs one agent command and returns its result. `timeout` bounds the whole exchange;
         when it passes, or `cancelled()` turns true, the command is cancelled in the agent and we
-        wait briefly for its final (partial) answer."""
+        wait briefly for its final (partial) answer.
+
+        watch (session/gil.py's StallWatch) hears of the GIL: watch.names is set to our thread names,
+        watch.sent(at) when the request left,
+        watch.started(queued_s) when Python ran for it in the agent, watch.overdue() once when it
+        has not after STALL_BUDGET_S, watch.finished(waited_s) with the whole wait for the GIL
+        (before the command ran and after it answered) when the answer arrived, or watch.gave_up(waited_s)
+        when we stop waiting for a request that never started."""
         if self.closed:
             raise FlightError("agent_gone", f"the connection to pid {self.pid} is closed; call again to re-attach.")
         req_id = next(self._ids)
@@ -144,13 +158,20 @@ class AgentClient:
         with self._lock:
             self._waiting[req_id] = q
         try:
-            self._send({"id": req_id, "cmd": cmd, "args": args or {}})
-            deadline = time.monotonic() + timeout
+            sent = time.monotonic()
+            self._send({"id": req_id, "cmd": cmd, "args": args or {}, "sent": sent, "slow_s": STALL_BUDGET_S})
+            if watch is not None:
+                watch.names = self.thread_names  # what it knows now, and what this request's ack adds
+                watch.sent(sent)
+            deadline = sent + timeout
             cancel_sent_at = None
+            queued = None  # how long the request waited before Python ran for it in the agent
             while True:
                 msg = self._next(q, 0.05)
                 if msg is None:
                     now = time.monotonic()
+                    if queued is None and watch is not None and now - sent >= STALL_BUDGET_S:
+                        watch.overdue()  # (once: it keeps that it was called)
                     if cancel_sent_at is None and (now >= deadline or (cancelled is not None and cancelled())):
                         stopped = procs.stopped_error(self.pid) if now >= deadline else None
                         if stopped is not None:  # it cannot even take the cancel
@@ -161,6 +182,8 @@ class AgentClient:
                         stopped = procs.stopped_error(self.pid)
                         if stopped is not None:
                             raise stopped
+                        if watch is not None and queued is None:  # never started: the GIL stayed held
+                            watch.gave_up(now - sent)
                         raise FlightError("agent_timeout", f"pid {self.pid} did not answer `{cmd}` within "
                                           f"{timeout:.1f}s; its threads may be holding the GIL in native code "
                                           "(stack with native=true reads it from outside).")
@@ -168,6 +191,14 @@ class AgentClient:
                 if msg is _CLOSED:
                     raise FlightError("agent_gone", f"pid {self.pid} closed the connection during `{cmd}`: "
                                       "the process exited or the agent was detached.")
+                if "started" in msg and queued is None:  # the ack, or an answer that came before it
+                    started = msg["started"]
+                    queued = started["queued_s"]
+                    self.thread_names.update({int(k): v for k, v in started.get("threads", {}).items()})
+                    if watch is not None:
+                        watch.started(queued)
+                if "result" not in msg and "error" not in msg and "event" not in msg:
+                    continue
                 if "event" in msg:
                     if on_event is not None:
                         on_event(msg["event"])
@@ -178,6 +209,10 @@ class AgentClient:
                     if code not in CODES:  # an agent of another version, or a bug: never an unknown code
                         code, message = "agent_bug", f"the agent answered with error code {code!r}: {message}"
                     raise FlightError(code, message, arg=err.pop("arg", None), **err)
+                if watch is not None and queued is not None:
+                    # the reply's time on the way: written late when the GIL was held after the command
+                    tail = max(time.monotonic() - msg.get("replied", time.monotonic()), 0.0)
+                    watch.finished(queued + tail)
                 return msg["result"]
         finally:
             with self._lock:

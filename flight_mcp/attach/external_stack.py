@@ -14,6 +14,7 @@ plus GIL/GC facts.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import linecache
 import os
@@ -34,14 +35,6 @@ _OWN = OWN_PATH
 # The payload's thread lives only until the bootstrap has started the agent: seen, it means an
 # injected agent is still waiting for the GIL.
 _PAYLOAD = PAYLOAD_FILE
-
-_CHILD = r"""
-import json, sys
-sys.path.insert(0, sys.argv[3])
-from flight_mcp.attach.external_stack import child_main
-child_main(int(sys.argv[1]), sys.argv[2] == "1")
-"""
-
 
 def child_main(pid: int, stop: bool) -> None:
     """Runs in the child: read with pystack, print JSON to stdout. Never raises."""
@@ -84,6 +77,12 @@ def child_main(pid: int, stop: bool) -> None:
     print(json.dumps({"threads": out, "method": method, "stopped": stop}))
 
 
+# The child runs child_main's own source, not an import of this package: importing flight_mcp there cost
+# ~0.2 s on an idle machine and over 1 s on a loaded one, before the reading could start (during a GIL
+# stall, every such second is one the answer comes later).
+_CHILD = "import json, sys\n" + inspect.getsource(child_main) + "\nchild_main(int(sys.argv[1]), sys.argv[2] == '1')\n"
+
+
 def expected_seconds(pid: int) -> float:
     """A generous estimate of one reading, child start included (measured ~0.5 s for a few threads and
     ~1.2 s for 200 on an idle machine; a loaded one needs more)."""
@@ -108,8 +107,10 @@ def _gone(pid: int, what: str) -> FlightError:
     return FlightError("no_such_process", f"pid {pid} exited while {what}; nothing is left to read.")
 
 
-def read(pid: int, *, native: bool, timeout: float) -> dict:
-    """{"threads": [...], "notes": [...]} read from outside pid; raises FlightError with a cause and a fix."""
+def read(pid: int, *, native: bool, timeout: float, stop: bool = True) -> dict:
+    """{"threads": [...], "notes": [...]} read from outside pid; raises FlightError with a cause and a fix.
+    stop=False: read the memory without stopping the process (Python frames and who holds the GIL, no
+    native frames nor GIL waiters): what a sample of a GIL holder needs, the holder's frames do not move."""
     version = procs.python_version(pid)  # raises no_such_process / permission_denied
     if version is None:
         try:
@@ -125,16 +126,15 @@ def read(pid: int, *, native: bool, timeout: float) -> dict:
     tracer = procfs.tracer(pid)
     # A process already under a tracer (a debugger) cannot be ptrace-stopped again; its memory can still
     # be read, which gives the Python frames but no native ones.
-    stop = tracer == 0
-    if not stop:
+    asked_stop, stop = stop, stop and tracer == 0
+    if asked_stop and not stop:
         notes.append(f"pid {pid} is being traced by pid {tracer} (a debugger?), so it could not be stopped: "
                      "Python frames were read from its memory without stopping it; native frames and GIL "
                      "waiters need a stop and are unavailable. Detach the debugger for a native reading.")
-    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     stopped_before = procfs.state(pid) == "T"
     started = time.monotonic()
     try:
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(pid), "1" if stop else "0", pkg_root],
+        child = subprocess.run([sys.executable, "-c", _CHILD, str(pid), "1" if stop else "0"],
                                capture_output=True, text=True, timeout=max(timeout, 0.5))
     except subprocess.TimeoutExpired:
         if stop and not stopped_before:

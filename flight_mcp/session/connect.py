@@ -13,6 +13,7 @@ from ..attach import procs
 from ..attach.bootstrap import RuntimeDir, agent_build
 from ..attach.client import AgentClient
 from ..errors import FlightError
+from . import gil
 from .deadline import Deadline
 
 DEFAULT_ATTACH_TIMEOUT = 5.0
@@ -46,7 +47,9 @@ def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
 def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     """Connects to the agent in pid, injecting it first when it is not running (or replacing one
     that another flight-mcp build left there). Every step shares the one deadline of timeout seconds
-    (a request for facts gets at least _FACTS_S, so an agent that started just in time is not lost)."""
+    (a request for facts gets at least _FACTS_S, so an agent that started just in time is not lost).
+    The request for facts is where a new connection waits for the GIL: gil.connect_watch() hears of it."""
+    watch = gil.connect_watch()
     deadline = Deadline(timeout)
     proc = procs.require_python(pid)
     stopped = procs.stopped_error(pid)
@@ -57,7 +60,7 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     how: dict = {"method": "already attached"}
     replaced = None
     if client is not None:
-        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S))
+        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S), watch=watch)
         if client.info.get("agent_build") != agent_build():
             replaced = _retire(pid, client)
             client = None
@@ -73,7 +76,7 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
                 client = _wait_for_agent(pid, rdir, deadline.at, how)
             elif client is None:
                 client, how = _inject_and_connect(pid, proc.version, rdir, deadline)
-        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S))
+        client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S), watch=watch)
         if client.info.get("agent_build") != agent_build():  # another flight-mcp won the race to inject
             client.close()
             raise FlightError("agent_version_mismatch", f"another flight-mcp (agent version "
@@ -212,15 +215,21 @@ class Sessions:
 
     def request(self, pid: int, cmd: str, args: dict, deadline: Deadline, *, budget_arg: str | None = None,
                 margin: float = 0.0, on_event: Callable[[dict], None] | None = None,
-                cancelled: Callable[[], bool] | None = None) -> dict:
+                cancelled: Callable[[], bool] | None = None, watch=None) -> dict:
         """Runs cmd within deadline, attach included: the request gets what the attach left. budget_arg
         names an argument of the agent's set to that rest (a capture's own deadline, after which the
-        agent answers with what it has); margin is extra time for that answer to arrive."""
-        client = self.get(pid, deadline.left(floor=0.001))
+        agent answers with what it has); margin is extra time for that answer to arrive. watch: what
+        hears of the GIL (see AgentClient.request); by default, within a tool call, a gil.StallWatch."""
+        if watch is None and gil.watching():
+            watch = gil.StallWatch(pid, cmd)
+        with gil.watching_connect(watch):
+            client = self.get(pid, deadline.left(floor=0.001))
         left = deadline.left(floor=0.001)
         if budget_arg is not None:
             args = dict(args, **{budget_arg: round(left, 3)})
-        return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=cancelled)
+        if watch is None:
+            return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=cancelled)
+        return client.request(cmd, args, timeout=left + margin, on_event=on_event, cancelled=cancelled, watch=watch)
 
     def agent_listening(self, pid: int) -> bool:
         """An agent answers in pid now (ours, or one another flight-mcp attached); never injects."""
@@ -234,6 +243,17 @@ class Sessions:
             return False
         client.close()
         return True
+
+    def learn_names(self, pid: int, threads: list[dict]) -> None:
+        """Keeps the threading names of an agent's answer (its thread facts) for readings from outside."""
+        client = self._clients.get(pid)
+        if client is not None:
+            client.thread_names.update({t["native_id"]: t["name"] for t in threads if t.get("native_id")})
+
+    def thread_names(self, pid: int) -> dict[int, str]:
+        """native_id -> threading name, as the agent in pid last told (never waits, never attaches)."""
+        client = self._clients.get(pid)
+        return dict(client.thread_names) if client is not None else {}
 
     def attached(self) -> list[int]:
         return [pid for pid, c in self._clients.items() if not c.closed]

@@ -8,12 +8,14 @@ that into its notes).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
 from ..errors import FlightError
+from . import gil
 from .connect import Sessions, attach_existing
 from .deadline import Deadline
 
@@ -40,6 +42,50 @@ class StackReading:
     pending: str | None = None  # external without asking: "waiting" (an earlier agent waits for the GIL) or "gone"
     named: int = 0  # external: threads named by an agent already running
     notes: list[str] = field(default_factory=list)
+    stall: dict | None = None  # external because the GIL was held: the GilWait facts (session/gil.py)
+
+
+class GilHeld(Exception):
+    """The agent's stack request was not started within STALL_BUDGET_S: a thread holds the GIL."""
+
+    def __init__(self, watch: "_Watch", box: dict):
+        super().__init__("gil held")
+        self.watch, self.box = watch, box
+
+
+class _Watch:
+    """What the stack request's client reports (see AgentClient.request's watch)."""
+
+    def __init__(self):
+        self.sent_at: float | None = None
+        self.queued: float | None = None
+        self.waited: float | None = None
+        self.longest = 0.0  # the longest queued_s of its requests (a new connection's facts, then stack)
+        self.changed = threading.Event()
+        self.names: dict[int, str] = {}  # the client's native_id -> threading name (set by it)
+
+    def sent(self, at: float) -> None:
+        """(twice on a new connection: its request for facts, then stack)"""
+        self.sent_at, self.queued, self.waited = at, None, None
+        self.changed.set()
+
+    def started(self, queued_s: float) -> None:
+        self.queued, self.longest = queued_s, max(self.longest, queued_s)
+        self.changed.set()
+
+    def overdue(self) -> None:
+        self.changed.set()
+
+    def finished(self, waited_s: float) -> None:
+        self.waited = waited_s
+        self.longest = max(self.longest, waited_s)
+
+    def gave_up(self, waited_s: float) -> None:
+        self.longest = max(self.longest, waited_s)
+
+    def stalled(self, now: float) -> bool:
+        """Sent, not started by Python in the agent within the budget: the GIL is held."""
+        return self.sent_at is not None and self.queued is None and gil.is_stall(now - self.sent_at)
 
 
 def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native: bool,
@@ -58,6 +104,11 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     budget = deadline.keeping(reserve)
     try:
         facts = _ask_agent(sessions, pid, args, budget, cancelled)
+    except GilHeld as held:
+        reading = _while_gil_held(sessions, pid, args, deadline, held, reserve, budget)
+        if reading is not None:
+            return reading
+        facts = held.box["facts"]
     except FlightError as e:
         if e.code in NO_FALLBACK:
             raise
@@ -88,8 +139,40 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
         sessions.pending_agents.pop(key, None)
     if asker is not None:
         asker.join(NAMES_GRACE_S)
+    if not names:  # the agent cannot answer now: the names it gave before
+        names = _seen(sessions.thread_names(pid))
     named = _apply_names(facts["threads"], dict(names))
     return StackReading("external", facts, named=named)
+
+
+def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline, held: GilHeld,
+                    reserve: float, budget: Deadline) -> StackReading | None:
+    """The stacks read from outside right away, with native frames (the holder is inside a C call):
+    the agent would show the threads as they are after the stall, not the stall. A late answer of the
+    agent that arrives meanwhile only names the threads and tells how long the wait was. None: the
+    agent's answer stands (held.box["facts"])."""
+    w = held.watch
+    read_at = time.monotonic()
+    try:
+        reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+    except FlightError:  # not readable from outside (permissions...): the agent's late answer, if it comes
+        while "facts" not in held.box and "error" not in held.box and not budget.expired:
+            held.watch.changed.wait(min(budget.left(), 0.05))
+        if "facts" not in held.box:
+            raise
+        gil.record({"waited_ms": round(w.longest * 1000, 1), "request": "stack"})
+        return None
+    if "facts" in held.box and not gil.is_stall(w.longest):
+        return None  # only the ack was late (a CPU-starved process): the command started in time, its answer stands
+    # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
+    if held.watch.names:
+        reading.named = _apply_names(reading.facts["threads"], _seen(held.watch.names))
+    waited = w.waited if w.waited is not None else time.monotonic() - w.sent_at  # still waiting: so far
+    reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack",
+                     "holder": gil.holder(reading.facts["threads"], {}),
+                     "seen_after_ms": round((read_at - w.sent_at) * 1000, 1), "ended": w.waited is not None}
+    gil.record(dict({k: v for k, v in reading.stall.items() if k != "ended"}, still_waiting=not reading.stall["ended"]))
+    return reading
 
 
 def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dict) -> None:
@@ -111,6 +194,11 @@ def _names_from_running_agent(sessions: Sessions, pid: int, args: dict, out: dic
     out.update({t["native_id"]: t for t in raw.get("threads", ()) if t.get("native_id")})
 
 
+def _seen(names: dict[int, str]) -> dict:
+    """native_id -> name as _apply_names takes them (the agent's thread facts)."""
+    return {k: {"name": v, "ident": None, "daemon": None} for k, v in names.items()}
+
+
 def _apply_names(threads: list[dict], by_native_id: dict) -> int:
     named = 0
     for t in threads:
@@ -128,19 +216,29 @@ def _ask_agent(sessions: Sessions, pid: int, args: dict, budget: Deadline, cance
     ATTACH_GRACE_S, so the next call finds the agent (one waiting for the GIL starts once it is free).
     """
     box: dict = {}
+    watch = _Watch()
 
     def ask() -> None:
         try:
-            sessions.get(pid, max(budget.left(), ATTACH_GRACE_S))
-            box["facts"] = sessions.request(pid, "stack", args, budget, cancelled=cancelled)
+            with gil.watching_connect(watch):
+                sessions.get(pid, max(budget.left(), ATTACH_GRACE_S))
+            # the answer may come after we answered from outside (it then tells how long the GIL was held)
+            box["facts"] = sessions.request(pid, "stack", args, budget, cancelled=cancelled, watch=watch)
+            sessions.learn_names(pid, box["facts"]["threads"])
         except FlightError as e:
             box["error"] = e
         except Exception as e:  # never a traceback to the user; the fallback still answers
             box["error"] = FlightError("agent_failed", f"asking the agent failed: {type(e).__name__}: {e}")
+        finally:
+            watch.changed.set()
 
     worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{pid}", daemon=True)
     worker.start()
-    worker.join(budget.left())
+    while worker.is_alive() and not budget.expired:
+        if watch.stalled(time.monotonic()):
+            raise GilHeld(watch, box)
+        watch.changed.wait(min(budget.left(), 0.02))
+        watch.changed.clear()
     if "facts" in box:
         return box["facts"]
     if "error" in box:

@@ -14,8 +14,11 @@ from typing import Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FlightError, speak
+from ..models import GilWait
 from ..render import escape, escaped
+from ..session import gil
 from ..session.deadline import Deadline
+from . import gil_wait
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -166,12 +169,24 @@ class Tool:
     # the seed's command word, when it differs from the MCP tool name
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self):
+        self.result = gil_wait.with_gil_wait(self.result)  # every answer may say it waited for the GIL
+
     def invoke(self, params: Params, call: Call) -> BaseModel:
         """run(), where an answer that does not fit the Result model (an agent of another version,
-        a fact we did not expect) becomes an error with its code, never a traceback."""
+        a fact we did not expect) becomes an error with its code, never a traceback. The Result
+        says how long the call's requests waited for the GIL, when one waited long (session/gil.py)."""
+        token = gil.collect()
         try:
-            return self.run(params, call)
+            result = self.run(params, call)
+            waits = gil.collected(token)
+            token = None
+            return gil_wait.attach(self.result, result, gil.summary(waits))
         except FlightError as e:  # in the caller's language: the argument names it typed
+            waits, token = gil.collected(token), None
+            if waits:  # an error that came late says why too (both outputs escape the message)
+                e = FlightError(e.code, e.message + "\n" + gil_wait.line(GilWait(**gil.summary(waits))), hint=e.hint,
+                                arg=e.arg, **e.extra)
             raise e.spoken(lambda n: cli_name(self.params, n) if call.on_cli else n) from None
         except (ValidationError, KeyError, TypeError, AttributeError) as e:  # a missing or mistyped fact
             what = _first_errors(e) if isinstance(e, ValidationError) else f"{type(e).__name__}: {escape(str(e))}"
@@ -179,10 +194,15 @@ class Tool:
                               f"flight-mcp expects ({what}). The target is unaffected. An agent left by another "
                               "flight-mcp version answers differently: detach it and retry; otherwise report "
                               "this.") from None
+        finally:
+            if token is not None:
+                gil.collected(token)
 
     def text(self, result: BaseModel, color: bool) -> str:
         """The text rendering, with every string from the target escaped (see render.py)."""
-        return self.render(escaped(result), color)
+        text = self.render(escaped(result), color)
+        wait = getattr(result, "gil_wait", None)
+        return gil_wait.line(escaped(wait)) + "\n" + text if wait is not None else text  # first: it changes the reading
 
 
 def validation_problems(e: ValidationError, name_of: Callable[[str], str]) -> str:

@@ -3,6 +3,7 @@ threads, state, age) and which are the workers of a server's master."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Annotated, Literal
 
@@ -12,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..attach import procs
 from ..attach.bootstrap import RuntimeDir
-from ..models import Fact
+from ..models import Fact, GilHolder
+from ..session import gil
+from . import gil_wait
 from .base import Call, Cli, Tool
 
 
@@ -42,6 +45,11 @@ class ProcessInfo(Fact):
     threads: int | None = None
     state: str | None = Field(None, description="running, sleeping, disk-sleep, stopped, tracing-stop, zombie...")
     uptime_s: float | None = Field(None, description="Seconds since the process started.")
+    gil_stalled: bool | None = Field(None, description="True: a thread holds the GIL right now and keeps every other "
+                                     "one waiting (the agent could not run a trivial request within the stall "
+                                     "budget); None: not known (only a process with the agent attached is asked).")
+    gil_holder: GilHolder | None = Field(None, description="With gil_stalled: the thread holding the GIL, read from "
+                                                           "outside without stopping the process.")
 
 
 class ListResult(Fact):
@@ -64,14 +72,22 @@ def run(p: ListParams, call: Call) -> ListResult:
     listed = [x for x in found if x.pid not in ours and not _is_flight_mcp(x.cmdline)]
     pids = {x.pid for x in listed}
     masters = {x.ppid for x in listed if x.ppid in pids}
+    stalls: dict[int, dict | None] = {}
+    askers = [threading.Thread(target=lambda pid=x.pid: stalls.__setitem__(pid, _stalled(call, pid)), daemon=True)
+              for x in listed if _agent_listening(x)]
+    for t in askers:  # while _usage samples the CPU
+        t.start()
     usage = _usage([x.pid for x in listed])
+    for t in askers:
+        t.join(gil.STALL_BUDGET_S + gil.SAMPLE_TIMEOUT_S + 0.5)
     out = []
     for x in listed:
         role = "master" if x.pid in masters else "worker" if x.ppid in pids else None
         command = " ".join(" ".join(x.cmdline).split())   # one line, even for `python -c "..."` with newlines
         out.append(ProcessInfo(pid=x.pid, ppid=x.ppid, user=x.user, python="%d.%d" % x.version,
                                command=command[:300], agent_attached=_agent_listening(x),
-                               parent_is_python=x.ppid in pids, role=role, **usage.get(x.pid, {})))
+                               parent_is_python=x.ppid in pids, role=role, **usage.get(x.pid, {}),
+                               **_stall_facts(stalls.get(x.pid))))
     for master in (x for x in out if x.role == "master"):
         # what it runs: its own command line, or its workers' (`-c from multiprocessing.spawn ...`)
         family = [master] + [x for x in out if x.ppid == master.pid]
@@ -79,6 +95,19 @@ def run(p: ListParams, call: Call) -> ListResult:
         for x in family[1:]:
             x.server = master.server
     return ListResult(processes=out, left_out=len(found) - len(listed))
+
+
+def _stalled(call: Call, pid: int) -> dict | None:
+    try:
+        return gil.stalled_now(pid, call.sessions.thread_names(pid) if call is not None else None)
+    except Exception:  # a process that went away meanwhile: nothing to say about it
+        return None
+
+
+def _stall_facts(stall: dict | None) -> dict:
+    if stall is None:
+        return {}
+    return {"gil_stalled": stall["stalled"], "gil_holder": stall.get("holder")}
 
 
 def _our_tree() -> set[int]:
@@ -158,6 +187,10 @@ def render(r: ListResult, color: bool) -> str:
                      f"{_num(x.rss_mb, '.1f'):>7} {_num(x.cpu_percent, '.1f'):>6} {_num(x.threads, 'd'):>4} "
                      f"{(x.state or '?')[:9]:<9} {_age(x.uptime_s):>4}  {'└ ' if x.role == 'worker' else ''}{role}"
                      f"{x.command}")
+        if x.gil_stalled:
+            lines.append(f"{'':>16}! GIL stalled now: " + (
+                f"thread {x.gil_holder.native_id} ({x.gil_holder.name}) holds it" + gil_wait.where(x.gil_holder)
+                if x.gil_holder else "the thread holding it was not read"))
     return "\n".join(lines) + (f"\n{left.strip(' ()')}" if left else "")
 
 
@@ -166,7 +199,8 @@ TOOL = Tool(
     title="List Python processes", aliases=("ps",),
     description=(
         "List running Python processes: pid, parent, user, Python version, whether the flight-mcp agent is "
-        "attached, resident memory, CPU use now, threads, state, age and command line. Start here to find the "
+        "attached, resident memory, CPU use now, threads, state, age and command line, and, where the agent is "
+        "attached, whether a thread holds the GIL right now and keeps every other one waiting (which one). Start here to find the "
         "pid for every other tool; for servers with workers (gunicorn, uvicorn, celery, multiprocessing) pick a "
         "worker (role=worker, marked └), not the master. flight-mcp's own processes are left out. Read-only."),
 )

@@ -158,7 +158,16 @@ def _from_outside(reading: session_stack.StackReading, p: StackParams) -> StackR
         agent_error = reading.agent_error.code
         notes.insert(0, "read from outside the process (no code ran in it) because the agent did not answer: "
                         f"{reading.agent_error.message}")
-    if not p.native:
+    elif reading.stall is not None:
+        agent_error = "gil_held"
+        notes.insert(0, _stall_note(reading.stall))
+    if reading.stall is not None and not p.native:  # the holder's C frames are the point; the others' are not
+        for t in facts["threads"]:
+            if not t["holds_gil"]:
+                t["frames"] = [f for f in t["frames"] if f["kind"] != "native"]
+        notes.append("native frames are shown for the thread holding the GIL only: call with native=true "
+                     "(CLI: --native) for every thread's.")
+    elif not p.native:
         notes.append("native frames are left out: call with native=true (CLI: --native) to see them.")
     if reading.named:
         notes.append(f"thread names of {reading.named} thread(s) come from the agent already running in the "
@@ -171,6 +180,18 @@ def _from_outside(reading: session_stack.StackReading, p: StackParams) -> StackR
             "call without native=true for them." if p.native else "it did not answer."))
     return StackResult(pid=facts["pid"], source="external", threads=facts["threads"], notes=notes,
                        agent_error=agent_error)
+
+
+def _stall_note(stall: dict) -> str:
+    h = stall["holder"]
+    who = (f"thread {h['native_id']} ({h['name']}) holds it, inside a C call under its innermost Python frame"
+           if h else "no thread held it any more when read (the stall had just ended)")
+    said = (f"read from outside the process (no code ran in it) because the GIL was held: the agent's request had "
+            f"waited {stall['seen_after_ms'] / 1000:.2f}s for it without running when the process was read; {who}.")
+    if stall["ended"]:
+        said += (f" The agent got the GIL {stall['waited_ms'] / 1000:.2f}s after the request: its answer, showing "
+                 "the threads after the stall, was set aside for this reading of the stall itself.")
+    return said
 
 
 def _from_agent(facts: dict, p: StackParams) -> StackResult:
