@@ -26,6 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
+from . import statedir
 from .errors import FlightError
 from .render import escape, paint
 
@@ -45,11 +46,7 @@ HISTORY_USAGE = "history [-n N] [-c]: the last N commands typed (default 20); -c
 
 def history_path(env=None) -> Path:
     """$XDG_STATE_HOME/flight-mcp/history, else ~/.local/state/flight-mcp/history (the XDG default)."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):  # the spec: a relative value is ignored
-        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "flight-mcp" / "history"
+    return Path(statedir.root(env)) / "history"
 
 
 class History:
@@ -74,13 +71,7 @@ class History:
                 self._give_up(e)
 
     def _open(self, truncate: bool = False):
-        directory = self.path.parent
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            raise OSError(f"{directory} is a symlink or not a directory of this user")
-        if st.st_mode & 0o077:
-            os.chmod(directory, 0o700)
+        statedir.private(str(self.path.parent))
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
         fd = os.open(self.path, flags, 0o600)
         try:

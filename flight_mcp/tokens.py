@@ -23,6 +23,7 @@ import secrets
 import stat
 
 from .attach.trusted_files import Untrusted, open_dir, problem
+from . import statedir
 from .errors import FlightError
 
 ENV = "FLIGHT_MCP_TOKEN"
@@ -31,15 +32,8 @@ MIN_LENGTH = 16      # shorter is guessable; token_urlsafe(32) gives 43 characte
 MAX_LENGTH = 4096
 
 
-def state_dir() -> str:
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):  # the XDG spec: a relative path is ignored
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "flight-mcp")
-
-
 def default_path() -> str:
-    return os.path.join(state_dir(), FILE_NAME)
+    return os.path.join(statedir.root(), FILE_NAME)
 
 
 class Token:

@@ -49,6 +49,7 @@ class AgentClient:
         # native_id -> threading name, from the agent's answers (stack, the ack of a request that waited):
         # names for threads read from outside while the agent cannot answer
         self.thread_names: dict[int, str] = {}
+        self.on_names: Callable[[dict[int, str]], None] | None = None   # told when they change
 
     @property
     def closed(self) -> bool:
@@ -194,7 +195,10 @@ class AgentClient:
                 if "started" in msg and queued is None:  # the ack, or an answer that came before it
                     started = msg["started"]
                     queued = started["queued_s"]
-                    self.thread_names.update({int(k): v for k, v in started.get("threads", {}).items()})
+                    if started.get("threads"):
+                        self.thread_names.update({int(k): v for k, v in started["threads"].items()})
+                        if self.on_names is not None:
+                            self.on_names(self.thread_names)
                     if watch is not None:
                         watch.started(queued)
                 if "result" not in msg and "error" not in msg and "event" not in msg:

@@ -13,7 +13,7 @@ from ..attach import procs
 from ..attach.bootstrap import RuntimeDir, agent_build
 from ..attach.client import AgentClient
 from ..errors import FlightError
-from . import gil
+from . import gil, names_cache
 from .deadline import Deadline
 
 DEFAULT_ATTACH_TIMEOUT = 5.0
@@ -38,6 +38,9 @@ def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
         except OSError:
             peer = None
         if peer == pid:
+            # names the agent gave an earlier command: a reading from outside during a stall uses them
+            client.thread_names.update(names_cache.load(pid))
+            client.on_names = lambda names: names_cache.save(pid, names)
             return client
         client.close()
     rdir.remove(path)  # stale: the agent is gone (e.g. a previous process with this pid)
@@ -249,6 +252,7 @@ class Sessions:
         client = self._clients.get(pid)
         if client is not None:
             client.thread_names.update({t["native_id"]: t["name"] for t in threads if t.get("native_id")})
+            names_cache.save(pid, client.thread_names)
 
     def thread_names(self, pid: int) -> dict[int, str]:
         """native_id -> threading name, as the agent in pid last told (never waits, never attaches)."""

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from .. import statedir
 from ..errors import FlightError
 from ..models import ExceptionFact, Fact, ValueView
 from ..render import paint, traceback_lines, view_lines
@@ -58,25 +59,14 @@ class ConsoleResult(Fact):
     platform: str
 
 
-def _state_dir() -> str:
-    base = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(base):  # the XDG spec: a relative path is ignored
-        base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "flight-mcp")
-
-
 def log_path() -> str:
-    return os.path.join(_state_dir(), "console.log")
+    return os.path.join(statedir.root(), "console.log")
 
 
 def _open_log() -> int:
     """The log's fd for appending: a regular file owned by us, opened without following a link, in
     a directory that is ours (created 0700 when absent), the file created 0600."""
-    d = _state_dir()
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    st = os.lstat(d)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise OSError(f"{d} is not a directory of user {os.getuid()}")
+    d = statedir.private(statedir.root())
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(os.path.join(d, "console.log"), flags, 0o600)
     try:

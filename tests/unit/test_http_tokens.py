@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from flight_mcp import tokens
+from flight_mcp import statedir, tokens
 from flight_mcp.errors import FlightError
 
 TOKEN = "a" * 20 + "-_" + "b" * 21
@@ -27,7 +27,7 @@ def test_state_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert tokens.default_path() == str(tmp_path / "flight-mcp" / "http-token")
     monkeypatch.setenv("XDG_STATE_HOME", "relative/dir")   # ignored, as the XDG spec says
-    assert tokens.state_dir() == os.path.join(os.path.expanduser("~"), ".local", "state", "flight-mcp")
+    assert statedir.root() == os.path.join(os.path.expanduser("~"), ".local", "state", "flight-mcp")
 
 
 def test_generated_on_first_start_then_reused(state):
