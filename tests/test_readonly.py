@@ -30,7 +30,7 @@ HOSTILE = [
     # the dangerous builtins
     ("STATE", "__import__('xml.dom')"), ("STATE", "__builtins__"), ("STATE", "exec('STATE.clear()')"),
     ("STATE", "eval('1')"), ("STATE", "compile('1', 'x', 'eval')"), ("STATE", "open('/tmp/flight-hostile', 'w')"),
-    ("BOX", "getattr(target, 'bump')()"), ("BOX", "getattr(target, 'name')"), ("BOX", "setattr(target, 'size', 0)"),
+    ("BOX", "getattr(target, 'bump')()"), ("BOX", "getattr(target, 'na' + 'me')"), ("BOX", "setattr(target, 'size', 0)"),
     ("BOX", "delattr(target, 'size')"), ("STATE", "globals()"), ("STATE", "locals()"), ("BOX", "vars()"),
     ("STATE", "breakpoint()"), ("STATE", "input()"), ("STATE", "print('hi')"), ("STATE", "exit()"),
     ("STATE", "quit()"), ("STATE", "help()"), ("STATE", "dir()"), ("STATE", "iter(target['gen'])"),
