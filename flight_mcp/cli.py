@@ -139,6 +139,9 @@ def _tools_for(word: str, all_tools) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # pydantic looks for plugins among every installed distribution's entry points when it builds its
+    # first model: milliseconds of a one-shot command's start spent finding none (flight-mcp uses none).
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = _parser().parse_intermixed_args(argv)   # `ps --json FILTER` as well as `ps FILTER --json`
     color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
     try:
