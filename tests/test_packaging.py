@@ -2,7 +2,7 @@
 the wheel is installed into a fresh venv; then `flight-mcp --stdio` serves MCP (initialize, list_tools,
 a skill) and `flight-mcp PID --cmd ...` runs tools on real targets, from that venv alone.
 
-All offline, once per session (module fixture; one xdist worker via the group): no build isolation and
+All offline, once per run (the workers of an xdist run share one build): no build isolation and
 --no-deps, the fresh venv seeing this venv's installed dependencies through a .pth line (a plain path
 entry: the editable flight_mcp of this venv is NOT visible there, which the test checks).
 
@@ -11,8 +11,10 @@ The wheel itself: tagged py3-none-manylinux_2_17 (no library in it is loaded by 
 and no glibc symbol version above the floor, read with binutils (readelf), independent of setup.py."""
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,7 +29,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from .conftest import version_params
 from .mcp_client import text_of
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("packaging")]
+pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parent.parent
 GLIBC_FLOOR = (2, 17)   # setup.py's GLIBC_FLOOR; flight_profiler's and manylinux2014's
@@ -45,36 +47,52 @@ def _run(*argv, cwd=None, timeout=240, env=None):
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    """(sdist path, wheel path, fresh venv path)."""
-    out = tmp_path_factory.mktemp("packaging")
-    # The PEP 517 hook `python -m build --sdist --no-isolation` would call, without needing `build`.
-    # The metadata it writes goes to the tmp copy's egg-info, not this checkout's.
+    """(sdist path, wheel path, fresh venv path), built once per run: under xdist the workers share one
+    build through a lock in their common temp folder."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    out = shared / "packaging"
+    with open(shared / "packaging.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            _build(out)
+            (out / "done").write_text("")
+    return next(out.glob("*.tar.gz")), next((out / "wheels").glob("*.whl")), out / "venv"
+
+
+def _build(out: Path) -> None:
+    # From a copy of the checkout (builds write into the tree they run in), through the PEP 517 hook
+    # `python -m build --sdist --no-isolation` would call, without needing `build`.
+    src = out / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "build", "dist", "*.so",
+                                                             "__pycache__", "*.egg-info", ".pytest_cache"))
     r = _run(sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_sdist({str(out)!r}))",
-             cwd=ROOT)
+             cwd=src)
     sdist = out / r.stdout.strip().splitlines()[-1]
-    wheels = out / "wheels"
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, sdist)
-    wheel, = wheels.glob("*.whl")
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", out / "wheels", sdist)
+    wheel, = (out / "wheels").glob("*.whl")
     venv = out / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv)
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
     here = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
     (purelib / "_flight_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(here)))
     _run(venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-build-isolation", wheel)
-    return sdist, wheel, venv
 
 
 def test_sdist_has_what_builds_tests_and_benchmarks(package):
     sdist, _, _ = package
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    tracked = _tracked()
     expected = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in"}
     for folder, keep in (("skills", None), ("tests", None), ("bench", ".py"), ("compat", ".py"),
                          ("flight_mcp", (".py", ".c", ".h"))):
         for path in (ROOT / folder).rglob("*"):
             rel = path.relative_to(ROOT).as_posix()
             if (path.is_file() and "__pycache__" not in rel and not rel.endswith((".so", ".pyc"))
-                    and (keep is None or rel.endswith(keep)) and _tracked(rel)):
+                    and (keep is None or rel.endswith(keep)) and (tracked is None or rel in tracked)):
                 expected.add(rel)
     assert {"tests/conftest.py", "tests/mcp_client.py", "tests/cli_zygote.py", "tests/targets/idle.py",
             "skills/flight-mcp-stack/SKILL.md", "flight_mcp/agent/ext_common.h", "flight_mcp/payload/payload.c",
@@ -82,10 +100,11 @@ def test_sdist_has_what_builds_tests_and_benchmarks(package):
     assert expected - names == set(), f"missing from the sdist: {sorted(expected - names)}"
 
 
-def _tracked(rel: str) -> bool:
-    """A file git knows (an untracked scratch file in the checkout need not be shipped)."""
-    r = subprocess.run(["git", "ls-files", "--error-unmatch", rel], cwd=ROOT, capture_output=True)
-    return r.returncode == 0 or not (ROOT / ".git").exists()
+def _tracked() -> set[str] | None:
+    """The files git knows (an untracked scratch file in the checkout need not be shipped); None outside
+    a git checkout (in an unpacked sdist, every file counts)."""
+    r = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    return set(r.stdout.splitlines()) if r.returncode == 0 and r.stdout else None
 
 
 def test_wheel_tag_metadata_and_license(package):
