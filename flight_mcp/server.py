@@ -122,6 +122,10 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> FlightError | None
         tool.params.model_validate(arguments)
     except ValidationError as e:
         errors = e.errors()
+        missing = [str(err["loc"][0]) for err in errors if err["type"] == "missing" and err["loc"]]
+        if missing and len(missing) == len(errors):
+            return FlightError("usage", f"{tool.name}: missing required argument{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(map(repr, missing))}", arg=missing[0])
         return FlightError("usage", f"{tool.name}: invalid arguments: " + validation_problems(e, str),
                            arg=".".join(map(str, errors[0]["loc"])) if errors[0]["loc"] else None)
     return None

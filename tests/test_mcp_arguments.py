@@ -37,5 +37,6 @@ def test_unknown_and_mistyped_arguments_get_our_errors():
         assert "pydantic" not in text_of(result) and "https://" not in text_of(result)
     assert "limit: " in text_of(typed) and "timeout_s: " in text_of(typed)
     assert typed.structured_content["error"]["argument"] in ("limit", "timeout_s")
-    assert "pid: " in text_of(missing) and missing.structured_content["error"]["argument"] == "pid"
+    assert text_of(missing).startswith("usage: getglobal: missing required argument 'pid'")
+    assert missing.structured_content["error"]["argument"] == "pid"
     assert not fine.is_error, text_of(fine)
