@@ -87,7 +87,7 @@ def test_sdist_has_what_builds_tests_and_benchmarks(package):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     tracked = _tracked()
     expected = {"LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in"}
-    for folder, keep in (("skills", None), ("tests", None), ("bench", ".py"), ("compat", ".py"),
+    for folder, keep in (("skills", None), ("tests", None), ("deploy", None), ("bench", ".py"), ("compat", ".py"),
                          ("flight_mcp", (".py", ".c", ".h"))):
         for path in (ROOT / folder).rglob("*"):
             rel = path.relative_to(ROOT).as_posix()
@@ -96,7 +96,7 @@ def test_sdist_has_what_builds_tests_and_benchmarks(package):
                 expected.add(rel)
     assert {"tests/conftest.py", "tests/mcp_client.py", "tests/cli_zygote.py", "tests/targets/idle.py",
             "skills/flight-mcp-stack/SKILL.md", "flight_mcp/agent/ext_common.h", "flight_mcp/payload/payload.c",
-            "compat/flight_profiler_suite.py", "bench/attach.py"} <= expected
+            "compat/flight_profiler_suite.py", "bench/attach.py", "deploy/k8s/sidecar-example.yaml"} <= expected
     assert expected - names == set(), f"missing from the sdist: {sorted(expected - names)}"
 
 
