@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from . import __version__
 from .errors import FlightError
 
 EPILOG = """examples:
@@ -23,9 +24,23 @@ EPILOG = """examples:
 """
 
 
+# words that may stand where the pid goes
+_PROGRAM_WORDS = ("ps", "demo", "help", "install-skills")
+
+
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        """--help ends with the commands --cmd runs (built only when asked: it loads every tool)."""
+        from .help import command_rows
+        from .tools import all_tools
+        return (super().format_help() + "\ncommands (flight-mcp PID --cmd \"CMD ...\"; `flight-mcp help CMD` for "
+                "one command's options):\n" + "\n".join(f"  {row}" for row in command_rows(all_tools(), 98)) + "\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flight-mcp", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Look inside a live Python process, over MCP or from the command line.")
+    p = _Parser(prog="flight-mcp", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Look inside a live Python process, over MCP or from the command line.")
+    p.add_argument("--version", action="version", version=f"flight-mcp {__version__}")
     p.add_argument("target", nargs="?", help="a pid, or one of: ps, demo, help [CMD], install-skills")
     p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--stdio", action="store_true", help="run the MCP server over stdio")
@@ -46,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool, allow_mutating: bool,
-                sessions=None) -> int:
-    """Runs one command; sessions: the interactive session's (kept open), else one for this command."""
+                sessions=None, cmd: str | None = None) -> int:
+    """Runs one command; sessions: the interactive session's (kept open), else one for this command; cmd:
+    the command as typed in one string, when it was (its quoting is checked)."""
     from . import cmdline
     from .session import Sessions
     from .tools import all_tools
@@ -61,7 +77,18 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
         from .interactive import history_once
         return history_once(words)
     tools = _tools_for(words[0] if words else "", all_tools)
-    tool, params = cmdline.parse(words, tools, pid)
+    try:
+        tool, params = cmdline.parse(words, tools, pid)
+    except cmdline.HelpAsked as asked:   # `--cmd "trace -h"`
+        from .help import command
+        print(command(asked.tool, color))
+        return 0
+    except FlightError as e:
+        if cmd is not None:   # `--expr args[0]['user']` fails as "'user' is not defined": say why
+            cmdline.check_quoting(cmd, words, e)
+        raise
+    if cmd is not None:
+        cmdline.check_quoting(cmd, words)
     own = sessions is None
     sessions = Sessions() if own else sessions
     call = Call(sessions, allow_mutating=allow_mutating, on_cli=True,
@@ -84,6 +111,14 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
     return 0
 
 
+def _not_a_pid(word: str) -> str:
+    said = f"{word!r} is not a pid"
+    if _tools_for(word, dict):   # a command word where the pid goes: `flight-mcp stack`
+        return f'{said} but a command: run it in a process with flight-mcp PID --cmd "{word} ..."'
+    return (f"{said} (a process id: digits) nor one of {', '.join(_PROGRAM_WORDS)}; `flight-mcp ps` lists the "
+            'Python processes and their pids, then: flight-mcp PID --cmd "stack"')
+
+
 # command words whose tool module is named otherwise (flight_profiler's spellings)
 _MODULE_OF = {"ps": "processes", "list_processes": "processes", "perf": "profile", "detach": "attach"}
 
@@ -104,6 +139,9 @@ def _tools_for(word: str, all_tools) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # pydantic looks for plugins among every installed distribution's entry points when it builds its
+    # first model: milliseconds of a one-shot command's start spent finding none (flight-mcp uses none).
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = _parser().parse_intermixed_args(argv)   # `ps --json FILTER` as well as `ps FILTER --json`
     color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
     try:
@@ -115,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                               tls_cert=args.tls_cert, tls_key=args.tls_key)
         if args.token_file or args.tls_cert or args.tls_key:
             raise FlightError("usage", "--token-file, --tls-cert and --tls-key go with --http [HOST:]PORT")
+        if args.stdio and (args.cmd or args.target):
+            raise FlightError("usage", "--stdio serves MCP on stdin/stdout and runs nothing else: drop "
+                              f"{'--cmd' if args.cmd else repr(args.target)}, or run a command without --stdio: "
+                              'flight-mcp PID --cmd "stack"')
         if args.stdio:
             from .server import serve_stdio
             serve_stdio(allow_mutating=args.allow_mutating)
@@ -130,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "ps":
             return run_command(None, ["list_processes", *args.rest], color=color, as_json=args.json,
                                allow_mutating=False)
-        if args.target is None or not args.target.isdigit():
-            _parser().print_help(sys.stderr)
+        if args.target is None:
+            _parser().print_usage(sys.stderr)
+            print('give a pid and a command: flight-mcp PID --cmd "stack"; `flight-mcp ps` lists the Python '
+                  "processes, `flight-mcp --help` says more.", file=sys.stderr)
             return 2
+        if not args.target.isdigit():
+            raise FlightError("usage", _not_a_pid(args.target))
         if not args.cmd:  # the interactive session
             from .interactive import session
             return session(int(args.target), color=color, allow_mutating=args.allow_mutating)
@@ -144,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc is not None:
                 return rc
         return run_command(int(args.target), words, color=color, as_json=args.json,
-                           allow_mutating=args.allow_mutating)
+                           allow_mutating=args.allow_mutating, cmd=args.cmd)
     except FlightError as e:
         from .render import escape
         code = "" if e.code == "usage" else f" [{e.code}]"

@@ -6,6 +6,7 @@ slots are the fields marked positional, filled left to right with optional slots
 """
 from __future__ import annotations
 
+import re
 import shlex
 import types
 import typing
@@ -16,6 +17,15 @@ from .errors import FlightError
 from .tools.base import CliSplit, Tool, cli_name, cli_of, validation_problems
 
 _INTERNAL = {"pid", "timeout_s"}
+_HELP_FLAGS = ("-h", "--help")
+
+
+class HelpAsked(Exception):
+    """`trace -h` in a command: the caller prints the command's help instead of running it."""
+
+    def __init__(self, tool: Tool):
+        super().__init__(tool.name)
+        self.tool = tool
 
 
 def split_of(model: type[BaseModel], name: str) -> CliSplit | None:
@@ -68,6 +78,8 @@ def usage(tool: Tool) -> str:
             opts.append(f"[{'/'.join(cli.flags)}{'' if _is_bool(f.annotation) else ' VALUE'}]")
         if (splitter := split_of(model, n)) is not None:
             opts.append(f"[{'/'.join(splitter.flags)} \"{' '.join(x.upper() for x in splitter.into)}\"]")
+    if "timeout_s" in model.model_fields:
+        opts.append("[--timeout SECONDS]")
     return f"{tool.name} {' '.join(pos)} {' '.join(opts)}".strip()
 
 
@@ -89,6 +101,8 @@ def parse(words: list[str], tools: dict[str, Tool], pid: int | None) -> tuple[To
         if word.startswith("-") and not _is_number(word):
             key, eq, inline = word.partition("=")
             field = table.get(key)
+            if field is None and key in _HELP_FLAGS:
+                raise HelpAsked(tool)
             if field is None:
                 raise FlightError("usage", f"{name}: unknown option {key!r}. Usage: {usage(tool)}")
             if _is_bool(model.model_fields[field].annotation):
@@ -145,3 +159,59 @@ def split(cmd: str) -> list[str]:
     except ValueError as e:
         raise FlightError("usage", f"cannot split the command ({e}): close every quote; put an expression "
                           "with spaces in single quotes, e.g. -f 'args[0] > 1'.")
+
+
+def check_quoting(cmd: str, words: list[str], failure: FlightError | None = None) -> None:
+    """A usage error when splitting cmd into words took the quotes off a name inside an expression.
+    After a failed parse (failure), only when that failure names the name ("'user' is not defined"): a
+    plainer mistake in the same command is said first."""
+    for raw, word, name in _quoted_names(cmd):
+        if word in words and (failure is None or f"'{name}'" in failure.message):
+            raise FlightError("usage", f"the quotes around {name!r} in {raw} are removed when the command is split "
+                              f"into words (as a shell does), leaving {word}, which reads a variable {name}: "
+                              f"quote the whole expression, with the other quotes inside: "
+                              f"--cmd \"... {_requoted(raw)} ...\".")
+
+
+_QUOTED = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\.|(\s+)|[^'"\\\s]+""")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def _quoted_names(cmd: str):
+    """(raw word, the word after splitting, name) for each word of cmd in which a quoted bare name stands
+    beside unquoted text: `args[0]['user']` splits into `args[0][user]`, an expression that reads a
+    variable `user`: not what was meant. A word quoted whole (`'args[0] > 1'`, `"a['k']"`) is fine."""
+    words: list[tuple[str, str, list[str]]] = []   # (raw, split, quoted names)
+    raw, out, names, started = "", "", [], False
+    for m in _QUOTED.finditer(cmd):
+        if m.group(3) is not None:   # whitespace ends a word
+            if started:
+                words.append((raw, out, names))
+            raw, out, names, started = "", "", [], False
+            continue
+        text = m.group(0)
+        raw, started = raw + text, True
+        if m.group(1) is not None or m.group(2) is not None:
+            inner = m.group(1) if m.group(1) is not None else re.sub(r"\\(.)", r"\1", m.group(2))
+            out += inner
+            if _NAME.fullmatch(inner):
+                names.append(inner)
+        else:
+            out += text[1:] if text.startswith("\\") else text
+    if started:
+        words.append((raw, out, names))
+    for raw, out, names in words:
+        # a quoted name inside a longer word that is not itself a (dotted) name, as `my'Class'` would be
+        if names and not _DOTTED.fullmatch(out):
+            yield raw, out, names[0]
+
+
+def _requoted(raw: str) -> str:
+    """raw as one single-quoted word with escaped double quotes inside, as typed within --cmd "...":
+    args[0]['user'] -> 'args[0][\"user\"]'."""
+    def inner(m: re.Match) -> str:
+        if m.group(1) is None and m.group(2) is None:
+            return m.group(0)
+        return '\\"' + (m.group(1) if m.group(1) is not None else m.group(2)) + '\\"'
+    return "'" + _QUOTED.sub(inner, raw) + "'"

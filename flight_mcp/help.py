@@ -18,12 +18,22 @@ def _first_sentence(text: str) -> str:
     return (m.group(1) if m else text).rstrip(":.")
 
 
-def overview(tools: dict[str, Tool], color: bool) -> str:
-    names = {name: name + "".join(f" ({a})" for a in tool.aliases) for name, tool in tools.items()}
+def _names(tools: dict[str, Tool]) -> dict[str, str]:
+    return {name: name + "".join(f" ({a})" for a in tool.aliases) for name, tool in tools.items()}
+
+
+def command_rows(tools: dict[str, Tool], most: int | None = None) -> list[str]:
+    """One line per command: its name (aliases) and the first sentence of its description (cut to
+    `most` characters)."""
+    names = _names(tools)
     width = max(len(n) for n in names.values()) + 2
-    out = [paint(f"{'NAME'.ljust(width)}DESCRIPTION", "bold", color)]
-    for name in sorted(tools):
-        out.append(f"{names[name].ljust(width)}{_first_sentence(tools[name].description)}")
+    rows = [f"{names[name].ljust(width)}{_first_sentence(tools[name].description)}" for name in sorted(tools)]
+    return [row if most is None or len(row) <= most else row[:most - 1].rstrip() + "…" for row in rows]
+
+
+def overview(tools: dict[str, Tool], color: bool) -> str:
+    width = max(len(n) for n in _names(tools).values()) + 2
+    out = [paint(f"{'NAME'.ljust(width)}DESCRIPTION", "bold", color), *command_rows(tools)]
     out += ["", 'help CMD shows a command\'s usage, options and examples: flight-mcp PID --cmd "help watch"']
     return "\n".join(out)
 

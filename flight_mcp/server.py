@@ -6,6 +6,7 @@ and runs its blocking work on a worker thread so progress and cancellation keep 
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 from contextlib import contextmanager
 from typing import Annotated, Any, Iterator
@@ -103,11 +104,57 @@ def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
     return handler
 
 
+def check_arguments(tool: Tool, arguments: dict[str, Any]) -> FlightError | None:
+    """The caller's arguments checked as the tool's own Params would, before the SDK's generic model sees
+    them: an unknown argument is refused naming the closest known one (the SDK would drop it silently and
+    run with the default), and a wrong type gets the same worded error as the CLI (the SDK's is pydantic's
+    raw text with a documentation URL). None when they are fine."""
+    known = [n for n in tool.params.model_fields]
+    unknown = [k for k in arguments if k not in tool.params.model_fields]
+    if unknown:
+        said = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, known, n=1, cutoff=0.5)
+            said.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return FlightError("usage", f"{tool.name}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                           f"{', '.join(said)}; its arguments: {', '.join(known)}", arg=unknown[0])
+    try:
+        tool.params.model_validate(arguments)
+    except ValidationError as e:
+        errors = e.errors()
+        missing = [str(err["loc"][0]) for err in errors if err["type"] == "missing" and err["loc"]]
+        if missing and len(missing) == len(errors):
+            return FlightError("usage", f"{tool.name}: missing required argument{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(map(repr, missing))}", arg=missing[0])
+        return FlightError("usage", f"{tool.name}: invalid arguments: " + validation_problems(e, str),
+                           arg=".".join(map(str, errors[0]["loc"])) if errors[0]["loc"] else None)
+    return None
+
+
+class _Server(MCPServer):
+    """The SDK's server with every tool call's arguments checked by check_arguments first."""
+
+    def __init__(self, tools: dict[str, Tool], **kwargs):
+        super().__init__(**kwargs)
+        self._flight_tools = tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+        tool = self._flight_tools.get(name)
+        registered = self._tool_manager.get_tool(name)
+        if tool is not None and registered is not None:
+            # pre_parse_json: what the SDK does first (a client may send a list as a JSON string)
+            problem = check_arguments(tool, registered.fn_metadata.pre_parse_json(dict(arguments or {})))
+            if problem is not None:
+                return _error(problem)
+        return await super().call_tool(name, arguments, context)
+
+
 def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
     sessions = Sessions()
     mode = "mutating tools ENABLED" if allow_mutating else "read-only"
-    server = MCPServer(name="flight-mcp", version=__version__, instructions=INSTRUCTIONS + f"\nThis server: {mode}.")
-    for tool in all_tools().values():
+    tools = all_tools()
+    server = _Server(tools, name="flight-mcp", version=__version__, instructions=INSTRUCTIONS + f"\nThis server: {mode}.")
+    for tool in tools.values():
         server.add_tool(
             make_handler(tool, sessions, allow_mutating), name=tool.name, title=tool.title or None,
             description=tool.description,

@@ -26,7 +26,8 @@ def skills_dir() -> Path:
     for candidate in (_PKG.parent / "skills", _PKG / "skills_data"):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError("the skills folder is missing from this installation")
+    from .errors import FlightError
+    raise FlightError("install_broken", f"the skills folder is missing from this installation ({_PKG})")
 
 
 def front_matter(text: str) -> dict[str, str]:
@@ -50,11 +51,23 @@ def all_skills() -> list[tuple[str, str, str]]:
 
 
 def install(dest: str | None) -> int:
+    """Copies every skill folder into dest (default ~/.claude/skills); a bad dest is one error line."""
+    from .errors import FlightError
     target = Path(dest or os.path.expanduser("~/.claude/skills"))
-    target.mkdir(parents=True, exist_ok=True)
-    for folder in sorted(p for p in skills_dir().iterdir() if (p / "SKILL.md").exists()):
-        shutil.copytree(folder, target / folder.name, dirs_exist_ok=True)
-        print(f"installed {folder.name} -> {target / folder.name}")
+    source = skills_dir()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(p for p in source.iterdir() if (p / "SKILL.md").exists()):
+            shutil.copytree(folder, target / folder.name, dirs_exist_ok=True)
+            print(f"installed {folder.name} -> {target / folder.name}")
+    except FileExistsError as e:
+        raise FlightError("usage", f"install-skills: {e.filename} exists and is not a folder: give --dir a "
+                          "folder (it is created when missing)") from None
+    except (shutil.Error, OSError) as e:
+        where = getattr(e, "filename", None) or target
+        why = getattr(e, "strerror", None) or str(e)
+        raise FlightError("usage", f"install-skills: cannot write {where} ({why}): give --dir a folder "
+                          "you may write to") from None
     return 0
 
 
