@@ -110,14 +110,18 @@ def traceback_frames(tb):
     return frames, elided
 
 
+_WITH_SETUP = frozenset(["SETUP_WITH", "BEFORE_WITH", "SETUP_ASYNC_WITH", "BEFORE_ASYNC_WITH"])
+
+
 def line_at(code, offset):
     """The source line of the instruction at byte offset in code (where a call returned), or None."""
     if type(offset) is not int or offset < 0:
         return None
     if hasattr(code, "co_lines"):   # 3.10+
-        for start, end, line in code.co_lines():
+        lines = [(start, end, line) for start, end, line in code.co_lines()]
+        for start, end, line in lines:
             if start <= offset < end:
-                return line
+                return _before_with_exit(code, offset, line, lines)
         return None
     tab = code.co_lnotab   # 3.8/3.9: (address increment, signed line increment) pairs
     line, addr = code.co_firstlineno, 0
@@ -126,6 +130,34 @@ def line_at(code, offset):
         if addr > offset:
             break
         line += tab[i + 1] - 256 if tab[i + 1] >= 128 else tab[i + 1]
+    return line
+
+
+def _before_with_exit(code, offset, line, lines):
+    """3.10+ give the code that leaves a `with` block (its __exit__ call and the return after it)
+    the line of the `with` statement: a `return` inside the block would read as returning at the
+    `with`. Then the line is the last one the block ran before that code (nested blocks' exits
+    skipped too)."""
+    import dis
+
+    def line_of(at):
+        for start, end, ln in lines:
+            if start <= at < end:
+                return ln
+        return None
+    setups = [(i.offset, line_of(i.offset)) for i in dis.get_instructions(code)
+              if i.opname in _WITH_SETUP and i.offset < offset]
+    own = [at for at, ln in setups if ln == line]
+    if not own:
+        return line
+    with_lines = set(ln for _, ln in setups)
+    for start, end, ln in reversed(lines):   # back from the return, within the block
+        if start >= offset:
+            continue
+        if end <= max(own):
+            break
+        if ln is not None and ln not in with_lines:
+            return ln
     return line
 
 

@@ -198,3 +198,35 @@ def test_tt_shows_the_line():
     lines = tt.shown_lines(tt.Shown(is_exp=True, line=57, **row), False)
     assert " LINE                raised at line 57" in lines
     assert not any(line.startswith(" LINE") for line in tt.shown_lines(tt.Shown(is_exp=False, **row), False))
+
+
+def test_a_return_inside_a_with_block_is_at_its_own_line_not_the_with_line():
+    """3.10+ give the code leaving a `with` the with statement's line: the return line is the last
+    line the block ran (an agent once read 'returned at line 54' for a return on line 57)."""
+    import dis
+    import textwrap
+    src = textwrap.dedent('''
+        def get(d, k, lock, f):
+            with lock:
+                if k in d:
+                    return d[k]
+                v = 1
+            return v
+        def nested(lock, f):
+            with lock:
+                with f:
+                    x = 1
+                    return x
+        def one(lock):
+            with lock: return 1
+    ''')
+    ns = {}
+    exec(compile(src, "<with>", "exec"), ns)
+
+    def return_lines(fn):
+        code = fn.__code__
+        return sorted(set(capture.line_at(code, i.offset) for i in dis.get_instructions(code)
+                          if i.opname in ("RETURN_VALUE", "RETURN_CONST")))
+    assert return_lines(ns["get"]) == [5, 7]
+    assert return_lines(ns["nested"]) == [12]
+    assert return_lines(ns["one"]) == [14]
