@@ -62,13 +62,18 @@ def test_watch_says_the_line_a_call_returned_or_raised_at(spawn, version):
     heads = [line for line in out.splitlines() if "method=__main__.Shop.checkout" in line]
     assert len(heads) == 4, out
     for head in heads:
+        # and where it was called from: the caller's function and line
         if "is_exp=True" in head:
-            assert " thread=shop-worker raised at line 31 result={" in head, head
+            assert " thread=shop-worker raised at line 31 called from loop (exc_lines.py:42) result={" in head, head
         else:
-            assert " thread=shop-worker returned at line 33 result={" in head, head
+            assert " thread=shop-worker returned at line 33 called from loop (exc_lines.py:42) result={" in head, head
     assert any("is_exp=True" in h for h in heads) and any("is_exp=False" in h for h in heads), out
     data = json.loads(cli(t.pid, "watch __main__ Shop checkout -n 4 --expr return_obj", "--json"))
     assert sorted((r["is_exp"], r["line"]) for r in data["records"]) == [(False, 33)] * 2 + [(True, 31)] * 2
+    assert {(r["caller"]["name"], r["caller"]["line"]) for r in data["records"]} == {("loop", 42)}
+    data = json.loads(cli(t.pid, "watch __main__ Inventory reserve -n 2 --expr args", "--json"))
+    assert {(r["caller"]["name"], r["caller"]["line"]) for r in data["records"]} == {("Shop.order", 23)}, data
+    assert all(r["caller"]["file"].endswith("exc_lines.py") for r in data["records"])
 
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))

@@ -11,13 +11,39 @@ target with its time budget (timebox.py). A failing expression never reaches the
 is reported once with the number of calls it failed on. The answer is facts (capture.py).
 """
 import _thread
+import sys
 import time
 
-from . import capture, instrument, objview, timebox
+from . import capture, instrument, objview, qualnames, timebox
 from .registry import command
 
 _get_ident = _thread.get_ident
 _perf = time.perf_counter
+_getframe = sys._getframe
+_AGENT_DIR = capture._AGENT_DIR
+
+
+def _caller(frame):
+    """The frame that called the watched function: the watched frame's caller when the
+    instrumentation hands it over (sys.monitoring), else the first frame above the agent's own
+    (the hooks run before the call's frame is linked, or wrap the function). Kept in the token
+    until the call ends: the caller's frame lives that long anyway."""
+    f = frame.f_back if frame is not None else _getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_AGENT_DIR):
+        f = f.f_back
+    return f
+
+
+_CALLER_NAMES = {}   # code -> Class.method, bounded: a watch sees few callers
+
+
+def caller_fact(code, line):
+    name = _CALLER_NAMES.get(code)
+    if name is None:
+        if len(_CALLER_NAMES) > 256:
+            _CALLER_NAMES.clear()
+        name = _CALLER_NAMES[code] = qualnames.qualname(code)
+    return {"name": name, "file": code.co_filename, "line": line}
 
 
 def finish(record, view_opts, budget):
@@ -35,6 +61,8 @@ def finish(record, view_opts, budget):
         record["exception"] = capture.exception_fact(exc, budget, tb)
     record["line"] = end_line(pending)
     record["thread"], record["daemon"] = capture.thread_facts(record["tid"], pending.get("thread"))
+    caller = pending.get("caller")
+    record["caller"] = caller_fact(*caller) if caller is not None else None
     return record
 
 
@@ -74,7 +102,7 @@ class WatchProbe(object):
                 if cap.done:
                     return None
                 seen()
-                return (args, kwargs, perf(), now())
+                return (args, kwargs, perf(), now(), _caller(frame))
             return enter
         gate, failed = self.filter.gate(self.target), self.filter.failed
 
@@ -88,7 +116,7 @@ class WatchProbe(object):
             except BaseException as e:
                 failed(e)
                 return None
-            return (args, kwargs, perf(), now())
+            return (args, kwargs, perf(), now(), _caller(frame))
         return enter
 
     def matched(self, token, result, exc):
@@ -120,6 +148,9 @@ class WatchProbe(object):
         tid = _get_ident()
         # the Thread object (its name is read later), where the call ended (its line is found later)
         pending = {"thread": self.threads(tid), "code": self.target.code, "offset": offset}
+        caller = token[4]
+        if caller is not None:   # where it was called from, while the caller still stands at that call
+            pending["caller"] = (caller.f_code, caller.f_lineno)
         record = {"time": token[3], "cost_ms": round(cost, 6), "is_exp": exc is not None,
                   "tid": tid, "_pending": pending}
         try:

@@ -1,6 +1,8 @@
 """watch: what real calls of a function receive, return, raise and cost, through an expression."""
 from __future__ import annotations
 
+import os
+
 from typing import Annotated
 
 from pydantic import Field
@@ -31,6 +33,12 @@ class WatchParams(FunctionParams):
     raw: Raw = False
 
 
+class Caller(Fact):
+    name: str = Field(description="The calling function, Class.method.")
+    file: str
+    line: int | None = None
+
+
 class Record(Fact):
     time: float = Field(description="When the call started (epoch seconds).")
     cost_ms: float
@@ -43,6 +51,7 @@ class Record(Fact):
     exception: ExceptionFact | None = Field(None, description="What the call raised, with its traceback.")
     line: int | None = Field(None, description="The line the call returned at (its return statement) or raised at "
                                                "(where the exception left the function); None when unknown.")
+    caller: Caller | None = Field(None, description="Where the call was made from: the calling function and line.")
 
 
 class WatchResult(Summary):
@@ -77,10 +86,17 @@ def ended_at(rec: Record) -> str:
     return f" {'raised' if rec.is_exp else 'returned'} at line {rec.line}"
 
 
+def called_from(rec: Record) -> str:
+    c = rec.caller
+    if c is None:
+        return ""
+    return f" called from {c.name} ({os.path.basename(c.file)}:{c.line})"
+
+
 def render_record(rec: Record, method: str, expr: str, color: bool) -> list[str]:
     mark = paint("✗", "red", color) if rec.is_exp else paint("✓", "green", color)
     title = (f"{mark} {wall_time(rec.time)} method={method} cost={rec.cost_ms:.6f}ms is_exp={rec.is_exp} "
-             f"thread={rec.thread}{ended_at(rec)} result={{")
+             f"thread={rec.thread}{ended_at(rec)}{called_from(rec)} result={{")
     if rec.expr_error is not None:
         rows = [("EXPR", expr), ("WATCH_FAIL_INFO", exception_line(rec.expr_error))]
         width = 20
@@ -111,7 +127,8 @@ TOOL = Tool(
     title="Watch a function's calls",
     description=(
         "Capture real calls of one function in a live Python process: its arguments, return value or exception "
-        "(with traceback), the line it returned or raised at, and cost, seen through `expr` (names target, args "
+        "(with traceback), the line it returned or raised at, who called it (function and line), and cost, seen "
+        "through `expr` (names target, args "
         "without self, kwargs, return_obj, cost in ms). filter_expr keeps only calls where it is truthy (e.g. \"cost > 50\" or "
         "\"args[0] == 'u1'\"); exception=true keeps only calls that raised. Waits for up to `limit` captured calls "
         "or `timeout_s` and says how many calls it saw, matched and captured. Values "
