@@ -7,6 +7,7 @@ import _thread
 import builtins as _builtins   # the real builtins, for key= and the name table
 import sys
 import types
+from collections import deque as _deque
 
 from .guards import (  # the checks and bounds every guard shares
     CONTAINER_BASES, INTS, MAPPINGPROXY, MAX_DEPTH, MAX_WIDTH, NUMBERS, Own, SCALARS, SIZED, TEXT,
@@ -376,7 +377,8 @@ SAFE_METHODS = {
 }
 # the standard library's read-only methods (_stdlib_reads): OrderedDict views, namedtuple _asdict,
 # Counter.most_common, a lock's locked(), an Event's is_set(), an asyncio future's or task's state
-STDLIB_READS = frozenset(["_asdict", "most_common", "locked", "is_set", "done", "cancelled", "get_name"])
+STDLIB_READS = frozenset(["_asdict", "most_common", "locked", "is_set", "done", "cancelled", "get_name", "qsize",
+                          "empty", "full"])
 # asyncio's C future and task: these methods only read the object's own state
 _ASYNCIO_C_READS = frozenset(["done", "cancelled", "get_name"])
 ANY_SAFE_METHOD = frozenset().union(*SAFE_METHODS.values()) | STDLIB_READS
@@ -448,12 +450,38 @@ def _stdlib_reads(fb, obj, name, args):
         fn = lookup(t, name)[1]
         if type(fn) is types.MethodDescriptorType:
             return fn(obj)   # C: the future's own state
+    if name in _QUEUE_READS and not args:
+        done = _queue_read(obj, t, name)
+        if done is not None:
+            return done
     if name == "most_common" and issubclass(t, collections.Counter) and len(args) <= 1:
         if lookup(t, "most_common")[0] is collections.Counter and (not args or type(args[0]) in INTS):
             counts = list(dict.items(obj))
             if all(type(v) in NUMBERS for _, v in counts):   # sorted by plain numbers only
                 counts.sort(key=_second, reverse=True)
                 return counts[:args[0]] if args else counts
+    return None
+
+
+_QUEUE_READS = frozenset(["qsize", "empty", "full"])
+
+
+def _queue_read(obj, t, name):
+    """queue.Queue's and asyncio.Queue's qsize()/empty()/full() as they compute them, from the
+    fields (no mutex taken: an expression never waits on the application's lock). None when obj is
+    neither, or its class computes its size itself."""
+    for module, cls, items, maxsize in (("queue", "Queue", "queue", "maxsize"), ("asyncio", "Queue", "_queue", "_maxsize")):
+        if not _defined_by(t, name, module, cls):
+            continue
+        if module == "queue" and getattr(lookup(t, "_qsize")[0], "__module__", None) != "queue":
+            return None   # the application's own _qsize: its answer is its code's
+        d = instance_dict(obj)
+        store = d.get(items) if d is not None else None
+        limit = d.get(maxsize) if d is not None else None
+        if type(store) not in (list, _deque) or type(limit) is not int:
+            return None
+        n = len(store)
+        return n if name == "qsize" else (n == 0 if name == "empty" else 0 < limit <= n)
     return None
 
 

@@ -373,9 +373,23 @@ def items(fb, x, what="iterating"):
     return it
 
 
+def _changes_under_a_loop(it):
+    """Containers whose iterator raises (dict, set, deque) when another thread changes them between
+    two steps of a comprehension (the application keeps running while an expression loops)."""
+    t = type(it)
+    return t in DICT_VIEWS or is_a(it, dict) or is_a(it, set) or is_a(it, frozenset) or (
+        t.__name__ == "deque" and t.__module__ == "collections")
+
+
 def loop(fb, x, unpack):
-    """The iterable of a comprehension's `for`: checked, and every step counted."""
+    """The iterable of a comprehension's `for`: checked, and every step counted. A live dict, set or
+    deque is copied first in one C step: "dictionary changed size during iteration" was the answer
+    to reading an application's registry while it worked."""
     it = iterable(fb, x, upfront=False)
+    if _changes_under_a_loop(it):
+        n = size(it)
+        spend(fb, 1, 8 * n)
+        it = list(it)
     steps = 0
     for v in it:
         steps += 1

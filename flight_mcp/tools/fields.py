@@ -34,8 +34,9 @@ Limit = Annotated[int, Cli("-n", "--limits", "--limit"), Field(
 READ_ONLY_RULES = (" Read-only (unless the server runs with --allow-mutating): attributes, subscripts, operators, "
                    "comprehensions, builtins (len, isinstance, sorted, getattr, ...), read-only methods of builtin "
                    "values (dict.get/items, str methods) and of the standard library's locks, events, threads "
-                   "and futures (lock.locked(), event.is_set(), thread.name, fut.done()); no method of the "
-                   "application's own classes and no repr() of its objects: read their fields instead.")
+                   "and futures (lock.locked(), event.is_set(), queue.qsize(), thread.name, fut.done()); no method "
+                   "or property of the application's own classes and no repr() of its objects: read the fields "
+                   "they use instead.")
 FilterExpr = Annotated[str | None, Cli("-f", "--filter_expr", "--filter"), names_known(*CAPTURE_NAMES), Field(
     description="Python expression; only calls where it is truthy count. Names: target (the instance for methods, "
                 "else None), args (WITHOUT self), kwargs, params (every argument by parameter name), return_obj, "

@@ -438,3 +438,55 @@ def test_stdlib_locks_events_threads_and_futures_are_read_without_their_code():
     finally:
         held.release()
         loop.close()
+
+
+def test_queues_are_sized_from_their_fields_without_their_mutex():
+    import asyncio
+    import queue
+
+    class MyQueue(queue.Queue):
+        def _qsize(self):
+            CALLS.append("MyQueue._qsize")
+            return 0
+
+    del CALLS[:]
+    q = queue.Queue(maxsize=2)
+    q.put(1)
+    q.put(2)
+    aq = asyncio.Queue()
+    values = {"q": q, "aq": aq, "mine": MyQueue()}
+
+    def run(source):
+        return expr.evaluate(expr.compile_expr(source, "{arg:expr}", False), {"t": values})
+    with q.mutex:   # held by the application: a read-only expression never waits for it
+        assert run("[t['q'].qsize(), t['q'].empty(), t['q'].full()]") == [2, False, True]
+    assert run("[t['aq'].qsize(), t['aq'].empty(), t['aq'].full()]") == [0, True, False]
+    with pytest.raises(guards.ReadOnlyRefused):
+        run("t['mine'].qsize()")
+    assert CALLS == []
+
+
+def test_a_comprehension_over_a_dict_another_thread_changes_does_not_break():
+    """The application keeps running while an expression loops: its registry changing under the
+    loop raised "dictionary changed size during iteration" (an agent lost a call to it)."""
+    d = {i: i for i in range(1000)}
+    stop = []
+
+    def churn():
+        i = 1000
+        while not stop:
+            d[i] = i
+            d.pop(i - 1000, None)
+            i += 1
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        code = expr.compile_expr("[k for k in target if k % 7 == 0 and sum(range(50)) >= 0]", "{arg:expr}", False)
+        for _ in range(200):
+            assert len(expr.evaluate(code, {"target": d})) > 100
+        code = expr.compile_expr("[v for k, v in target.items() if k % 3 == 0]", "{arg:expr}", False)
+        for _ in range(100):
+            expr.evaluate(code, {"target": d})
+    finally:
+        stop.append(1)
+        worker.join()
