@@ -37,6 +37,10 @@ def test_stack_async_shows_every_task_and_its_await_chain(spawn, version):
     assert text.count("coro=Exports.submit") == 1, text
     assert "and 3 more task(s) waiting at the same place: export-1, export-2, export-3" in text, text
     assert "the awaited future is kept in Exports._waiters[*]" in text, text
+    # ... and which code of the awaiting object's class uses that field (where it should be set)
+    assert "code using it: Exports.__init__ (line 30), Exports.submit (line 34)" in text, text
+    assert tasks["export-0"]["waiter_users"] == [{"name": "Exports.__init__", "lines": [30]},
+                                                 {"name": "Exports.submit", "lines": [34]}]
 
     # plain stack: the event loop's thread shows only select(), so the tasks come along (the first 10)
     plain = flight_cli(str(t.pid), "--cmd", "stack", "--json")

@@ -181,7 +181,82 @@ def _waiter(base, t):
 MAX_WAITERS_NAMED = 500   # futures whose holder is sought in one heap search
 
 
-def _name_waiters(out, waiters):
+def _innermost_self_class(coro):
+    """The class whose method is the innermost coroutine of coro's await chain (the method that
+    awaits the future), found by the method's qualified name in its module's globals, or None.
+    (Not its `self` through f_locals: on 3.8-3.10 that makes the frame a dict of its locals, which
+    would then show as the future's holder.)"""
+    found = None
+    seen = 0
+    while coro is not None and seen < 200:
+        seen += 1
+        attrs = _CORO_ATTRS.get(type(coro))
+        if attrs is None:
+            break
+        frame = getattr(coro, attrs[0])
+        if frame is not None:
+            parts = qualnames.qualname(frame.f_code, frame.f_globals).split(".")[:-1]
+            owner = objstate.dict_get(frame.f_globals, parts[0]) if parts and "<" not in parts[0] else None
+            for name in parts[1:]:
+                owner = objstate.find(owner, name)[1] if isinstance(owner, type) else None
+            if isinstance(owner, type):
+                found = owner
+        coro = getattr(coro, attrs[1])
+    return found
+
+
+_ATTR_OPS = frozenset(["LOAD_ATTR", "STORE_ATTR", "DELETE_ATTR", "LOAD_METHOD"])
+MAX_USERS = 12
+
+
+def _users_of(cls, attr):
+    """[{name, lines}]: the methods of cls (and its bases but object) whose code reads, writes or
+    deletes `.attr`, with the lines; from their code objects, nothing run."""
+    import dis
+    users = []
+    for klass in objstate.mro(cls):
+        if klass is object:
+            continue
+        for name, value in objstate.namespace_items(klass):
+            fn = value.__func__ if type(value) in (staticmethod, classmethod) else value
+            if type(fn) is not types.FunctionType:
+                continue
+            code = fn.__code__
+            if attr not in code.co_names:
+                continue
+            lines = sorted(set(capture.line_at(code, i.offset) for i in dis.get_instructions(code)
+                               if i.opname in _ATTR_OPS and i.argval == attr) - {None})
+            if lines:
+                users.append({"name": qualnames.qualname(code), "lines": lines})
+            if len(users) >= MAX_USERS:
+                return users
+    return users
+
+
+def _attr_of(path):
+    """`_waiters` of `ExportCoordinator._waiters[*]`: the attribute an owner path ends its name with."""
+    head = path.split("[", 1)[0]
+    return head.rsplit(".", 1)[-1] if "." in head else None
+
+
+def _chain_objects(task, coro, skip):
+    """The ids of a task and the coroutines and frames it awaits through: they hold the awaited
+    future too, and would crowd out the holder worth naming (owners.py keeps a few per object)."""
+    skip.add(id(task))
+    seen = 0
+    while coro is not None and seen < 200:
+        seen += 1
+        attrs = _CORO_ATTRS.get(type(coro))
+        if attrs is None:
+            break   # the awaited object itself: the one whose holder is sought
+        skip.add(id(coro))
+        frame = getattr(coro, attrs[0])
+        if frame is not None:
+            skip.add(id(frame))
+        coro = getattr(coro, attrs[1])
+
+
+def _name_waiters(out, waiters, chain_ids=()):
     """Who keeps each awaited plain future (`ExportCoordinator._waiters[*]`): whoever should set its
     result. One search of the heap for all of them (owners.py); a coroutine's own frame, which
     holds what it awaits anyway, does not count."""
@@ -194,6 +269,7 @@ def _name_waiters(out, waiters):
     try:
         pause = owners.pauser([0.0])
         skip = set(owners.ours(objs, pause))
+        skip.update(chain_ids)
         heap = gc.get_objects()
         skip.update((id(heap), id(objs), id(skip), id(out), id(waiters)))
         paths, _ = owners.owner_paths([[o] for o in objs], heap, skip, pause, per_object=owners.HOLDERS_KEPT)
@@ -207,10 +283,21 @@ def _name_waiters(out, waiters):
         names = [p for p, _ in ranked if p is not None and not p.startswith("frame of") and "?" not in p]
         if names:
             held[id(o)] = names[0]
+    users = {}
     for task in out:
         path = held.get(task.pop("_waiter_id", None))
+        cls = task.pop("_self_class", None)
         if path is not None:
             task["waiter_held_in"] = path
+            attr = _attr_of(path)
+            if attr is not None and cls is not None:
+                key = (cls, attr)
+                if key not in users:
+                    try:
+                        users[key] = _users_of(cls, attr)
+                    except Exception:
+                        users[key] = []
+                task["waiter_users"] = users[key]
 
 
 def tasks(viewer=None, name_waiters=False):
@@ -221,6 +308,7 @@ def tasks(viewer=None, name_waiters=False):
         return None
     out = []
     waiters = {}
+    chain_ids = set()
     for t in _all_tasks(asyncio):
         base = _task_base(asyncio, t)
         if base is None:
@@ -239,12 +327,15 @@ def tasks(viewer=None, name_waiters=False):
             if name_waiters and waiter is not None and _task_base(asyncio, waiter) is None:
                 waiters[id(waiter)] = waiter
                 task["_waiter_id"] = id(waiter)
+                task["_self_class"] = _innermost_self_class(coro)
+                _chain_objects(t, coro, chain_ids)
             out.append(task)
         except BaseException:
             continue
-    _name_waiters(out, waiters)
+    _name_waiters(out, waiters, chain_ids)
     for task in out:
         task.pop("_waiter_id", None)
+        task.pop("_self_class", None)
     out.sort(key=lambda x: x["name"])
     return out
 

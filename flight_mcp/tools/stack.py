@@ -69,6 +69,11 @@ class ThreadStack(Fact):
     gc_collecting: bool | None = Field(None, description="Running the garbage collector (external reading only).")
 
 
+class FieldUser(Fact):
+    name: str = Field(description="Class.method")
+    lines: list[int]
+
+
 class TaskStack(Fact):
     name: str
     coro: str
@@ -77,6 +82,9 @@ class TaskStack(Fact):
     waiter_held_in: str | None = Field(None, description="Who keeps the plain future this task awaits (the code "
                                                          "that should set its result), e.g. "
                                                          "'ExportCoordinator._waiters[*]' (async_tasks only).")
+    waiter_users: list[FieldUser] | None = Field(None, description="The methods of the awaiting object's class "
+                                                                   "that use that attribute, with their lines: "
+                                                                   "where the future should be set.")
 
 
 class LockFact(Fact):
@@ -345,6 +353,10 @@ def render(r: StackResult, color: bool) -> str:
             if task.waiter_held_in:
                 out.append(f"    the awaited future is kept in {task.waiter_held_in}: whatever should set its "
                            "result works there")
+            if task.waiter_users:
+                out.append("    code using it: " + ", ".join(
+                    f"{u.name} (line{'s' if len(u.lines) > 1 else ''} {', '.join(map(str, u.lines))})"
+                    for u in task.waiter_users))
             out.append("")
     out.extend(f"note: {n}" for n in r.notes)
     return "\n".join(out).rstrip()
