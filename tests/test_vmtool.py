@@ -71,7 +71,7 @@ def test_force_gc_frees_reference_cycles(spawn, version):
     anyio.run(go)
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))  # checked on the host, mostly
 def test_bad_input(spawn, version):
     t = spawn(version, "mutable_state")
 

@@ -145,7 +145,7 @@ def cli_background(pid, cmd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))  # the host's side of a capture
 def test_two_clients_one_method(spawn, version):
     t = spawn(version, "demo")
     assert not instrumented(t.pid, version)  # attached first: this test is about two clients, not two attaches
@@ -170,7 +170,7 @@ def test_two_clients_one_method(spawn, version):
     assert t.alive()
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))  # the host's side of a capture
 def test_server_killed_mid_watch(spawn, version):
     t = spawn(version, "demo")
     assert not instrumented(t.pid, version)
@@ -190,7 +190,7 @@ def test_server_killed_mid_watch(spawn, version):
     assert "1 of 1 captured" in out
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))  # the host's side of a capture
 def test_watch_over_mcp_with_progress(spawn, version):
     t = spawn(version, "demo")
     progress = []
@@ -216,7 +216,7 @@ def test_watch_over_mcp_with_progress(spawn, version):
     assert not instrumented(t.pid, version)
 
 
-@pytest.mark.parametrize("version", version_params())
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))  # the host's side of a capture
 def test_ctrl_c_ends_watch_with_what_was_captured(spawn, version):
     t = spawn(version, "demo")
     assert not instrumented(t.pid, version)  # attach once before two processes talk to the agent
