@@ -19,7 +19,8 @@ from .mcp_client import mcp_session, text_of
 pytestmark = pytest.mark.timeout(240)
 
 TITLE = re.compile(r"^([✓✗]) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} method=(\S+) cost=(\d+\.\d{6})ms "
-                   r"is_exp=(True|False) thread=(\S+)(?: (?:returned|raised) at line \d+)? result=\{$")
+                   r"is_exp=(True|False) thread=(\S+)(?: (?:returned|raised) at line \d+)?"
+                   r"(?: called from \S+ \(\S+:\d+\))? result=\{$")
 
 
 def run(pid, cmd, *extra):
