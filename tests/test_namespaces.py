@@ -42,6 +42,8 @@ for line in sys.stdin:
 MODES = {
     "mount": ["unshare", "-m", "--propagation", "private"],
     "pid": ["unshare", "-p", "-f", "--mount-proc", "--propagation", "private"],
+    # a user namespace where root is root (ours is mapped): what a container run by root gets
+    "user": ["unshare", "-U", "-r", "-m", "--propagation", "private"],
 }
 _SHELL = 'mount -t tmpfs flight-ns-tmp /tmp && exec "$0" -u -c "$1"'
 
@@ -165,3 +167,48 @@ def test_attach_in_namespaces(contained, mode, version):
     assert os.listdir(tmp) == []  # the runtime dir went with the agent
     assert not t.hooked()
     assert procfs.alive(t.pid)
+
+
+# A rootless container's user namespace: its root is uid 100000 outside, and ours (0) has no id there.
+ROOTLESS = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    print("REFUSED", os.strerror(ctypes.get_errno()), flush=True)
+    sys.exit(1)
+print("UNSHARED", flush=True)
+sys.stdin.readline()  # our uid_map and gid_map are written from outside meanwhile
+os.setresgid(0, 0, 0)
+os.setresuid(0, 0, 0)
+libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/PID stays its owner's
+print("READY", os.getuid(), flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("version", version_params(("3.13",)))
+def test_user_namespace_without_our_uid_is_refused(version):
+    proc = subprocess.Popen([PYTHONS[version], "-u", "-c", ROOTLESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        if line.startswith("REFUSED"):
+            pytest.skip(f"the kernel refused a user namespace here: {line}")
+        assert line == "UNSHARED", proc.stderr.read() if proc.poll() is not None else line
+        for kind in ("uid", "gid"):
+            with open(f"/proc/{proc.pid}/{kind}_map", "w") as f:
+                f.write("0 100000 65536\n")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "READY 0" and procfs.owner(proc.pid)[0] == 100000
+        r = flight_cli(str(proc.pid), "--cmd", "getglobal __main__ ROOTLESS", "--no-color")
+        assert r.returncode != 0
+        assert "runs in a user namespace where uid 0 (flight-mcp's) has no id" in r.stderr, r.stderr
+        assert "0 -> 100000 (x65536)" in r.stderr and "[unmapped_user]" in r.stderr
+        assert not os.path.exists(procfs.root(proc.pid, "/tmp/flight-mcp-100000"))  # nothing staged
+        out = flight_cli(str(proc.pid), "--cmd", "stack", "--no-color")  # read from outside instead
+        assert out.returncode == 0 and "read from outside the process" in out.stdout, out.stdout + out.stderr
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -192,10 +192,10 @@ class RuntimeDir:
         if owner is None or us is None:
             shown = "; ".join(f"{i} -> {o} (x{n})" for i, o, n in ranges[:4]) or "empty"
             who = f"{os.geteuid()} (flight-mcp's)" if us is None else f"{self.uid} (its owner's)"
-            raise FlightError("permission_denied", f"pid {self.pid} runs in a user namespace where uid {who} has no id (its uid_map, inside "
-                              f"-> outside: {shown}): its agent could not tell flight-mcp's connections from anyone's. "
-                              f"Run flight-mcp as a user mapped there: as uid {self.uid}, the target's owner "
-                              f"(`sudo -u '#{self.uid}' flight-mcp ...`), or inside the container.")
+            raise FlightError("unmapped_user", f"pid {self.pid} runs in a user namespace where uid {who} has no "
+                              f"id (its uid_map, inside -> outside: {shown}): its agent could not tell flight-mcp's "
+                              f"connections from anyone's, so nothing was staged or loaded. Run flight-mcp as a uid "
+                              f"mapped there (uid {self.uid}, the target's owner), or inside the container.")
         return owner, us
 
     # -- the directory ----------------------------------------------------------------------------
