@@ -3,7 +3,10 @@
 Everything lives in /tmp/flight-mcp-<uid>/ as the *target* sees it (through /proc/PID/root, so a
 containerised target sees it too), owned by the target's uid with mode 0700, so a non-root target
 can read it when we run as root and nobody else can. The agent package is copied there, so the
-target needs neither flight-mcp installed nor read access to our install directory.
+target needs neither flight-mcp installed nor read access to our install directory. In a container
+the target is given every path as it sees it (/tmp/..., never our /proc/PID/root/...: a pid namespace
+of its own has another /proc), and uids as its user namespace numbers them (target_uids); names in
+the directory carry pids as we see them (pidns.py translates what the agent reports).
 
 /tmp is every local user's, so nothing found there is trusted without proof (a planted
 /tmp/flight-mcp-0 was root code execution): RuntimeDir creates its directory atomically and uses

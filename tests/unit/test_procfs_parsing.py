@@ -138,3 +138,11 @@ def test_translator_turns_the_agents_ids_into_ours():
     assert [th["native_id"] for th in out["result"]["threads"]] == [13106, None]
     assert out["result"]["value"] == msg["result"]["value"]  # a view's keys and texts are the target's
     assert out["result"]["gil"] == {"pid_like": 1, "native_id": "3"}  # only ints under the two names
+
+
+def test_the_longest_socket_path_fits_sun_path():
+    """We connect to the agent's socket through /proc/PID/root (its mount namespace): with the largest
+    pid (pid_max's limit) and uid, that path still fits sockaddr_un's 108 bytes, NUL included."""
+    rdir = RuntimeDir(4194304, 4294967294, 0)
+    assert rdir.sock("host") == "/proc/4194304/root/tmp/flight-mcp-4294967294/agent-4194304.sock"
+    assert len(rdir.sock("host").encode()) < 108 and rdir.sock("target").startswith("/tmp/flight-mcp-4294967294/")
