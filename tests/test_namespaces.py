@@ -149,6 +149,15 @@ def test_attach_in_namespaces(contained, mode, version):
     assert not os.path.samestat(os.stat(tmp), os.stat("/tmp"))
     if mode == "pid":
         assert t.inner == 1 and t.pid != 1  # it numbers itself otherwise than we do
+        # read from outside (no agent): our ids too, and why there are no native frames
+        r = flight_cli(str(t.pid), "--cmd", "stack --native", "--no-color")
+        if version in ("3.8", "3.9", "3.10"):  # pystack matches their threads by the container's ids: refused
+            assert r.returncode != 0 and "runs in a pid namespace of its own (a container)" in r.stderr, r.stderr
+            assert "Use stack without native=true" in r.stderr
+        else:
+            assert f"Traceback for thread {t.pid} (MainThread)" in r.stdout and "in work" in r.stdout, r.stdout
+            assert "runs in a pid namespace of its own" in r.stdout
+        assert os.listdir(tmp) == []
 
     facts = json.loads(cli(t.pid, "stack", "--json"))
     assert facts["pid"] == t.pid
