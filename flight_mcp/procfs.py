@@ -167,3 +167,56 @@ def syscall(pid: int, tid: int) -> tuple[int | None, list[str]]:
     """What thread tid is blocked in (see parse_syscall); raises OSError when unreadable."""
     with open(path(pid, "task", str(tid), "syscall")) as f:
         return parse_syscall(f.read())
+
+
+# -- namespaces (a target in a container) --------------------------------------------------------------
+def parse_nspid(value: str) -> list[int]:
+    """The `NSpid:` field of a status file: the id in each pid namespace, ours (that of our /proc)
+    first, the process's innermost last. Empty when unknown (kernels before 4.1, garbage)."""
+    try:
+        return [int(x) for x in value.split()]
+    except ValueError:
+        return []
+
+
+def parse_id_map(text: str) -> list[tuple[int, int, int]]:
+    """/proc/PID/uid_map (or gid_map): (first id inside, first id outside, count) per line; outside
+    ids are those of the user namespace of whoever reads the file."""
+    out = []
+    for line in text.splitlines():
+        try:
+            inside, outside, count = (int(x) for x in line.split())
+        except ValueError:
+            continue
+        out.append((inside, outside, count))
+    return out
+
+
+def map_inside(ranges: list[tuple[int, int, int]], outside_id: int) -> int | None:
+    """outside_id (our view) as the namespace of ranges sees it; None when it is not mapped there."""
+    for inside, outside, count in ranges:
+        if outside <= outside_id < outside + count:
+            return inside + outside_id - outside
+    return None
+
+
+def ns_pid(pid: int) -> int:
+    """pid as the process itself sees it (in its innermost pid namespace); pid when unknown."""
+    ids = parse_nspid(status(pid).get("NSpid", ""))
+    return ids[-1] if ids else pid
+
+
+def ns_tids(pid: int) -> dict[int, int]:
+    """The threads of pid: {id in the process's own pid namespace: our id}."""
+    out = {}
+    for tid in threads(pid):
+        ids = parse_nspid(parse_status(_read(path(pid, "task", str(tid), "status")) or "").get("NSpid", ""))
+        if ids:
+            out[ids[-1]] = tid
+    return out
+
+
+def id_map(pid: int, kind: str = "uid") -> list[tuple[int, int, int]] | None:
+    """pid's user namespace's uid_map/gid_map, None when unreadable."""
+    text = _read(path(pid, f"{kind}_map"))
+    return None if text is None else parse_id_map(text)

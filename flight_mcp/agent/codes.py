@@ -106,6 +106,9 @@ CODES = {
     # stack during a GIL stall
     "gil_held": "A thread holds the GIL in one long C call (the reading from outside shows which, and where); "
                 "the agent answers once it lets go: call again, or look at what that call does.",
+    # containers
+    "unmapped_user": "Run flight-mcp as a uid that the target's user namespace maps (the container's owner), "
+                     "or inside the container (`nsenter -t PID -a`); stack with native=true reads it from outside.",
 }
 
 

@@ -3,7 +3,10 @@
 Everything lives in /tmp/flight-mcp-<uid>/ as the *target* sees it (through /proc/PID/root, so a
 containerised target sees it too), owned by the target's uid with mode 0700, so a non-root target
 can read it when we run as root and nobody else can. The agent package is copied there, so the
-target needs neither flight-mcp installed nor read access to our install directory.
+target needs neither flight-mcp installed nor read access to our install directory. In a container
+the target is given every path as it sees it (/tmp/..., never our /proc/PID/root/...: a pid namespace
+of its own has another /proc), and uids as its user namespace numbers them (target_uids); names in
+the directory carry pids as we see them (pidns.py translates what the agent reports).
 
 /tmp is every local user's, so nothing found there is trusted without proof (a planted
 /tmp/flight-mcp-0 was root code execution): RuntimeDir creates its directory atomically and uses
@@ -55,6 +58,7 @@ _flight_mcp_start()
 # pid namespace (the names carry pids as each flight-mcp sees them) that is using them right now.
 _STALE_S = 60.0
 _OWNED_BY_PID = re.compile(r"^(?:agent-(\d+)\.|inject-(\d+)-)")
+_AGENT_FOLDER = re.compile(r"^agent-[0-9a-f]+$")
 _HALF_MADE = re.compile(r"^(?:agent-[0-9a-f]+\.tmp-|\.trash-)[0-9a-f]+$")
 # Where our own code shows in a target (frames, mapped files): the agent folder and staged payloads.
 OWN_PATH = re.compile(r"/flight-mcp-\d+/(agent-[0-9a-f]+/|inject-\d+-[0-9a-f]+\.(so|py))")
@@ -179,6 +183,24 @@ class RuntimeDir:
         """The directory as the target names it, and as we reach it when that differs."""
         return self.target if self._ours_too() else f"{self.target} (seen from here as {self.host})"
 
+    def target_uids(self) -> tuple[int, int]:
+        """(the owner of the runtime dir, our uid) as the target's user namespace numbers them: what the
+        bootstrap checks the files against, and whom the agent lets connect (SO_PEERCRED tells it uids in
+        its namespace). A target in a user namespace where our uid has no number would see our
+        connections as the overflow uid (nobody's): refused."""
+        ranges = procfs.id_map(self.pid)
+        if ranges is None:  # gone, or an old kernel: ids are ours
+            return self.uid, os.geteuid()
+        owner, us = procfs.map_inside(ranges, self.uid), procfs.map_inside(ranges, os.geteuid())
+        if owner is None or us is None:
+            shown = "; ".join(f"{i} -> {o} (x{n})" for i, o, n in ranges[:4]) or "empty"
+            who = f"{os.geteuid()} (flight-mcp's)" if us is None else f"{self.uid} (its owner's)"
+            raise FlightError("unmapped_user", f"pid {self.pid} runs in a user namespace where uid {who} has no "
+                              f"id (its uid_map, inside -> outside: {shown}): its agent could not tell flight-mcp's "
+                              f"connections from anyone's, so nothing was staged or loaded. Run flight-mcp as a uid "
+                              f"mapped there (uid {self.uid}, the target's owner), or inside the container.")
+        return owner, us
+
     # -- the directory ----------------------------------------------------------------------------
     def ensure(self) -> None:
         """Creates the directory when missing (atomically, 0700, the target's uid), refuses anything
@@ -187,6 +209,7 @@ class RuntimeDir:
             raise FlightError("permission_denied", f"pid {self.pid} runs as uid {self.uid} and flight-mcp as uid "
                               f"{os.geteuid()}: the target could not read files staged by us. Run flight-mcp as "
                               "the target's user or as root.")
+        self.target_uids()  # refused before anything is written in its /tmp
         parent = self._open_tmp()
         try:
             try:
@@ -386,6 +409,29 @@ class RuntimeDir:
             except FileNotFoundError:
                 pass
 
+    def remove_private(self) -> bool:
+        """After a detach: a target with a /tmp of its own (a container's) is left as it was, without
+        our runtime directory, unless it still serves another agent or an attach is under way there (a
+        socket, a lock, a staged file). Our own /tmp keeps its agent folder for the next attach.
+        Whether it was removed; never raises (the detach is done)."""
+        if self._ours_too():
+            return False
+        try:
+            parent = self._open_tmp()
+            try:
+                fd = self._open_checked(parent)
+                try:
+                    if not all(_AGENT_FOLDER.match(n) for n in os.listdir(fd)):
+                        return False
+                finally:
+                    os.close(fd)
+                _remove_tree(parent, self.name)
+                return True
+            finally:
+                os.close(parent)
+        except (OSError, FlightError):
+            return False
+
     # -- the agent's error file -----------------------------------------------------------------
     def clear_error(self) -> None:
         self.remove(self.errfile("host"))
@@ -505,20 +551,24 @@ class RuntimeDir:
 
     def stage_injection(self, version: tuple[int, int] | None = None) -> tuple[str, str]:
         """A unique copy of the payload (dlopen of a loaded path would not rerun its constructor)
-        and its bootstrap script beside it. Returns (library path to inject, host path of the script)."""
+        and its bootstrap script beside it. Returns (library path to inject, as the target sees it;
+        our path of the script). remove() and check_staged() take either view."""
         agent_dir, manifest = self.install_agent(version)
         stem = f"{self.staged_prefix()}{secrets.token_hex(6)}"
         with open(payload_library(), "rb") as f:
             payload = f.read()
-        script = bootstrap_script(module=f"{AGENT_MODULE}_{agent_build()}", agent_dir=agent_dir, agent_uid=self.uid,
-                                  manifest=manifest, sock=self.sock("target"), host_uid=os.geteuid(),
+        agent_uid, host_uid = self.target_uids()
+        script = bootstrap_script(module=f"{AGENT_MODULE}_{agent_build()}", agent_dir=agent_dir, agent_uid=agent_uid,
+                                  manifest=manifest, sock=self.sock("target"), host_uid=host_uid,
                                   build=agent_build(), errfile=self.errfile("target"))
         with self._opened("stage the payload and its bootstrap script") as dir_fd:
             self._write_new(dir_fd, stem + ".so", payload)
             self._write_new(dir_fd, stem + ".py", script.encode())
         self._payload_sha = trusted_files.sha256(payload)
-        # The injector opens the library by the path *it* sees, ours: same file as the target's view.
-        return os.path.join(self.host, stem + ".so"), os.path.join(self.host, stem + ".py")
+        # The target's dlopen() opens the library: by the path the target sees (the injector passes an
+        # absolute path as it is). Ours (/proc/PID/root/...) fails in a pid namespace of its own, whose
+        # /proc has no entry under our number for it.
+        return os.path.join(self.target, stem + ".so"), os.path.join(self.host, stem + ".py")
 
     def check_staged(self, lib: str) -> None:
         """Just before the target maps the payload: still the file we wrote."""
@@ -527,6 +577,14 @@ class RuntimeDir:
                 trusted_files.read_verified(dir_fd, os.path.basename(lib), self.uid, self._payload_sha, lib)
             except (OSError, Untrusted) as e:
                 raise FlightError("unsafe_runtime_dir", f"{e}; nothing was loaded into pid {self.pid}. Retry.")
+
+
+def remove_private(pid: int) -> bool:
+    """RuntimeDir.remove_private() of pid's runtime directory; False when pid is gone."""
+    try:
+        return RuntimeDir.of(pid).remove_private()
+    except FlightError:
+        return False
 
 
 def _listened(dir_fd: int, name: str) -> bool:

@@ -50,6 +50,7 @@ class AgentClient:
         # names for threads read from outside while the agent cannot answer
         self.thread_names: dict[int, str] = {}
         self.on_names: Callable[[dict[int, str]], None] | None = None   # told when they change
+        self.translate: Callable[[Any], Any] | None = None   # the agent's pids and thread ids into ours
 
     @property
     def closed(self) -> bool:
@@ -110,6 +111,8 @@ class AgentClient:
                 while b"\n" in self._buf:
                     line, self._buf = self._buf.split(b"\n", 1)
                     msg = json.loads(line)
+                    if self.translate is not None:  # a target in its own pid namespace (attach/pidns.py)
+                        msg = self.translate(msg)
                     with self._lock:
                         dest = self._waiting.get(msg.get("id"))
                     if dest is not None:

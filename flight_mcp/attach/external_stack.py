@@ -131,6 +131,8 @@ def read(pid: int, *, native: bool, timeout: float, stop: bool = True) -> dict:
         notes.append(f"pid {pid} is being traced by pid {tracer} (a debugger?), so it could not be stopped: "
                      "Python frames were read from its memory without stopping it; native frames and GIL "
                      "waiters need a stop and are unavailable. Detach the debugger for a native reading.")
+    inner = _in_own_pid_namespace(pid, stop, notes)
+    stop = stop and not inner
     stopped_before = procfs.state(pid) == "T"
     started = time.monotonic()
     try:
@@ -167,6 +169,10 @@ def read(pid: int, *, native: bool, timeout: float, stop: bool = True) -> dict:
     if doc["method"] == "exhaustive":
         notes.append("the interpreter state was not found from symbols (a stripped build?); it was found by "
                      "scanning memory instead.")
+    if inner:  # pystack tells the threads by the ids the target sees
+        tids = procfs.ns_tids(pid)
+        for t in doc["threads"]:
+            t["tid"] = tids.get(t["tid"], t["tid"])
     threads, own, pending = _threads(pid, doc["threads"], native and stop)
     if pending:
         notes.append(f"left out: {pending} flight-mcp agent(s) loaded into the process and waiting for the GIL; "
@@ -177,6 +183,18 @@ def read(pid: int, *, native: bool, timeout: float, stop: bool = True) -> dict:
         notes.extend(debug_info_status(pid))
     return {"pid": pid, "threads": threads, "notes": notes, "pending_agents": pending,
             "ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def _in_own_pid_namespace(pid: int, stop: bool, notes: list[str]) -> bool:
+    """A target in a pid namespace of its own (a container): pystack knows its threads by the ids the
+    target sees, and unwinding native stacks by those ids fails here; its memory reads well."""
+    if procfs.ns_pid(pid) == pid:
+        return False
+    if stop:
+        notes.append(f"pid {pid} runs in a pid namespace of its own (a container): the external reader cannot "
+                     "unwind its native stacks from here, so its Python frames were read from memory without "
+                     "stopping it (no native frames nor GIL waiters).")
+    return True
 
 
 def _reader_error(pid: int, kind: str, message: str) -> FlightError:
@@ -190,6 +208,11 @@ def _reader_error(pid: int, kind: str, message: str) -> FlightError:
         return FlightError("permission_denied", f"not allowed to read pid {pid} from outside ({message}): run "
                            "flight-mcp as the target's user or as root; in a container add CAP_SYS_PTRACE; with "
                            "Yama ptrace_scope=1 a non-root reader may only trace its own children.")
+    if "invalid thread id" in low and procfs.ns_pid(pid) != pid:
+        return FlightError("external_failed", f"pid {pid} runs in a pid namespace of its own (a container), and the "
+                           f"external reader cannot match its interpreter's threads with ours from here ({message}; "
+                           "Python 3.8-3.10 keep the ids the container sees). Use stack without native=true (the "
+                           "agent inside answers), or run flight-mcp inside the container.")
     if kind in ("NotEnoughInformation", "InvalidPythonProcess"):
         return FlightError("external_failed", f"pid {pid}'s Python state could not be located from outside "
                            f"({message}): the interpreter may be starting up or shutting down, or the build is "

@@ -9,8 +9,8 @@ import time
 from typing import Callable
 
 from .. import procfs
-from ..attach import procs
-from ..attach.bootstrap import RuntimeDir, agent_build
+from ..attach import pidns, procs
+from ..attach.bootstrap import RuntimeDir, agent_build, remove_private
 from ..attach.client import AgentClient
 from ..errors import FlightError
 from . import gil, names_cache
@@ -37,7 +37,8 @@ def _connect(pid: int, rdir: RuntimeDir) -> AgentClient | None:
                                                               struct.calcsize("3i")))[0]
         except OSError:
             peer = None
-        if peer == pid:
+        if peer == pid:  # SO_PEERCRED gives the pid in our pid namespace, whatever the target's
+            client.translate = pidns.translator(pid)
             # names the agent gave an earlier command: a reading from outside during a stall uses them
             client.thread_names.update(names_cache.load(pid))
             client.on_names = lambda names: names_cache.save(pid, names)
@@ -113,6 +114,7 @@ def _detach(client: AgentClient) -> None:
     finally:
         client.close()
     _wait_until_gone(client.path)
+    remove_private(client.pid)  # a container's /tmp is left as it was
 
 
 def _wait_until_gone(path: str) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from flight_mcp import procfs
-from flight_mcp.attach import procs, safepoint
+from flight_mcp.attach import pidns, procs, safepoint
 from flight_mcp.attach.bootstrap import RuntimeDir
 
 pytestmark = pytest.mark.timeout(30)
@@ -100,3 +100,49 @@ def test_readers_say_unknown_for_a_gone_process():
     assert safepoint.survey(gone) == []
     with pytest.raises(FileNotFoundError):
         procfs.owner(gone)
+
+
+# -- namespaces -----------------------------------------------------------------------------------------
+def test_nspid_ours_first_innermost_last():
+    status = procfs.parse_status("Name:\tpython3\nNSpid:\t13104\t1\nNStgid:\t13104\t1\n")
+    assert procfs.parse_nspid(status["NSpid"]) == [13104, 1]
+    assert procfs.parse_nspid("4242") == [4242] and procfs.parse_nspid("") == [] and procfs.parse_nspid("x 1") == []
+
+
+def test_id_maps_translate_outside_ids_inside():
+    rootless = procfs.parse_id_map("         0       1000          1\n         1     100000      65536\nbad\n")
+    assert rootless == [(0, 1000, 1), (1, 100000, 65536)]
+    assert procfs.map_inside(rootless, 1000) == 0 and procfs.map_inside(rootless, 100005) == 6
+    assert procfs.map_inside(rootless, 0) is None and procfs.map_inside(rootless, 165536) is None
+    assert procfs.map_inside(procfs.parse_id_map("0 0 4294967295\n"), 4242) == 4242  # no namespace of its own
+
+
+def test_this_process_shares_our_namespaces():
+    me = os.getpid()
+    assert procfs.ns_pid(me) == me and pidns.translator(me) is None
+    assert procfs.ns_tids(me)[threading.get_native_id()] == threading.get_native_id()
+    assert procfs.map_inside(procfs.id_map(me), os.geteuid()) == os.geteuid()
+
+
+def test_translator_turns_the_agents_ids_into_ours():
+    t = pidns.Translator(13104, 1)
+    t.tids, t._read_at = {1: 13104, 3: 13106}, time.monotonic() + 3600  # no /proc reading in this test
+    msg = {"id": 4, "started": {"queued_s": 0.7, "threads": {"1": "MainThread", "3": "w", "9": "gone"}},
+           "result": {"pid": 1, "threads": [{"native_id": 3, "name": "w", "frames": [{"name": "pid"}]},
+                                            {"native_id": 9, "name": "gone"}],
+                      "value": {"kind": "mapping", "children": [{"name": "pid", "view": {"repr": "1"}}]},
+                      "gil": {"pid_like": 1, "native_id": "3"}}}
+    out = t(msg)
+    assert out["started"]["threads"] == {"13104": "MainThread", "13106": "w"}
+    assert out["result"]["pid"] == 13104
+    assert [th["native_id"] for th in out["result"]["threads"]] == [13106, None]
+    assert out["result"]["value"] == msg["result"]["value"]  # a view's keys and texts are the target's
+    assert out["result"]["gil"] == {"pid_like": 1, "native_id": "3"}  # only ints under the two names
+
+
+def test_the_longest_socket_path_fits_sun_path():
+    """We connect to the agent's socket through /proc/PID/root (its mount namespace): with the largest
+    pid (pid_max's limit) and uid, that path still fits sockaddr_un's 108 bytes, NUL included."""
+    rdir = RuntimeDir(4194304, 4294967294, 0)
+    assert rdir.sock("host") == "/proc/4194304/root/tmp/flight-mcp-4294967294/agent-4194304.sock"
+    assert len(rdir.sock("host").encode()) < 108 and rdir.sock("target").startswith("/tmp/flight-mcp-4294967294/")
