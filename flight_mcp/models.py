@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class Fact(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: a model's validator is built when it is first used, not when its module is imported:
+    # a one-shot command imports many models and uses a few (its Params, its Result and their parts)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Compact(Fact):
@@ -66,8 +68,6 @@ class ValueView(Compact):
     cycle: bool = Field(False, description="The value contains itself here; shown above.")
     error: str | None = Field(None, description="Why the value could not be read or shown in full.")
 
-
-ViewChild.model_rebuild()
 
 
 class GilHolder(Fact):

@@ -12,9 +12,8 @@ import importlib
 import os
 import sys
 
-from . import atfork as _atfork
-from . import registry as _registry
-from . import server as _server
+# registry, server and atfork are imported where they are used, not here: the host imports
+# flight_mcp.agent.codes (the error catalogue) and must not start a socket server's imports for it.
 
 AGENT_VERSION = "0.2.0"
 
@@ -24,6 +23,7 @@ def _load_commands(name=None):
     # untouched when a command is added. Loaded on first use: cmd_<name>.py first, every
     # module when that does not define the command. Importing all of them at attach (with
     # ast, the instrumentation engine, ...) was ~half of the agent's start in a bare target.
+    from . import registry as _registry
     here = os.path.dirname(os.path.abspath(__file__))
     if name is not None and os.path.exists(os.path.join(here, "cmd_%s.py" % name)):
         importlib.import_module(__name__ + ".cmd_" + name)
@@ -37,6 +37,9 @@ def _load_commands(name=None):
 def start(socket_path, allowed_uid, build=None):
     """Idempotent: a second attach finds the running listener and does nothing. `build` is the
     content hash of the agent's files (the host compares it with its own)."""
+    from . import atfork as _atfork
+    from . import registry as _registry
+    from . import server as _server
     if "info" not in _registry.COMMANDS:  # every attach asks for info first (cmd_admin: info, detach)
         importlib.import_module(__name__ + ".cmd_admin")
     _server.command_loader[0] = _load_commands
@@ -47,6 +50,7 @@ def start(socket_path, allowed_uid, build=None):
 
 def listening():
     """Whether this agent still serves its socket (a bootstrap of another build asks)."""
+    from . import server as _server
     return _server._state["listener"] is not None
 
 

@@ -14,6 +14,7 @@ plus GIL/GC facts.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import linecache
@@ -80,7 +81,10 @@ def child_main(pid: int, stop: bool) -> None:
 # The child runs child_main's own source, not an import of this package: importing flight_mcp there cost
 # ~0.2 s on an idle machine and over 1 s on a loaded one, before the reading could start (during a GIL
 # stall, every such second is one the answer comes later).
-_CHILD = "import json, sys\n" + inspect.getsource(child_main) + "\nchild_main(int(sys.argv[1]), sys.argv[2] == '1')\n"
+# Made on first use, not at import: every command imports this module (session/gil.py) and few read from outside.
+@functools.lru_cache(maxsize=1)
+def _child() -> str:
+    return "import json, sys\n" + inspect.getsource(child_main) + "\nchild_main(int(sys.argv[1]), sys.argv[2] == '1')\n"
 
 
 def expected_seconds(pid: int) -> float:
@@ -136,7 +140,7 @@ def read(pid: int, *, native: bool, timeout: float, stop: bool = True) -> dict:
     stopped_before = procfs.state(pid) == "T"
     started = time.monotonic()
     try:
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(pid), "1" if stop else "0"],
+        child = subprocess.run([sys.executable, "-c", _child(), str(pid), "1" if stop else "0"],
                                capture_output=True, text=True, timeout=max(timeout, 0.5))
     except subprocess.TimeoutExpired:
         if stop and not stopped_before:

@@ -6,8 +6,6 @@ import time
 import re
 from dataclasses import dataclass
 
-import psutil
-
 from .. import procfs
 from ..errors import FlightError
 
@@ -65,6 +63,7 @@ def describe(pid: int) -> PythonProcess | None:
         return None
     if version is None:
         return None
+    import psutil   # here: a command on one known pid needs none of it (~10 ms of a CLI start)
     try:
         p = psutil.Process(pid)
         with p.oneshot():
@@ -79,6 +78,7 @@ def describe(pid: int) -> PythonProcess | None:
 
 
 def list_python(substring: str | None = None) -> list[PythonProcess]:
+    import psutil
     out = []
     for pid in psutil.pids():
         proc = describe(pid)
@@ -90,7 +90,9 @@ def list_python(substring: str | None = None) -> list[PythonProcess]:
     return out
 
 
-def require_python(pid: int) -> PythonProcess:
+def require_python(pid: int) -> tuple[int, int]:
+    """pid's Python version, or the error that says why it cannot be attached (read from /proc alone:
+    describe()'s psutil reading is for listings)."""
     if pid <= 0:
         raise FlightError("bad_pid", f"{pid} is not a process id; pass the pid of a running Python process.")
     version = python_version(pid)
@@ -104,10 +106,9 @@ def require_python(pid: int) -> PythonProcess:
     if version < (3, 8):
         raise FlightError("unsupported_python", f"pid {pid} runs Python {version[0]}.{version[1]}; "
                           "flight-mcp supports targets on Python 3.8 and newer.")
-    proc = describe(pid)
-    if proc is None:
+    if not procfs.exists(pid):
         raise FlightError("no_such_process", f"pid {pid} exited while being inspected.")
-    return proc
+    return version
 
 
 STOP_SETTLE_S = 0.3

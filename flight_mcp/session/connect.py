@@ -55,7 +55,7 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
     The request for facts is where a new connection waits for the GIL: gil.connect_watch() hears of it."""
     watch = gil.connect_watch()
     deadline = Deadline(timeout)
-    proc = procs.require_python(pid)
+    version = procs.require_python(pid)
     stopped = procs.stopped_error(pid)
     if stopped is not None:  # nothing could answer: say so now, rather than time out on the GIL
         raise stopped
@@ -79,7 +79,7 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
                 how = {"method": "earlier injection", "thread": None}
                 client = _wait_for_agent(pid, rdir, deadline.at, how)
             elif client is None:
-                client, how = _inject_and_connect(pid, proc.version, rdir, deadline)
+                client, how = _inject_and_connect(pid, version, rdir, deadline)
         client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S), watch=watch)
         if client.info.get("agent_build") != agent_build():  # another flight-mcp won the race to inject
             client.close()

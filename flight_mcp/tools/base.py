@@ -58,7 +58,7 @@ class Params(BaseModel):
 
     The agent's request is the Params' own dump (agent_args): the agent keeps no defaults and no
     range checks of its own, cross-field rules are model validators here."""
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)  # built when first used
     # fields the host uses itself, not sent to the agent
     host_only: ClassVar[frozenset[str]] = frozenset({"pid", "timeout_s"})
 
