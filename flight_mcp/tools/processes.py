@@ -20,7 +20,7 @@ from .base import Call, Cli, Tool
 
 
 class ListParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when first used (tools/base.py)
     filter: Annotated[str | None, Cli(positional=True)] = Field(
         None, description="Only processes whose command line contains this text (or whose pid it is), and the "
                           "workers of such a process.")
