@@ -138,10 +138,24 @@ def _tools_for(word: str, all_tools) -> dict:
     return all_tools()
 
 
-def main(argv: list[str] | None = None) -> int:
-    # pydantic looks for plugins among every installed distribution's entry points when it builds its
-    # first model: milliseconds of a one-shot command's start spent finding none (flight-mcp uses none).
+def _no_pydantic_plugins() -> None:
+    """pydantic looks for plugins among every installed distribution's entry points when it builds its
+    first validator: a one-shot command's start spent finding none (flight-mcp uses none). With
+    PYDANTIC_DISABLE_PLUGINS=__all__ its loader finds none without looking, but the loader's module still
+    imports importlib.metadata (email, zipfile, csv: about a quarter of what pydantic's own import costs).
+    So, with every plugin disabled, the loader is the one function pydantic asks of it (get_plugins, which
+    then returns nothing in pydantic's too), without that import."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    name = "pydantic.plugin._loader"
+    if os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__" and name not in sys.modules:
+        import types
+        loader = types.ModuleType(name, "pydantic's plugin loader with every plugin disabled (flight_mcp.cli)")
+        loader.get_plugins = lambda: ()
+        sys.modules[name] = loader
+
+
+def main(argv: list[str] | None = None) -> int:
+    _no_pydantic_plugins()
     args = _parser().parse_intermixed_args(argv)   # `ps --json FILTER` as well as `ps FILTER --json`
     color = args.color or (not args.no_color and sys.stdout.isatty() and os.environ.get("NO_COLOR") is None)
     try:

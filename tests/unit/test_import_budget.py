@@ -23,15 +23,16 @@ NOT_FOR_A_COMMAND = ("mcp", "anyio", "starlette", "uvicorn", "httpx", "jsonschem
                      "flight_mcp.agent.server", "flight_mcp.agent.registry", "flight_mcp.demo")
 
 
-def _forgotten(name: str) -> bool:
-    return name.split(".")[0] in FORGOTTEN
+def _forgotten(name: str, also=()) -> bool:
+    return name.split(".")[0] in FORGOTTEN or any(name == a or name.startswith(a + ".") for a in also)
 
 
 @contextmanager
-def fresh_imports():
-    """sys.modules without FORGOTTEN for the block; yields the set of module names imported in it."""
+def fresh_imports(also=()):
+    """sys.modules without FORGOTTEN (and the modules also names) for the block; yields the set of module
+    names imported in it."""
     saved = dict(sys.modules)
-    for name in [n for n in sys.modules if _forgotten(n)]:
+    for name in [n for n in sys.modules if _forgotten(n, also)]:
         del sys.modules[name]
     before = set(sys.modules)
     imported: set[str] = set()
@@ -100,6 +101,7 @@ def test_the_version_and_the_parser_need_no_pydantic(capsys):
         with pytest.raises(SystemExit):
             cli.main(["--version"])
     assert "flight-mcp" in capsys.readouterr().out
+    imported.discard("pydantic.plugin._loader")   # cli's stand-in for pydantic's plugin loader, imports nothing
     assert _offending(imported, ("pydantic", "flight_mcp.tools", "flight_mcp.session", "flight_mcp.attach",
                                  *NOT_FOR_A_COMMAND)) == []
 
@@ -132,3 +134,27 @@ def test_a_command_builds_the_validators_it_uses_only(capsys):
     assert rc == 0
     # Params and Result are validated; a listing's Entry, frames and exceptions are not part of this answer
     assert built == {"GetGlobalParams", "GetGlobalResult"}
+
+
+def test_a_command_does_not_look_for_pydantic_plugins(monkeypatch, capsys):
+    """The CLI disables pydantic's plugins (it uses none) and then skips their search, importlib.metadata
+    and all: a command whose arguments are refused has built its Params validator, with the same error."""
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    with fresh_imports(also=("importlib.metadata",)) as imported:
+        from flight_mcp import cli
+        rc = cli.main(["4242", "--cmd", "getglobal __main__ CONFIG -x many"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "-x/--expand: Input should be a valid integer" in err and "Usage: getglobal" in err, err
+    assert "pydantic.plugin._loader" in imported and "flight_mcp.tools.getglobal" in imported
+    assert _offending(imported, ("importlib.metadata", *NOT_FOR_A_COMMAND)) == []
+
+
+def test_plugins_stay_with_pydantic_when_the_user_chose_them(monkeypatch):
+    """Only PYDANTIC_DISABLE_PLUGINS=__all__ (ours by default) skips the search: a user's own choice of
+    plugins keeps pydantic's loader."""
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "some_plugin")
+    with fresh_imports():
+        from flight_mcp import cli
+        cli._no_pydantic_plugins()
+        from pydantic.plugin import _loader
+        assert hasattr(_loader, "entry_points")   # pydantic's own module
