@@ -142,7 +142,7 @@ def line(label: str, xs: list[float], ref: list[float] | None = None) -> str:
     """median and minimum wall ms, median CPU ms (commands), and their ratios to ref's: on a loaded machine a
     median carries the other sessions' noise, a minimum less of it, the CPU time least."""
     cpu = [x.cpu for x in xs] if isinstance(xs[0], Took) else None
-    out = f"  {label:<58} {statistics.median(xs):7.1f} {min(xs):7.1f} {statistics.median(cpu) if cpu else 0:7.1f}"
+    out = f"  {label:<58} {statistics.median(xs):7.1f} {min(xs):7.1f} " + (f"{statistics.median(cpu):7.1f}" if cpu else "      -")
     if ref:
         out += f"  {statistics.median(xs) / statistics.median(ref):5.2f}x {min(xs) / min(ref):5.2f}x"
         if cpu:
