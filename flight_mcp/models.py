@@ -69,7 +69,6 @@ class ValueView(Compact):
     error: str | None = Field(None, description="Why the value could not be read or shown in full.")
 
 
-
 class GilHolder(Fact):
     """A thread seen holding the GIL, read from outside the process (no code ran in it)."""
     native_id: int = Field(description="The OS thread id (threading.get_native_id()).")
