@@ -106,6 +106,8 @@ CODES = {
     # stack during a GIL stall
     "gil_held": "A thread holds the GIL in one long C call (the reading from outside shows which, and where); "
                 "the agent answers once it lets go: call again, or look at what that call does.",
+    # fleet
+    "no_workers": "Give the master's pid (list_processes marks it [master]) or name the processes with pids.",
 }
 
 
