@@ -35,13 +35,16 @@ def with_fleet(params: type[BaseModel]) -> type[BaseModel]:
         host_only: ClassVar[frozenset[str]] = params.host_only | FLEET_FIELDS
 
         pid: int | None = Field(None, description="Process id of the target Python process (list_processes "
-                                                   "shows them). Or name several with pids / workers_of.")
+                                                   "shows them). Required unless pids or workers_of names the "
+                                                   "processes.")
         pids: list[int] | None = Field(None, min_length=1, max_length=MAX_PROCESSES,
                                        description="Run on each of these processes in parallel within the one "
-                                                   "deadline: the answer has each process's result and a merge.")
+                                                   "deadline: the answer has each process's result and a merge. CLI: "
+                                                   "PID1,PID2 in place of PID.")
         workers_of: int | None = Field(None, description="Run on every worker (child process) of this master pid "
                                                          "(gunicorn, uvicorn, celery, multiprocessing) in parallel "
-                                                         "within the one deadline: each worker's result and a merge.")
+                                                         "within the one deadline: each worker's result and a merge. CLI: "
+                                                         "--workers-of MASTER in place of PID.")
 
         @model_validator(mode="after")
         def _one_target(self):
