@@ -46,7 +46,7 @@ def start(version: str, workers: int, where: Path) -> tuple[subprocess.Popen, in
         (where / name).symlink_to(Path(importlib.util.find_spec(name).origin).parent)
     (where / "fleet_app.py").write_text(APP)
     port = _free_port()
-    (where / "serve.py").write_text(GUNICORN.format(workers=workers, kind="sync", port=port))
+    (where / "serve.py").write_text(GUNICORN.format(workers=workers, kind="sync", threads=1, port=port))
     proc = subprocess.Popen([PYTHONS[version], str(where / "serve.py")], cwd=where, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(where)})
     deadline = time.monotonic() + 30

@@ -177,7 +177,9 @@ def run(tool, params: BaseModel, call) -> FleetResult:
 
     start = time.monotonic()
     pids = sorted(set(params.pids)) if params.pids is not None else workers_of(params.workers_of)
-    deadline = Deadline(getattr(params, "timeout_s", DEFAULT_TIMEOUT_S))
+    # one deadline for all (monitor's timeout_s may be left out: each derives the same from its cycles)
+    timeout = getattr(params, "timeout_s", DEFAULT_TIMEOUT_S)
+    deadline = Deadline(timeout) if timeout is not None else None
     answers: dict[int, tuple[float, BaseModel | None, FlightError | None]] = {}
     lock = threading.Lock()
 
@@ -189,7 +191,7 @@ def run(tool, params: BaseModel, call) -> FleetResult:
             child.stream = lambda text: _stream(call, pid, text)
             child.stream_color = call.stream_color
         update = {"pid": pid, "pids": None, "workers_of": None}
-        if "timeout_s" in params.model_fields:
+        if deadline is not None and "timeout_s" in params.model_fields:
             update["timeout_s"] = deadline.left(floor=0.001)
         t0 = time.monotonic()
         result = error = None
@@ -400,7 +402,7 @@ def _capture_text(tool, r: FleetResult, results: dict, color: bool) -> list[str]
         lines = (render_record(item, res.target, res.expr, color) if r.tool == "watch"
                  else render_invocation(item, color, res.say))
         out.extend(tag("\n".join(lines), rec.pid).split("\n"))
-    if r.merged.records:
+    if out:
         out.append(SEPARATOR)
     captured = sum(x.captured for x in results.values())
     out.append(f"{r.tool}: {captured} calls captured in {sum(1 for x in results.values() if x.captured)} of "

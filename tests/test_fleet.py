@@ -52,7 +52,8 @@ async def asgi(scope, receive, send):
 
 GUNICORN = '''
 import sys
-sys.argv = ["gunicorn", "-w", "{workers}", "-k", "{kind}", "--threads", "2", "-b", "127.0.0.1:{port}",
+# gthread: 2 threads a worker (gunicorn turns sync with threads > 1 into gthread, so sync gets 1)
+sys.argv = ["gunicorn", "-w", "{workers}", "-k", "{kind}", "--threads", "{threads}", "-b", "127.0.0.1:{port}",
             "--graceful-timeout", "1", "fleet_app:app"]
 from gunicorn.app.wsgiapp import run
 run()
@@ -127,7 +128,7 @@ def serve(spawn, tmp_path, server_path):
         (tmp_path / "fleet_app.py").write_text(APP)
         port = _free_port()
         source = (UVICORN if kind == "uvicorn" else GUNICORN).format(
-            workers=WORKERS, kind=kind.split("-")[-1], port=port)
+            workers=WORKERS, kind=kind.split("-")[-1], threads=2 if kind == "gunicorn-gthread" else 1, port=port)
         env = {"PYTHONPATH": f"{server_path}{os.pathsep}{tmp_path}"}
         fleet = Fleet(spawn(version, source, ready=None, env=env), port)
         started.append(fleet)
@@ -221,7 +222,7 @@ def test_uvicorn_workers_over_mcp(serve, version):
         async with mcp_session() as s:
             stack = await s.call_tool("stack", {"workers_of": fleet.master})
             mon = await s.call_tool("monitor", {"pids": workers, "module": "fleet_app", "method": "handle",
-                                                "cycle_s": 1, "limit": 2, "timeout_s": 10})
+                                                "cycle_s": 1, "limit": 2})   # timeout_s derived
             both = await s.call_tool("stack", {"pid": workers[0], "pids": workers})
             return stack, mon, both
     stack, mon, both = asyncio.run(go())
