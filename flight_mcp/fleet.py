@@ -191,7 +191,7 @@ def run(tool, params: BaseModel, call) -> FleetResult:
             child.stream = lambda text: _stream(call, pid, text)
             child.stream_color = call.stream_color
         update = {"pid": pid, "pids": None, "workers_of": None}
-        if deadline is not None and "timeout_s" in params.model_fields:
+        if deadline is not None and "timeout_s" in type(params).model_fields:
             update["timeout_s"] = deadline.left(floor=0.001)
         t0 = time.monotonic()
         result = error = None

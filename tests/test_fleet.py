@@ -25,6 +25,9 @@ from tests.mcp_client import mcp_session, text_of
 pytestmark = pytest.mark.timeout(150)
 
 VERSIONS = version_params(("3.12",))
+# gunicorn imports on every target version; uvicorn's dependencies want a recent one
+ALL = version_params()
+OLD_AND_NEW = version_params(("3.8", "3.13"))
 WORKERS = 3
 
 APP = '''
@@ -32,7 +35,7 @@ import time
 
 
 def handle(path, n):
-    time.sleep(0.01)
+    time.sleep(1.0 if path == "/slow" else 0.01)
     return "%s %d" % (path, n)
 
 
@@ -87,6 +90,7 @@ def _free_port() -> int:
 class Fleet:
     def __init__(self, target, port: int):
         self.target, self.port, self.master = target, port, target.pid
+        self.drivers: list[Driver] = []
 
     def workers(self) -> list[int]:
         out = []
@@ -102,21 +106,31 @@ class Fleet:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
             return r.read().decode()
 
-    def drive(self, seconds: float, clients: int = 6) -> threading.Thread:
-        """Requests from several clients for `seconds`, in the background (new connection each)."""
-        end = time.monotonic() + seconds
+    def drive(self, clients: int = 6, path: str = "/order?x") -> "Driver":
+        """Requests from several clients (a new connection each) in the background until stop()."""
+        self.drivers.append(Driver(self, clients, path))
+        return self.drivers[-1]
 
-        def client():
-            while time.monotonic() < end:
-                try:
-                    self.get("/order?x")
-                except OSError:
-                    time.sleep(0.05)
 
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-        for t in threads:
+class Driver:
+    def __init__(self, fleet: Fleet, clients: int, path: str):
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(fleet, path), daemon=True)
+                        for _ in range(clients)]
+        for t in self.threads:
             t.start()
-        return threads[0]
+
+    def _client(self, fleet: Fleet, path: str) -> None:
+        while not self.stopped.is_set():
+            try:
+                fleet.get(path)
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(10)
 
 
 @pytest.fixture
@@ -144,6 +158,8 @@ def serve(spawn, tmp_path, server_path):
 
     yield _serve
     for fleet in started:   # the master stops its workers; any left are killed by pid
+        for driver in fleet.drivers:
+            driver.stop()
         workers = fleet.workers() if fleet.target.alive() else []
         if fleet.target.alive():
             fleet.target.proc.send_signal(signal.SIGTERM)
@@ -165,21 +181,25 @@ def _json(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("kind", ["gunicorn-sync", "gunicorn-gthread"])
+@pytest.mark.parametrize("version,kind", [*(pytest.param(p.values[0], "gunicorn-sync", marks=p.marks,
+                                                          id=f"gunicorn-sync-{p.id}") for p in ALL),
+                                          *(pytest.param(p.values[0], "gunicorn-gthread", marks=p.marks,
+                                                         id=f"gunicorn-gthread-{p.id}") for p in VERSIONS)])
 def test_stack_across_gunicorn_workers_groups_identical_stacks(serve, version, kind):
     fleet = serve(version, kind)
     workers = fleet.workers()
-    driver = fleet.drive(3)
+    driver = fleet.drive(clients=1, path="/slow")   # one worker busy in handle() (1 s a request), the others idle
+    time.sleep(0.3)
     out = _json("--workers-of", str(fleet.master), "--cmd", "stack")
-    driver.join()
     assert out["tool"] == "stack" and out["workers_of"] == fleet.master
     assert out["pids"] == workers and out["answered"] == WORKERS and out["failed"] == 0
     assert {p["pid"] for p in out["processes"]} == set(workers)
     assert all(p["result"]["pid"] == p["pid"] for p in out["processes"])
     groups = out["merged"]["stack_groups"]
-    # idle workers wait in the same place: a group spans several of them
-    assert any(len(g["processes"]) > 1 for g in groups), groups
+    # idle workers wait in the same place: a group spans several of them; the busy one is in handle()
+    assert any(len(g["processes"]) > 1 for g in groups), [[(f["name"], f["line"]) for f in g["frames"][-3:]]
+                                                           for g in groups]
+    assert any(g["frames"][-1]["name"] == "sleep" or "handle" in [f["name"] for f in g["frames"]] for g in groups)
     assert sum(g["count"] for g in groups) == sum(len(p["result"]["threads"]) for p in out["processes"])
     threads = {(p["pid"], t["native_id"]): t for p in out["processes"] for t in p["result"]["threads"]}
     for g in groups:   # a group is threads with the very same frames, and only those
@@ -187,19 +207,20 @@ def test_stack_across_gunicorn_workers_groups_identical_stacks(serve, version, k
                   for t in g["threads"]}
         assert places == {tuple((f["file"], f["line"], f["name"]) for f in g["frames"])}
     text = flight_cli("--workers-of", str(fleet.master), "--cmd", "stack", timeout=90)
+    driver.stop()
     assert text.returncode == 0, text.stderr
     assert f"stack on {WORKERS} processes (workers of {fleet.master}" in text.stdout
     assert re.search(r"^\d+ threads in [2-9] processes \(", text.stdout, re.M), text.stdout
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", OLD_AND_NEW)
 def test_watch_across_gunicorn_workers_tags_pids(serve, version):
     fleet = serve(version, "gunicorn-gthread")
     workers = fleet.workers()
-    driver = fleet.drive(8, clients=8)
+    driver = fleet.drive(clients=8)
     r = flight_cli(",".join(map(str, workers)), "--cmd", "watch fleet_app handle -n 15 --timeout 7",
                    "--json", timeout=90)
-    driver.join()
+    driver.stop()
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["pids"] == workers and out["failed"] == 0
@@ -216,7 +237,7 @@ def test_watch_across_gunicorn_workers_tags_pids(serve, version):
 def test_uvicorn_workers_over_mcp(serve, version):
     fleet = serve(version, "uvicorn")
     workers = fleet.workers()
-    driver = fleet.drive(4)
+    driver = fleet.drive()
 
     async def go():
         async with mcp_session() as s:
@@ -226,7 +247,7 @@ def test_uvicorn_workers_over_mcp(serve, version):
             both = await s.call_tool("stack", {"pid": workers[0], "pids": workers})
             return stack, mon, both
     stack, mon, both = asyncio.run(go())
-    driver.join()
+    driver.stop()
     assert not stack.is_error, text_of(stack)
     sc = stack.structured_content
     assert sc["answered"] == len(workers) and sc["workers_of"] == fleet.master
@@ -250,10 +271,10 @@ def test_worker_killed_mid_call_is_reported_not_fatal(serve, version):
         os.kill(victim, signal.SIGKILL)
     killer = threading.Thread(target=kill_later)
     killer.start()
-    driver = fleet.drive(6)
+    driver = fleet.drive()
     out = _json(",".join(map(str, workers)), "--cmd", "watch fleet_app handle -n 1000 --timeout 5")
     killer.join()
-    driver.join()
+    driver.stop()
     answers = {p["pid"]: p for p in out["processes"]}
     assert answers[victim]["error"] is not None and answers[victim]["result"] is None, answers[victim]
     assert out["failed"] == 1 and out["answered"] == len(workers) - 1
