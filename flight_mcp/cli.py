@@ -17,6 +17,7 @@ EPILOG = """examples:
   flight-mcp PID --cmd "stack"                      what every thread is doing
   flight-mcp PID --cmd "getglobal __main__ CONFIG -x 2"
   flight-mcp PID --cmd "trace __main__ OrderService process_order -n 1"
+  flight-mcp --workers-of MASTER --cmd "stack"      every worker of a gunicorn/uvicorn master (or PID1,PID2)
   flight-mcp demo                                   run a bundled demo target and show every tool
   flight-mcp help [CMD]                             every command, or one command's usage and options
   flight-mcp --stdio                                serve MCP over stdio (for Claude Code / Desktop)
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the structured result as JSON")
     p.add_argument("--allow-mutating", action="store_true",
                    help="allow tools that change the target (reload, vmtool forceGc, side-effect expressions)")
+    p.add_argument("--workers-of", type=int, metavar="MASTER", help="run the command on every worker (child) of "
+                   "this master pid in parallel (stack, watch, trace, monitor, mem); PID1,PID2 names a list")
     p.add_argument("--dir", help="with install-skills: where to copy the skills")
     p.add_argument("--http", metavar="[HOST:]PORT", help="serve MCP over streamable HTTP (loopback unless HOST "
                    "is given), every request with 'Authorization: Bearer <token>'")
@@ -61,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool, allow_mutating: bool,
-                sessions=None, cmd: str | None = None) -> int:
+                sessions=None, cmd: str | None = None, fleet: dict | None = None) -> int:
     """Runs one command; sessions: the interactive session's (kept open), else one for this command; cmd:
-    the command as typed in one string, when it was (its quoting is checked)."""
+    the command as typed in one string, when it was (its quoting is checked); fleet: the processes instead
+    of pid (flight_mcp/fleet.py)."""
     from . import cmdline
     from .session import Sessions
     from .tools import all_tools
@@ -78,7 +82,10 @@ def run_command(pid: int | None, words: list[str], *, color: bool, as_json: bool
         return history_once(words)
     tools = _tools_for(words[0] if words else "", all_tools)
     try:
-        tool, params = cmdline.parse(words, tools, pid)
+        tool, params = cmdline.parse(words, tools, pid if fleet is None else 0)
+        if fleet is not None:
+            from .fleet import cli_params
+            params = cli_params(tool, params, fleet)
     except cmdline.HelpAsked as asked:   # `--cmd "trace -h"`
         from .help import command
         print(command(asked.tool, color))
@@ -186,11 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "ps":
             return run_command(None, ["list_processes", *args.rest], color=color, as_json=args.json,
                                allow_mutating=False)
-        if args.target is None:
+        if args.target is None and args.workers_of is None:
             _parser().print_usage(sys.stderr)
             print('give a pid and a command: flight-mcp PID --cmd "stack"; `flight-mcp ps` lists the Python '
                   "processes, `flight-mcp --help` says more.", file=sys.stderr)
             return 2
+        if args.workers_of is not None or "," in args.target:   # several processes (fleet.py)
+            from .cmdline import split
+            from .fleet import cli_target
+            return run_command(None, split(args.cmd or ""), color=color, as_json=args.json,
+                               allow_mutating=args.allow_mutating, cmd=args.cmd,
+                               fleet=cli_target(args.target, args.workers_of))
         if not args.target.isdigit():
             raise FlightError("usage", _not_a_pid(args.target))
         if not args.cmd:  # the interactive session

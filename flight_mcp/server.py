@@ -19,7 +19,7 @@ from mcp.server.mcpserver.resources import TextResource
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, Field, ValidationError
 
-from . import __version__
+from . import __version__, fleet
 from .errors import FlightError
 from .render import escape
 from .session import Sessions
@@ -58,7 +58,7 @@ def _signature(tool: Tool) -> inspect.Signature:
         default = inspect.Parameter.empty if f.is_required() else f.default
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann))
     params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
-    return inspect.Signature(params, return_annotation=Annotated[CallToolResult, tool.result])
+    return inspect.Signature(params, return_annotation=Annotated[CallToolResult, fleet.output_model(tool)])
 
 
 def _error(e: FlightError) -> CallToolResult:

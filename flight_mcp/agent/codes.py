@@ -109,6 +109,8 @@ CODES = {
     # containers
     "unmapped_user": "Run flight-mcp as a uid that the target's user namespace maps (the container's owner), "
                      "or inside the container (`nsenter -t PID -a`); stack with native=true reads it from outside.",
+    # fleet
+    "no_workers": "Give the master's pid (list_processes marks it [master]) or name the processes with pids.",
 }
 
 

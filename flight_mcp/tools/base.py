@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import fleet
 from ..errors import FlightError, speak
 from ..models import GilWait
 from ..render import escape, escaped
@@ -171,11 +172,15 @@ class Tool:
 
     def __post_init__(self):
         self.result = gil_wait.with_gil_wait(self.result)  # every answer may say it waited for the GIL
+        if self.name in fleet.TOOLS:   # pids / workers_of: the same call on several processes (fleet.py)
+            self.params = fleet.with_fleet(self.params)
 
     def invoke(self, params: Params, call: Call) -> BaseModel:
         """run(), where an answer that does not fit the Result model (an agent of another version,
         a fact we did not expect) becomes an error with its code, never a traceback. The Result
         says how long the call's requests waited for the GIL, when one waited long (session/gil.py)."""
+        if fleet.is_fleet(params):
+            return fleet.run(self, params, call)
         token = gil.collect()
         try:
             result = self.run(params, call)
@@ -200,6 +205,8 @@ class Tool:
 
     def text(self, result: BaseModel, color: bool) -> str:
         """The text rendering, with every string from the target escaped (see render.py)."""
+        if isinstance(result, fleet.FleetResult):
+            return fleet.text(self, result, color)
         text = self.render(escaped(result), color)
         wait = getattr(result, "gil_wait", None)
         return gil_wait.line(escaped(wait)) + "\n" + text if wait is not None else text  # first: it changes the reading
