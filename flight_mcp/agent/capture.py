@@ -477,6 +477,42 @@ def _report(ctx, cap, progress, sent, reported):
     return sent - cap.forget_reported(sent), reported
 
 
+class GilGaps(object):
+    """Times the command's own thread could not run for the request's slow_s or longer (capture.run's
+    loop, never a probe): its sleep ended that much later than asked, because another thread held the
+    GIL (one long C call), so no Python code, the instrumented function's included, ran meanwhile.
+    Each gap is a fact {at: epoch it was due, ms}, sent at once as a progress event and kept (the first
+    KEPT) for the answer. Without slow_s (a host that does not measure) nothing is measured."""
+    KEPT = 20
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.slow_s = getattr(ctx, "slow_s", None)
+        self.gaps = []
+        self.not_kept = 0
+
+    def check(self, before, asked):
+        """After ctx.sleep(asked) begun at before (monotonic); a wake-up before `asked` only
+        shortens the gap seen (a lower bound)."""
+        if self.slow_s is None:
+            return None
+        late = time.monotonic() - before - asked
+        if late < self.slow_s:
+            return None
+        gap = {"at": round(time.time() - late, 3), "ms": round(late * 1000, 1)}
+        if len(self.gaps) < self.KEPT:
+            self.gaps.append(gap)
+        else:
+            self.not_kept += 1
+        self.ctx.emit({"gil_gap": gap})
+        return gap
+
+    def beat(self):
+        """Nothing else was sent this round: tell the host the command thread runs."""
+        if self.slow_s is not None:
+            self.ctx.beat()
+
+
 def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     """Instruments until the limit, the deadline or a cancel; returns the facts every result carries
     (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
@@ -497,6 +533,7 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     sent = 0       # records of cap.records already reported as progress
     reported = 0   # captures reported in all
     reason = None
+    gaps = GilGaps(ctx)
     while reason is None:
         if cap.done:
             reason = "limit"
@@ -507,12 +544,18 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
         elif time.monotonic() >= deadline:
             reason = "deadline"
         else:
-            ctx.sleep(min(deadline - time.monotonic(), PROGRESS_EVERY_S))
+            asked = min(deadline - time.monotonic(), PROGRESS_EVERY_S)
+            before = time.monotonic()
+            ctx.sleep(asked)
+            gaps.check(before, asked)
+        was = reported
         sent, reported = _report(ctx, cap, progress, sent, reported)
+        if reported == was and reason is None:
+            gaps.beat()
     remove()
     _report(ctx, cap, progress, sent, reported)   # what ended after the last report, before the removal
     summary = target.describe()
     summary.update(signature=signature(target), started=started, duration_s=round(time.monotonic() - t0, 3), seen=cap.seen,
                    matched=cap.matched, skipped=cap.skipped, captured=cap.captured, not_kept=cap.not_kept,
-                   limit=cap.limit, stopped=reason)
+                   limit=cap.limit, stopped=reason, gil_gaps=gaps.gaps, gil_gaps_not_kept=gaps.not_kept)
     return summary

@@ -6,6 +6,8 @@ Protocol (both directions one JSON object per line):
   <- {"id": 7, "result": {...}}           exactly one final message ...
   <- {"id": 7, "error": {"kind": "...", "message": "..."}}   ... or this
   -> {"cancel": 7}                         ends command 7 early (it still sends its final message)
+A long command (a capture) may send {"id": 7, "beat": 1} while it has nothing else to say: the host
+knows its command thread runs, and reads the process from outside when beats stop (the GIL is held).
 A request may carry "sent" (the host's time.monotonic(): CLOCK_MONOTONIC, one clock for every process of
 the machine) and "slow_s". Then the agent answers {"id": 7, "started": {"queued_s": ...}} as soon as
 Python code runs for it: how long the request waited before that, which is the time it waited for
@@ -240,10 +242,17 @@ class CommandContext(object):
         self.after_reply = []
         # the host measures GIL waits: {"queued_s", maybe "threads"} (see the module's docstring)
         self.started = None
+        # the request's slow_s: a long command reports waits of its own thread this long (capture.GilGaps)
+        self.slow_s = None
 
     def emit(self, event):
         """Streams a progress event; never waits: dropped while the client does not read."""
         return self.conn.send({"id": self.id, "event": event}, wait_s=0)
+
+    def beat(self):
+        """Tells the host the command thread runs (a long command with nothing to report): the host
+        reads the process from outside when beats stop coming. Never waits, like emit."""
+        return self.conn.send({"id": self.id, "beat": 1}, wait_s=0)
 
     def cancel(self):
         self.cancelled = True
@@ -393,6 +402,8 @@ class Connection(object):
             queued = max(time.monotonic() - sent, 0.0)
             ctx.started = {"queued_s": round(queued, 4)}
             slow = msg.get("slow_s")
+            if type(slow) in (int, float):
+                ctx.slow_s = slow
             if (type(slow) in (int, float) and queued >= slow) or msg.get("cmd") == "info":
                 ctx.started["threads"] = thread_names()
         return msg.get("cmd"), ctx

@@ -25,6 +25,9 @@ from . import procs
 # A request the agent has not started this long after it was sent waits for the GIL (see
 # session/gil.py for how much normal answers take); the agent then names the threads in its ack.
 STALL_BUDGET_S = 0.5
+# How often a long command with nothing to report beats (agent/capture.py's PROGRESS_EVERY_S): beats
+# that stop for STALL_BUDGET_S longer than this mean its thread waits for the GIL.
+BEAT_EVERY_S = 0.2
 
 _CLOSED = object()
 _TURN = object()  # "the socket has no reader now: take over" (to a waiting request)
@@ -154,7 +157,8 @@ class AgentClient:
         watch.started(queued_s) when Python ran for it in the agent, watch.overdue() once when it
         has not after STALL_BUDGET_S, watch.finished(waited_s) with the whole wait for the GIL
         (before the command ran and after it answered) when the answer arrived, or watch.gave_up(waited_s)
-        when we stop waiting for a request that never started."""
+        when we stop waiting for a request that never started; watch.quiet() once per silence when a
+        command that beats (a capture) has sent nothing for STALL_BUDGET_S + BEAT_EVERY_S."""
         if self.closed:
             raise FlightError("agent_gone", f"the connection to pid {self.pid} is closed; call again to re-attach.")
         req_id = next(self._ids)
@@ -170,12 +174,16 @@ class AgentClient:
             deadline = sent + timeout
             cancel_sent_at = None
             queued = None  # how long the request waited before Python ran for it in the agent
+            heard = None  # when the command last beat or sent anything (None: it does not beat)
             while True:
                 msg = self._next(q, 0.05)
                 if msg is None:
                     now = time.monotonic()
                     if queued is None and watch is not None and now - sent >= STALL_BUDGET_S:
                         watch.overdue()  # (once: it keeps that it was called)
+                    if heard is not None and watch is not None and now - heard >= STALL_BUDGET_S + BEAT_EVERY_S:
+                        watch.quiet()
+                        heard = None  # once per silence: the next message starts listening again
                     if cancel_sent_at is None and (now >= deadline or (cancelled is not None and cancelled())):
                         stopped = procs.stopped_error(self.pid) if now >= deadline else None
                         if stopped is not None:  # it cannot even take the cancel
@@ -204,6 +212,8 @@ class AgentClient:
                             self.on_names(self.thread_names)
                     if watch is not None:
                         watch.started(queued)
+                if "beat" in msg or (heard is not None and "event" in msg):
+                    heard = time.monotonic()
                 if "result" not in msg and "error" not in msg and "event" not in msg:
                     continue
                 if "event" in msg:

@@ -77,9 +77,9 @@ def attach(pid: int, timeout: float = DEFAULT_ATTACH_TIMEOUT) -> AgentClient:
                 # An earlier payload is loaded and its thread still waits for the GIL: injecting
                 # another would only queue behind it. Wait for that agent instead.
                 how = {"method": "earlier injection", "thread": None}
-                client = _wait_for_agent(pid, rdir, deadline.at, how)
+                client = _wait_for_agent(pid, rdir, deadline.at, how, watch)
             elif client is None:
-                client, how = _inject_and_connect(pid, version, rdir, deadline)
+                client, how = _inject_and_connect(pid, version, rdir, deadline, watch)
         client.info = client.request("info", timeout=deadline.left(floor=_FACTS_S), watch=watch)
         if client.info.get("agent_build") != agent_build():  # another flight-mcp won the race to inject
             client.close()
@@ -125,12 +125,12 @@ def _wait_until_gone(path: str) -> None:
         time.sleep(0.002)
 
 
-def _inject_and_connect(pid: int, version, rdir: RuntimeDir, deadline: Deadline) -> tuple[AgentClient, dict]:
+def _inject_and_connect(pid: int, version, rdir: RuntimeDir, deadline: Deadline, watch=None) -> tuple[AgentClient, dict]:
     """Injects the payload and waits for the agent to listen."""
     started = time.monotonic()
     how = _inject(pid, version, rdir, deadline.left(floor=0.001))
     how["inject_ms"] = round((time.monotonic() - started) * 1000, 1)  # survey + injector child
-    client = _wait_for_agent(pid, rdir, deadline.at, how)
+    client = _wait_for_agent(pid, rdir, deadline.at, how, watch)
     how["ms"] = round((time.monotonic() - started) * 1000, 1)  # + the agent starting in the target
     return client, how
 
@@ -156,11 +156,21 @@ def _inject(pid: int, version, rdir: RuntimeDir, timeout: float) -> dict:
         raise
 
 
-def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> AgentClient:
+def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict, watch=None) -> AgentClient:
+    """The loaded agent's connection once it listens. watch (gil.connect_watch()) hears of the wait:
+    injected() now, overdue() once the agent has not started within gil.START_BUDGET_S (its thread
+    waits for the GIL, or the process is slow), gave_up() when the deadline passes."""
+    loaded = time.monotonic()
+    if watch is not None:
+        watch.injected(loaded)
+    told = False
     while True:
         client = _connect(pid, rdir)
         if client is not None:
             return client
+        if watch is not None and not told and time.monotonic() - loaded >= gil.START_BUDGET_S:
+            watch.overdue()
+            told = True
         detail = rdir.read_error()
         if detail is not None:
             raise _agent_error(pid, detail)
@@ -170,6 +180,8 @@ def _wait_for_agent(pid: int, rdir: RuntimeDir, deadline: float, how: dict) -> A
             stopped = procs.stopped_error(pid)
             if stopped is not None:  # stopped while we waited
                 raise stopped
+            if watch is not None:  # its error names the thread holding the GIL, when it was read
+                watch.gave_up(time.monotonic() - loaded)
             raise FlightError(
                 "agent_timeout",
                 f"the agent was loaded into pid {pid} "

@@ -25,7 +25,16 @@ from ..errors import FlightError
 # that waited for the GIL is late anyway.
 SAMPLE_GRACE_S = 2.0
 SAMPLE_TIMEOUT_S = 3.0
+# How long an agent just loaded into the process may take to start before we look at who holds the GIL
+# (it starts in a few ms to ~0.3 s on a loaded machine; it needs the GIL for that).
+START_BUDGET_S = 0.8
 FRAMES_KEPT = 5
+
+class _Waits(list):
+    """One call's GIL waits (GilWait facts), and `during`: the GilHolder facts of the thread seen holding
+    the GIL while a long command (a capture) had started but stopped beating (read once per call)."""
+    during: dict | None = None
+
 
 _sink: contextvars.ContextVar[list | None] = contextvars.ContextVar("flight_mcp_gil_waits", default=None)
 
@@ -49,7 +58,7 @@ def connect_watch():
 
 def collect() -> contextvars.Token:
     """Starts collecting the GIL waits of the requests made in this context (one tool call)."""
-    return _sink.set([])
+    return _sink.set(_Waits())
 
 
 def collected(token: contextvars.Token) -> list[dict]:
@@ -62,6 +71,11 @@ def record(wait: dict) -> None:
     sink = _sink.get()
     if sink is not None:
         sink.append(wait)
+
+
+def held_during() -> dict | None:
+    """The holder read from outside while this call's long command ran and stopped beating, or None."""
+    return getattr(_sink.get(), "during", None)
 
 
 def watching() -> bool:
@@ -101,11 +115,33 @@ class StallWatch:
         self._sent = time.monotonic()
         self._sampler: threading.Thread | None = None
         self.sample: dict | None = None  # {"threads": [...], "after_s": when the reading started}
+        self._quiet: threading.Thread | None = None  # the reading made when a started command went quiet
+        self.quiet_sample: dict | None = None  # {"threads": [...]}
 
     def sent(self, at: float) -> None:
         """A request left (a call may make two: the facts of a new connection, then its command)."""
         self._sent = at
         self._sampler, self.sample = None, None
+
+    def injected(self, at: float) -> None:
+        """The agent was loaded (or found loaded) at `at` and must get the GIL to start: its wait counts
+        from there (session.connect calls overdue() when it has not started within the budget)."""
+        self.sent(at)
+
+    def quiet(self) -> None:
+        """The started command stopped beating (its thread waits for the GIL): read who holds it, once
+        per call; the command reports how long it waited itself (capture.GilGaps)."""
+        if self._quiet is not None:
+            return
+        self._quiet = threading.Thread(target=self._sample_quiet, name=f"flight-mcp-gil-{self.pid}", daemon=True)
+        self._quiet.start()
+
+    def _sample_quiet(self) -> None:
+        try:
+            facts = self._read(self.pid, native=False, timeout=SAMPLE_TIMEOUT_S, stop=False)
+        except Exception:
+            return
+        self.quiet_sample = {"threads": facts["threads"]}
 
     def started(self, queued_s: float) -> None:
         pass  # the wait is known when the answer arrives (the ack's queued_s is part of it)
@@ -127,6 +163,12 @@ class StallWatch:
         self.sample = {"threads": facts["threads"], "after_s": after}
 
     def finished(self, waited_s: float) -> None:
+        if self._quiet is not None:
+            self._quiet.join(SAMPLE_GRACE_S)
+            held = holder(self.quiet_sample["threads"], self.names) if self.quiet_sample else None
+            sink = _sink.get()
+            if held is not None and sink is not None:
+                sink.during = held
         if not is_stall(waited_s):
             return
         if self._sampler is not None:
@@ -160,6 +202,12 @@ class _Ping:
         self.started_event.set()
 
     def overdue(self) -> None:
+        pass
+
+    def injected(self, at: float) -> None:
+        pass
+
+    def quiet(self) -> None:
         pass
 
     def finished(self, waited_s: float) -> None:

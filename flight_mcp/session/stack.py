@@ -15,7 +15,7 @@ from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
 from ..errors import FlightError
-from . import gil
+from . import gil, names_cache
 from .connect import Sessions, attach_existing
 from .deadline import Deadline
 
@@ -58,6 +58,7 @@ class _Watch:
 
     def __init__(self):
         self.sent_at: float | None = None
+        self.injected_at: float | None = None  # when an attach loaded the agent, which has not started yet
         self.queued: float | None = None
         self.waited: float | None = None
         self.longest = 0.0  # the longest queued_s of its requests (a new connection's facts, then stack)
@@ -68,6 +69,13 @@ class _Watch:
         """(twice on a new connection: its request for facts, then stack)"""
         self.sent_at, self.queued, self.waited = at, None, None
         self.changed.set()
+
+    def injected(self, at: float) -> None:
+        self.injected_at = at
+        self.changed.set()
+
+    def quiet(self) -> None:
+        pass
 
     def started(self, queued_s: float) -> None:
         self.queued, self.longest = queued_s, max(self.longest, queued_s)
@@ -83,8 +91,20 @@ class _Watch:
     def gave_up(self, waited_s: float) -> None:
         self.longest = max(self.longest, waited_s)
 
+    @property
+    def starting(self) -> bool:
+        """The agent was loaded by this attach and has not started (no request was sent to it yet)."""
+        return self.sent_at is None and self.injected_at is not None
+
+    @property
+    def since(self) -> float | None:
+        return self.injected_at if self.starting else self.sent_at
+
     def stalled(self, now: float) -> bool:
-        """Sent, not started by Python in the agent within the budget: the GIL is held."""
+        """Sent, not started by Python in the agent within the budget: the GIL is held. Or an agent
+        just loaded has not started within gil.START_BUDGET_S (it needs the GIL to start)."""
+        if self.starting:
+            return now - self.injected_at >= gil.START_BUDGET_S
         return self.sent_at is not None and self.queued is None and gil.is_stall(now - self.sent_at)
 
 
@@ -139,8 +159,8 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
         sessions.pending_agents.pop(key, None)
     if asker is not None:
         asker.join(NAMES_GRACE_S)
-    if not names:  # the agent cannot answer now: the names it gave before
-        names = _seen(sessions.thread_names(pid))
+    if not names:  # the agent cannot answer now: the names it gave before (this session, or an earlier command)
+        names = _seen(sessions.thread_names(pid) or names_cache.load(pid))
     named = _apply_names(facts["threads"], dict(names))
     return StackReading("external", facts, named=named)
 
@@ -152,6 +172,7 @@ def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline
     agent that arrives meanwhile only names the threads and tells how long the wait was. None: the
     agent's answer stands (held.box["facts"])."""
     w = held.watch
+    since, starting = w.since, w.starting
     read_at = time.monotonic()
     try:
         reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
@@ -164,14 +185,21 @@ def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline
         return None
     if "facts" in held.box and not gil.is_stall(w.longest):
         return None  # only the ack was late (a CPU-starved process): the command started in time, its answer stands
+    holder = gil.holder(reading.facts["threads"], {})
+    if starting and holder is None:  # nobody holds the GIL: the agent is only slow to start; it answers
+        while "facts" not in held.box and "error" not in held.box and not budget.expired:
+            held.watch.changed.wait(min(budget.left(), 0.05))
+        if "facts" in held.box:
+            return None
     # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
     if held.watch.names:
         reading.named = _apply_names(reading.facts["threads"], _seen(held.watch.names))
-    waited = w.waited if w.waited is not None else time.monotonic() - w.sent_at  # still waiting: so far
-    reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack",
-                     "holder": gil.holder(reading.facts["threads"], {}),
-                     "seen_after_ms": round((read_at - w.sent_at) * 1000, 1), "ended": w.waited is not None}
-    gil.record(dict({k: v for k, v in reading.stall.items() if k != "ended"}, still_waiting=not reading.stall["ended"]))
+    waited = w.waited if w.waited is not None and not starting else time.monotonic() - since  # still waiting: so far
+    reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack", "holder": holder,
+                     "seen_after_ms": round((read_at - since) * 1000, 1), "ended": w.waited is not None and not starting,
+                     "starting": starting}
+    gil.record(dict({k: v for k, v in reading.stall.items() if k not in ("ended", "starting")},
+                    still_waiting=not reading.stall["ended"]))
     return reading
 
 

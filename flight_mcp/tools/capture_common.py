@@ -12,8 +12,11 @@ from typing import Annotated, Callable, Literal
 from pydantic import Field, PrivateAttr, ValidationError
 
 from ..errors import FlightError, speak
-from ..models import ExceptionFact, Fact
+from ..session import gil
+from ..models import ExceptionFact, Fact, GilHolder
+from ..render import wall_time
 from .base import Call, Cli, TimedParams, cli_name
+from . import gil_wait
 from .fields import ClassName, FilterExpr, Limit, Method, Module
 
 CAPTURE_TIMEOUT_S = 30.0
@@ -45,6 +48,13 @@ class ExpressionFailure(Fact):
                                              "which and what to do instead), rather than the expression raising.")
 
 
+class GilGap(Fact):
+    """A time the capture's own thread in the agent could not run: another thread held the GIL (one long
+    C call), so no Python code ran in the process, the instrumented function included."""
+    at: float = Field(description="When it began (epoch seconds).")
+    ms: float = Field(description="How long it lasted (a lower bound).")
+
+
 class Summary(Fact):
     """Why the capture stopped and what it saw: present in every trace/watch result."""
     target: str = Field(description="The instrumented function, module.Class.method.")
@@ -66,6 +76,11 @@ class Summary(Fact):
     limit: int
     stopped: Literal["limit", "deadline", "cancel", "filter_failed"]
     expression_failures: list[ExpressionFailure] = Field(default_factory=list)
+    gil_gaps: list[GilGap] = Field(default_factory=list, description="Times the GIL was held (by one long C call) for "
+                                   "0.5s or more while capturing: no call could run, nor be captured, then. The first 20.")
+    gil_gaps_not_kept: int = Field(0, description="Further such times, left out of gil_gaps.")
+    gil_gap_holder: GilHolder | None = Field(None, description="The thread seen holding the GIL during one of them, "
+                                                               "read from outside (None: not read).")
 
     # How the text names arguments: the MCP name unless run() says the caller is on the CLI.
     _name_of: Callable[[str], str] = PrivateAttr(default=str)
@@ -107,11 +122,24 @@ def progress_line(ev: Progress) -> str:
 def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"], str] | None = None) -> dict:
     """The capture: p's arguments, its own deadline as timeout_s (what the attach left of it).
     show: the text of one capture, streamed to the caller as it arrives (call.stream: the CLI)."""
+    last = {"captured": 0, "limit": p.limit}
+
     def on_event(ev: dict) -> None:
+        if "gil_gap" in ev:
+            try:
+                gap = GilGap.model_validate(ev["gil_gap"])
+            except ValidationError:
+                return
+            text = gil_gap_progress(gap)
+            call.progress(last["captured"], last["limit"], text)
+            if show is not None and call.stream is not None:
+                call.stream(text)
+            return
         try:
             fact = Progress.model_validate(ev)
         except ValidationError:
             return   # progress is a courtesy: a fact we do not know does not end the capture
+        last.update(captured=fact.captured, limit=fact.limit)
         call.progress(fact.captured, fact.limit, progress_line(fact))
         if show is not None and fact.record is not None and call.stream is not None:
             try:
@@ -121,7 +149,30 @@ def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"]
             call.stream(text)
             call.streamed.add((fact.record.get("time"), fact.record.get("tid")))
 
-    return call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
+    answer = call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
+    held = gil.held_during()
+    if held is not None and answer.get("gil_gaps"):
+        answer["gil_gap_holder"] = held
+    return answer
+
+
+def gil_gap_progress(g: GilGap) -> str:
+    return f"GIL held {g.ms / 1000:.2f}s from {wall_time(g.at)}: no other thread ran Python code (no call could start)"
+
+
+def gil_gap_note(s: Summary) -> str | None:
+    """One note for the times the GIL was held during the capture, or None."""
+    if not s.gil_gaps:
+        return None
+    n = len(s.gil_gaps) + s.gil_gaps_not_kept
+    longest = max(s.gil_gaps, key=lambda g: g.ms)
+    text = (f"note: the GIL was held {n} time(s) for 0.5s or more during this capture (longest {longest.ms / 1000:.2f}s"
+            f" from {wall_time(longest.at)}; {sum(g.ms for g in s.gil_gaps) / 1000:.2f}s in all): no other thread ran "
+            "Python code then, so no call of the function could start, and the capture's progress waited")
+    h = s.gil_gap_holder
+    if h is None:
+        return text + "."
+    return text + f"; thread {h.native_id} ({h.name}) held it when read from outside{gil_wait.where(h)}."
 
 
 def refuse_hopeless_filter(result: Summary) -> Summary:
@@ -144,7 +195,8 @@ _STOP_WHY = {"limit": "the limit of {limit} was reached",
 
 def summary_line(s: Summary, what: str) -> str:
     why = _STOP_WHY[s.stopped].format(limit=s.limit, duration_s=s.duration_s)
-    return s.say(f"{what} {s.target}{s.signature}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
+    gaps = gil_gap_note(s)
+    return (gaps + "\n" if gaps else "") + s.say(f"{what} {s.target}{s.signature}: {s.captured} of {s.limit} captured; {s.seen} calls seen, {s.matched} matched"
                  + (f", {s.skipped} below {{arg:entrance_time}}" if s.skipped else "") + f"; stopped because {why}."
                  + (f" {s.not_kept} of them are left out of this answer (a capture keeps the latest 1000)."
                     if s.not_kept else ""))

@@ -194,6 +194,10 @@ def _stall_note(stall: dict) -> str:
     h = stall["holder"]
     who = (f"thread {h['native_id']} ({h['name']}) holds it, inside a C call under its innermost Python frame"
            if h else "no thread held it any more when read (the stall had just ended)")
+    if stall.get("starting"):  # the first attach: the agent was loaded, and needs the GIL to start
+        return (f"read from outside the process (no code ran in it) because the GIL was held: the agent, loaded "
+                f"{stall['seen_after_ms'] / 1000:.2f}s before, could not start yet (it needs the GIL, and starts by "
+                f"itself once it is free); {who}.")
     said = (f"read from outside the process (no code ran in it) because the GIL was held: the agent's request had "
             f"waited {stall['seen_after_ms'] / 1000:.2f}s for it without running when the process was read; {who}.")
     if stall["ended"]:
