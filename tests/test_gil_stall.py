@@ -12,7 +12,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from .conftest import version_params
+from .conftest import flight_cli, version_params
 from .mcp_client import mcp_session, text_of
 
 pytestmark = pytest.mark.timeout(240)
@@ -161,3 +161,112 @@ def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
     assert busy["gil_stalled"] is True, text_of(ps_stalled)
     assert busy["gil_holder"]["name"] == "sort-worker" and busy["gil_holder"]["frames"][-1]["name"] == "sort_orders"
     assert "GIL stalled now: thread" in text_of(ps_stalled) and "GIL" not in text_of(ps_calm)
+
+
+# -- a first attach during a stall ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
+def test_first_attach_during_a_stall(spawn, version, tmp_path):
+    """No agent yet: stack reads from outside as soon as the loaded agent has not started (it needs the GIL),
+    the agent starts by itself after the stall; getglobal waits out its deadline and its error names the holder."""
+    regex, sort = tmp_path / "regex", tmp_path / "sort"
+    regex.mkdir()
+    sort.mkdir()
+    t = spawn(version, REGEX, args=[str(regex), "6", GAP_S])
+    u = spawn(version, SORT, args=[str(sort), "6", GAP_S])
+
+    async def go():
+        async with mcp_session() as s:
+            args = {"pid": t.pid, "timeout_s": 60}
+            first = await _in_a_stall(s, regex, "stack", args)
+            later = await _in_a_gap(s, regex, "stack", args)
+            # the stall under way, else the next (no command has attached to u yet)
+            k = _count(sort, "stall") + (0 if _count(sort, "stall") > _count(sort, "done") else 1)
+            await _until(lambda: (sort / f"stall-{k}").exists(), f"stall {k}")
+            failed = await s.call_tool("getglobal", {"pid": u.pid, "module": "__main__", "field": "orders",
+                                                     "timeout_s": 3})
+            stalled = not (sort / f"done-{k}").exists()
+            return first, later, failed, stalled
+
+    first, later, failed, stalled = anyio.run(go)
+    out, text = first.structured_content, text_of(first)
+    assert out["source"] == "external" and out["agent_error"] == "gil_held", text
+    assert "the agent, loaded" in out["notes"][0] and "could not start yet" in out["notes"][0], out["notes"]
+    h = _holder(out)
+    inner = [f for f in h["frames"] if f["kind"] == "python"][-1]
+    assert inner["name"] == "backtrack" and inner["source"].endswith("# STALL-HERE"), inner
+    wait = out["gil_wait"]
+    assert wait["still_waiting"] and wait["holder"]["native_id"] == h["native_id"], wait
+    assert later.structured_content["source"] == "agent", (later.structured_content["agent_error"], later.structured_content["notes"])
+    _check_unchanged_stack(later)  # the agent started by itself once the GIL was free
+    assert "regex-worker" in [th["name"] for th in later.structured_content["threads"]]
+    err = text_of(failed)
+    if stalled:  # the deadline passed during the stall: the error names the thread holding the GIL, and where
+        assert failed.is_error and "agent_timeout" in err, err
+        assert "still waited when this answer was given: thread " in err and "in sort_orders (" in err, err
+
+
+# -- CLI: names from an earlier command, and a watch across a stall --------------------------------------------
+
+def _cli_in_a_gap(markers, *args: str):
+    for _ in range(4):
+        import time
+        deadline = time.monotonic() + 90
+        while _count(markers, "stall") != _count(markers, "done"):
+            assert time.monotonic() < deadline, "no end of a stall"
+            time.sleep(0.005)
+        began = _count(markers, "stall")
+        r = flight_cli(*args)
+        if _count(markers, "stall") == began:
+            assert r.returncode == 0, r.stderr
+            return r
+    raise AssertionError(f"{args} never fitted between two stalls")
+
+
+def _cli_in_a_stall(markers, *args: str):
+    import time
+    k = _count(markers, "stall") + 1
+    deadline = time.monotonic() + 90
+    while not (markers / f"stall-{k}").exists():
+        assert time.monotonic() < deadline, f"no stall {k}"
+        time.sleep(0.005)
+    r = flight_cli(*args)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
+def test_cli_names_threads_during_a_stall_and_a_watch_reports_the_stall_it_spanned(spawn, version, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    t = spawn(version, REGEX, args=[str(markers), STALL_S, GAP_S])
+    pid = str(t.pid)
+    calm = _cli_in_a_gap(markers, pid, "--cmd", "getglobal __main__ config", "--no-color")
+    assert '"service": "regex"' in calm.stdout and "GIL" not in calm.stdout
+    # a fresh command line during a stall: the names the agent gave the earlier command
+    stack = _cli_in_a_stall(markers, pid, "--cmd", "stack", "--no-color")
+    assert "(regex-worker) [holds the GIL]" in stack.stdout, stack.stdout
+    assert "thread names of" in stack.stdout and "(MainThread)" in stack.stdout
+    assert stack.stdout.startswith("note: GIL held: `stack`") and "(regex-worker) holds it" in stack.stdout
+    # a watch started in a gap, lasting past the next stall: mark() runs before and after each stall
+    watch = _cli_in_a_stall_window(markers, pid)
+    lines = watch.stdout.splitlines()
+    assert any(line.startswith("GIL held ") and "no other thread ran Python code" in line for line in lines), lines
+    [note] = [line for line in lines if line.startswith("note: the GIL was held")]
+    assert "(regex-worker) held it when read from outside, in backtrack (" in note, note
+    assert "method=__main__.mark" in watch.stdout
+
+
+def _cli_in_a_stall_window(markers, pid: str):
+    """A watch of mark() started right after a stall ended, for longer than the gap and the next stall."""
+    import time
+    k = _count(markers, "done") + 1
+    deadline = time.monotonic() + 90
+    while not (markers / f"done-{k}").exists():
+        assert time.monotonic() < deadline, f"no end of stall {k}"
+        time.sleep(0.005)
+    r = flight_cli(pid, "--cmd", f"watch __main__ mark -n 100 --timeout {float(GAP_S) + float(STALL_S) + 3}",
+                   "--no-color")
+    assert r.returncode == 0, r.stderr
+    assert (markers / f"done-{k + 1}").exists(), "the watch ended before the next stall did"
+    return r

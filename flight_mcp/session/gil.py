@@ -8,6 +8,13 @@ stopping it, for the thread that holds the GIL and its frames (nothing is read f
 time). When the answer arrives, a wait of at least the budget becomes a GilWait fact of the call's
 Result (tools/gil_wait.py): the tool layer collects them per call through a context variable, so every
 tool reports its waits without doing anything itself.
+
+A stall that begins while a long command (a capture) already runs delays no request: the capture's loop
+in the agent measures how late its own thread wakes (agent/capture.py's GilGaps: facts in its answer and
+progress), and beats while it has nothing to send; when beats stop, the holder is read from outside
+once (quiet(); held_during()). An agent just loaded by an attach needs the GIL to start: connect tells
+the watch (injected(), overdue(), gave_up()), so stack reads from outside at once and others' errors name
+the holder.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ SAMPLE_TIMEOUT_S = 3.0
 # (it starts in a few ms to ~0.3 s on a loaded machine; it needs the GIL for that).
 START_BUDGET_S = 0.8
 FRAMES_KEPT = 5
+
 
 class _Waits(list):
     """One call's GIL waits (GilWait facts), and `during`: the GilHolder facts of the thread seen holding
@@ -130,9 +138,12 @@ class StallWatch:
 
     def quiet(self) -> None:
         """The started command stopped beating (its thread waits for the GIL): read who holds it, once
-        per call; the command reports how long it waited itself (capture.GilGaps)."""
-        if self._quiet is not None:
+        per call (again only if the last reading found nobody holding it: a CPU-starved silence); the
+        command reports how long it waited itself (capture.GilGaps)."""
+        if self._quiet is not None and (self._quiet.is_alive() or self.quiet_sample is None
+                                        or holder(self.quiet_sample["threads"], {}) is not None):
             return
+        self.quiet_sample = None
         self._quiet = threading.Thread(target=self._sample_quiet, name=f"flight-mcp-gil-{self.pid}", daemon=True)
         self._quiet.start()
 

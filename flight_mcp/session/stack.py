@@ -115,10 +115,15 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     if native:
         return _external(sessions, pid, args, deadline, native=True, ask_names=True)
     key = procfs.identity(pid)
+    gone = None
     if key in sessions.pending_agents and not sessions.agent_listening(pid):
         reading = _external(sessions, pid, args, deadline, native=False, ask_names=False)
-        reading.pending = "waiting" if key in sessions.pending_agents else "gone"
-        return reading
+        if key in sessions.pending_agents:
+            reading.pending = "waiting"
+            return reading
+        # it got the GIL and is starting (e.g. after a first attach during a stall): ask it; this reading
+        # answers if it cannot
+        reading.pending, gone = "gone", reading
     # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
     reserve = min(external_stack.expected_seconds(pid), deadline.left() / 2)
     budget = deadline.keeping(reserve)
@@ -132,6 +137,8 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     except FlightError as e:
         if e.code in NO_FALLBACK:
             raise
+        if gone is not None:
+            return gone
         try:
             reading = _external(sessions, pid, args, deadline, native=False, ask_names=False, floor=reserve)
         except FlightError as ext:

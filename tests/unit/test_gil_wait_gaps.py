@@ -236,3 +236,16 @@ def test_an_attach_that_times_out_waiting_for_the_agent_names_the_holder(monkeyp
     assert wait["still_waiting"] and wait["request"] == "getglobal" and wait["waited_ms"] >= 300
     assert wait["holder"]["native_id"] == WORKER and wait["holder"]["frames"][-1]["name"] == "backtrack"
     assert len(read.calls) == 1
+
+
+def test_a_silence_with_nobody_holding_the_gil_lets_the_next_one_look_again():
+    read, token = FakeRead(holder_tid=None), gil.collect()  # CPU-starved, not a stall
+    w = gil.StallWatch(7, "watch", {}, read=read)
+    w.sent(time.monotonic())
+    w.quiet()
+    w._quiet.join(2)
+    read.holder_tid = WORKER  # the next silence is a stall
+    w.quiet()
+    w.finished(0.002)
+    assert len(read.calls) == 2 and gil.held_during()["native_id"] == WORKER
+    gil.collected(token)
