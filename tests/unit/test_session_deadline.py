@@ -140,10 +140,19 @@ def test_a_pending_agent_is_not_asked_again(monkeypatch, outside):
     assert r.source == "external" and sessions.pending_agents == {(7, "start"): 1}
     r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
     assert r.pending == "waiting" and not asked
-    outside["pending"] = 0  # its payload thread is gone: said, and the next call asks the agent
+    outside["pending"] = 0  # its payload thread got the GIL and the agent is starting: asked at once
     r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
-    assert r.pending == "gone" and sessions.pending_agents == {} and not asked
-    assert session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False).source == "agent"
+    assert r.source == "agent" and sessions.pending_agents == {} and len(asked) == 1
+
+
+def test_a_pending_agent_gone_that_does_not_answer_leaves_the_outside_reading(monkeypatch, outside):
+    asked = agent_says(monkeypatch, FlightError("agent_timeout", "no answer"))
+    sessions = Sessions()
+    monkeypatch.setattr(sessions, "agent_listening", lambda pid: False)
+    sessions.pending_agents[(7, "start")] = 1
+    outside["pending"] = 0
+    r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
+    assert r.source == "external" and r.pending == "gone" and len(asked) == 1 and sessions.pending_agents == {}
 
 
 def test_names_from_a_running_agent_apply_by_native_id(monkeypatch, outside):
