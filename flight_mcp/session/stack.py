@@ -118,12 +118,13 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
     gone = None
     if key in sessions.pending_agents and not sessions.agent_listening(pid):
         reading = _external(sessions, pid, args, deadline, native=False, ask_names=False)
-        if key in sessions.pending_agents:
-            reading.pending = "waiting"
+        if key in sessions.pending_agents and gil.holder(reading.facts["threads"], {}) is not None:
+            reading.pending = "waiting"  # a thread still holds the GIL: asking would only wait
             return reading
-        # it got the GIL and is starting (e.g. after a first attach during a stall): ask it; this reading
-        # answers if it cannot
-        reading.pending, gone = "gone", reading
+        # it got the GIL, or gets it any moment, and starts (e.g. after a first attach during a stall):
+        # ask it; this reading answers if it cannot
+        reading.pending = "waiting" if key in sessions.pending_agents else "gone"
+        gone = reading
     # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
     reserve = min(external_stack.expected_seconds(pid), deadline.left() / 2)
     budget = deadline.keeping(reserve)

@@ -76,7 +76,8 @@ def outside(monkeypatch):
         seen.update(pid=pid, native=native, timeout=timeout)
         if "error" in seen:
             raise seen["error"]
-        return dict(READ, threads=[dict(t) for t in READ["threads"]], pending_agents=seen.get("pending", 0))
+        return dict(READ, threads=[dict(t, holds_gil=seen.get("holds_gil", False)) for t in READ["threads"]],
+                    pending_agents=seen.get("pending", 0))
 
     monkeypatch.setattr(session_stack.external_stack, "read", read)
     monkeypatch.setattr(session_stack.external_stack, "expected_seconds", lambda pid: 1.5)
@@ -135,14 +136,18 @@ def test_a_pending_agent_is_not_asked_again(monkeypatch, outside):
     asked = agent_says(monkeypatch, {"pid": 7, "threads": []})
     sessions = Sessions()
     monkeypatch.setattr(sessions, "agent_listening", lambda pid: False)
-    outside["pending"] = 1
+    outside.update(pending=1, holds_gil=True)
     r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=True)
     assert r.source == "external" and sessions.pending_agents == {(7, "start"): 1}
     r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
-    assert r.pending == "waiting" and not asked
+    assert r.pending == "waiting" and not asked  # a thread still holds the GIL
+    outside["holds_gil"] = False  # nobody holds it: the agent gets it any moment, asked at once
+    r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
+    assert r.source == "agent" and len(asked) == 1
+    sessions.pending_agents[(7, "start")] = 1
     outside["pending"] = 0  # its payload thread got the GIL and the agent is starting: asked at once
     r = session_stack.read(sessions, 7, {"async_tasks": False}, Deadline(10.0), native=False)
-    assert r.source == "agent" and sessions.pending_agents == {} and len(asked) == 1
+    assert r.source == "agent" and sessions.pending_agents == {} and len(asked) == 2
 
 
 def test_a_pending_agent_gone_that_does_not_answer_leaves_the_outside_reading(monkeypatch, outside):
