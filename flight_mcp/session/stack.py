@@ -183,7 +183,9 @@ def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline
     since, starting = w.since, w.starting
     read_at = time.monotonic()
     try:
-        reading = _external(sessions, pid, args, deadline, native=True, ask_names=False, floor=reserve)
+        # with native frames (the holder's C call), except while a first attach waits: that reading must fit
+        # in what the attach left of the deadline
+        reading = _external(sessions, pid, args, deadline, native=not starting, ask_names=False, floor=reserve)
     except FlightError:  # not readable from outside (permissions...): the agent's late answer, if it comes
         while "facts" not in held.box and "error" not in held.box and not budget.expired:
             held.watch.changed.wait(min(budget.left(), 0.05))

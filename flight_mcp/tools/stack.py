@@ -169,7 +169,8 @@ def _from_outside(reading: session_stack.StackReading, p: StackParams) -> StackR
     elif reading.stall is not None:
         agent_error = "gil_held"
         notes.insert(0, _stall_note(reading.stall))
-    if reading.stall is not None and not p.native:  # the holder's C frames are the point; the others' are not
+    if reading.stall is not None and not p.native and not reading.stall.get("starting"):  # the holder's C frames
+        # are the point; the others' are not (a first attach reads no native frames: it has less time)
         for t in facts["threads"]:
             if not t["holds_gil"]:
                 t["frames"] = [f for f in t["frames"] if f["kind"] != "native"]
