@@ -15,7 +15,7 @@ from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
 from ..errors import FlightError
-from . import gil, names_cache
+from . import gil
 from .connect import Sessions, attach_existing
 from .deadline import Deadline
 
@@ -167,8 +167,8 @@ def _external(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, n
         sessions.pending_agents.pop(key, None)
     if asker is not None:
         asker.join(NAMES_GRACE_S)
-    if not names:  # the agent cannot answer now: the names it gave before (this session, or an earlier command)
-        names = _seen(sessions.thread_names(pid) or names_cache.load(pid))
+    if not names:  # the agent cannot answer now: the names it gave before
+        names = _seen(sessions.thread_names(pid))
     named = _apply_names(facts["threads"], dict(names))
     return StackReading("external", facts, named=named)
 
