@@ -195,15 +195,15 @@ def _while_gil_held(sessions: Sessions, pid: int, args: dict, deadline: Deadline
         return None
     if "facts" in held.box and not gil.is_stall(w.longest):
         return None  # only the ack was late (a CPU-starved process): the command started in time, its answer stands
+    # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
+    if held.watch.names:
+        reading.named = _apply_names(reading.facts["threads"], _seen(held.watch.names))
     holder = gil.holder(reading.facts["threads"], {})
     if starting and holder is None:  # nobody holds the GIL: the agent is only slow to start; it answers
         while "facts" not in held.box and "error" not in held.box and not budget.expired:
             held.watch.changed.wait(min(budget.left(), 0.05))
         if "facts" in held.box:
             return None
-    # names from the agent's earlier answers, or from this request's ack and answer if the stall ended meanwhile
-    if held.watch.names:
-        reading.named = _apply_names(reading.facts["threads"], _seen(held.watch.names))
     waited = w.waited if w.waited is not None and not starting else time.monotonic() - since  # still waiting: so far
     reading.stall = {"waited_ms": round(waited * 1000, 1), "request": "stack", "holder": holder,
                      "seen_after_ms": round((read_at - since) * 1000, 1), "ended": w.waited is not None and not starting,
