@@ -55,7 +55,7 @@ def instrumented(pid, version):
 
 def monitor_text(r):
     from flight_mcp.tools import monitor
-    return monitor.TOOL.text(monitor.MonitorResult.model_validate(r), False)
+    return monitor.TOOL.text(monitor.TOOL.result.model_validate(r), False)
 
 
 def check_cycle(c):
