@@ -199,6 +199,7 @@ while True:
 @pytest.mark.parametrize("version", version_params())
 def test_trace_that_ended_keeps_no_recording_on_the_traced_thread(spawn, version, tmp_path):
     t = spawn(version, TRACED_THREAD_ENDS)
+    flight_cli(str(t.pid), "--cmd", "stack", timeout=60)   # attached first: the 1 s below is the trace's own
     cmd = "trace __main__ blocked -n 1 --timeout 1"
     assert "0 of 1 captured" in flight_cli(str(t.pid), "--cmd", cmd, "--no-color", timeout=60).stdout
     (tmp_path / "BASE").write_text("")

@@ -44,7 +44,7 @@ HOSTILE = [
     ("BOX", "target.__dict__.update(size=5)"), ("BOX", "target.__dict__.clear()"),
     ("BOX", "target.__setattr__('size', 5)"), ("BOX", "target.__reduce_ex__(2)"),
     ("BOX", "'{0.__class__.__init__.__globals__}'.format(target)"),
-    ("BOX", "hasattr(target, '__globals__')"), ("BOX", "hasattr(target, 'na' + 'me')"),
+    ("BOX", "getattr(target, '__globals__')"), ("BOX", "hasattr(target, 'na' + 'me')"),
     ("BOX", "super(type(target), target).__init__()"),
     # calling values, classes, key functions
     ("BOX", "type(target)('x', 1)"), ("BOX", "target()"), ("STATE", "type('X', (object,), {})"),
