@@ -64,8 +64,10 @@ def test_gil_held_falls_back_to_external_within_deadline(spawn, version):
     # A deadline is a contract, not a speed figure: a generous margin for the MCP round trip.
     assert elapsed < 3 + 1.5, f"stack took {elapsed:.1f}s with timeout_s=3"
     assert out["source"] == "external"
-    assert out["agent_error"] == "gil_held", out  # injected at a safe point, then no GIL: read at once
-    assert "could not start yet" in out["notes"][0], out["notes"]
+    # injected at a safe point, then no GIL: read from outside, as a stall once the agent has had
+    # gil.START_BUDGET_S to start, or at the deadline when that comes first
+    assert out["agent_error"] in ("gil_held", "agent_timeout"), out
+    assert "could not start yet" in out["notes"][0] or "did not answer" in out["notes"][0], out["notes"]
     main = [th for th in out["threads"] if th["main"]]
     assert len(main) == 1 and main[0]["holds_gil"] is True
     assert [f["name"] for f in main[0]["frames"]][-1] == "hold_the_gil"
