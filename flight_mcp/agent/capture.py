@@ -16,9 +16,8 @@ import linecache
 import os
 import sys
 import time
-import types
 
-from . import codes, expr, guards, instrument, objstate, objview, safety, typefacts
+from . import codes, expr, guards, instrument, objstate, objview, safety, signatures, typefacts
 
 PROGRESS_EVERY_S = 0.2
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -426,42 +425,10 @@ class Capture(object):
             return drop
 
 
-_DEFAULTS = types.FunctionType.__dict__["__defaults__"].__get__       # the function's own fields,
-_KWDEFAULTS = types.FunctionType.__dict__["__kwdefaults__"].__get__   # never an attribute lookup
-
-
 def signature(target):
     """`(order_id, amount=100.0, *, retry=False)`: the parameters of target (its instance left out),
-    read from its code and its function's defaults (defaults shown as objview's safe text)."""
-    code = target.code
-    n, k = code.co_argcount, code.co_kwonlyargcount
-    names = list(code.co_varnames[:n + k])
-    func = target.func if type(target.func) is types.FunctionType else None
-    defaults = (_DEFAULTS(func) or ()) if func is not None else ()
-    kwdefaults = (_KWDEFAULTS(func) or {}) if func is not None else {}
-    parts = []
-    for i, name in enumerate(names[:n]):
-        j = i - (n - len(defaults))
-        parts.append(name + ("=" + objview.short_repr(defaults[j], 40) if j >= 0 else ""))
-    at = n + k
-    if code.co_flags & instrument.CO_VARARGS:
-        parts.append("*" + code.co_varnames[at])
-        at += 1
-    elif k:
-        parts.append("*")
-    for name in names[n:]:
-        parts.append(name + ("=" + objview.short_repr(kwdefaults[name], 40)
-                             if type(kwdefaults) is dict and name in kwdefaults else ""))
-    if code.co_flags & instrument.CO_VARKEYWORDS:
-        parts.append("**" + code.co_varnames[at])
-    posonly = getattr(code, "co_posonlyargcount", 0)
-    if posonly:
-        parts.insert(posonly, "/")
-    if target.has_self and parts and parts[0] not in ("/", "*") and not parts[0].startswith("*"):
-        parts.pop(0)
-        if parts[:1] == ["/"]:
-            parts.pop(0)
-    return "(%s)" % ", ".join(parts)
+    read from its code and its function's defaults (signatures.py: the one reader of parameters)."""
+    return signatures.of_code(target.code, target.func, target.has_self)
 
 
 def _report(ctx, cap, progress, sent, reported):

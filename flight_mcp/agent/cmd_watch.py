@@ -27,7 +27,9 @@ def _caller(frame):
     """The frame that called the watched function: the watched frame's caller when the
     instrumentation hands it over (sys.monitoring), else the first frame above the agent's own
     (the hooks run before the call's frame is linked, or wrap the function). Kept in the token
-    until the call ends: the caller's frame lives that long anyway."""
+    until the call ends: the caller's frame lives that long anyway. Found here, at the start, not
+    when the call ends: a token holding the agent's own hook frame instead would make a cycle (that
+    frame's locals hold the token) that keeps the call's arguments alive until a GC pass."""
     f = frame.f_back if frame is not None else _getframe(2)
     while f is not None and f.f_code.co_filename.startswith(_AGENT_DIR):
         f = f.f_back

@@ -4,8 +4,8 @@ target's class may compute). Defaults are shown as objview's safe short text."""
 import types
 
 from . import objview, typefacts
+from .instrument import CO_VARARGS, CO_VARKEYWORDS
 
-CO_VARARGS, CO_VARKEYWORDS = 0x04, 0x08
 _DEFAULTS = types.FunctionType.__dict__["__defaults__"].__get__       # the function's own fields,
 _KWDEFAULTS = types.FunctionType.__dict__["__kwdefaults__"].__get__   # never an attribute lookup
 _CODE = types.FunctionType.__dict__["__code__"].__get__
