@@ -83,6 +83,13 @@ def _check_stall_stack(r, worker: str, fn: str, native_word: str) -> None:
     assert f"({worker}) [holds the GIL]" in text
 
 
+def _stalling(spawn, version, script, tmp_path):
+    """A target that stalls every GAP_S for STALL_S, with the folder of its stall/done markers."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    return spawn(version, script, args=[str(markers), STALL_S, GAP_S]), markers
+
+
 def _check_unchanged_stack(r) -> None:
     out = r.structured_content
     assert out["source"] == "agent" and out["agent_error"] is None and out["gil_wait"] is None, out
@@ -91,9 +98,7 @@ def _check_unchanged_stack(r) -> None:
 
 @pytest.mark.parametrize("version", version_params())
 def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    t = spawn(version, REGEX, args=[str(markers), STALL_S, GAP_S])
+    t, markers = _stalling(spawn, version, REGEX, tmp_path)
 
     async def go():
         async with mcp_session() as s:
@@ -113,9 +118,7 @@ def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    t = spawn(version, REGEX, args=[str(markers), STALL_S, GAP_S])
+    t, markers = _stalling(spawn, version, REGEX, tmp_path)
 
     async def go():
         async with mcp_session() as s:
@@ -139,9 +142,7 @@ def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    t = spawn(version, SORT, args=[str(markers), STALL_S, GAP_S])
+    t, markers = _stalling(spawn, version, SORT, tmp_path)
 
     async def go():
         async with mcp_session() as s:
@@ -237,9 +238,7 @@ def _cli_in_a_stall(markers, *args: str):
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_cli_names_threads_during_a_stall_and_a_watch_reports_the_stall_it_spanned(spawn, version, tmp_path):
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    t = spawn(version, REGEX, args=[str(markers), STALL_S, GAP_S])
+    t, markers = _stalling(spawn, version, REGEX, tmp_path)
     pid = str(t.pid)
     calm = _cli_in_a_gap(markers, pid, "--cmd", "getglobal __main__ config", "--no-color")
     assert '"service": "regex"' in calm.stdout and "GIL" not in calm.stdout

@@ -138,24 +138,32 @@ _CORO_ATTRS = {types.CoroutineType: ("cr_frame", "cr_await"), types.GeneratorTyp
                types.AsyncGeneratorType: ("ag_frame", "ag_await")}
 
 
+def _links(coro):
+    """(coroutine, its frame or None) along an await chain, outermost first, then (awaited, None)
+    for the object at its end that is no coroutine (a future), at most 200 steps."""
+    for _ in range(200):
+        if coro is None:
+            return
+        attrs = _CORO_ATTRS.get(type(coro))
+        if attrs is None:
+            yield coro, None
+            return
+        yield coro, getattr(coro, attrs[0])
+        coro = getattr(coro, attrs[1])
+
+
 def _await_chain(coro, waiter=None, viewer=None):
     """Frames of a coroutine and of everything it awaits, outermost first. `waiter`: the future
     the task is blocked on, shown at the end instead of the iterator wrapping it (FutureIter)."""
     chain = []
-    seen = 0
-    while coro is not None and seen < 200:
-        seen += 1
-        attrs = _CORO_ATTRS.get(type(coro))
-        if attrs is None:
-            awaited = waiter if waiter is not None else coro
+    for link, frame in _links(coro):
+        if type(link) not in _CORO_ATTRS:
+            awaited = waiter if waiter is not None else link
             chain.append({"file": "", "line": None, "name": "<awaiting %s>" % objstate.short_name(type(awaited)),
                           "qualname": objstate.type_name(type(awaited)),
                           "source": objview.short_repr(awaited, 160)})
-            break
-        frame = getattr(coro, attrs[0])
-        if frame is not None:
+        elif frame is not None:
             chain.append(_frame(frame, viewer))
-        coro = getattr(coro, attrs[1])
     return chain
 
 
@@ -187,13 +195,7 @@ def _innermost_self_class(coro):
     (Not its `self` through f_locals: on 3.8-3.10 that makes the frame a dict of its locals, which
     would then show as the future's holder.)"""
     found = None
-    seen = 0
-    while coro is not None and seen < 200:
-        seen += 1
-        attrs = _CORO_ATTRS.get(type(coro))
-        if attrs is None:
-            break
-        frame = getattr(coro, attrs[0])
+    for _, frame in _links(coro):
         if frame is not None:
             parts = qualnames.qualname(frame.f_code, frame.f_globals).split(".")[:-1]
             owner = objstate.dict_get(frame.f_globals, parts[0]) if parts and "<" not in parts[0] else None
@@ -201,7 +203,6 @@ def _innermost_self_class(coro):
                 owner = objstate.find(owner, name)[1] if isinstance(owner, type) else None
             if isinstance(owner, type):
                 found = owner
-        coro = getattr(coro, attrs[1])
     return found
 
 
@@ -243,17 +244,11 @@ def _chain_objects(task, coro, skip):
     """The ids of a task and the coroutines and frames it awaits through: they hold the awaited
     future too, and would crowd out the holder worth naming (owners.py keeps a few per object)."""
     skip.add(id(task))
-    seen = 0
-    while coro is not None and seen < 200:
-        seen += 1
-        attrs = _CORO_ATTRS.get(type(coro))
-        if attrs is None:
-            break   # the awaited object itself: the one whose holder is sought
-        skip.add(id(coro))
-        frame = getattr(coro, attrs[0])
-        if frame is not None:
-            skip.add(id(frame))
-        coro = getattr(coro, attrs[1])
+    for link, frame in _links(coro):
+        if type(link) in _CORO_ATTRS:   # not the awaited object itself: its holder is sought
+            skip.add(id(link))
+            if frame is not None:
+                skip.add(id(frame))
 
 
 def _name_waiters(out, waiters, chain_ids=()):
