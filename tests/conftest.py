@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import subprocess as _subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+
+# The run's own state folder (interactive history, HTTP tokens, thread names, the CLI's resident helpers),
+# not the user's ~/.local/state: every process a test starts inherits it; residents started in it are
+# stopped at the end (pytest_sessionfinish) and would end by themselves soon after an aborted run.
+STATE_HOME = tempfile.mkdtemp(prefix="flight-tests-state-")
+os.environ["XDG_STATE_HOME"] = STATE_HOME
+os.environ.setdefault("FLIGHT_MCP_RESIDENT_IDLE", "120")
 
 TARGET_VERSIONS = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
 TARGETS_DIR = Path(__file__).parent / "targets"
@@ -280,6 +289,9 @@ def pytest_testnodedown(node, error):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    from flight_mcp import resident
+    resident.stop_all(os.path.join(STATE_HOME, "flight-mcp"))
+    shutil.rmtree(STATE_HOME, ignore_errors=True)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller decides
         workeroutput["flight_version_tests"] = len(_VERSION_TESTS)

@@ -55,3 +55,19 @@ def test_a_state_directory_not_ours_is_not_used(state, tmp_path):
     assert names_cache.load(os.getpid()) == {} and not any(p.suffix == ".json" for p in tmp_path.iterdir())
     with pytest.raises(OSError):
         statedir.private(str(state))
+
+
+def test_a_planted_state_root_is_not_followed(tmp_path, monkeypatch):
+    """A `flight-mcp` state folder that is a symlink (planted where XDG_STATE_HOME is shared, say) is
+    refused for every folder under it, not only for itself: nothing is written where it points."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "flight-mcp").symlink_to(elsewhere)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    names_cache.save(os.getpid(), {1: "a"})
+    assert not list(elsewhere.iterdir())
+    for folder in (statedir.root(), os.path.join(statedir.root(), "threads")):
+        with pytest.raises(OSError):
+            statedir.private(folder)
+    assert not list(elsewhere.iterdir())
