@@ -2,9 +2,9 @@
 the MCP server with the SDK): a zygote imports flight_mcp once, then forks one child per request; the
 child takes the requester's stdin/stdout/stderr (passed over a unix socket), argv, environment and cwd,
 and runs the real entry point `flight_mcp.cli.main(argv)` in a process of its own that exits with main's
-exit code. It is the product's resident helper (flight_mcp/resident.py: its loop, its child, its wire
-format), with the MCP SDK imported as well, a socket in a private temporary folder, and a life bound to
-the test process's (its stdin).
+exit code. It is the product's resident helper (flight_mcp/resident.py, resident_server.py: its loop,
+its child, its wire format), with the MCP SDK imported as well, a socket in a private temporary folder,
+and a life bound to the test process's (its stdin).
 
 Requesters:
 - `launcher_command(args)`: a command line that behaves as `python -m flight_mcp.cli ARG...` (same stdio,
@@ -23,18 +23,18 @@ import sys
 import tempfile
 import threading
 
-from flight_mcp import resident
+from flight_mcp import resident, resident_server
 
 
 def serve(path: str) -> None:
     """The zygote: the resident's warm-up plus the MCP SDK, then its loop until stdin closes."""
-    resident.warm_up()
+    resident_server.warm_up()
     import flight_mcp.server  # noqa: F401  (the MCP SDK: most of the time saved)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
     print("READY", flush=True)
-    resident.Loop(listener, parent_fd=sys.stdin.fileno()).run()
+    resident_server.Loop(listener, parent_fd=sys.stdin.fileno()).run()
 
 
 # ---- the test process's side -------------------------------------------------------------------
@@ -93,7 +93,7 @@ class Started:
         """The exit code (-N: killed by signal N), or None if it did not end within timeout."""
         self.conn.settimeout(timeout)
         try:
-            code = resident._recv_int(self.conn)
+            code = resident.recv_int(self.conn)
         except socket.timeout:
             return None
         if code is None:
@@ -115,7 +115,7 @@ def start(args: list[str], stdin: int, stdout: int, stderr: int) -> Started:
     conn.connect(socket_path())
     resident.send_frame(conn, {"op": "run", "args": args, "env": dict(os.environ), "cwd": os.getcwd()},
                         (stdin, stdout, stderr))
-    pid = resident._recv_int(conn)
+    pid = resident.recv_int(conn)
     if pid is None:
         raise RuntimeError("the flight-mcp zygote died")
     return Started(conn, pid)

@@ -1,4 +1,4 @@
-"""The CLI's resident helper (flight_mcp/resident.py), through the installed `flight-mcp` command as a user
+"""The CLI's resident helper (flight_mcp/resident.py, resident_server.py), through the installed `flight-mcp` command as a user
 runs it: the same answers and exit codes as without it, one resident serving many commands, Ctrl-C and a
 killed command or resident leaving the target clean, a dead or replaced resident replaced, a socket only
 this user can reach, and an idle resident ending by itself. The resident runs on the host: its tests need
@@ -43,10 +43,10 @@ def residents(folder: Path) -> dict[str, int]:
     """socket name -> pid of each resident listening in folder."""
     found = {}
     for sock in folder.glob("resident-*.sock") if folder.is_dir() else ():
-        conn = resident._connect(str(sock))
+        conn = resident.connect(str(sock))
         if conn is not None:
-            with conn:
-                found[sock.name] = resident._peer(conn)[0]
+            found[sock.name] = resident.peer(conn)[0]
+            conn.close()
     return found
 
 
