@@ -1,22 +1,25 @@
-"""A warm command's time, flight-mcp side by side with flight_profiler 1.0.7, in one run (issue 13).
+"""A command's time, flight-mcp side by side with flight_profiler 1.0.7, in one run (issue 13).
 
 Not a test: prints medians (and minimums: the machine is shared) in ms of
 - `getglobal __main__ CONFIG` and `stack`, by `flight-mcp PID --cmd ...` and `flight_profiler PID --cmd ...`,
-  on a target each has attached already
-  (two idle targets of the flight_profiler venv's Python, tests/targets/idle.py, one per tool), run as a
-  user runs them (their console scripts, new processes);
+  on a target each has attached already, run as a user runs them (their console scripts, new processes).
+  Ours is installed as the README's first command installs it (`pip install .`, into .cache/bench-venv,
+  rebuilt when the source changes), so a command reaches the user's resident helper (flight_mcp/resident.py),
+  started by the first command;
+- the same command when no resident runs yet (the first command of all, which starts it), and with the
+  resident turned off (FLIGHT_MCP_RESIDENT=0: the command imports everything itself);
 - the CLI's fixed cost: `flight-mcp --version` (start-up, no command) and `flight-mcp 1 --cmd "stack -h"`
-  (the command's help: the imports and models of a command, no process touched);
+  (a command's help: no process touched);
 - the first command on a fresh target (injection included), `getglobal __main__ CONFIG` by each CLI, each on
   fresh idle targets of its own (-f of them);
 - a warm MCP call: tools/call getglobal and stack through the official SDK client on the same attached target,
   and a ping (the SDK's stdio round trip with no tool: the floor of any call);
 - floors: `python -c pass`, and `python -c "from pydantic import BaseModel"` (what any command that validates
   with pydantic pays before its first line of its own);
-- what the CLI path imports: whether the MCP SDK is among them, and the heaviest imports (-X importtime).
-
-Our package is byte-compiled first (compileall, as `pip install` does): in an editable install with
-PYTHONDONTWRITEBYTECODE set, every run would otherwise compile every module of ours from source.
+- what the command's own process imports (-X importtime): whether pydantic or the MCP SDK are among them,
+  and the heaviest.
+CPU ms count the command's process and, through the resident, its child (the resident's reaped children's
+time, read from /proc): a command served by the resident is not a child of this script.
 
 Usage: python bench/cli_speed.py [-n RUNS] [-f FRESH_TARGETS] [--fp-venv /work/fpvenv/venv]
 Goals (issue 13): warm CLI <= 0.7x flight_profiler's and < 100 ms; first command <= 0.2x flight_profiler's;
@@ -25,7 +28,9 @@ warm MCP call 5 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,10 +42,40 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import TARGETS_DIR  # noqa: E402
+from flight_mcp import resident  # noqa: E402
+from tests.conftest import STATE_HOME, TARGETS_DIR  # noqa: E402  (its import gives us a state folder of our own)
 from tests.mcp_client import mcp_session  # noqa: E402
 
-OURS = Path(sys.executable).parent / "flight-mcp"
+VENV = ROOT / ".cache" / "bench-venv"
+RESIDENTS = os.path.join(STATE_HOME, "flight-mcp")
+
+
+def install_ours() -> Path:
+    """flight-mcp installed as a user installs it (`pip install .`, not editable: an editable install's
+    import hook costs every command ~20 ms at start-up), reinstalled when the source changed."""
+    stamp = VENV / "source-key"
+    key = resident._code_key(str(ROOT / "flight_mcp"))
+    if not (stamp.exists() and stamp.read_text() == key):
+        shutil.rmtree(VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+        stamp.write_text(key)
+    return VENV / "bin" / "flight-mcp"
+
+
+def residents_cpu_ms() -> float:
+    """CPU ms of the children our residents have reaped (their commands), from /proc."""
+    total = 0.0
+    for name in os.listdir(RESIDENTS) if os.path.isdir(RESIDENTS) else ():
+        conn = resident.connect(os.path.join(RESIDENTS, name)) if name.endswith(".sock") else None
+        if conn is None:
+            continue
+        pid = resident.peer(conn)[0]
+        conn.close()
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[13]) + int(fields[14])) * 1000 / os.sysconf("SC_CLK_TCK")   # cutime, cstime
+    return total
 # getglobal first: cheap on both (flight_profiler's stack spends ~2 s of its own; the ratios below are
 # against its getglobal)
 COMMANDS = ["getglobal __main__ CONFIG", "stack"]
@@ -52,13 +87,14 @@ class Took(float):
     cpu: float
 
 
-def ms_of(argv: list[str]) -> Took:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def ms_of(argv: list[str], env: dict | None = None) -> Took:
+    before, before_resident = resource.getrusage(resource.RUSAGE_CHILDREN), residents_cpu_ms()
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     took = Took((time.perf_counter() - t0) * 1000)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     took.cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
+    took.cpu += max(0.0, residents_cpu_ms() - before_resident)
     if r.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed: {r.stdout[-500:]} {r.stderr[-500:]}")
     return took
@@ -126,16 +162,19 @@ def first_command(clis: list[str], python: str, n: int) -> list[list[float]]:
     return out
 
 
-def heaviest_imports(most: int = 8) -> tuple[bool, list[tuple[int, str]]]:
-    r = subprocess.run([str(Path(sys.executable)), "-X", "importtime", "-m", "flight_mcp.cli", "1",
-                        "--cmd", COMMANDS[0] + " -h"], capture_output=True, text=True, timeout=120)
+def heaviest_imports(ours: Path, pid: str, most: int = 8) -> tuple[list[str], list[tuple[int, str]]]:
+    """What a warm command's own process imports: which of pydantic and the MCP SDK, and the heaviest."""
+    python = ours.parent / "python"
+    r = subprocess.run([str(python), "-X", "importtime", "-m", "flight_mcp.front", pid, "--cmd", COMMANDS[0],
+                        "--no-color"], capture_output=True, text=True, timeout=120)
     rows = []
     for line in r.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
             self_us, _cumulative, name = line[len("import time:"):].split("|")
             rows.append((int(self_us), name.strip()))
     names = {n for _, n in rows}
-    return any(n == "mcp" or n.startswith("mcp.") for n in names), sorted(rows, reverse=True)[:most]
+    heavy = [top for top in ("pydantic", "mcp") if any(n == top or n.startswith(top + ".") for n in names)]
+    return heavy, sorted(rows, reverse=True)[:most]
 
 
 def line(label: str, xs: list[float], ref: list[float] | None = None) -> str:
@@ -159,46 +198,57 @@ def main() -> int:
     fp_venv = Path(a.fp_venv)
     fp_cli, fp_python = fp_venv / "bin" / "flight_profiler", fp_venv / "bin" / "python"
     python = str(fp_python) if fp_python.exists() else sys.executable
+    ours_cli = str(install_ours())
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "flight_mcp")], check=True)
     targets = [start_target(python) for _ in range(2)]
     try:
         ours_pid, fp_pid = (str(t.pid) for t in targets)
         measured = {}
         for cmd in COMMANDS:
-            measured[cmd] = paired([str(OURS), ours_pid, "--cmd", cmd, "--no-color"],
+            measured[cmd] = paired([ours_cli, ours_pid, "--cmd", cmd, "--no-color"],
                                    [str(fp_cli), fp_pid, "--cmd", cmd, "--no-color"] if fp_cli.exists() else None, a.runs)
         fp = measured[COMMANDS[0]][1]
-        version = runs([str(OURS), "--version"], a.runs)
-        fixed = runs([str(OURS), "1", "--cmd", "stack -h"], a.runs)
-        bare = runs([sys.executable, "-c", "pass"], a.runs)
-        pydantic = runs([sys.executable, "-c", "from pydantic import BaseModel"], a.runs)
+        getglobal = [ours_cli, ours_pid, "--cmd", COMMANDS[0], "--no-color"]
+        no_resident = [ms_of(getglobal, env={**os.environ, "FLIGHT_MCP_RESIDENT": "0"}) for _ in range(a.runs)]
+        starting = []
+        for _ in range(a.fresh):
+            resident.stop_all(RESIDENTS)
+            starting.append(ms_of(getglobal))
+        version = runs([ours_cli, "--version"], a.runs)
+        fixed = runs([ours_cli, "1", "--cmd", "stack -h"], a.runs)
+        bare = runs([python, "-c", "pass"], a.runs)
+        pydantic = runs([str(Path(ours_cli).parent / "python"), "-c", "from pydantic import BaseModel"], a.runs)
         mcp = anyio.run(mcp_warm, int(ours_pid), a.runs * 4)
-        first = first_command([str(OURS)] + ([str(fp_cli)] if fp_cli.exists() else []), python, a.fresh) + [None]
+        first = first_command([ours_cli] + ([str(fp_cli)] if fp_cli.exists() else []), python, a.fresh) + [None]
+        heavy, imports = heaviest_imports(Path(ours_cli), ours_pid)
     finally:
         for t in targets:
             t.kill()
             t.wait()
+        resident.stop_all(RESIDENTS)
+        shutil.rmtree(STATE_HOME, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    print(f"ms over {a.runs} runs (load average {load}; target {python}); ratios to flight_profiler's getglobal "
-          "(or the same command)")
+    print(f"ms over {a.runs} runs (load average {load}; target {python}; ours: {ours_cli}); ratios to "
+          "flight_profiler's getglobal (or the same command)")
     print(f"  {'':<58}  median     min     cpu  median    min    cpu")
     for cmd, (ours, theirs) in measured.items():
         if theirs:
             print(line(f"flight_profiler PID --cmd {cmd!r} (warm)", theirs))
         print(line(f"flight-mcp PID --cmd {cmd!r} (warm)", ours, theirs))
+    print(line("  the same, first command of all (starts the resident)", starting, fp))
+    print(line("  the same, FLIGHT_MCP_RESIDENT=0 (no resident)", no_resident, fp))
     print(line("flight-mcp --version (start-up only)", version, fp))
-    print(line('flight-mcp 1 --cmd "stack -h" (imports, no attach)', fixed, fp))
-    print(line("python -c pass (the interpreter alone)", bare, fp))
+    print(line('flight-mcp 1 --cmd "stack -h" (a command\'s help, no attach)', fixed, fp))
+    print(line("python -c pass (the target's interpreter alone)", bare, fp))
     print(line('python -c "from pydantic import BaseModel"', pydantic, fp))
     if first[1]:
         print(line(f"flight_profiler PID --cmd {COMMANDS[0]!r} (fresh target)", first[1]))
     print(line(f"flight-mcp PID --cmd {COMMANDS[0]!r} (fresh target)", first[0], first[1]))
     for tool, xs in mcp.items():
         print(line(f"MCP {'ping (no tool)' if tool == 'ping' else 'tools/call ' + tool} (warm, SDK client)", xs))
-    sdk, heavy = heaviest_imports()
-    print(f"CLI path imports the MCP SDK: {'YES' if sdk else 'no'}; heaviest imports (self ms): "
-          + ", ".join(f"{name} {us / 1000:.1f}" for us, name in heavy))
+    print(f"a warm command's own process imports {' and '.join(heavy) if heavy else 'neither pydantic nor the MCP SDK'}"
+          "; heaviest imports (self ms): " + ", ".join(f"{name} {us / 1000:.1f}" for us, name in imports))
     return 0
 
 

@@ -41,6 +41,8 @@ def escaped(obj: Any) -> Any:
     """A copy of obj (a Result model, or what it holds) with every string escaped, keys included."""
     if isinstance(obj, str):
         return escape(obj)
+    if obj is None or type(obj) in (int, float, bool):   # before BaseModel: an ABC's check costs ~10 µs each
+        return obj
     if isinstance(obj, BaseModel):
         return obj.model_copy(update={k: escaped(v) for k, v in obj.__dict__.items()})
     if isinstance(obj, dict):

@@ -115,13 +115,15 @@ def connect(path: str):
 # ---- the client: the `flight-mcp` command ------------------------------------------------------
 
 def run(argv: list[str]) -> int | None:
-    """Runs `flight-mcp ARGV` in a child of this installation's resident (started if needed) and
-    returns its exit status; None when there is no resident to use (the caller runs the command itself)."""
+    """Runs `flight-mcp ARGV` in a child of this installation's resident and returns its exit status;
+    None when no resident is ready (the caller runs the command itself, as fast as it would without one,
+    while a resident starts in the background for the next command)."""
     path = socket_path()
     if path is None:
         return None
-    conn = connect(path) or _start(path)
+    conn = connect(path)
     if conn is None:
+        _start(path)
         return None
     return exchange(conn, argv)
 
@@ -161,55 +163,31 @@ def _lost() -> int:
     return 1
 
 
-def _start(path: str):
-    """Starts the resident for path (one at a time: a lock beside it) and connects to it."""
+def _start(path: str) -> None:
+    """Starts the resident for path in the background, unless another command is starting it: the
+    lock beside the socket is held, by the resident it is handed to, until it listens."""
     import fcntl
     import subprocess
-    folder = os.path.dirname(path)
     lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        conn = connect(path)   # another command started it while we waited
-        if conn is not None:
-            return conn
-        log = os.path.join(folder, "resident.log")
-        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            # the package's own folder first on sys.path: the resident runs the very code the key names
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                 "from flight_mcp.resident_server import serve; serve(sys.argv[2])",
-                 os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_fd, cwd="/",
-                start_new_session=True)
-        finally:
-            os.close(log_fd)
-        ready = _read_line(proc.stdout.fileno(), timeout=30.0)
-        proc.stdout.close()
-        if ready != b"READY":
-            if proc.poll() is None:
-                proc.kill()
-            print(f"flight-mcp: the resident helper did not start (its log: {log}); running the command "
-                  "without it", file=sys.stderr)
-            return None
-        return connect(path)
-    finally:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         os.close(lock)
-
-
-def _read_line(fd: int, timeout: float) -> bytes:
-    import select
-    import time
-    data, deadline = b"", time.monotonic() + timeout
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 64)
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n")[0].strip()
+        return
+    log = os.open(os.path.join(os.path.dirname(path), "resident.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        # the package's own folder first on sys.path: the resident runs the very code the key names
+        subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                          "from flight_mcp.resident_server import serve; serve(sys.argv[2], int(sys.argv[3]))",
+                          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path, str(lock)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
+                         start_new_session=True, pass_fds=(lock,))
+    except OSError:
+        pass   # no resident this time: the command runs here all the same
+    finally:
+        os.close(log)
+        os.close(lock)
 
 
 def send_frame(conn, message: dict, fds=()) -> None:

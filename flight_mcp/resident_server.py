@@ -16,9 +16,10 @@ _MAX_REQUEST = 4 << 20
 
 # ---- the resident ------------------------------------------------------------------------------
 
-def serve(path: str) -> None:
+def serve(path: str, lock: int) -> None:
     """The resident's life: imports and builds what commands use, listens at path (replacing what was
-    there atomically), says READY on stdout, then forks a child per command until idle or stopped."""
+    there atomically), lets go of the starting lock (fd), then forks a child per command until idle or
+    stopped."""
     os.umask(0o077)
     idle_s = float(os.environ.get("FLIGHT_MCP_RESIDENT_IDLE") or IDLE_S)
     warm_up()
@@ -39,10 +40,7 @@ def serve(path: str) -> None:
         except OSError:
             return False
 
-    print("READY", flush=True)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 1)
-    os.close(null)
+    os.close(lock)
     try:
         Loop(listener, idle_s=idle_s, still_ours=still_ours).run()
     finally:
@@ -56,27 +54,32 @@ def warm_up() -> None:
     import importlib
     import pkgutil
 
+    from pydantic import BaseModel
+
+    import flight_mcp
+
     from . import cli
     cli._no_pydantic_plugins()
-    import flight_mcp
-    skip = {"flight_mcp.server", "flight_mcp.http_server", "flight_mcp.agent"}  # the MCP SDK; target code
+    skip = ("flight_mcp.server", "flight_mcp.http_server", "flight_mcp.agent")  # the MCP SDK; target code
     for info in pkgutil.walk_packages(flight_mcp.__path__, "flight_mcp.", onerror=lambda _name: None):
         if not any(info.name == s or info.name.startswith(s + ".") for s in skip):
             importlib.import_module(info.name)
+    from .attach.bootstrap import agent_sources
+    from .models import Fact
     from .tools import all_tools
     from .tools.base import Params
-    from .models import Fact
     all_tools()
     seen, todo = set(), [Params, Fact]
     while todo:
-        model = todo.pop()
-        for sub in model.__subclasses__():
+        for sub in todo.pop().__subclasses__():
             if sub not in seen:
                 seen.add(sub)
                 todo.append(sub)
     for model in seen:
         model.model_rebuild(force=True)
-    cli._parser()
+        issubclass(model, BaseModel)   # fills BaseModel's ABC cache: isinstance() of a model is then a lookup
+    agent_sources()   # the agent's files, read and hashed once (they are part of the resident's key)
+    cli._parser().parse_intermixed_args(["1", "--cmd", "stack", "--no-color"])   # and argparse's regexes
 
 
 class Loop:
@@ -268,7 +271,6 @@ def become_cli(args: list[str], env: dict | None = None, cwd: str | None = None)
     import atexit
     import faulthandler
     import io
-    import logging
     import threading
     import traceback
     import warnings
@@ -286,7 +288,8 @@ def become_cli(args: list[str], env: dict | None = None, cwd: str | None = None)
     sys.excepthook = sys.__excepthook__
     sys.unraisablehook = sys.__unraisablehook__
     threading.excepthook = threading.__excepthook__
-    logging.root.handlers.clear()
+    if "logging" in sys.modules:   # not imported otherwise: importing it costs a command ~10 ms
+        sys.modules["logging"].root.handlers.clear()
     warnings.resetwarnings()
     warnings.showwarning = warnings._showwarning_orig
     if env is not None:

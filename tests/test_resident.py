@@ -54,6 +54,14 @@ def folder_of(env) -> Path:
     return Path(env["XDG_STATE_HOME"]) / "flight-mcp"
 
 
+def resident_up(env) -> tuple[str, int]:
+    """(socket name, pid) of the one resident of env's state folder, once it listens (the command that
+    found none ran by itself and started it in the background)."""
+    wait_until(lambda: residents(folder_of(env)), timeout=60, what="a resident listening")
+    (found,) = residents(folder_of(env)).items()
+    return found
+
+
 def flight(env, *args, timeout=60) -> subprocess.CompletedProcess:
     return subprocess.run([FLIGHT_MCP, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -90,15 +98,19 @@ def test_one_resident_answers_as_the_command_would(spawn, env, version):
                 re.sub(r'"(gil_wait|took)_ms": [\d.]+', "", alone.stdout), cmd
         else:
             assert via.stdout == alone.stdout, cmd
-    assert [r.returncode for r in [flight(env, str(t.pid), "--cmd", c, *f) for c, f in commands[2:4]]] == [1, 2]
-    running = residents(folder_of(env))
-    assert len(running) == 1, running   # every command above went to one resident
+    _, pid = resident_up(env)
+    for cmd, flags in commands:   # now surely through the resident
+        assert flight(env, str(t.pid), "--cmd", cmd, *flags).returncode == (1 if "NO_SUCH" in cmd else
+                                                                             2 if cmd == "trace __main__" else 0)
+    assert residents(folder_of(env)) == {resident_up(env)[0]: pid}   # one resident served them all
     assert t.alive()
 
 
 def test_ctrl_c_or_a_killed_command_leaves_the_target_clean(spawn, env):
     t = spawn(ONE_VERSION, "demo")
     assert not instrumented(t.pid, ONE_VERSION)
+    assert flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
+    resident_up(env)
     for how in (signal.SIGINT, signal.SIGKILL):
         cli = subprocess.Popen([FLIGHT_MCP, str(t.pid), "--cmd", WATCH, "--no-color"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -128,14 +140,14 @@ def test_ctrl_c_or_a_killed_command_leaves_the_target_clean(spawn, env):
 def test_a_dead_resident_is_replaced_and_its_command_ends(spawn, env):
     t = spawn(ONE_VERSION, "demo")
     assert flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
-    (name, first), = residents(folder_of(env)).items()
+    name, first = resident_up(env)
     # killed between commands: its socket is left behind, refuses connections, and is replaced
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: not alive(first), timeout=10)
     assert (folder_of(env) / name).exists()
     r = flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG")
     assert r.returncode == 0 and "localhost" in r.stdout, r.stderr
-    (_, second), = residents(folder_of(env)).items()
+    _, second = resident_up(env)
     assert second != first
     # killed while a command runs: the command says so and ends (cleanly: as Ctrl-C would)
     cli = subprocess.Popen([FLIGHT_MCP, str(t.pid), "--cmd", WATCH, "--no-color"], env=env,
@@ -157,11 +169,11 @@ def test_a_resident_ends_when_idle_or_when_its_socket_goes(spawn, env, tmp_path)
     t = spawn(ONE_VERSION, "demo")
     idle = {**env, "FLIGHT_MCP_RESIDENT_IDLE": "1"}
     assert flight(idle, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
-    (name, pid), = residents(folder_of(env)).items()
+    name, pid = resident_up(env)
     wait_until(lambda: not alive(pid), timeout=30, what="the idle resident ending")
     assert not (folder_of(env) / name).exists()   # and it took its socket with it
     assert flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
-    (name, pid), = residents(folder_of(env)).items()
+    name, pid = resident_up(env)
     (folder_of(env) / name).unlink()    # an operator removing the socket ends its resident
     wait_until(lambda: not alive(pid), timeout=30, what="the resident whose socket was removed ending")
     off = {**env, "FLIGHT_MCP_RESIDENT": "0"}
@@ -172,6 +184,7 @@ def test_a_resident_ends_when_idle_or_when_its_socket_goes(spawn, env, tmp_path)
 def test_only_this_user_reaches_it(spawn, env, tmp_path):
     t = spawn(ONE_VERSION, "demo")
     assert flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
+    resident_up(env)
     folder = folder_of(env)
     assert folder.stat().st_mode & 0o777 == 0o700
     (sock,) = folder.glob("resident-*.sock")
