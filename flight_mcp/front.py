@@ -27,15 +27,28 @@ def wants_resident(argv: list[str], env=os.environ) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if wants_resident(argv):
-        from . import resident
+    if not wants_resident(argv):
+        return _here(argv)
+    from . import resident
+    try:
+        code = resident.run(argv)
+    except KeyboardInterrupt:
+        return 130
+    except OSError:   # no resident to be had (an unreadable state folder, a full disk...): run here
+        return _here(argv)
+    if code is not None:
+        return code
+    try:
+        return _here(argv)
+    finally:   # after the answer: a resident's warm-up does not slow down this command
         try:
-            code = resident.run(argv)
-        except KeyboardInterrupt:
-            return 130
-        if code is not None:
-            return code
-    from .cli import main as cli_main
+            resident.start()
+        except OSError:
+            pass
+
+
+def _here(argv: list[str]) -> int:
+    from .cli import main as cli_main   # here only: the command line's imports are what the resident saves
     return cli_main(argv)
 
 

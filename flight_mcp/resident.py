@@ -116,21 +116,45 @@ def connect(path: str):
 
 def run(argv: list[str]) -> int | None:
     """Runs `flight-mcp ARGV` in a child of this installation's resident and returns its exit status;
-    None when no resident is ready (the caller runs the command itself, as fast as it would without one,
-    while a resident starts in the background for the next command)."""
+    None when no resident listens (the caller runs the command itself, then start()s one)."""
+    path = socket_path()
+    conn = connect(path) if path is not None else None
+    return None if conn is None else exchange(conn, argv)
+
+
+def start() -> None:
+    """Starts this installation's resident in the background, unless one is starting already: the
+    lock beside its socket is held, by the resident it is handed to, until it listens. Called after a
+    command that found none has answered, so that its warm-up does not compete with that command."""
+    import fcntl
+    import subprocess
     path = socket_path()
     if path is None:
-        return None
-    conn = connect(path)
-    if conn is None:
-        _start(path)
-        return None
-    return exchange(conn, argv)
+        return
+    lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return
+    log = os.open(os.path.join(os.path.dirname(path), "resident.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        # the package's own folder first on sys.path: the resident runs the very code the key names
+        subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                          "from flight_mcp.resident_server import serve; serve(sys.argv[2], int(sys.argv[3]))",
+                          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path, str(lock)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
+                         start_new_session=True, pass_fds=(lock,))
+    finally:
+        os.close(log)
+        os.close(lock)
 
 
 def exchange(conn, argv: list[str]) -> int:
     """Sends the command with this process's stdio, forwards signals to the child while it runs, and
-    returns its exit status (re-raising the signal that killed it, as a shell would see it)."""
+    returns its exit status (re-raising the signal that killed it, as a shell would see it). OSError
+    only while sending: once sent, the command may be running, and is never run a second time."""
     send_frame(conn, {"op": "run", "args": argv, "env": dict(os.environ), "cwd": os.getcwd()}, (0, 1, 2))
     pid = recv_int(conn)
     if pid is None:
@@ -163,33 +187,6 @@ def _lost() -> int:
     return 1
 
 
-def _start(path: str) -> None:
-    """Starts the resident for path in the background, unless another command is starting it: the
-    lock beside the socket is held, by the resident it is handed to, until it listens."""
-    import fcntl
-    import subprocess
-    lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        return
-    log = os.open(os.path.join(os.path.dirname(path), "resident.log"),
-                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        # the package's own folder first on sys.path: the resident runs the very code the key names
-        subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                          "from flight_mcp.resident_server import serve; serve(sys.argv[2], int(sys.argv[3]))",
-                          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path, str(lock)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
-                         start_new_session=True, pass_fds=(lock,))
-    except OSError:
-        pass   # no resident this time: the command runs here all the same
-    finally:
-        os.close(log)
-        os.close(lock)
-
-
 def send_frame(conn, message: dict, fds=()) -> None:
     data = marshal.dumps(message)
     ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
@@ -203,6 +200,8 @@ def recv_exact(conn, size: int) -> bytes | None:
             chunk = conn.recv(size - len(buf))
         except InterruptedError:
             continue
+        except ConnectionError:   # the other end is gone: as EOF (a timeout still raises)
+            return None
         if not chunk:
             return None
         buf += chunk
