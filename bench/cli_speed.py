@@ -180,7 +180,8 @@ def heaviest_imports(ours: Path, pid: str, most: int = 8) -> tuple[list[str], li
     """What a warm command's own process imports: which of pydantic and the MCP SDK, and the heaviest."""
     python = ours.parent / "python"
     r = subprocess.run([str(python), "-X", "importtime", "-m", "flight_mcp.front", pid, "--cmd", COMMANDS[0],
-                        "--no-color"], capture_output=True, text=True, timeout=120)
+                        "--no-color"], capture_output=True, text=True, timeout=120, cwd="/")   # not ROOT: -m would
+    # import the source tree's flight_mcp, not the installation's (another key, no resident)
     rows = []
     for line in r.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:

@@ -9,7 +9,8 @@ import signal
 import socket
 import sys
 
-from .resident import HEADER, INT, IDLE_S, peer, recv_exact, address
+from . import resident
+from .resident import HEADER, IDLE_S, INT, address, peer, recv_exact
 
 _MAX_REQUEST = 4 << 20
 
@@ -276,6 +277,7 @@ def become_cli(args: list[str], env: dict | None = None, cwd: str | None = None)
     import warnings
 
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    resident._FOLDERS.clear()   # their descriptors were just closed
     faulthandler.disable()
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGALRM, signal.SIGCHLD, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
