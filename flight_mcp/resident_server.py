@@ -15,8 +15,6 @@ from .resident import HEADER, IDLE_S, INT, address, peer, recv_exact
 _MAX_REQUEST = 4 << 20
 
 
-# ---- the resident ------------------------------------------------------------------------------
-
 def serve(path: str, lock: int) -> None:
     """The resident's life: imports and builds what commands use, listens at path (replacing what was
     there atomically), lets go of the starting lock (fd), then forks a child per command until idle or
@@ -252,11 +250,14 @@ def _recv_request(conn: socket.socket) -> tuple[dict, list[int]]:
             if rest is None:
                 raise ValueError("truncated request")
             body += rest
-        message = marshal.loads(body)
+        try:
+            message = marshal.loads(body)
+        except (EOFError, TypeError) as e:
+            raise ValueError(f"not a request: {e}") from None
         if not isinstance(message, dict):
             raise ValueError("not an object")
         return message, fds
-    except (ValueError, EOFError, TypeError):
+    except ValueError:
         for fd in fds:
             os.close(fd)
         raise

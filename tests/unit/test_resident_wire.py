@@ -101,7 +101,7 @@ def test_a_request_carries_its_fds_and_a_malformed_one_is_refused():
             client.sendall(frame)
             client.shutdown(socket.SHUT_WR)
             server.settimeout(5)
-            with pytest.raises((ValueError, EOFError, TypeError)):
+            with pytest.raises(ValueError):
                 _recv_request(server)
         client.close()
     finally:
