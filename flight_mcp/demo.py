@@ -15,16 +15,28 @@ from .tools.base import Call
 
 TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_target.py")
 
-# What a person would try first on a misbehaving service, in order.
+# What a person would try on a misbehaving service, in order: every read-only tool once (tt and vmtool in
+# their read-only uses: recording calls, finding instances). console and reload change a target: not here.
 COMMANDS = [
+    "list_processes demo_target",
+    "attach",
     "stack",
     "getglobal __main__",
     "getglobal __main__ CONFIG -x 2",
     "getglobal __main__ OrderService instances_created",
     "module {target}",
+    "source __main__ OrderService apply_discount",
     "watch __main__ OrderService process_order --expr args,return_obj,cost -n 2",
     "trace __main__ OrderService process_order -n 1",
     "trace __main__ OrderService process_order -d 2 -n 1",
+    "monitor __main__ OrderService process_order -c 1 -n 2",
+    "tt -t __main__ OrderService apply_discount -n 2",
+    "vmtool -a getInstances -c '__main__ OrderService'",
+    "mem summary --limit 5",
+    "mem diff --interval 1 --limit 3",
+    "gilstat on 20 20 1",
+    "profile -d 1 -n 5",
+    "detach",
 ]
 
 
@@ -43,10 +55,10 @@ def run_demo(color: bool = False) -> int:
         for template in COMMANDS:
             cmd = template.format(target=TARGET)
             words = cmdline.split(cmd)
-            if words[0] not in tools:
-                continue
+            shown = (f"flight-mcp ps {' '.join(words[1:])}" if words[0] == "list_processes"
+                     else f'flight-mcp {proc.pid} --cmd "{cmd}"')
             print()
-            print(paint(f'$ flight-mcp {proc.pid} --cmd "{cmd}"', "bold", color))
+            print(paint(f"$ {shown}", "bold", color))
             started = time.monotonic()
             try:
                 tool, params = cmdline.parse(words, tools, proc.pid)
@@ -56,10 +68,12 @@ def run_demo(color: bool = False) -> int:
                 print(f"error: {e.message}")
             print(paint(f"({(time.monotonic() - started) * 1000:.0f} ms)", "dim", color))
         print()
-        detached = sessions.detach(proc.pid)
-        print(f"detached: {detached}; target still running: {proc.poll() is None}")
+        print(f"the demo target ran through all of it: {'still running' if proc.poll() is None else 'GONE'}; "
+              f"stopping it now (pid {proc.pid}, started by this demo).")
     finally:
         sessions.close()
         proc.kill()
         proc.wait(timeout=10)
-    return 1 if failures else 0
+        proc.stdout.close()
+    print("demo target stopped.")
+    return 1 if failures or proc.returncode != -9 else 0

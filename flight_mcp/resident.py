@@ -139,12 +139,13 @@ def start() -> None:
         return
     log = os.open(os.path.join(os.path.dirname(path), "resident.log"),
                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    # the package's own folder first on sys.path (cwd / has none): the resident runs the very code the key
+    # names. `-m flight_mcp...`: what `ps` knows for flight-mcp's own (tools/processes.py)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
     try:
-        # the package's own folder first on sys.path: the resident runs the very code the key names
-        subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                          "from flight_mcp.resident_server import serve; serve(sys.argv[2], int(sys.argv[3]))",
-                          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path, str(lock)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/",
+        subprocess.Popen([sys.executable, "-m", "flight_mcp.resident_server", path, str(lock)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd="/", env=env,
                          start_new_session=True, pass_fds=(lock,))
     finally:
         os.close(log)

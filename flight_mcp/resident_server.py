@@ -337,3 +337,7 @@ def _exit_code(code) -> int:
         return code & 0xFF
     print(code, file=sys.stderr)
     return 1
+
+
+if __name__ == "__main__":   # started by resident.start(): `python -m flight_mcp.resident_server SOCKET LOCK_FD`
+    serve(sys.argv[1], int(sys.argv[2]))

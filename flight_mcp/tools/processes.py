@@ -111,12 +111,19 @@ def _stall_facts(stall: dict | None) -> dict:
 
 
 def _our_tree() -> set[int]:
-    """This process, its ancestors and its descendants: the server or CLI and its clients."""
+    """This process and its ancestors (the server or CLI and its clients, the CLI's resident), and those
+    of its descendants that are forks of it (an injector child); not a target it started (the demo's)."""
     me = psutil.Process()
     tree = {me.pid}
     try:
         tree.update(p.pid for p in me.parents())
-        tree.update(p.pid for p in me.children(recursive=True))
+        mine = me.cmdline()
+        for child in me.children(recursive=True):
+            try:
+                if child.cmdline() == mine:
+                    tree.add(child.pid)
+            except psutil.Error:
+                pass
     except psutil.Error:
         pass
     return tree
