@@ -113,3 +113,16 @@ def test_stopping_residents_of_an_absent_folder_stops_none(tmp_path):
     assert resident.stop_all(str(tmp_path / "absent")) == []
     (tmp_path / "resident-dead.sock").write_text("")   # not a socket: nothing listens
     assert resident.stop_all(str(tmp_path)) == []
+
+
+def test_a_command_through_the_resident_imports_next_to_nothing():
+    """What every command pays before its resident answers: front.py's and resident.py's module-level
+    imports, builtin modules only (socket and signal would import enum; json, re)."""
+    import ast
+    allowed = {"front.py": {"__future__", "os", "sys"},
+               "resident.py": {"__future__", "_signal", "_socket", "marshal", "os", "struct", "sys"}}
+    for name, modules in allowed.items():
+        tree = ast.parse(open(os.path.join(os.path.dirname(front.__file__), name)).read())
+        imported = {alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "." for node in tree.body if isinstance(node, ast.ImportFrom)}
+        assert imported <= modules, (name, imported - modules)
