@@ -21,7 +21,8 @@ Not a test: prints medians (and minimums: the machine is shared) in ms of
 CPU ms count the command's process and, through the resident, its child (the resident's reaped children's
 time, read from /proc): a command served by the resident is not a child of this script.
 
-Usage: python bench/cli_speed.py [-n RUNS] [-f FRESH_TARGETS] [--fp-venv /work/fpvenv/venv]
+Usage: python bench/cli_speed.py [-n RUNS] [-f FRESH_TARGETS] [--fp-venv DIR]
+(flight_profiler's venv: by default the tests' .cache/flight_profiler-venv, made here if absent)
 Goals (issue 13): warm CLI <= 0.7x flight_profiler's and < 100 ms; first command <= 0.2x flight_profiler's;
 warm MCP call 5 ms.
 """
@@ -208,9 +209,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--runs", type=int, default=15)
     ap.add_argument("-f", "--fresh", type=int, default=5, help="fresh targets for the first command, per tool")
-    ap.add_argument("--fp-venv", default="/work/fpvenv/venv")
+    ap.add_argument("--fp-venv", help="a venv with flight_profiler 1.0.7 installed")
     a = ap.parse_args()
-    fp_venv = Path(a.fp_venv)
+    if a.fp_venv is None:
+        from tests.test_flight_profiler_suite import _venv_python
+        fp_venv = Path(_venv_python()).parent.parent
+    else:
+        fp_venv = Path(a.fp_venv)
     fp_cli, fp_python = fp_venv / "bin" / "flight_profiler", fp_venv / "bin" / "python"
     python = str(fp_python) if fp_python.exists() else sys.executable
     ours_cli = str(install_ours())
