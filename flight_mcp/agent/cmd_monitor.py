@@ -332,6 +332,7 @@ def monitor(args, ctx):
     cycle_start, cycle_start_wall = t0, started
     finished = 0
     reason = None
+    gaps = capture.GilGaps(ctx)
 
     def close_cycle(partial):
         table = probe.rotate()
@@ -366,8 +367,11 @@ def monitor(args, ctx):
                 reason = "limit"
         elif now >= deadline:
             reason = "deadline"
-        else:
-            ctx.sleep(min(cycle_start + cycle_s, deadline) - now)
+        else:   # short sleeps, as a capture's: a GIL held for a while is seen (and said) as it ends
+            asked = min(cycle_start + cycle_s, deadline, now + capture.PROGRESS_EVERY_S) - now
+            ctx.sleep(asked)
+            if gaps.check(now, asked) is None:
+                gaps.beat()
     remove()
     if reason != "limit":   # the cycle the deadline or a cancel cut short
         facts, _ = close_cycle(True)
@@ -380,5 +384,6 @@ def monitor(args, ctx):
     summary.update(started=started, duration_s=round(state["removed"] - t0, 3), seen=cap.seen,
                    matched=whole["stats"]["calls"], captured=finished, limit=cycles, stopped=reason,
                    cycle_s=cycle_s, by=args["by"], cycles=kept, cycles_dropped=state["dropped"], total=whole,
+                   gil_gaps=gaps.gaps, gil_gaps_not_kept=gaps.not_kept,
                    expression_failures=[e for e in (flt.report(budget), by.report(budget)) if e])
     return summary

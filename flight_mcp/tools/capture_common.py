@@ -126,14 +126,7 @@ def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"]
 
     def on_event(ev: dict) -> None:
         if "gil_gap" in ev:
-            try:
-                gap = GilGap.model_validate(ev["gil_gap"])
-            except ValidationError:
-                return
-            text = gil_gap_progress(gap)
-            call.progress(last["captured"], last["limit"], text)
-            if show is not None and call.stream is not None:
-                call.stream(text)
+            said_gil_gap(ev, call, last["captured"], last["limit"], stream=show is not None)
             return
         try:
             fact = Progress.model_validate(ev)
@@ -150,6 +143,24 @@ def request(p: FunctionParams, call: Call, cmd: str, show: Callable[["Progress"]
             call.streamed.add((fact.record.get("time"), fact.record.get("tid")))
 
     answer = call.request(p, cmd, p.agent_args(), on_event=on_event, budget_arg="timeout_s", margin=REPLY_MARGIN_S)
+    return with_gil_gap_holder(answer)
+
+
+def said_gil_gap(ev: dict, call: Call, done: int, total: int, stream: bool) -> None:
+    """A GIL gap the agent saw during a capture or monitor (ev["gil_gap"]), said as progress, and on the
+    command line as it happens when the command streams."""
+    try:
+        gap = GilGap.model_validate(ev["gil_gap"])
+    except ValidationError:
+        return
+    text = gil_gap_progress(gap)
+    call.progress(done, total, text)
+    if stream and call.stream is not None:
+        call.stream(text)
+
+
+def with_gil_gap_holder(answer: dict) -> dict:
+    """The answer, with the thread seen holding the GIL from outside during its gaps, when one was read."""
     held = gil.held_during()
     if held is not None and answer.get("gil_gaps"):
         answer["gil_gap_holder"] = held
@@ -166,9 +177,10 @@ def gil_gap_note(s: Summary) -> str | None:
         return None
     n = len(s.gil_gaps) + s.gil_gaps_not_kept
     longest = max(s.gil_gaps, key=lambda g: g.ms)
-    text = (f"note: the GIL was held {n} time(s) for 0.5s or more during this capture (longest {longest.ms / 1000:.2f}s"
-            f" from {wall_time(longest.at)}; {sum(g.ms for g in s.gil_gaps) / 1000:.2f}s in all): no other thread ran "
-            "Python code then, so no call of the function could start, and the capture's progress waited")
+    text = (f"note: the GIL was held {n} time(s) for 0.5s or more while the function was instrumented (longest "
+            f"{longest.ms / 1000:.2f}s from {wall_time(longest.at)}; {sum(g.ms for g in s.gil_gaps) / 1000:.2f}s in "
+            "all): no other thread ran Python code then, so no call of the function could start, and the command's "
+            "progress waited")
     h = s.gil_gap_holder
     if h is None:
         return text + "."

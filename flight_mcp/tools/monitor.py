@@ -10,7 +10,8 @@ from ..errors import FlightError
 from ..models import Fact
 from ..render import paint, wall_time
 from .base import Call, Cli, Tool
-from .capture_common import REPLY_MARGIN_S, ExpressionFailure, FunctionParams, Summary, empty_hint, failure_warning
+from .capture_common import (REPLY_MARGIN_S, ExpressionFailure, FunctionParams, Summary, empty_hint, failure_warning,
+                             gil_gap_note, said_gil_gap, with_gil_gap_holder)
 
 # A derived deadline: the cycles' own time plus this much for the attach and the answer.
 ATTACH_ALLOWANCE_S = 10.0
@@ -123,16 +124,21 @@ def progress_line(c: Cycle, limit: int) -> str:
 
 def run(p: MonitorParams, call: Call) -> MonitorResult:
     def on_event(ev: dict) -> None:
+        if "gil_gap" in ev:
+            said_gil_gap(ev, call, done["cycles"], p.limit, stream=True)
+            return
         try:
             fact = CycleEvent.model_validate(ev)
         except ValidationError:
             return   # progress is a courtesy: a fact we do not know does not end the monitor
+        done["cycles"] = fact.cycle.index
         call.progress(fact.cycle.index, fact.limit, progress_line(fact.cycle, fact.limit))
 
+    done = {"cycles": 0}
     timeout = timeout_of(p)   # first: a deadline too short is refused before anything is attached
     answer = call.request(p, "monitor", p.agent_args(), on_event=on_event, budget_arg="timeout_s",
                           margin=REPLY_MARGIN_S, timeout=timeout)
-    return MonitorResult.model_validate(answer).spoken_in(MonitorParams, call)
+    return MonitorResult.model_validate(with_gil_gap_holder(answer)).spoken_in(MonitorParams, call)
 
 
 def slow_keys(t: Table) -> list[KeyStats]:
@@ -228,8 +234,10 @@ def render(r: MonitorResult, color: bool) -> str:
 def summary_line(r: MonitorResult) -> str:
     why = {"limit": "the cycle was done" if r.limit == 1 else f"the {r.limit} cycles were done", "deadline": f"the deadline of {r.duration_s}s passed",
            "cancel": "it was cancelled"}[r.stopped]
-    return r.say(f"monitor {r.target}: {r.captured} of {r.limit} cycle{'s' if r.limit != 1 else ''} of {r.cycle_s:g}s; {r.seen} calls seen, "
-                 f"{r.matched} counted; stopped because {why}.")
+    gaps = gil_gap_note(r)
+    return (gaps + "\n" if gaps else "") + r.say(
+        f"monitor {r.target}: {r.captured} of {r.limit} cycle{'s' if r.limit != 1 else ''} of {r.cycle_s:g}s; "
+        f"{r.seen} calls seen, {r.matched} counted; stopped because {why}.")
 
 
 def _failure_warning(f: MonitorFailure) -> str:

@@ -180,7 +180,7 @@ def test_one_note_for_the_gaps_with_the_holder_and_where_it_was():
     s = _summary(gil_gaps=[{"at": 100.0, "ms": 2900.0}, {"at": 110.0, "ms": 600.0}], gil_gaps_not_kept=1,
                  gil_gap_holder=holder)
     note, summary = capture_common.summary_line(s, "watch").split("\n")
-    assert note.startswith("note: the GIL was held 3 time(s) for 0.5s or more during this capture (longest 2.90s")
+    assert note.startswith("note: the GIL was held 3 time(s) for 0.5s or more while the function was instrumented (longest 2.90s")
     assert "3.50s in all" in note and "no call of the function could start" in note
     assert note.endswith("thread 4242 (regex-worker) held it when read from outside, in backtrack (app.py:12).")
     assert summary.startswith("watch __main__.mark")

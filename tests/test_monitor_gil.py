@@ -1,0 +1,69 @@
+"""monitor across a GIL stall: while one thread holds the GIL in a long C call, no call of the monitored
+function can start, and a cycle counts fewer calls for a reason the numbers alone do not show. monitor
+says so as it happens (progress) and in one note naming the thread that held it, as watch and trace do."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import flight_cli, version_params
+
+pytestmark = pytest.mark.timeout(120)
+
+# tick() runs every 10 ms; once `go` exists, another thread holds the GIL for ~4 s in one C call (sum over a
+# range: no bytecode runs, so the interpreter never lets go), calibrated at start: long enough for the host
+# to read the holder from outside once the agent falls silent.
+TARGET = """
+import os, sys, threading, time
+
+def tick():
+    return 1
+
+def ticker():
+    while True:
+        tick()
+        time.sleep(0.01)
+
+def staller(go):
+    t0 = time.perf_counter(); sum(range(2_000_000)); per = (time.perf_counter() - t0) / 2_000_000
+    n = int(4.0 / per)
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    sum(range(n))
+    print("STALLED", flush=True)
+
+threading.Thread(target=ticker, name="ticker", daemon=True).start()
+threading.Thread(target=staller, args=(sys.argv[1],), name="staller", daemon=True).start()
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
+def test_monitor_says_when_the_gil_was_held_and_by_whom(spawn, version, tmp_path):
+    go = tmp_path / "go"
+    t = spawn(version, TARGET, args=[str(go)])
+    assert flight_cli(str(t.pid), "--cmd", "getglobal __main__ tick").returncode == 0   # attached before
+    cli = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
+                            "monitor __main__ tick -c 1 -n 5", "--no-color"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)   # a cycle or so in (the monitor answers after 5)
+        go.write_text("")
+        assert t.read_line(timeout=60) == "STALLED"
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("GIL held ") and "no other thread ran Python code" in line for line in lines), out
+    [note] = [line for line in lines if line.startswith("note: the GIL was held")]
+    assert "(staller) held it when read from outside" in note, note
+    assert "monitor __main__.tick: 5 of 5 cycles" in out
+    assert t.alive()
