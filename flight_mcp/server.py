@@ -148,6 +148,16 @@ class _Server(MCPServer):
                 return _error(problem)
         return await super().call_tool(name, arguments, context)
 
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio serving, with stdin and stdout read and written by the event loop (mcp_stdio)
+        when they are pipes, as an MCP client gives them."""
+        from . import mcp_stdio
+        if not mcp_stdio.usable():
+            return await super().run_stdio_async()
+        from mcp.server.stdio import stdio_server
+        async with mcp_stdio.streams() as (stdin, stdout), stdio_server(stdin, stdout) as (read, write):
+            await self._lowlevel_server.run(read, write, self._lowlevel_server.create_initialization_options())
+
 
 def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
     sessions = Sessions()
