@@ -97,8 +97,9 @@ def serve(out_path: str) -> None:
         return await call_tool(self, name, *a, **k)
 
     server._Server.call_tool = timed_call_tool
-    if hasattr(server, "check_arguments"):
-        _wrap(server, "check_arguments", None, "arguments checked")
+    for name in ("parse_arguments", "check_arguments"):   # (its name before)
+        if hasattr(server, name):
+            _wrap(server, name, None, "arguments checked")
     _wrap(base.Tool, "invoke", "on worker thread", "invoke done")
     _wrap(client.AgentClient, "request", "agent request", "agent answered")
     _wrap(base.Tool, "text", "back in loop", "text rendered")
