@@ -22,15 +22,16 @@ from typing import AsyncIterator
 
 
 def usable() -> bool:
-    """Whether stdin and stdout are a pipe or a socket each, and stdout is not stderr's file (whose
-    writes would see the non-blocking mode the loop's writing sets on the shared pipe)."""
+    """Whether stdin and stdout are a pipe or a socket each (node's child processes get sockets), and
+    stdout is a file of its own: not stderr's (whose writes would see the non-blocking mode set on it),
+    nor stdin's socket (the writing transport takes a readable stdout for the client hanging up)."""
     try:
         st_in, st_out, st_err = os.fstat(0), os.fstat(1), os.fstat(2)
     except OSError:
         return False
-    def pipe(st):
-        return stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode)
-    return pipe(st_in) and pipe(st_out) and (st_out.st_dev, st_out.st_ino) != (st_err.st_dev, st_err.st_ino)
+    kinds = [stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode) for st in (st_in, st_out)]
+    files = {(st.st_dev, st.st_ino) for st in (st_in, st_out, st_err)}
+    return all(kinds) and len(files) == 3
 
 
 class _Lines(asyncio.Protocol):
