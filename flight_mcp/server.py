@@ -3,6 +3,10 @@
 Each tool is registered with a flat signature made from its Params model (agents handle flat
 arguments best), returns its text rendering as content and its Result as structuredContent,
 and runs its blocking work on a worker thread so progress and cancellation keep flowing.
+A warm call costs a few ms, most of them the SDK's own (bench/mcp_call.py shows where they go): a
+call is validated once by its Params (_Server.call_tool), stdio pipes are read and written by the
+event loop itself (mcp_stdio.py), and the output schemas say `X | None` in the form a client's
+validator checks fastest (mcp_schema.py).
 """
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.resources import TextResource
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AfterValidator, Field, ValidationError
 
-from . import __version__, fleet
+from . import __version__, fleet, mcp_schema
 from .errors import FlightError
 from .render import escape
 from .session import Sessions
@@ -70,33 +76,37 @@ def _error(e: FlightError) -> CallToolResult:
                           is_error=True)
 
 
+async def run_tool(tool: Tool, params, ctx: Context, sessions: Sessions, allow_mutating: bool) -> CallToolResult:
+    """One tool call with validated params: its blocking work on a worker thread (progress and
+    cancellation keep flowing on the loop), its text as content and its Result as structuredContent."""
+    def progress(done: float, total: float | None, message: str) -> None:
+        try:
+            anyio.from_thread.run(ctx.report_progress, done, total, message)
+        except Exception:
+            pass  # a client that went away must not break the capture
+
+    call = Call(sessions, allow_mutating=allow_mutating, progress=progress)
+    try:
+        result = await anyio.to_thread.run_sync(tool.invoke, params, call, abandon_on_cancel=True)
+    except FlightError as e:
+        return _error(e)
+    finally:
+        # Cancelled by the client (or done): the worker sees this and cancels the agent command,
+        # which removes its instrumentation.
+        call.cancel_event.set()
+    return CallToolResult(content=[TextContent(type="text", text=tool.text(result, False))],
+                          structured_content=result.model_dump(mode="json"))
+
+
 def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
+    """The function the SDK registers: its signature makes the tool's input and output schemas. Calls
+    come through _Server.call_tool, which validates the arguments once and runs run_tool itself."""
     async def handler(**kwargs: Any) -> CallToolResult:
         ctx: Context = kwargs.pop("ctx")
-        try:
-            params = tool.params.model_validate(kwargs)
-        except ValidationError as e:
-            errors = e.errors()
-            return _error(FlightError("usage", "invalid arguments: " + validation_problems(e, str),
-                                      arg=".".join(map(str, errors[0]["loc"])) if errors[0]["loc"] else None))
-
-        def progress(done: float, total: float | None, message: str) -> None:
-            try:
-                anyio.from_thread.run(ctx.report_progress, done, total, message)
-            except Exception:
-                pass  # a client that went away must not break the capture
-
-        call = Call(sessions, allow_mutating=allow_mutating, progress=progress)
-        try:
-            result = await anyio.to_thread.run_sync(tool.invoke, params, call, abandon_on_cancel=True)
-        except FlightError as e:
-            return _error(e)
-        finally:
-            # Cancelled by the client (or done): the worker sees this and cancels the agent command,
-            # which removes its instrumentation.
-            call.cancel_event.set()
-        return CallToolResult(content=[TextContent(type="text", text=tool.text(result, False))],
-                              structured_content=result.model_dump(mode="json"))
+        params = parse_arguments(tool, kwargs)
+        if isinstance(params, FlightError):
+            return _error(params)
+        return await run_tool(tool, params, ctx, sessions, allow_mutating)
 
     handler.__name__ = tool.name
     handler.__signature__ = _signature(tool)
@@ -104,11 +114,11 @@ def make_handler(tool: Tool, sessions: Sessions, allow_mutating: bool):
     return handler
 
 
-def check_arguments(tool: Tool, arguments: dict[str, Any]) -> FlightError | None:
-    """The caller's arguments checked as the tool's own Params would, before the SDK's generic model sees
-    them: an unknown argument is refused naming the closest known one (the SDK would drop it silently and
-    run with the default), and a wrong type gets the same worded error as the CLI (the SDK's is pydantic's
-    raw text with a documentation URL). None when they are fine."""
+def parse_arguments(tool: Tool, arguments: dict[str, Any]):
+    """The caller's arguments as the tool's Params, or the FlightError that says what is wrong: an
+    unknown argument is refused naming the closest known one (the SDK would drop it silently and
+    run with the default), and a wrong type gets the same worded error as the CLI (the SDK's is
+    pydantic's raw text with a documentation URL)."""
     known = [n for n in tool.params.model_fields]
     unknown = [k for k in arguments if k not in tool.params.model_fields]
     if unknown:
@@ -119,7 +129,7 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> FlightError | None
         return FlightError("usage", f"{tool.name}: unknown argument{'s' if len(unknown) > 1 else ''} "
                            f"{', '.join(said)}; its arguments: {', '.join(known)}", arg=unknown[0])
     try:
-        tool.params.model_validate(arguments)
+        return tool.params.model_validate(arguments)
     except ValidationError as e:
         errors = e.errors()
         missing = [str(err["loc"][0]) for err in errors if err["type"] == "missing" and err["loc"]]
@@ -128,32 +138,54 @@ def check_arguments(tool: Tool, arguments: dict[str, Any]) -> FlightError | None
                                f"{', '.join(map(repr, missing))}", arg=missing[0])
         return FlightError("usage", f"{tool.name}: invalid arguments: " + validation_problems(e, str),
                            arg=".".join(map(str, errors[0]["loc"])) if errors[0]["loc"] else None)
-    return None
 
 
 class _Server(MCPServer):
-    """The SDK's server with every tool call's arguments checked by check_arguments first."""
+    """The SDK's server, where a call of one of our tools is validated once, by the tool's own Params
+    (parse_arguments), and run by run_tool: the SDK's own path would validate the arguments twice more
+    (its generic model, then ours) and validate the answer again against the model it was made from."""
 
-    def __init__(self, tools: dict[str, Tool], **kwargs):
+    def __init__(self, tools: dict[str, Tool], sessions: Sessions, allow_mutating: bool, **kwargs):
         super().__init__(**kwargs)
         self._flight_tools = tools
+        self._sessions = sessions
+        self._allow_mutating = allow_mutating
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
         tool = self._flight_tools.get(name)
         registered = self._tool_manager.get_tool(name)
-        if tool is not None and registered is not None:
-            # pre_parse_json: what the SDK does first (a client may send a list as a JSON string)
-            problem = check_arguments(tool, registered.fn_metadata.pre_parse_json(dict(arguments or {})))
-            if problem is not None:
-                return _error(problem)
-        return await super().call_tool(name, arguments, context)
+        if tool is None or registered is None:
+            return await super().call_tool(name, arguments, context)
+        # pre_parse_json: what the SDK does first (a client may send a list as a JSON string)
+        params = parse_arguments(tool, registered.fn_metadata.pre_parse_json(dict(arguments or {})))
+        if isinstance(params, FlightError):
+            return _error(params)
+        if context is None:  # called from Python, not by a client: the SDK makes the Context
+            return await super().call_tool(name, arguments, context)
+        try:
+            return await run_tool(tool, params, context, self._sessions, self._allow_mutating)
+        except MCPError:
+            raise
+        except Exception as e:  # as the SDK says a tool's crash: no text of it reaches the client
+            raise UnexpectedToolError(f"Error executing tool {name}") from e
+
+    async def run_stdio_async(self) -> None:
+        """The SDK's stdio serving, with stdin and stdout read and written by the event loop (mcp_stdio)
+        when they are pipes, as an MCP client gives them."""
+        from . import mcp_stdio
+        if not mcp_stdio.usable():
+            return await super().run_stdio_async()
+        from mcp.server.stdio import stdio_server
+        async with mcp_stdio.streams() as (stdin, stdout), stdio_server(stdin, stdout) as (read, write):
+            await self._lowlevel_server.run(read, write, self._lowlevel_server.create_initialization_options())
 
 
 def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
     sessions = Sessions()
     mode = "mutating tools ENABLED" if allow_mutating else "read-only"
     tools = all_tools()
-    server = _Server(tools, name="flight-mcp", version=__version__, instructions=INSTRUCTIONS + f"\nThis server: {mode}.")
+    server = _Server(tools, sessions, allow_mutating, name="flight-mcp", version=__version__,
+                     instructions=INSTRUCTIONS + f"\nThis server: {mode}.")
     for tool in tools.values():
         server.add_tool(
             make_handler(tool, sessions, allow_mutating), name=tool.name, title=tool.title or None,
@@ -161,6 +193,10 @@ def build(allow_mutating: bool = False) -> tuple[MCPServer, Sessions]:
             annotations=ToolAnnotations(read_only_hint=tool.read_only, destructive_hint=tool.destructive,
                                         idempotent_hint=tool.read_only, open_world_hint=False),
         )
+        # the same schema in fewer steps for the client's validator, before it is first published
+        # (FuncMetadata's fields are read live)
+        metadata = server._tool_manager.get_tool(tool.name).fn_metadata
+        metadata.output_schema = mcp_schema.compact(metadata.output_schema)
     # The skills travel with the server, so an agent that has only the server still gets them.
     for name, description, text in all_skills():
         server.add_resource(TextResource(uri=f"skill://{name}", name=name, description=description,

@@ -54,12 +54,15 @@ def getglobal(args, ctx):
         entries, elided = _listing(owner, args["verbose"], args["raw"])
         return {"mode": "listing", "owner": where, "entries": entries, "elided": elided}
     value = lookup.attribute(owner, field, "field", args["module"] if owner is mod else None)
-    source = args["expr"]
-    code = expr.compile_expr(source, arg("expr"), args["allow_mutating"])
-    try:
-        shown = expr.evaluate(code, {"target": value})
-    except BaseException as e:
-        raise AgentError("expression_failed", expr.describe_failure(arg("expr"), source, e) +
-                         ". The name `target` is the value of %s.%s." % (where, field), arg="expr")
+    source, allow_mutating = args["expr"], args["allow_mutating"]
+    if source == "target":   # the default: the value itself (compiling and checking it took half the command)
+        shown = value
+    else:
+        code = expr.compile_expr(source, arg("expr"), allow_mutating)
+        try:
+            shown = expr.evaluate(code, {"target": value})
+        except BaseException as e:
+            raise AgentError("expression_failed", expr.describe_failure(arg("expr"), source, e) +
+                             ". The name `target` is the value of %s.%s." % (where, field), arg="expr")
     return {"mode": "value", "owner": where, "field": field, "expr": source,
             "view": objview.view(shown, expand=args["expand"], verbose=args["verbose"], raw=args["raw"])}
