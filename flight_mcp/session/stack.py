@@ -15,7 +15,7 @@ from .. import procfs
 from ..attach import external_stack, procs, safepoint
 from ..attach.bootstrap import RuntimeDir
 from ..errors import FlightError
-from . import gil, workers
+from . import gil
 from .connect import Sessions, attach_existing
 from .deadline import Deadline
 
@@ -66,9 +66,9 @@ class _Watch:
         self.names: dict[int, str] = {}  # the client's native_id -> threading name (set by it)
 
     def sent(self, at: float) -> None:
-        """(twice on a new connection: its request for facts, then stack). Wakes nobody: a stall shows
-        only STALL_BUDGET_S later, and the waiting loop looks every 20 ms."""
+        """(twice on a new connection: its request for facts, then stack)"""
         self.sent_at, self.queued, self.waited = at, None, None
+        self.changed.set()
 
     def injected(self, at: float) -> None:
         self.injected_at = at
@@ -270,7 +270,8 @@ def _ask_agent(sessions: Sessions, pid: int, args: dict, budget: Deadline, cance
         finally:
             watch.changed.set()
 
-    worker = workers.run(ask)
+    worker = threading.Thread(target=ask, name=f"flight-mcp-stack-{pid}", daemon=True)
+    worker.start()
     while worker.is_alive() and not budget.expired:
         if watch.stalled(time.monotonic()):
             raise GilHeld(watch, box)
