@@ -95,25 +95,48 @@ def _fork_child(pid: int, tid: int, library: bytes, injector_cls) -> tuple[int, 
 def _wait_child(child: int, r: int, timeout: float) -> tuple[int, str] | None:
     """(exit code, message) of the child, or None when it did not end within timeout (it is killed:
     a dead tracer's tracee is detached and goes on). Woken by the child's end (its pipe closes), no poll."""
+    end = time.monotonic() + timeout
     try:
-        end = time.monotonic() + timeout
-        data = b""
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(child, signal.SIGKILL)
-                _reap(child)
-                return None
-            chunk = os.read(r, _MESSAGE_MAX + 1)
-            if not chunk:
-                break
-            data += chunk
-        status = _reap(child)
-        if data:
-            return data[0], data[1:].decode("utf-8", "replace")
-        return _INJECT_FAILED, f"the injector child ended without a word ({status})"
+        try:
+            data = _read_all(r, end)
+        except BaseException:
+            # Interrupted (Ctrl-C): killed in the middle of its injection, the child could leave the
+            # borrowed thread in the injector's code; it gets until its deadline to end on its own.
+            try:
+                _read_all(r, end)
+            finally:
+                _stop(child)
+            raise
     finally:
         os.close(r)
+    if data is None:
+        _stop(child)
+        return None
+    status = _reap(child)
+    if data:
+        return data[0], data[1:].decode("utf-8", "replace")
+    return _INJECT_FAILED, f"the injector child ended without a word ({status})"
+
+
+def _read_all(r: int, end: float) -> bytes | None:
+    """What the child wrote, once it ended (its end of the pipe closed); None at `end`."""
+    data = b""
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([r], [], [], left)[0]:
+            return None
+        chunk = os.read(r, _MESSAGE_MAX + 1)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _stop(child: int) -> None:
+    try:
+        os.kill(child, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(child)
 
 
 def _reap(child: int) -> str:
