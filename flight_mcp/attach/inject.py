@@ -22,6 +22,12 @@ import warnings
 from ..errors import FlightError
 from . import safepoint
 
+try:   # at import: a resident (resident_server.py) has it loaded for every command it forks
+    from pyinjector.injector import Injector as _Injector
+    _INJECTOR_MISSING = None
+except ImportError as e:
+    _Injector, _INJECTOR_MISSING = None, str(e)
+
 # Exit codes of the child.
 _OK, _UNSAFE, _ATTACH_FAILED, _INJECT_FAILED = 0, 3, 4, 5
 # What the child may write back (its reason, a line): below PIPE_BUF, so its write never blocks.
@@ -29,13 +35,11 @@ _MESSAGE_MAX = 2048
 
 
 def _injector():
-    """pyinjector's Injector class (C): imported here, before any fork, never in the child."""
-    try:
-        from pyinjector.injector import Injector
-    except ImportError as e:
-        raise FlightError("install_broken", f"pyinjector cannot be imported ({e}): reinstall flight-mcp "
-                          "(`pip install flight-mcp`).") from None
-    return Injector
+    """pyinjector's Injector class (C), imported before any fork, never in the child."""
+    if _Injector is None:
+        raise FlightError("install_broken", f"pyinjector cannot be imported ({_INJECTOR_MISSING}): reinstall "
+                          "flight-mcp (`pip install flight-mcp`).")
+    return _Injector
 
 
 def _child(pid: int, tid: int, library: bytes, injector_cls) -> tuple[int, str]:
