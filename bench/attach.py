@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -127,24 +128,45 @@ def med(xs: list[float]) -> str:
 
 # -- --phases: where the first command's time goes ------------------------------------------------------
 PHASES = [
-    ("checks", "wall", "pid, version, runtime dir, lock (what precedes the staging)"),
-    ("stage", "wall", "agent folder checked, payload + bootstrap script written"),
-    ("survey", "wall", "threads' states read from /proc"),
-    ("injector", "wall", "injector child: ptrace attach, safe-point check, dlopen in the target"),
-    ("agent_up", "wall", "payload thread -> GIL -> bootstrap -> agent listening"),
-    ("info", "wall", "first request on the connection (the agent's facts)"),
-    ("stack", "wall", "the command"),
-    ("total", "wall", "attach + stack"),
-    ("host_cpu", "cpu", "our process (every thread)"),
-    ("child_cpu", "cpu", "the injector child"),
-    ("target_cpu", "cpu", "the target (every thread; /proc ticks, averaged)"),
+    ("checks", "pid, version, runtime dir, lock (what precedes the staging)"),
+    ("stage", "agent folder checked, payload + bootstrap script written"),
+    ("survey", "threads' states read from /proc"),
+    ("injector", "injector child: ptrace attach, safe-point check, dlopen in the target"),
+    ("agent_up", "payload thread -> GIL -> bootstrap -> agent listening"),
+    ("info", "first request on the connection (the agent's facts)"),
+    ("stack", "the command"),
+    ("total", "attach + stack"),
+    ("host_cpu", "CPU: our process (every thread)"),
+    ("child_cpu", "CPU: the injector child"),
+    ("target_cpu", "CPU: the target (every thread)"),
 ]
 
 
-def _cpu_ms_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+# idle.py, which prints its CPU time (every thread, µs: /proc's ticks are too coarse) on SIGUSR1
+_COUNTED_IDLE = """
+import resource, signal, sys
+def _cpu(*_):
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    print("CPU %.3f" % ((r.ru_utime + r.ru_stime) * 1000), flush=True)
+signal.signal(signal.SIGUSR1, _cpu)
+sys.argv[0] = {path!r}
+exec(compile(open({path!r}).read(), {path!r}, "exec"))
+"""
+
+
+def start_counted_target(version: str) -> subprocess.Popen:
+    path = str(TARGETS_DIR / "idle.py")
+    proc = subprocess.Popen([PYTHONS[version], "-u", "-c", _COUNTED_IDLE.format(path=path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().strip() == "READY"
+    return proc
+
+
+def _cpu_ms_of(proc: subprocess.Popen) -> float:
+    proc.send_signal(signal.SIGUSR1)
+    line = proc.stdout.readline()
+    assert line.startswith("CPU "), line
+    return float(line.split()[1])
 
 
 def phase_worker(code_dir: str) -> None:
@@ -180,11 +202,11 @@ def phase_worker(code_dir: str) -> None:
     timed(AgentClient, "request", lambda self, cmd, *a, **k: cmd)
     for line in sys.stdin:
         version = line.strip()
-        p = start_target(version)
+        p = start_counted_target(version)
         try:
             spent.clear()
             sessions = session.Sessions()
-            cpu0, kids0, target0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_ms_of(p.pid)
+            cpu0, kids0, target0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_ms_of(p)
             t0 = time.perf_counter()
             client = sessions.get(p.pid)
             attached = (time.perf_counter() - t0) * 1000
@@ -195,7 +217,7 @@ def phase_worker(code_dir: str) -> None:
                    "agent_up": spent["agent_up"], "info": spent["info"], "stack": spent["stack"], "total": total,
                    "host_cpu": (time.process_time() - cpu0) * 1000,
                    "child_cpu": (kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime) * 1000,
-                   "target_cpu": _cpu_ms_of(p.pid) - target0}
+                   "target_cpu": _cpu_ms_of(p) - target0}
             row["checks"] = attached - spent["stage"] - spent["inject"] - spent["agent_up"] - spent["info"]
             sessions.close()
         finally:
@@ -219,12 +241,11 @@ def bench_phases(versions: list[str], n: int, trees: list[tuple[str, str]]) -> N
                         raise SystemExit(f"the {name} worker failed on {v}")
                     if i:
                         rows[name].append(json.loads(line))
-            print(f"\npython {v}: first command on a fresh idle target, in process (ms; wall: median of {n}, "
-                  f"cpu: mean)")
+            print(f"\npython {v}: first command on a fresh idle target, in process (ms, median of {n})")
             print(f"  {'phase':<11}" + "".join(f"{name:>10}" for name, _ in trees) + "  what")
-            for phase, kind, what in PHASES:
-                agg = statistics.median if kind == "wall" else statistics.fmean
-                print(f"  {phase:<11}" + "".join(f"{agg(r[phase] for r in rows[name]):10.1f}" for name, _ in trees)
+            for phase, what in PHASES:
+                print(f"  {phase:<11}" + "".join(f"{statistics.median(r[phase] for r in rows[name]):10.1f}"
+                                                 for name, _ in trees)
                       + f"  {what}")
     finally:
         for w in workers.values():

@@ -29,8 +29,7 @@ before they answer, so a stopped client never keeps it alive.
 import _socket
 import _thread
 import os
-import select
-import struct
+import sys
 import time
 
 from . import native
@@ -267,8 +266,10 @@ def forget_in_child():
 
 
 def _peer_uid(sock):
-    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    # struct ucred {pid_t pid; uid_t uid; gid_t gid;}: three native 32-bit ints (read without struct,
+    # one C extension less to load at the first connection)
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _accept_loop(sock, allowed_uid):
@@ -396,6 +397,7 @@ class Connection(object):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            import select   # only when a client does not read: not on every agent's start
             try:
                 select.select([], [self.sock], [], min(left, 0.5))
             except (OSError, ValueError):
@@ -521,7 +523,6 @@ class Connection(object):
 def thread_names():
     """{str(native_id): name} of the target's threads known to threading (read from each Thread's own
     fields, never its properties; none when the target never imported threading)."""
-    import sys
     from . import capture, objstate
     threading = sys.modules.get("threading")
     active = getattr(threading, "_active", None) if threading is not None else None

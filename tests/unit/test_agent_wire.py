@@ -56,3 +56,15 @@ def test_a_cycle_is_refused_and_the_next_message_is_written_whole():
         server.dumps({"id": 1, "result": cycle})
     shared = [1]
     assert server.dumps({"a": shared, "b": shared}) == '{"a": [1], "b": [1]}'   # not taken for a cycle
+
+
+def test_the_peer_uid_is_the_kernels_word():
+    """_peer_uid reads SO_PEERCRED's struct ucred (pid, uid, gid) without the struct module."""
+    import os
+    import socket
+    import struct
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        raw = a.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        assert struct.unpack("3i", raw) == (os.getpid(), os.getuid(), os.getgid())
+        assert server._peer_uid(a) == os.getuid()
