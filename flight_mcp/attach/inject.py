@@ -74,25 +74,37 @@ def _reason(e: Exception) -> str:
 def _fork_child(pid: int, tid: int, library: bytes, injector_cls) -> tuple[int, int]:
     """(child pid, read end of its message pipe)."""
     r, w = os.pipe()
-    with warnings.catch_warnings():
-        # Python >= 3.12 warns about forking a threaded process: the child here touches no lock (see
-        # the module's docstring).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child = os.fork()
-    if child == 0:
-        code, message = _INJECT_FAILED, "the injector child failed"
-        try:
-            gc.disable()
-            os.close(r)
-            code, message = _child(pid, tid, library, injector_cls)
-        except BaseException as e:  # noqa: BLE001 - whatever happens, the child only reports and exits
-            message = f"{type(e).__name__}: {e}"
-        finally:
+    # Ctrl-C reaches the whole process group: the parent lets the child finish (_wait_child), so the
+    # child never takes SIGINT/SIGTERM, from the fork on (blocked around it: no moment when the child
+    # could raise into the parent's code).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    child = -1
+    try:
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about forking a threaded process: the child here touches no lock
+            # (see the module's docstring).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:
+            code, message = _INJECT_FAILED, "the injector child failed"
             try:
-                os.write(w, bytes([code]) + message.encode("utf-8", "replace")[:_MESSAGE_MAX])
+                gc.disable()
+                os.close(r)
+                code, message = _child(pid, tid, library, injector_cls)
+            except BaseException as e:  # noqa: BLE001 - whatever happens, the child only reports and exits
+                message = f"{type(e).__name__}: {e}"
             finally:
-                os._exit(code)
-    os.close(w)
+                try:
+                    os.write(w, bytes([code]) + message.encode("utf-8", "replace")[:_MESSAGE_MAX])
+                finally:
+                    os._exit(code)
+    except BaseException:   # the fork failed (the child never gets here: it exits above)
+        os.close(r)
+        raise
+    finally:
+        if child != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(w)
     return child, r
 
 
