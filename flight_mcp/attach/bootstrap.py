@@ -55,7 +55,7 @@ def _flight_mcp_checks(pyc, source):
             code = marshal.loads(pyc[16:])
         except Exception:
             code = None
-    if code is None:
+    if type(code) is not type(_flight_mcp_checks.__code__):
         code = compile(source, globals().get("__flight_mcp_bootstrap__", "<flight-mcp bootstrap>"), "exec")
     exec(code, globals())
 _flight_mcp_checks({pyc!r}, {source!r})
