@@ -201,7 +201,7 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
                 raise FlightError("inject_failed", f"injecting into pid {pid} failed: {err}")
         if time.monotonic() >= deadline:
             break
-        time.sleep(0.002)  # a survey costs ~0.5 ms; a thread that naps now and then is caught sooner
+        time.sleep(0.01)
     if attach_error is not None:
         raise attach_error
     seen = "; ".join(f"thread {s.tid}: {s.why}" for s in last_states[:6])
