@@ -10,14 +10,15 @@ exceptions as {type, message, frames, frames_elided}, expression failures as {ar
 failures, error, refused}; the host writes every sentence.
 """
 import _thread
-import ast
 import itertools
-import linecache
 import os
 import sys
 import time
 
-from . import codes, expr, guards, instrument, objstate, objview, safety, signatures, typefacts
+# The expression engine and the instrumentation (ast, tokenize, re, ...: ~20 ms of imports in a bare
+# target) are imported by the functions that use them, on the command's thread: stack and the `info`
+# of every attach read threads' names here and need none of them.
+from . import objstate
 
 PROGRESS_EVERY_S = 0.2
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +78,7 @@ def exception_name(exc):
 def exception_message(exc, budget):
     """str(exc), cut to one line of 300 characters. A built-in exception holding plain data is
     read directly; anything else may run the target's __str__: on its own thread, with its budget."""
+    from . import objview, typefacts
     t = type(exc)
     if issubclass(t, typefacts.Refused):   # ours: what was refused and what to do instead, said whole
         return str(exc)
@@ -94,6 +96,7 @@ def traceback_frames(tb):
     """(frames, frames_elided) of a traceback, outermost first, without the agent's own frames
     (hooks sit between the caller and the function on Python <= 3.11). Source lines come from the
     files (linecache without module globals: no loader of the target is asked)."""
+    import linecache
     frames = []
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -217,7 +220,12 @@ class _Kwargs(dict):
 
 _Kwargs.__name__ = _Kwargs.__qualname__ = "dict"
 _Kwargs.__module__ = "builtins"
-guards.TRUSTED_MAPPINGS.add(_Kwargs)   # its __missing__ is ours: read-only kwargs['user'] may run it
+
+
+def _trust_kwargs():
+    """Before any expression sees a _Kwargs (Expression makes them)."""
+    from . import guards
+    guards.TRUSTED_MAPPINGS.add(_Kwargs)   # its __missing__ is ours: read-only kwargs['user'] may run it
 
 
 HOPELESS_AFTER = 10   # calls a filter may fail on, matching none, before the command gives up
@@ -232,6 +240,8 @@ class Expression(object):
     A failure is remembered once (the first), with how often it happened."""
 
     def __init__(self, source, arg, allow_mutating):
+        from . import codes, expr
+        _trust_kwargs()
         self.source = source
         self.arg = arg
         self.flag = codes.arg(arg)
@@ -250,6 +260,8 @@ class Expression(object):
         `names`): calling it costs a fraction of eval() with a fresh scope, and a filter runs on
         every call of a hot function. Its globals are the scope expr.evaluate() provides besides the
         names (builtins and the read-only guards); comprehensions see the names through the closure."""
+        import ast
+        from . import safety
         tree = None if self.allow_mutating else safety.check(self.source, self.flag, self.use)
         if not isinstance(tree, ast.AST):
             tree = ast.parse(self.source, mode="eval")
@@ -334,6 +346,7 @@ class Expression(object):
 
     def report(self, budget):
         """The failures as facts (capture_common.ExpressionFailure on the host), or None."""
+        from . import typefacts
         failures = self._failures.value
         if not failures:
             return None
@@ -428,6 +441,7 @@ class Capture(object):
 def signature(target):
     """`(order_id, amount=100.0, *, retry=False)`: the parameters of target (its instance left out),
     read from its code and its function's defaults (signatures.py: the one reader of parameters)."""
+    from . import signatures
     return signatures.of_code(target.code, target.func, target.has_self)
 
 
@@ -485,6 +499,7 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
     (capture_common.Summary's fields). progress(record) -> the facts of that capture for its
     progress event (capture_common.Progress, besides captured and limit). flt: the filter, whose
     failing on every call ends the command (stopped "filter_failed")."""
+    from . import instrument
     unhook = instrument.add(target, probe)
 
     def remove():

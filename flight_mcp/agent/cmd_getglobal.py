@@ -6,7 +6,7 @@ and the rest of the answer still comes.
 """
 import types
 
-from . import expr, lookup, objview, signatures
+from . import lookup, objview
 from .codes import arg
 from .registry import AgentError, command
 
@@ -15,6 +15,7 @@ LISTING_LIMIT = 300
 
 def _shape(entry, value, in_class):
     """What saves the next call: a function's parameters, a class's methods with theirs."""
+    from . import signatures   # here: the instrumentation engine's imports, for listings only
     if in_class:
         member = signatures.of_member(value)
         if member is not None:
@@ -58,6 +59,7 @@ def getglobal(args, ctx):
     if source == "target":   # the default: the value itself (compiling and checking it took half the command)
         shown = value
     else:
+        from . import expr   # here: the expression engine (ast, tokenize, re: ~20 ms in a bare target)
         code = expr.compile_expr(source, arg("expr"), allow_mutating)
         try:
             shown = expr.evaluate(code, {"target": value})

@@ -6,7 +6,6 @@ When one cannot be used, extension() says why: trace then records with its Pytho
 engine falls back to its code trampoline, the agent's threads start through ctypes, and each answer
 says so."""
 import _thread
-import glob
 import os
 import sys
 
@@ -30,18 +29,24 @@ def _load(name):
         return None, "this interpreter is a debug build (Py_TRACE_REFS) that C extensions of the stable ABI cannot serve"
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None, "this interpreter runs without the GIL (free-threaded), which the stable ABI does not support"
-    paths = sorted(glob.glob(os.path.join(_AGENT_DIR, name + "*.so")))
+    paths = sorted(os.path.join(_AGENT_DIR, n) for n in os.listdir(_AGENT_DIR)
+                   if n.startswith(name) and n.endswith(".so"))
     if not paths:
         return None, ("%s*.so is missing from %s: reinstall flight-mcp with a C compiler "
                       "(`pip install .`)" % (name, _AGENT_DIR))
-    from importlib.machinery import ExtensionFileLoader
-    import importlib.util
+    # importlib's own machinery (loaded in every interpreter), not importlib.util: ~5 ms of imports
+    # (contextlib, types, ...) in a bare target, on the agent's start
+    external, bootstrap = sys.modules.get("_frozen_importlib_external"), sys.modules.get("_frozen_importlib")
+    if external is None or bootstrap is None:
+        import importlib.machinery
+        import importlib.util
+        external, bootstrap = importlib.machinery, importlib.util
     failures = []
     for path in paths:
         try:
-            loader = ExtensionFileLoader(name, path)
-            spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-            module = importlib.util.module_from_spec(spec)
+            loader = external.ExtensionFileLoader(name, path)
+            spec = bootstrap.spec_from_loader(name, loader, origin=path)
+            module = bootstrap.module_from_spec(spec)
             loader.exec_module(module)
             return module, None
         except Exception as e:

@@ -26,12 +26,10 @@ client does not read (the socket is full), and a final message waits at most REP
 which the connection is given up (see Connection.send). Commands remove their instrumentation
 before they answer, so a stopped client never keeps it alive.
 """
+import _socket
 import _thread
-import json
 import os
-import select
-import socket
-import struct
+import sys
 import time
 
 from . import native
@@ -53,6 +51,68 @@ REPLY_WAIT_S = 30.0
 # The stack of every agent thread, whatever the target set with threading.stack_size() (the payload
 # gives the first one the same): recursion in views and expressions is bounded to fit it.
 STACK_BYTES = 16 << 20
+
+
+def loads(text):
+    """json.loads of one request line (JSON text with surrounding white space)."""
+    return _json()[0](text)
+
+
+def dumps(obj):
+    """json.dumps(obj, default=repr, ensure_ascii=False)."""
+    return _json()[1](obj)
+
+
+_codec = []
+
+
+def _json():
+    """(loads, dumps). The json module costs a bare target ~15 ms of imports (re, its regexes, enum) on
+    the first command's path; its C accelerator alone does the same work: the scanner and encoder that
+    json.loads and json.dumps(default=repr, ensure_ascii=False) use (same arguments on 3.8 to 3.14).
+    Without the accelerator, the json module itself."""
+    if not _codec:
+        try:
+            _codec.append(_c_json())
+        except Exception:
+            import json
+            _codec.append((json.loads, lambda obj: json.dumps(obj, default=repr, ensure_ascii=False)))
+    return _codec[0]
+
+
+class _ScanContext(object):
+    # what json.decoder.JSONDecoder gives its scanner by default
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    def __init__(self):
+        self.parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+def _c_json():
+    import _json
+    scan = _json.make_scanner(_ScanContext())
+    make_encoder, encode_str = _json.make_encoder, _json.encode_basestring
+
+    def c_loads(text):
+        text = text.strip(" \t\n\r")
+        try:
+            obj, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("no JSON value")
+        if end != len(text):
+            raise ValueError("extra data after the JSON value")
+        return obj
+
+    def c_dumps(obj):
+        # a new encoder per message, as json.dumps makes: its `markers` (cycle check) start empty
+        return "".join(make_encoder({}, repr, encode_str, None, ": ", ", ", False, False, True)(obj, 0))
+
+    c_dumps({"check": [1, 2.5, None, True, "\u00e9"]})   # an accelerator that differs fails here, not later
+    return c_loads, c_dumps
 
 
 def start_thread(fn, *args):
@@ -137,7 +197,8 @@ def ensure_listening(path, allowed_uid, version):
         tmp = "%s.%d.tmp" % (path, os.getpid())
         if os.path.exists(tmp):
             os.unlink(tmp)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(None)  # blocking, whatever the target's socket.setdefaulttimeout()
         old_umask = os.umask(0o177)
         try:
             sock.bind(tmp)
@@ -163,7 +224,7 @@ def shutdown():
         try:
             # close() alone leaves the accept thread blocked in accept() on the old file, and the
             # next listener may get the same fd number; shutdown() wakes that thread up.
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
         try:
@@ -205,16 +266,20 @@ def forget_in_child():
 
 
 def _peer_uid(sock):
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    # struct ucred {pid_t pid; uid_t uid; gid_t gid;}: three native 32-bit ints (read without struct,
+    # one C extension less to load at the first connection)
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _accept_loop(sock, allowed_uid):
     while True:
         try:
-            client, _ = sock.accept()
+            fd = sock._accept()[0]
         except OSError:
             return  # listener closed by shutdown()
+        client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+        client.settimeout(None)
         try:
             uid = _peer_uid(client)
         except OSError:
@@ -291,7 +356,7 @@ class Connection(object):
         Returns whether the message was handed to the socket whole."""
         if wait_s is None:
             wait_s = REPLY_WAIT_S
-        data = (json.dumps(msg, default=repr, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        data = (dumps(msg) + "\n").encode("utf-8", "replace")
         lock = self.send_lock
         if not (lock.acquire(True, wait_s or lock_s) if wait_s > 0 or lock_s > 0 else lock.acquire(False)):
             return False
@@ -319,7 +384,7 @@ class Connection(object):
         deadline = time.monotonic() + wait_s
         while self._unsent:
             try:
-                n = self.sock.send(self._unsent, socket.MSG_DONTWAIT)
+                n = self.sock.send(self._unsent, _socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
@@ -332,6 +397,7 @@ class Connection(object):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
+            import select   # only when a client does not read: not on every agent's start
             try:
                 select.select([], [self.sock], [], min(left, 0.5))
             except (OSError, ValueError):
@@ -345,7 +411,7 @@ class Connection(object):
         self.closed = True
         self._unsent = b""
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -386,7 +452,7 @@ class Connection(object):
     def _handle(self, line):
         """Handles a cancel or a malformed line here; returns (name, ctx) of a command to run."""
         try:
-            msg = json.loads(line.decode("utf-8"))
+            msg = loads(line.decode("utf-8"))
         except ValueError:
             self.send({"id": None, "error": {"kind": "protocol", "message": "request is not JSON"}})
             return
@@ -443,7 +509,7 @@ class Connection(object):
         for ctx in list(self.running.values()):
             ctx.cancel()
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
         try:
@@ -457,7 +523,6 @@ class Connection(object):
 def thread_names():
     """{str(native_id): name} of the target's threads known to threading (read from each Thread's own
     fields, never its properties; none when the target never imported threading)."""
-    import sys
     from . import capture, objstate
     threading = sys.modules.get("threading")
     active = getattr(threading, "_active", None) if threading is not None else None

@@ -41,6 +41,29 @@ from .trusted_files import AGENT_MODULE, Untrusted
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT_SRC = os.path.join(_PKG, "agent")
 
+# The checks (trusted_files.py) as the bootstrap's first lines: from the bytecode that the target's own
+# interpreter compiled into the agent folder (its hash recorded by the host right after), else from their
+# source. Compiling them in the target was ~5-10 ms of every attach.
+_CHECKS = '''
+def _flight_mcp_checks(pyc, source):
+    import marshal
+    import sys
+    external = sys.modules.get("_frozen_importlib_external")
+    code = None
+    if pyc is not None and pyc[:4] == getattr(external, "MAGIC_NUMBER", None):
+        try:
+            code = marshal.loads(pyc[16:])
+        except Exception:
+            code = None
+    if type(code) is not type(_flight_mcp_checks.__code__):
+        code = compile(source, globals().get("__flight_mcp_bootstrap__", "<flight-mcp bootstrap>"), "exec")
+    exec(code, globals())
+_flight_mcp_checks({pyc!r}, {source!r})
+del _flight_mcp_checks
+'''
+# trusted_files.py's name in the agent folder, where precompile() compiles it with the agent's modules
+CHECKS_FILE = "_trusted_files.py"
+
 _START = '''
 def _flight_mcp_start():
     try:
@@ -79,11 +102,12 @@ def agent_sources() -> tuple[str, tuple[tuple[str, bytes], ...]]:
     """(build, ((name, content), ...)): the agent's modules and its C extensions (stable-ABI
     `_flight_mcp_*.so`, one build for any target). The build names the agent folder and is what
     a host compares with a running agent's to find one left by another flight-mcp."""
-    files = []
+    files = [(CHECKS_FILE, _checks_source().encode())]
     for name in sorted(os.listdir(AGENT_SRC)):
         if name.endswith(".py") or (name.startswith("_flight_mcp_") and name.endswith(".so")):
             with open(os.path.join(AGENT_SRC, name), "rb") as f:
                 files.append((name, f.read()))
+    files.sort()
     digest = hashlib.sha256()
     for name, data in files:
         digest.update(name.encode() + b"\0" + trusted_files.sha256(data).encode())
@@ -95,15 +119,16 @@ def agent_build() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _bootstrap_head() -> str:
+def _checks_source() -> str:
     with open(trusted_files.__file__, encoding="utf-8") as f:
         return f.read()
 
 
 def bootstrap_script(*, module: str, agent_dir: str, agent_uid: int, manifest: dict, sock: str, host_uid: int,
-                     build: str, errfile: str) -> str:
-    """The script the payload runs in a fresh namespace of the target, on a new thread."""
-    return _bootstrap_head() + _START.format(module=module, agent_dir=agent_dir, agent_uid=agent_uid,
+                     build: str, errfile: str, checks: bytes | None = None) -> str:
+    """The script the payload runs in a fresh namespace of the target, on a new thread. checks: the
+    bytecode of trusted_files.py compiled for the target (CHECKS_FILE's), if there is one."""
+    return _CHECKS.format(pyc=checks, source=_checks_source()) + _START.format(module=module, agent_dir=agent_dir, agent_uid=agent_uid,
                                              manifest=manifest, sock=sock, host_uid=host_uid, build=build,
                                              errfile=errfile)
 
@@ -497,6 +522,7 @@ class RuntimeDir:
     def _bytecode(self, dir_fd: int, name: str, manifest: dict, version) -> dict:
         """Hashes of the bytecode precompile() wrote for the target's Python, for those files that pass
         the ownership rule (any other is left out: the target then compiles the checked source)."""
+        self._checks_pyc = None
         if version is None:
             return {}
         out = {}
@@ -514,9 +540,12 @@ class RuntimeDir:
                 if src.endswith(".py"):
                     pyc = f"{src[:-3]}.{tag}.pyc"
                     try:
-                        out["__pycache__/" + pyc] = trusted_files.sha256(trusted_files.read_file(cache, pyc, self.uid))
+                        data = trusted_files.read_file(cache, pyc, self.uid)
                     except (OSError, Untrusted):
-                        pass
+                        continue
+                    out["__pycache__/" + pyc] = trusted_files.sha256(data)
+                    if src == CHECKS_FILE:
+                        self._checks_pyc = data   # embedded in the bootstrap (bootstrap_script)
         finally:
             os.close(cache)
         return out
@@ -560,7 +589,7 @@ class RuntimeDir:
         agent_uid, host_uid = self.target_uids()
         script = bootstrap_script(module=f"{AGENT_MODULE}_{agent_build()}", agent_dir=agent_dir, agent_uid=agent_uid,
                                   manifest=manifest, sock=self.sock("target"), host_uid=host_uid,
-                                  build=agent_build(), errfile=self.errfile("target"))
+                                  build=agent_build(), errfile=self.errfile("target"), checks=self._checks_pyc)
         with self._opened("stage the payload and its bootstrap script") as dir_fd:
             self._write_new(dir_fd, stem + ".so", payload)
             self._write_new(dir_fd, stem + ".py", script.encode())

@@ -4,59 +4,170 @@ pyinjector holds its caller's GIL and waits without a deadline, and a ptrace tra
 detaches its tracee: running it in a child we can kill keeps both our server and the target safe.
 The child re-checks the borrowed thread's state after the ptrace stop, because a thread can
 leave its system call between our survey and the stop.
+
+The child is a fork of this process, not a new interpreter: starting Python and importing
+pyinjector in a fresh process was ~60 ms of every first command (most of the injection). After
+the fork it runs pyinjector's C calls, one /proc read and os._exit: no lock another thread could
+hold at the fork, no garbage collection (a finalizer of ours must not run twice), no exit handler.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
+import gc
+import os
+import select
+import signal
 import time
+import warnings
 
 from ..errors import FlightError
 from . import safepoint
 
+try:   # at import: a resident (resident_server.py) has it loaded for every command it forks
+    from pyinjector.injector import Injector as _Injector
+    _INJECTOR_MISSING = None
+except ImportError as e:
+    _Injector, _INJECTOR_MISSING = None, str(e)
+
 # Exit codes of the child.
 _OK, _UNSAFE, _ATTACH_FAILED, _INJECT_FAILED = 0, 3, 4, 5
+# What the child may write back (its reason, a line): below PIPE_BUF, so its write never blocks.
+_MESSAGE_MAX = 2048
 
-_CHILD = r"""
-import sys
-pid, tid, lib = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-sys.path[:0] = sys.argv[4:]
-from flight_mcp.attach import safepoint
-import pyinjector
-try:
-    ctx = pyinjector.attach(tid)
-    inj = ctx.__enter__()
-except Exception as e:
-    print(e, file=sys.stderr); sys.exit(4)
-try:
-    st = safepoint.thread_state(pid, tid)
-    if not st.safe:
-        print(st.why, file=sys.stderr); sys.exit(3)
+
+def _injector():
+    """pyinjector's Injector class (C), imported before any fork, never in the child."""
+    if _Injector is None:
+        raise FlightError("install_broken", f"pyinjector cannot be imported ({_INJECTOR_MISSING}): reinstall "
+                          "flight-mcp (`pip install flight-mcp`).")
+    return _Injector
+
+
+def _child(pid: int, tid: int, library: bytes, injector_cls) -> tuple[int, str]:
+    """Runs in the forked child: attach to tid, check it is still at a safe point, inject, detach."""
+    injector = injector_cls()
     try:
-        inj.inject(lib.encode())
+        injector.attach(tid)
     except Exception as e:
-        print(e, file=sys.stderr); sys.exit(5)
-finally:
-    ctx.__exit__(None, None, None)
-"""
+        return _ATTACH_FAILED, _reason(e)
+    try:
+        st = safepoint.thread_state(pid, tid)
+        if not st.safe:
+            return _UNSAFE, st.why
+        try:
+            injector.inject(library)
+        except Exception as e:
+            return _INJECT_FAILED, _reason(e)
+        return _OK, ""
+    finally:
+        injector.detach()
 
 
-def _child_path() -> list[str]:
-    """sys.path entries the child needs: our package and pyinjector. The child runs with -S (no
-    site): site processing (.pth files, editable-install finders) was ~2/3 of its start-up."""
-    import importlib.util
-    import os
-    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.find_spec("pyinjector")
-    if spec is None or not spec.submodule_search_locations:
-        raise FlightError("install_broken", "pyinjector is not installed next to flight-mcp: "
-                          "reinstall flight-mcp (`pip install flight-mcp`).")
-    return [pkg_root, os.path.dirname(list(spec.submodule_search_locations)[0])]
+def _reason(e: Exception) -> str:
+    # pyinjector's InjectorException carries (function, return value, error string); its wrapper's
+    # texts (attach() in pyinjector/api.py) name the call and the code the same way.
+    args = getattr(e, "args", ())
+    if len(args) == 3 and isinstance(args[1], int):
+        return f"Injector failed with {args[1]} calling {args[0]}: {args[2]}"
+    return str(e) or type(e).__name__
+
+
+def _fork_child(pid: int, tid: int, library: bytes, injector_cls) -> tuple[int, int]:
+    """(child pid, read end of its message pipe)."""
+    r, w = os.pipe()
+    # Ctrl-C reaches the whole process group: the parent lets the child finish (_wait_child), so the
+    # child never takes SIGINT/SIGTERM, from the fork on (blocked around it: no moment when the child
+    # could raise into the parent's code).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    child = -1
+    try:
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about forking a threaded process: the child here touches no lock
+            # (see the module's docstring).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:
+            code, message = _INJECT_FAILED, "the injector child failed"
+            try:
+                gc.disable()
+                os.close(r)
+                code, message = _child(pid, tid, library, injector_cls)
+            except BaseException as e:  # noqa: BLE001 - whatever happens, the child only reports and exits
+                message = f"{type(e).__name__}: {e}"
+            finally:
+                try:
+                    os.write(w, bytes([code]) + message.encode("utf-8", "replace")[:_MESSAGE_MAX])
+                finally:
+                    os._exit(code)
+    except BaseException:   # the fork failed (the child never gets here: it exits above)
+        os.close(r)
+        raise
+    finally:
+        if child != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(w)
+    return child, r
+
+
+def _wait_child(child: int, r: int, timeout: float) -> tuple[int, str] | None:
+    """(exit code, message) of the child, or None when it did not end within timeout (it is killed:
+    a dead tracer's tracee is detached and goes on). Woken by the child's end (its pipe closes), no poll."""
+    end = time.monotonic() + timeout
+    try:
+        try:
+            data = _read_all(r, end)
+        except BaseException:
+            # Interrupted (Ctrl-C): killed in the middle of its injection, the child could leave the
+            # borrowed thread in the injector's code; it gets until its deadline to end on its own.
+            try:
+                _read_all(r, end)
+            finally:
+                _stop(child)
+            raise
+    finally:
+        os.close(r)
+    if data is None:
+        _stop(child)
+        return None
+    status = _reap(child)
+    if data:
+        return data[0], data[1:].decode("utf-8", "replace")
+    return _INJECT_FAILED, f"the injector child ended without a word ({status})"
+
+
+def _read_all(r: int, end: float) -> bytes | None:
+    """What the child wrote, once it ended (its end of the pipe closed); None at `end`."""
+    data = b""
+    while True:
+        left = end - time.monotonic()
+        if left <= 0 or not select.select([r], [], [], left)[0]:
+            return None
+        chunk = os.read(r, _MESSAGE_MAX + 1)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _stop(child: int) -> None:
+    try:
+        os.kill(child, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(child)
+
+
+def _reap(child: int) -> str:
+    try:
+        _, status = os.waitpid(child, 0)
+    except ChildProcessError:  # reaped by someone else's handler: its message still says how it went
+        return "exit status unknown"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
 def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
     """Injects `library` at a safe point of some thread; returns how it was done."""
-    child_path = _child_path()
+    injector_cls = _injector()
     deadline = time.monotonic() + deadline_s
     tries = 0
     last_states: list[safepoint.ThreadState] = []
@@ -71,24 +182,22 @@ def inject(pid: int, library: str, deadline_s: float = 3.0) -> dict:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                proc = subprocess.run([sys.executable, "-S", "-c", _CHILD, str(pid), str(st.tid), library, *child_path],
-                                      capture_output=True, text=True, timeout=max(left, 1.0) + 2.0)
-            except subprocess.TimeoutExpired:
-                # run() killed the child, and a dead tracer's tracee is detached: the target goes on.
+            child, r = _fork_child(pid, st.tid, library.encode(), injector_cls)
+            done = _wait_child(child, r, max(left, 1.0) + 2.0)
+            if done is None:
                 raise FlightError("inject_timeout", f"the injector did not finish within {max(left, 1.0) + 2.0:.1f}s "
                                   f"on thread {st.tid} of pid {pid}; it was stopped and the target released. "
                                   "Retry; if it persists, the thread may be stuck in the kernel (stack with "
                                   "native=true reads the process from outside).")
-            if proc.returncode == _OK:
+            code, err = done
+            if code == _OK:
                 return {"method": "pyinjector", "thread": st.tid, "syscall": st.syscall, "tries": tries}
-            err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
-            if proc.returncode == _ATTACH_FAILED:
+            if code == _ATTACH_FAILED:
                 attach_error = _attach_error(pid, err)
                 if attach_error.code == "permission_denied":
                     raise attach_error
                 continue  # seen under load (the stress bench): transient, another try usually works
-            if proc.returncode not in (_UNSAFE,):
+            if code != _UNSAFE:
                 raise FlightError("inject_failed", f"injecting into pid {pid} failed: {err}")
         if time.monotonic() >= deadline:
             break

@@ -17,14 +17,13 @@ _UNSAFE = {
     "aarch64": {"brk": 214, "mmap": 222, "munmap": 215, "mremap": 216, "madvise": 233, "mprotect": 226},
 }
 _FUTEX = {"x86_64": 202, "aarch64": 98}
-_ARCH = os.uname().machine  # not `platform`: this module is imported by the injector child, keep it light
+_ARCH = os.uname().machine
 UNSAFE_SYSCALLS = set(_UNSAFE.get(_ARCH, {}).values())
 FUTEX = _FUTEX.get(_ARCH, -1)
 _LOADER_LIBS = ("/libc.so", "/libc-", "/ld-linux", "/ld-musl", "/libpthread", "/libdl")
 
 
 class ThreadState:
-    # A plain class, not a dataclass: importing dataclasses doubles the injector child's start-up.
     __slots__ = ("tid", "syscall", "safe", "why")
 
     def __init__(self, tid: int, syscall: "int | None", safe: bool, why: str):

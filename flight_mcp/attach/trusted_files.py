@@ -14,7 +14,6 @@ without following links, and code is compiled from the very bytes that were hash
 can be swapped between the check and the use.
 """
 import errno
-import hashlib
 import os
 import stat
 import sys
@@ -36,7 +35,30 @@ class AgentConflict(Exception):
 
 
 def sha256(data):
-    return hashlib.sha256(data).hexdigest()
+    return _sha256()(data).hexdigest()
+
+
+_SHA256 = []
+
+
+def _sha256():
+    """hashlib.sha256 when the process has hashlib already; else the interpreter's own SHA-256 module:
+    importing hashlib (OpenSSL) cost a bare target ~7 ms of every attach."""
+    if not _SHA256:
+        hashlib = sys.modules.get("hashlib")
+        if hashlib is not None:
+            _SHA256.append(hashlib.sha256)
+        else:
+            for name in ("_sha2", "_sha256"):   # 3.12+, before
+                try:
+                    _SHA256.append(__import__(name).sha256)
+                    break
+                except (ImportError, AttributeError):
+                    pass
+            else:
+                import hashlib
+                _SHA256.append(hashlib.sha256)
+    return _SHA256[0]
 
 
 def _kind(st):
@@ -170,11 +192,10 @@ class AgentFiles(object):
             os.close(fd)
 
     def find_spec(self, fullname, target=None):
-        import importlib.util
         name = fullname.rpartition(".")[2] + ".py"
         if name not in self.manifest:
             return None
-        return importlib.util.spec_from_file_location(fullname, self.root + "/" + name, loader=self)
+        return _importlib()[1].spec_from_file_location(fullname, self.root + "/" + name, loader=self)
 
     def invalidate_caches(self):
         pass
@@ -204,7 +225,6 @@ class AgentFiles(object):
         digest = self.manifest.get("__pycache__/" + pyc)
         if digest is None:
             return None
-        import importlib.util
         import marshal
         try:
             cfd = open_dir("__pycache__", self.uid, fd)
@@ -214,7 +234,7 @@ class AgentFiles(object):
                 os.close(cfd)
         except (OSError, Untrusted):
             return None
-        if data[:4] != importlib.util.MAGIC_NUMBER:
+        if data[:4] != _importlib()[1].MAGIC_NUMBER:
             return None
         return marshal.loads(data[16:])
 
@@ -236,11 +256,21 @@ def _unload(name):
         sys.modules.pop(key, None)
 
 
+def _importlib():
+    """(importlib._bootstrap, importlib._bootstrap_external): loaded in every interpreter, where
+    importlib.util cost a bare target ~5 ms of imports on every attach."""
+    boot, external = sys.modules.get("_frozen_importlib"), sys.modules.get("_frozen_importlib_external")
+    if not (hasattr(boot, "module_from_spec") and hasattr(external, "spec_from_file_location")
+            and hasattr(external, "MAGIC_NUMBER")):
+        import importlib.util
+        return importlib.util, importlib.util
+    return boot, external
+
+
 def load_agent(module, agent_dir, uid, manifest):
     """The agent package of this build, loaded once per process (of two racing bootstraps exactly one
     loads it: setdefault is atomic under the GIL). An agent of another build that still listens is
     refused (its host must detach it first); one that was detached is unloaded."""
-    import importlib.util
     import time
     files = AgentFiles(agent_dir, uid, manifest)
     files.verify_all()
@@ -250,9 +280,10 @@ def load_agent(module, agent_dir, uid, manifest):
             raise AgentConflict("the agent of another flight-mcp (version %s) is running in this process and "
                                 "still listens; detach it first" % getattr(other, "AGENT_VERSION", "unknown"))
         _unload(name)
-    spec = importlib.util.spec_from_file_location(module, agent_dir + "/__init__.py", loader=files,
-                                                  submodule_search_locations=[agent_dir])
-    fresh = importlib.util.module_from_spec(spec)
+    boot, external = _importlib()
+    spec = external.spec_from_file_location(module, agent_dir + "/__init__.py", loader=files,
+                                            submodule_search_locations=[agent_dir])
+    fresh = boot.module_from_spec(spec)
     mod = sys.modules.setdefault(module, fresh)
     if mod is fresh:
         sys.path_importer_cache[agent_dir] = files  # the package's submodules come through `files` too
