@@ -1,8 +1,7 @@
 """Every fact flight-mcp reads from /proc, in one place: the parsers work on text (tested on samples),
 the readers open the files and say "unknown" (None, empty) when a process is gone or hidden.
 
-Standard library `os` only, and no dataclasses: the injector child imports this through safepoint.py,
-and its start-up is on every attach's path.
+Standard library `os` only, and no dataclasses: it is on every attach's path, and cheap to import.
 """
 from __future__ import annotations
 
