@@ -46,6 +46,14 @@ def _ask_stall(markers, when: str = "") -> int:
     return k
 
 
+async def _attach(s, pid: int) -> None:
+    """Attaches before the calls under test: a first attach to a target on a loaded machine may read as a
+    stall (the agent not started within session/gil.START_BUDGET_S); test_first_attach_during_a_stall is
+    about that."""
+    r = await s.call_tool("attach", {"pid": pid, "timeout_s": 60})
+    assert not r.is_error, text_of(r)
+
+
 async def _in_a_gap(s, markers, tool: str, args: dict):
     """The answer to a call made and answered while no stall runs (the last one over, none asked for)."""
     await _until(lambda: _count(markers, "stall") == _count(markers, "go") == _count(markers, "done"),
@@ -117,7 +125,8 @@ def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "timeout_s": 60}
-            calm = await _in_a_gap(s, markers, "stack", args)  # attaches; the agent answers
+            await _attach(s, t.pid)
+            calm = await _in_a_gap(s, markers, "stack", args)
             stalled = await _in_a_stall(s, markers, "stack", args)
             calm_again = await _in_a_gap(s, markers, "stack", args)
             return calm, stalled, calm_again
@@ -137,6 +146,7 @@ def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "module": "__main__", "field": "config", "timeout_s": 60}
+            await _attach(s, t.pid)
             calm = await _in_a_gap(s, markers, "getglobal", args)
             stalled = await _in_a_stall(s, markers, "getglobal", args)
             return calm, stalled
@@ -161,6 +171,7 @@ def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "timeout_s": 60}
+            await _attach(s, t.pid)
             calm = await _in_a_gap(s, markers, "stack", args)
             stalled = await _in_a_stall(s, markers, "stack", args)
             ps_calm = await _in_a_gap(s, markers, "list_processes", {"filter": str(t.pid)})
@@ -243,6 +254,7 @@ def _cli_in_a_stall(markers, *args: str):
 def test_cli_names_threads_during_a_stall_and_a_watch_reports_the_stall_it_spanned(spawn, version, tmp_path):
     t, markers = _stalling(spawn, version, REGEX, tmp_path / "markers")
     pid = str(t.pid)
+    assert flight_cli(pid, "--cmd", "attach --timeout 60").returncode == 0  # see _attach
     calm = _cli_in_a_gap(markers, pid, "--cmd", "getglobal __main__ config", "--no-color")
     assert '"service": "regex"' in calm.stdout and "GIL" not in calm.stdout
     # a fresh command line during a stall: the names the agent gave the earlier command
