@@ -221,10 +221,41 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "alone: run while no other test runs (under xdist: on no other worker)")
 
 
+# The order the tests are handed to xdist's workers (--dist loadgroup, pyproject.toml: one test at a time to
+# the next free worker): the files whose tests take longest first, so that none of them starts near the end
+# and ends the run on one worker while the others idle, dealt in turns (a test of each file, then the next
+# of each), so that the CPU-hungry ones (GIL stalls, gilstat) do not all run at once; then the other
+# end-to-end tests, the unit tests, and the `alone` tests last, one after another: wherever one comes, the
+# other workers idle while it waits for their tests to end and while it runs.
+LONG_FIRST = ("test_gil_stall.py", "test_gilstat.py", "test_flight_profiler_suite.py", "test_inspector.py",
+              "test_packaging.py", "test_http.py", "test_console.py", "test_bad_input.py", "test_fleet.py",
+              "test_readonly.py", "test_profile.py", "test_agent_session.py", "test_agent_threads.py",
+              "test_monitor.py", "test_reload.py", "test_namespaces.py")
+
+
+def _turns(items) -> dict:
+    """item -> its sort key."""
+    seen: dict[str, int] = {}
+    keys = {}
+    for item in items:
+        if item.get_closest_marker("alone") is not None:
+            keys[item] = (3, 0, 0)
+        elif item.path.parent.name == "unit":
+            keys[item] = (2, 0, 0)
+        elif item.path.name in LONG_FIRST:
+            nth = seen[item.path.name] = seen.get(item.path.name, -1) + 1
+            keys[item] = (0, nth, LONG_FIRST.index(item.path.name))
+        else:
+            keys[item] = (1, 0, 0)
+    return keys
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if getattr(item, "originalname", item.name) in ALONE_BY_NAME:
             item.add_marker(pytest.mark.alone)
+    keys = _turns(items)
+    items.sort(key=keys.__getitem__)  # stable: the others keep their order
 
 
 def _run_lock_dir(config) -> str | None:

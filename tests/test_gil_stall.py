@@ -1,25 +1,32 @@
 """Answers while one thread holds the GIL for seconds inside a single C call (issue 16).
 
-Targets (real processes, pyenv Pythons): a worker thread that every few seconds runs a catastrophically
-backtracking regular expression (tests/targets/gil_regex_stall.py), or sorts a big list of tuples
-(tests/targets/gil_sort_stall.py). Each stall is announced by a marker file the worker creates right
-before it (stall-N) and right after it (done-N): the tests synchronise on those, never on the clock. A
-call counts as "outside a stall" only if no stall began before its answer came back (else it is retried
-in the next gap), and "during a stall" when it is sent after stall-N appeared and before done-N did.
+Targets (real processes, pyenv Pythons): a worker thread that, when the test asks (a go-N file), runs a
+catastrophically backtracking regular expression (tests/targets/gil_regex_stall.py), or sorts a big list
+of tuples (tests/targets/gil_sort_stall.py). Each stall is announced by a marker file the worker creates
+right before it (stall-N) and right after it (done-N): the tests synchronise on those, never on the clock.
+A call counts as "outside a stall" when no stall runs from its start to its answer (none is asked for
+meanwhile), and "during a stall" when it is sent after stall-N appeared and before done-N did.
 """
 from __future__ import annotations
 
 import anyio
 import pytest
 
-from .conftest import flight_cli, version_params
+from .conftest import TARGET_SEES_INSTRUMENTATION, TARGETS_DIR, flight_cli, version_params
 from .mcp_client import mcp_session, text_of
 
 pytestmark = pytest.mark.timeout(240)
 
 REGEX = "gil_regex_stall"
 SORT = "gil_sort_stall"
-STALL_S, GAP_S = "3", "2"
+# Seconds of CPU time (calibrated by the targets; at least that long in wall time on a loaded machine):
+# long enough for an overdue request (attach/client.STALL_BUDGET_S, 0.5 s) to be read from outside
+# (~0.3-1.5 s) while the stall still runs.
+STALL_S = "2.5"
+# A first attach reads as a stall only after session/gil.START_BUDGET_S (2.5 s), then from outside (up to
+# ~1.5 s): the regex stall outlasts both; FIRST_ATTACH_TIMEOUT_S leaves that time to a getglobal, whose
+# deadline must pass during the sort's stall.
+FIRST_ATTACH_REGEX_S, FIRST_ATTACH_SORT_S, FIRST_ATTACH_TIMEOUT_S = "4.5", "6", 4.5
 
 
 def _count(markers, kind: str) -> int:
@@ -32,21 +39,34 @@ async def _until(predicate, what: str, timeout: float = 90.0) -> None:
             await anyio.sleep(0.005)
 
 
+def _ask_stall(markers, when: str = "") -> int:
+    """Asks the target for its next stall (when="hooked": once mark() is instrumented); returns its N."""
+    k = _count(markers, "go") + 1
+    (markers / f"go-{k}").write_text(when)
+    return k
+
+
+async def _attach(s, pid: int) -> None:
+    """Attaches before the calls under test: a first attach to a target on a loaded machine may read as a
+    stall (the agent not started within session/gil.START_BUDGET_S); test_first_attach_during_a_stall is
+    about that."""
+    r = await s.call_tool("attach", {"pid": pid, "timeout_s": 60})
+    assert not r.is_error, text_of(r)
+
+
 async def _in_a_gap(s, markers, tool: str, args: dict):
-    """The answer to a call made and answered between two stalls."""
-    for _ in range(4):
-        await _until(lambda: _count(markers, "stall") == _count(markers, "done"), "the end of a stall")
-        began = _count(markers, "stall")
-        r = await s.call_tool(tool, args)
-        if _count(markers, "stall") == began:
-            assert not r.is_error, text_of(r)
-            return r
-    raise AssertionError(f"{tool} never fitted between two stalls")
+    """The answer to a call made and answered while no stall runs (the last one over, none asked for)."""
+    await _until(lambda: _count(markers, "stall") == _count(markers, "go") == _count(markers, "done"),
+                 "the end of a stall")
+    r = await s.call_tool(tool, args)
+    assert _count(markers, "stall") == _count(markers, "done"), "a stall began during the call"
+    assert not r.is_error, text_of(r)
+    return r
 
 
 async def _in_a_stall(s, markers, tool: str, args: dict):
     """The answer to a call sent while a stall runs (right after its marker appeared)."""
-    k = _count(markers, "stall") + 1
+    k = _ask_stall(markers)
     await _until(lambda: (markers / f"stall-{k}").exists(), f"stall {k}")
     assert not (markers / f"done-{k}").exists(), "the stall ended before the call could be sent"
     r = await s.call_tool(tool, args)
@@ -83,11 +103,13 @@ def _check_stall_stack(r, worker: str, fn: str, native_word: str) -> None:
     assert f"({worker}) [holds the GIL]" in text
 
 
-def _stalling(spawn, version, script, tmp_path):
-    """A target that stalls every GAP_S for STALL_S, with the folder of its stall/done markers."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    return spawn(version, script, args=[str(markers), STALL_S, GAP_S]), markers
+def _stalling(spawn, version, script, folder, stall_s=STALL_S):
+    """A target that stalls for stall_s when asked, with the folder of its go/stall/done markers. The
+    regex target gets flight_mcp_hooks pasted in front of it (it waits for mark() to be instrumented
+    when asked so)."""
+    folder.mkdir()
+    source = TARGET_SEES_INSTRUMENTATION + (TARGETS_DIR / f"{REGEX}.py").read_text() if script == REGEX else script
+    return spawn(version, source, args=[str(folder), stall_s]), folder
 
 
 def _check_unchanged_stack(r) -> None:
@@ -98,12 +120,13 @@ def _check_unchanged_stack(r) -> None:
 
 @pytest.mark.parametrize("version", version_params())
 def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version, tmp_path):
-    t, markers = _stalling(spawn, version, REGEX, tmp_path)
+    t, markers = _stalling(spawn, version, REGEX, tmp_path / "markers")
 
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "timeout_s": 60}
-            calm = await _in_a_gap(s, markers, "stack", args)  # attaches; the agent answers
+            await _attach(s, t.pid)
+            calm = await _in_a_gap(s, markers, "stack", args)
             stalled = await _in_a_stall(s, markers, "stack", args)
             calm_again = await _in_a_gap(s, markers, "stack", args)
             return calm, stalled, calm_again
@@ -118,11 +141,12 @@ def test_stack_during_a_regex_stall_reads_the_holder_from_outside(spawn, version
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version, tmp_path):
-    t, markers = _stalling(spawn, version, REGEX, tmp_path)
+    t, markers = _stalling(spawn, version, REGEX, tmp_path / "markers")
 
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "module": "__main__", "field": "config", "timeout_s": 60}
+            await _attach(s, t.pid)
             calm = await _in_a_gap(s, markers, "getglobal", args)
             stalled = await _in_a_stall(s, markers, "getglobal", args)
             return calm, stalled
@@ -142,11 +166,12 @@ def test_getglobal_during_a_stall_reports_the_wait_and_the_holder(spawn, version
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
-    t, markers = _stalling(spawn, version, SORT, tmp_path)
+    t, markers = _stalling(spawn, version, SORT, tmp_path / "markers")
 
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "timeout_s": 60}
+            await _attach(s, t.pid)
             calm = await _in_a_gap(s, markers, "stack", args)
             stalled = await _in_a_stall(s, markers, "stack", args)
             ps_calm = await _in_a_gap(s, markers, "list_processes", {"filter": str(t.pid)})
@@ -170,22 +195,18 @@ def test_sort_stall_in_stack_and_list_processes(spawn, version, tmp_path):
 def test_first_attach_during_a_stall(spawn, version, tmp_path):
     """No agent yet: stack reads from outside as soon as the loaded agent has not started (it needs the GIL),
     the agent starts by itself after the stall; getglobal waits out its deadline and its error names the holder."""
-    regex, sort = tmp_path / "regex", tmp_path / "sort"
-    regex.mkdir()
-    sort.mkdir()
-    t = spawn(version, REGEX, args=[str(regex), "6", GAP_S])
-    u = spawn(version, SORT, args=[str(sort), "6", GAP_S])
+    t, regex = _stalling(spawn, version, REGEX, tmp_path / "regex", FIRST_ATTACH_REGEX_S)
+    u, sort = _stalling(spawn, version, SORT, tmp_path / "sort", FIRST_ATTACH_SORT_S)
 
     async def go():
         async with mcp_session() as s:
             args = {"pid": t.pid, "timeout_s": 60}
             first = await _in_a_stall(s, regex, "stack", args)
             later = await _in_a_gap(s, regex, "stack", args)
-            # the stall under way, else the next (no command has attached to u yet)
-            k = _count(sort, "stall") + (0 if _count(sort, "stall") > _count(sort, "done") else 1)
+            k = _ask_stall(sort)  # no command has attached to u yet
             await _until(lambda: (sort / f"stall-{k}").exists(), f"stall {k}")
             failed = await s.call_tool("getglobal", {"pid": u.pid, "module": "__main__", "field": "orders",
-                                                     "timeout_s": 3})
+                                                     "timeout_s": FIRST_ATTACH_TIMEOUT_S})
             stalled = not (sort / f"done-{k}").exists()
             return first, later, failed, stalled
 
@@ -210,23 +231,16 @@ def test_first_attach_during_a_stall(spawn, version, tmp_path):
 # -- CLI: names from an earlier command, and a watch across a stall --------------------------------------------
 
 def _cli_in_a_gap(markers, *args: str):
-    for _ in range(4):
-        import time
-        deadline = time.monotonic() + 90
-        while _count(markers, "stall") != _count(markers, "done"):
-            assert time.monotonic() < deadline, "no end of a stall"
-            time.sleep(0.005)
-        began = _count(markers, "stall")
-        r = flight_cli(*args)
-        if _count(markers, "stall") == began:
-            assert r.returncode == 0, r.stderr
-            return r
-    raise AssertionError(f"{args} never fitted between two stalls")
+    assert _count(markers, "go") == 0, "the first command of the test, before any stall"
+    r = flight_cli(*args)
+    assert _count(markers, "stall") == 0, "a stall began during the call"
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def _cli_in_a_stall(markers, *args: str):
     import time
-    k = _count(markers, "stall") + 1
+    k = _ask_stall(markers)
     deadline = time.monotonic() + 90
     while not (markers / f"stall-{k}").exists():
         assert time.monotonic() < deadline, f"no stall {k}"
@@ -238,8 +252,9 @@ def _cli_in_a_stall(markers, *args: str):
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
 def test_cli_names_threads_during_a_stall_and_a_watch_reports_the_stall_it_spanned(spawn, version, tmp_path):
-    t, markers = _stalling(spawn, version, REGEX, tmp_path)
+    t, markers = _stalling(spawn, version, REGEX, tmp_path / "markers")
     pid = str(t.pid)
+    assert flight_cli(pid, "--cmd", "attach --timeout 60").returncode == 0  # see _attach
     calm = _cli_in_a_gap(markers, pid, "--cmd", "getglobal __main__ config", "--no-color")
     assert '"service": "regex"' in calm.stdout and "GIL" not in calm.stdout
     # a fresh command line during a stall: the names the agent gave the earlier command
@@ -257,15 +272,18 @@ def test_cli_names_threads_during_a_stall_and_a_watch_reports_the_stall_it_spann
 
 
 def _cli_in_a_stall_window(markers, pid: str):
-    """A watch of mark() started right after a stall ended, for longer than the gap and the next stall."""
+    """A watch of mark() started after a stall ended, during which the target stalls once more: the stall
+    is asked for at once, and the target begins it once mark() is instrumented. mark() runs right before
+    and right after the stall, and nowhere else: the watch ends with that second call (-n 2)."""
     import time
-    k = _count(markers, "done") + 1
+    k = _count(markers, "go")
     deadline = time.monotonic() + 90
     while not (markers / f"done-{k}").exists():
         assert time.monotonic() < deadline, f"no end of stall {k}"
         time.sleep(0.005)
-    r = flight_cli(pid, "--cmd", f"watch __main__ mark -n 100 --timeout {float(GAP_S) + float(STALL_S) + 3}",
-                   "--no-color")
+    _ask_stall(markers, "hooked")
+    r = flight_cli(pid, "--cmd", "watch __main__ mark -n 2 --timeout 60", "--no-color")
     assert r.returncode == 0, r.stderr
-    assert (markers / f"done-{k + 1}").exists(), "the watch ended before the next stall did"
+    assert (markers / f"done-{k + 1}").exists(), "the watch ended before the stall did"
+    assert f"stall-{k + 1}" in r.stdout and f"done-{k + 1}" in r.stdout, r.stdout
     return r

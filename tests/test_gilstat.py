@@ -45,9 +45,13 @@ def by_name(result):
 
 
 @pytest.mark.parametrize("version", version_params())
-def test_the_holder_holds_the_others_wait_and_nothing_stays(spawn, version):
-    t = spawn(version, "gil_contention")
-    # the first call attaches, which waits for the GIL too: a generous deadline
+def test_the_holder_holds_the_others_wait_and_nothing_stays(spawn, version, tmp_path):
+    # attached before the contention starts (an agent starting in a contended target took 10-15 s here;
+    # test_over_mcp_structured_and_the_deadline_bounds_the_interval attaches during it)
+    go = tmp_path / "go"
+    t = spawn(version, "gil_contention", args=["wait", str(go)])
+    run(t.pid, "attach --timeout 60")
+    go.touch()
     result = json.loads(run(t.pid, "gilstat on 30 30 2 --timeout 60", "--json"))
     assert result["mechanism"] == "gil_state_sampler" and result["waits_measured"] is True
     assert result["stopped_by"] == "interval" and result["samples"] > 100 and result["resolution_ms"] > 0

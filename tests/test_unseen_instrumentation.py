@@ -200,7 +200,7 @@ def rounds_in(path):
 def test_application_sees_no_frame_of_ours(spawn, version, tmp_path):
     out_path = tmp_path / "rounds.jsonl"
     t = spawn(version, TARGET, args=[str(out_path)])
-    windows = [run_all(t.pid, "watch", 4), run_all(t.pid, "trace", 4)]
+    windows = [run_all(t.pid, "watch", 3), run_all(t.pid, "trace", 3)]  # a round takes ~0.1 s: tens under each
     done = len(rounds_in(out_path))
     deadline = time.monotonic() + 20
     while len(rounds_in(out_path)) < done + 3:   # rounds after every command ended

@@ -1,17 +1,16 @@
-"""A worker thread that, every few seconds, sorts a big list of tuples: one C call (list.sort never lets
+"""A worker thread that, when a test asks, sorts a big list of tuples: one C call (list.sort never lets
 the GIL go; comparing tuples element by element makes it long) that holds the GIL for seconds.
 
-argv: MARKER_DIR [STALL_S] [GAP_S], as tests/targets/gil_regex_stall.py: MARKER_DIR/stall-N right
-before sort N, MARKER_DIR/done-N right after. The list's length is calibrated at start so one sort takes
-about STALL_S."""
+argv: MARKER_DIR [STALL_S], as tests/targets/gil_regex_stall.py: sort N begins when the test creates
+MARKER_DIR/go-N, with MARKER_DIR/stall-N right before it and MARKER_DIR/done-N right after. The list's
+length is calibrated at start so one sort takes about STALL_S of CPU time."""
 import os
 import sys
 import threading
 import time
 
 MARKERS = sys.argv[1]
-STALL_S = float(sys.argv[2]) if len(sys.argv) > 2 else 4.0
-GAP_S = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+STALL_S = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
 orders = {"pending": 0}  # what getglobal reads
 
 
@@ -42,8 +41,9 @@ def mark(name):
 def worker(data):
     i = 0
     while True:
-        time.sleep(GAP_S)
         i += 1
+        while not os.path.exists(os.path.join(MARKERS, "go-%d" % i)):
+            time.sleep(0.05)  # seldom: a thread running Python when the process is read looks like a stall
         mark("stall-%d" % i)
         sort_orders(data)
         orders["pending"] = i
