@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
-from .conftest import flight_cli, version_params
+from .conftest import TARGET_SEES_INSTRUMENTATION, flight_cli, version_params
 
 pytestmark = pytest.mark.timeout(120)
 
-# tick() runs every 10 ms; once `go` exists, another thread holds the GIL for ~4 s in one C call (sum over a
-# range: no bytecode runs, so the interpreter never lets go), calibrated at start on the fastest of five
-# runs: long enough for the host to read the holder from outside once the agent falls silent.
-TARGET = """
+# tick() runs every 10 ms; one second after the monitor has instrumented it (as the target itself sees:
+# conftest.TARGET_SEES_INSTRUMENTATION), so that the monitor's loop is beating, another thread holds the
+# GIL for ~4 s in one C call (sum over a range: no bytecode runs, so the interpreter never lets go),
+# calibrated at start on the fastest of five runs: long enough for the host to read the holder from
+# outside once the agent falls silent.
+TARGET = TARGET_SEES_INSTRUMENTATION + """
 import os, sys, threading, time
 
 def tick():
@@ -27,18 +28,19 @@ def ticker():
         tick()
         time.sleep(0.01)
 
-def staller(go):
+def staller():
     runs = []
     for _ in range(5):   # the fastest run: a loaded machine only makes the stall longer, never shorter
         t0 = time.perf_counter(); sum(range(1_000_000)); runs.append(time.perf_counter() - t0)
     n = int(4.0 / (min(runs) / 1_000_000))
-    while not os.path.exists(go):
+    while not flight_mcp_hooks(tick.__code__):
         time.sleep(0.01)
+    time.sleep(1.0)
     sum(range(n))
     print("STALLED", flush=True)
 
 threading.Thread(target=ticker, name="ticker", daemon=True).start()
-threading.Thread(target=staller, args=(sys.argv[1],), name="staller", daemon=True).start()
+threading.Thread(target=staller, name="staller", daemon=True).start()
 print("READY", flush=True)
 while True:
     time.sleep(1)
@@ -46,16 +48,13 @@ while True:
 
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
-def test_monitor_says_when_the_gil_was_held_and_by_whom(spawn, version, tmp_path):
-    go = tmp_path / "go"
-    t = spawn(version, TARGET, args=[str(go)])
+def test_monitor_says_when_the_gil_was_held_and_by_whom(spawn, version):
+    t = spawn(version, TARGET)
     assert flight_cli(str(t.pid), "--cmd", "getglobal __main__ tick").returncode == 0   # attached before
     cli = subprocess.Popen([sys.executable, "-m", "flight_mcp.cli", str(t.pid), "--cmd",
-                            "monitor __main__ tick -c 1 -n 5", "--no-color"],
+                            "monitor __main__ tick -c 1 -n 8", "--no-color"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)   # a cycle or so in (the monitor answers after 5)
-        go.write_text("")
         assert t.read_line(timeout=60) == "STALLED"
         out, err = cli.communicate(timeout=60)
     finally:
@@ -67,5 +66,5 @@ def test_monitor_says_when_the_gil_was_held_and_by_whom(spawn, version, tmp_path
     assert any(line.startswith("GIL held ") and "no other thread ran Python code" in line for line in lines), out
     [note] = [line for line in lines if line.startswith("note: the GIL was held")]
     assert "(staller) held it when read from outside" in note, note
-    assert "monitor __main__.tick: 5 of 5 cycles" in out
+    assert "monitor __main__.tick: 8 of 8 cycles" in out
     assert t.alive()
