@@ -3,7 +3,10 @@
 Not a test: through the official MCP SDK client over stdio (a `flight-mcp --stdio` server process of its
 own), on an idle target (tests/targets/idle.py) that the server has attached already, prints the median,
 p90 and minimum in ms of
-- ping: the SDK's stdio round trip with no tool (the floor of any call),
+- ping: the SDK's stdio round trip with no tool,
+- a tools/call of a tool that does nothing on the SDK's own stock server (MCPServer over its stdio
+  transport; a small structured answer the client checks against its outputSchema, as ours): the floor
+  of any tools/call through this SDK on this machine, our server's included,
 - tools/call getglobal __main__ CONFIG, and tools/call stack,
 taking turns (the load of a shared machine changes by the second); the CPU ms each process spends per
 call (client, server, target; batches of one kind, read from /proc); then where each call's time went:
@@ -175,7 +178,30 @@ def serve(out_path: str) -> None:
 # ---- the client side ------------------------------------------------------------------------------
 
 CALLS = {"getglobal": {"module": "__main__", "field": "CONFIG"}, "stack": {}}
-KINDS = ["ping", *CALLS]
+KINDS = ["ping", "floor", *CALLS]   # floor: a no-op tool on the SDK's stock server (serve_floor)
+
+
+def serve_floor() -> None:
+    """The SDK's own floor for a tools/call: its stock server (MCPServer over its stdio transport) with one
+    tool that does nothing and returns a small structured result (an outputSchema the client checks, as
+    ours), so what a tools/call costs the SDK's client, server and pipes alone is measured beside ours."""
+    from pydantic import BaseModel
+
+    from mcp.server.mcpserver import MCPServer
+
+    class Answer(BaseModel):
+        target: str
+        value: str
+
+    app = MCPServer("floor")
+
+    def noop(pid):
+        """Nothing: answers at once."""
+        return Answer(target=str(pid), value="{}")
+
+    noop.__annotations__ = {"pid": int, "return": Answer}   # objects, not this module's postponed strings
+    app.tool(structured_output=True)(noop)
+    app.run("stdio")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -210,6 +236,9 @@ class Server:
         t0 = time.perf_counter()
         if kind == "ping":
             await self.session.send_ping()
+        elif kind == "floor":   # the SDK's stock server, a tool that does nothing (serve_floor)
+            r = await self.floor.call_tool("noop", {"pid": self.target.pid})
+            assert not r.is_error, r.content
         else:
             r = await self.session.call_tool(kind, {"pid": self.target.pid, **CALLS[kind]})
             assert not r.is_error, r.content
@@ -239,10 +268,17 @@ async def measure(servers: list[Server], n: int) -> None:
 
     ClientSession.validate_tool_result = timed_validate
     async with AsyncExitStack() as stack:
+        from mcp import StdioServerParameters
+        floor_read, floor_write = await stack.enter_async_context(stdio_client(StdioServerParameters(
+            command=sys.executable, args=[str(Path(__file__).resolve()), "--serve-floor"])))
+        floor = await stack.enter_async_context(ClientSession(floor_read, floor_write))
+        await floor.initialize()
+        await floor.list_tools()
         for srv in servers:
             before = {c.pid for c in psutil.Process().children()}
             read, write = await stack.enter_async_context(stdio_client(srv.params()))
             srv.session = await stack.enter_async_context(ClientSession(read, write))
+            srv.floor = floor
             srv.process = next(c for c in psutil.Process().children() if c.pid not in before)
             await srv.session.initialize()
             await srv.session.list_tools()
@@ -299,9 +335,13 @@ def main() -> int:
     ap.add_argument("--version", default="3.12", help="the target's Python")
     ap.add_argument("--baseline", metavar="DIR", help="a flight-mcp checkout to measure side by side")
     ap.add_argument("--serve", metavar="OUT", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
         serve(a.serve)
+        return 0
+    if a.serve_floor:
+        serve_floor()
         return 0
     import anyio
 
@@ -327,11 +367,11 @@ def main() -> int:
     for kind in KINDS:
         for srv in servers:
             xs, floor = srv.took[kind], statistics.median(srv.took["ping"])
-            label = ("ping (no tool: the floor)" if kind == "ping" else f"tools/call {kind}") + \
-                (f" [{srv.label}]" if a.baseline else "")
+            label = {"ping": "ping (no tool)", "floor": "tools/call no-op, SDK's own server"}.get(
+                kind, f"tools/call {kind}") + (f" [{srv.label}]" if a.baseline else "")
             over = "" if kind == "ping" else f"{statistics.median(xs) - floor:+7.2f}"
             print(f"  {label:<40} {statistics.median(xs):7.2f} {pct(xs, 0.9):7.2f} {min(xs):7.2f} {over:>7}   "
-                  f"{'':<16}" + "".join(f"{x:6.2f} " for x in srv.cpu[kind]))
+                  f"{'':<16}" + ("(another server)" if kind == "floor" else "".join(f"{x:6.2f} " for x in srv.cpu[kind])))
     for kind in CALLS:
         print(f"  client: outputSchema validation of {kind:<10}" + "".join(
             f" {statistics.median(srv.validation[kind]):6.2f}" + (f" [{srv.label}]" if a.baseline else "")
