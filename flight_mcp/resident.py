@@ -228,19 +228,25 @@ def stop(path: str) -> int | None:
     return pid
 
 
-def stop_all(folder: str) -> list[int]:
-    """Stops every resident whose socket is in folder (a state directory); their pids."""
-    pids = []
+def running(folder: str) -> dict[str, int]:
+    """socket path -> pid of every resident listening in folder (a state directory)."""
+    found = {}
     try:
         names = os.listdir(folder)
     except OSError:
-        return pids
+        return found
     for name in names:
         if name.startswith("resident-") and name.endswith(".sock"):
-            pid = stop(os.path.join(folder, name))
-            if pid is not None:
-                pids.append(pid)
-    return pids
+            conn = connect(os.path.join(folder, name))
+            if conn is not None:
+                found[os.path.join(folder, name)] = peer(conn)[0]
+                conn.close()
+    return found
+
+
+def stop_all(folder: str) -> list[int]:
+    """Stops every resident whose socket is in folder (a state directory); their pids."""
+    return [pid for pid in map(stop, running(folder)) if pid is not None]
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["connect"]:

@@ -1,9 +1,9 @@
 """`flight-mcp demo`, the newcomer's first command, end to end through the real CLI."""
-import os
 import re
 
 import pytest
 
+from flight_mcp import procfs
 from flight_mcp.tools import all_tools
 
 from .conftest import flight_cli
@@ -26,4 +26,4 @@ def test_demo_runs_every_read_only_tool_and_stops_its_target():
     assert "demo_target.py" in r.stdout.split("$ flight-mcp ps")[1].split("$ ")[0]   # ps finds the target
     pid = int(re.search(r"stopping it now \(pid (\d+), started by this demo\)", r.stdout).group(1))
     assert r.stdout.rstrip().endswith("demo target stopped.")
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert not procfs.alive(pid)

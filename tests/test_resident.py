@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flight_mcp import resident
+from flight_mcp import procfs, resident
 
 from .conftest import PYTHONS, version_params, wait_until
 from .test_watch import instrumented
@@ -41,13 +41,7 @@ def env(tmp_path):
 
 def residents(folder: Path) -> dict[str, int]:
     """socket name -> pid of each resident listening in folder."""
-    found = {}
-    for sock in folder.glob("resident-*.sock") if folder.is_dir() else ():
-        conn = resident.connect(str(sock))
-        if conn is not None:
-            found[sock.name] = resident.peer(conn)[0]
-            conn.close()
-    return found
+    return {os.path.basename(sock): pid for sock, pid in resident.running(str(folder)).items()}
 
 
 def folder_of(env) -> Path:
@@ -69,14 +63,6 @@ def flight(env, *args, timeout=60) -> subprocess.CompletedProcess:
 def quiet(stderr: str) -> str:
     """stderr without the note a loaded machine adds (`note: this answer waited 2.17s for the GIL ...`)."""
     return re.sub(r"(?m)^note: this answer waited .*\n", "", stderr)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
 
 
 @pytest.mark.parametrize("version", version_params(("3.8", "3.13")))
@@ -148,7 +134,7 @@ def test_a_dead_resident_is_replaced_and_its_command_ends(spawn, env):
     name, first = resident_up(env)
     # killed between commands: its socket is left behind, refuses connections, and is replaced
     os.kill(first, signal.SIGKILL)
-    wait_until(lambda: not alive(first), timeout=10)
+    wait_until(lambda: not procfs.alive(first), timeout=10)
     assert (folder_of(env) / name).exists()
     r = flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG")
     assert r.returncode == 0 and "localhost" in r.stdout, r.stderr
@@ -175,12 +161,12 @@ def test_a_resident_ends_when_idle_or_when_its_socket_goes(spawn, env, tmp_path)
     idle = {**env, "FLIGHT_MCP_RESIDENT_IDLE": "1"}
     assert flight(idle, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
     name, pid = resident_up(env)
-    wait_until(lambda: not alive(pid), timeout=30, what="the idle resident ending")
+    wait_until(lambda: not procfs.alive(pid), timeout=30, what="the idle resident ending")
     assert not (folder_of(env) / name).exists()   # and it took its socket with it
     assert flight(env, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
     name, pid = resident_up(env)
     (folder_of(env) / name).unlink()    # an operator removing the socket ends its resident
-    wait_until(lambda: not alive(pid), timeout=30, what="the resident whose socket was removed ending")
+    wait_until(lambda: not procfs.alive(pid), timeout=30, what="the resident whose socket was removed ending")
     off = {**env, "FLIGHT_MCP_RESIDENT": "0"}
     assert flight(off, str(t.pid), "--cmd", "getglobal __main__ CONFIG").returncode == 0
     assert not list(folder_of(env).glob("resident-*.sock"))   # turned off: none started
