@@ -12,8 +12,8 @@ from .conftest import TARGET_SEES_INSTRUMENTATION, flight_cli, version_params
 
 pytestmark = pytest.mark.timeout(120)
 
-# tick() runs every 10 ms; one second after the monitor has instrumented it (as the target itself sees:
-# conftest.TARGET_SEES_INSTRUMENTATION), so that the monitor's loop is beating, another thread holds the
+# tick() runs every 10 ms; once the monitor has instrumented it (as the target itself sees:
+# conftest.TARGET_SEES_INSTRUMENTATION) and its loop sleeps between beats, another thread holds the
 # GIL for ~4 s in one C call (sum over a range: no bytecode runs, so the interpreter never lets go),
 # calibrated at start on the fastest of five runs: long enough for the host to read the holder from
 # outside once the agent falls silent.
@@ -22,6 +22,17 @@ import os, sys, threading, time
 
 def tick():
     return 1
+
+def monitor_sleeping():
+    # whether the agent's monitor command has reached its loop (a thread sleeps inside it): a stall
+    # that began before would find no sleep to make late
+    for frame in sys._current_frames().values():
+        top, f = frame.f_code.co_name, frame
+        while f is not None:
+            if f.f_code.co_name == "monitor" and f.f_code.co_filename.endswith("cmd_monitor.py"):
+                return top in ("sleep", "wait")
+            f = f.f_back
+    return False
 
 def ticker():
     while True:
@@ -33,9 +44,9 @@ def staller():
     for _ in range(5):   # the fastest run: a loaded machine only makes the stall longer, never shorter
         t0 = time.perf_counter(); sum(range(1_000_000)); runs.append(time.perf_counter() - t0)
     n = int(4.0 / (min(runs) / 1_000_000))
-    while not flight_mcp_hooks(tick.__code__):
+    while not (flight_mcp_hooks(tick.__code__) and monitor_sleeping()):
         time.sleep(0.01)
-    time.sleep(1.0)
+    time.sleep(0.5)
     sum(range(n))
     print("STALLED", flush=True)
 
