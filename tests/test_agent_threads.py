@@ -54,14 +54,15 @@ def probe_thread():
         wrong.append(size)
 
 def starter():         # keeps starting threads while the agent starts its own: none may get ours
-    while True:
+    while not os.path.exists("CHECK"):
         t = threading.Thread(target=probe_thread)
         t.start()
         t.join()
         started[0] += 1
         time.sleep(0.002)
 
-threading.Thread(target=starter, daemon=True).start()
+starting = threading.Thread(target=starter, daemon=True)
+starting.start()
 print("READY", flush=True)
 while not os.path.exists("CHECK"):
     use(DEEP)          # watched on the main thread: values read on a target's small stack are slice C's
@@ -69,6 +70,8 @@ while not os.path.exists("CHECK"):
 t = threading.Thread(target=probe_thread)
 t.start()
 t.join()
+starting.join()
+# read with no thread being started: threading.stack_size() without an argument also resets it to 0
 print("CHECK", threading.stack_size(), started[0], wrong, flush=True)
 while True:
     time.sleep(1)
