@@ -19,7 +19,7 @@ from . import native
 from .codes import arg
 from .cmd_stack import _frames, _thread_table
 from .registry import AgentError, command
-from .server import AGENT_THREADS
+from .server import AGENT_THREADS, ENDED_TIDS
 
 EXTENSION = "_flight_mcp_gilstat"
 MAX_EVENTS = 1000      # events the sampler keeps (then only counts)
@@ -118,6 +118,8 @@ def gilstat(args, ctx):
     mod.stop(gen)
     raw = mod.result(gen)
     tids.update(_tids())
+    ours.extend(ENDED_TIDS)   # agent threads that waited for the GIL and ended meanwhile
+    ours.extend(tid for ident, tid in tids.items() if ident in AGENT_THREADS)
     return _answer(args, raw, states, stacks, tids, set(ours), wall0, mono0, interval, duration, ctx.cancelled)
 
 

@@ -37,6 +37,11 @@ from .registry import COMMANDS, AgentError
 
 # Idents of the agent's own threads: left out of stack output and never traced.
 AGENT_THREADS = set()
+# Kernel thread ids of the agent's threads that have ended, newest last (at most ENDED_KEPT): a
+# measurement read from /proc (gilstat's waiters) can still meet one after it is gone, and must
+# not report it as a thread of the application (the kernel reuses an id only after pid_max others).
+ENDED_TIDS = []
+ENDED_KEPT = 256
 
 _state = {"listener": None, "path": None, "connections": set(), "version": None, "build": None}
 # Set by the package's start(): loads the module of a command not registered yet (by name).
@@ -129,6 +134,8 @@ def start_thread(fn, *args):
             pass
         finally:
             AGENT_THREADS.discard(ident)
+            ENDED_TIDS.append(_thread.get_native_id())
+            del ENDED_TIDS[:-ENDED_KEPT]
     module = native.extension()[0]
     if module is not None:
         return module.start_thread(run, STACK_BYTES)
@@ -309,6 +316,7 @@ class CommandContext(object):
         self.started = None
         # the request's slow_s: a long command reports waits of its own thread this long (capture.GilGaps)
         self.slow_s = None
+        self.woken_at = None   # monotonic time of the last wakeup() (capture.GilGaps)
 
     def emit(self, event):
         """Streams a progress event; never waits: dropped while the client does not read."""
@@ -324,6 +332,7 @@ class CommandContext(object):
         self.wakeup()
 
     def wakeup(self):
+        self.woken_at = time.monotonic()
         try:
             self._wake.release()
         except RuntimeError:
