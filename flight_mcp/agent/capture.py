@@ -460,8 +460,11 @@ def _report(ctx, cap, progress, sent, reported):
 
 class GilGaps(object):
     """Times the command's own thread could not run for the request's slow_s or longer (capture.run's
-    loop, never a probe): its sleep ended that much later than asked, because another thread held the
-    GIL (one long C call), so no Python code, the instrumented function's included, ran meanwhile.
+    loop, never a probe): it was due to run (its sleep ended, or a capture woke it) and did not,
+    because another thread held the GIL (one long C call), so no Python code, the instrumented
+    function's included, ran meanwhile. Measured over the whole round, not the sleep alone: a stall
+    that begins while the thread reports (it dropped the GIL to another thread at a switch) keeps it
+    off the CPU as surely; the thread's own CPU time is what it spent working.
     Each gap is a fact {at: epoch it was due, ms}, sent at once as a progress event and kept (the first
     KEPT) for the answer. Without slow_s (a host that does not measure) nothing is measured."""
     KEPT = 20
@@ -471,13 +474,28 @@ class GilGaps(object):
         self.slow_s = getattr(ctx, "slow_s", None)
         self.gaps = []
         self.not_kept = 0
+        self._due = None   # (monotonic time the thread was due to run, its CPU time before the sleep)
 
-    def check(self, before, asked):
-        """After ctx.sleep(asked) begun at before (monotonic); a wake-up before `asked` only
-        shortens the gap seen (a lower bound)."""
-        if self.slow_s is None:
+    def sleep(self, asked):
+        """Checks the round that ends here, then ctx.sleep(asked), noting when the thread was due to run
+        again: the end of the sleep, or the wakeup that cut it short (a wake-up before the sleep
+        began: at once)."""
+        self.check()
+        cpu, before = time.thread_time(), time.monotonic()
+        due = before + asked
+        if self.ctx.sleep(asked) and self.ctx.woken_at is not None:
+            due = max(before, min(due, self.ctx.woken_at))
+        self._due = (due, cpu)
+
+    def check(self):
+        """At the end of a round (the sleep and the work after it; once more when the loop ends): the
+        time since the thread was due to run that it spent neither running nor sleeping; a gap when
+        that reaches slow_s."""
+        if self.slow_s is None or self._due is None:
             return None
-        late = time.monotonic() - before - asked
+        due, cpu = self._due
+        self._due = None
+        late = (time.monotonic() - due) - (time.thread_time() - cpu)
         if late < self.slow_s:
             return None
         gap = {"at": round(time.time() - late, 3), "ms": round(late * 1000, 1)}
@@ -526,14 +544,12 @@ def run(ctx, target, probe, cap, timeout_s, progress, flt=None):
         elif time.monotonic() >= deadline:
             reason = "deadline"
         else:
-            asked = min(deadline - time.monotonic(), PROGRESS_EVERY_S)
-            before = time.monotonic()
-            ctx.sleep(asked)
-            gaps.check(before, asked)
+            gaps.sleep(min(deadline - time.monotonic(), PROGRESS_EVERY_S))
         was = reported
         sent, reported = _report(ctx, cap, progress, sent, reported)
         if reported == was and reason is None:
             gaps.beat()
+    gaps.check()   # the last round: a stall may have held the thread until the capture that ended it
     remove()
     _report(ctx, cap, progress, sent, reported)   # what ended after the last report, before the removal
     summary = target.describe()

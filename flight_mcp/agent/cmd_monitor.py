@@ -368,10 +368,9 @@ def monitor(args, ctx):
         elif now >= deadline:
             reason = "deadline"
         else:   # short sleeps, as a capture's: a GIL held for a while is seen (and said) as it ends
-            asked = min(cycle_start + cycle_s, deadline, now + capture.PROGRESS_EVERY_S) - now
-            ctx.sleep(asked)
-            if gaps.check(now, asked) is None:
-                gaps.beat()
+            gaps.sleep(min(cycle_start + cycle_s, deadline, now + capture.PROGRESS_EVERY_S) - now)
+            gaps.beat()
+    gaps.check()
     remove()
     if reason != "limit":   # the cycle the deadline or a cancel cut short
         facts, _ = close_cycle(True)

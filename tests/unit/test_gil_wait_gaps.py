@@ -22,8 +22,19 @@ from .test_gil_wait_logic import WORKER, FakeRead, _threads
 
 
 class Ctx:
-    def __init__(self, slow_s):
+    """A command's context: its sleep ends after `timeout`, or `woken_after` seconds in (a capture woke it)."""
+
+    def __init__(self, slow_s, woken_after=None):
         self.slow_s, self.events, self.beats = slow_s, [], 0
+        self.woken_after, self.woken_at = woken_after, None
+
+    def sleep(self, timeout):
+        if self.woken_after is not None and self.woken_after < timeout:
+            time.sleep(self.woken_after)
+            self.woken_at = time.monotonic()
+            return True
+        time.sleep(max(timeout, 0))
+        return False
 
     def emit(self, event):
         self.events.append(event)
@@ -32,23 +43,60 @@ class Ctx:
         self.beats += 1
 
 
-def test_a_sleep_that_ends_late_by_the_budget_is_a_gap_sent_at_once_and_kept():
+def test_a_round_kept_off_the_cpu_past_the_budget_is_a_gap_sent_at_once_and_kept():
     ctx = Ctx(0.5)
     gaps = capture.GilGaps(ctx)
-    now = time.monotonic()
-    assert gaps.check(now - 0.25, 0.2) is None  # 50 ms late: scheduling, not a stall
-    before = time.time()
-    gap = gaps.check(now - 2.2, 0.2)  # the sleep asked 0.2 s and took 2.2 s: 2 s without the GIL
-    assert 1990 <= gap["ms"] <= 2100
-    assert before - 2.1 <= gap["at"] <= time.time() - 1.99  # when the thread was due to run again
+    gaps.sleep(0.05)
+    assert gaps.check() is None  # ran as soon as it was due
+    gaps.sleep(0.05)
+    due = time.time()
+    time.sleep(0.8)  # due to run, and not running (as when another thread holds the GIL)
+    gap = gaps.check()
+    assert gap is not None and gap["ms"] >= 750, gap
+    assert due - 0.2 <= gap["at"] <= due + 0.2, (gap, due)  # when the thread was due to run again
     assert gaps.gaps == [gap] and ctx.events == [{"gil_gap": gap}]
+    assert gaps.check() is None  # a round is checked once
+
+
+def test_the_round_that_ends_a_loop_is_checked_when_the_next_sleep_begins_or_at_the_end():
+    ctx = Ctx(0.3)
+    gaps = capture.GilGaps(ctx)
+    gaps.sleep(0.01)
+    time.sleep(0.5)
+    gaps.sleep(0.01)  # checks the round before
+    assert len(ctx.events) == 1
+    time.sleep(0.5)
+    gaps.check()      # the loop ended: its last round
+    assert len(gaps.gaps) == 2
+
+
+def test_a_capture_that_wakes_the_thread_makes_it_due_at_once():
+    # the stall that begins as the capture wakes the loop: asked 10 s, woken after 50 ms, then kept off
+    ctx = Ctx(0.5, woken_after=0.05)
+    gaps = capture.GilGaps(ctx)
+    gaps.sleep(10)
+    time.sleep(0.8)
+    gap = gaps.check()
+    assert gap is not None and gap["ms"] >= 750, gap
+
+
+def test_work_on_the_cpu_is_not_a_gap():
+    ctx = Ctx(2.0)
+    gaps = capture.GilGaps(ctx)
+    gaps.sleep(0.01)
+    cpu = time.thread_time()
+    while time.thread_time() - cpu < 0.2:  # the round's own work (rendering what it reports)
+        pass
+    assert gaps.check() is None
 
 
 def test_gaps_kept_are_bounded_and_the_rest_counted():
-    ctx = Ctx(0.5)
+    ctx = Ctx(0.001)
     gaps = capture.GilGaps(ctx)
     for _ in range(capture.GilGaps.KEPT + 3):
-        gaps.check(time.monotonic() - 1.0, 0.2)
+        gaps.sleep(0)
+        time.sleep(0.01)
+    gaps.check()
     assert len(gaps.gaps) == capture.GilGaps.KEPT and gaps.not_kept == 3
     assert len(ctx.events) == capture.GilGaps.KEPT + 3
 
@@ -56,7 +104,9 @@ def test_gaps_kept_are_bounded_and_the_rest_counted():
 def test_a_host_that_does_not_measure_gets_no_gaps_and_no_beats():
     ctx = Ctx(None)
     gaps = capture.GilGaps(ctx)
-    assert gaps.check(time.monotonic() - 5.0, 0.2) is None
+    gaps.sleep(0.01)
+    time.sleep(0.1)
+    assert gaps.check() is None
     gaps.beat()
     assert gaps.gaps == [] and ctx.events == [] and ctx.beats == 0
     ctx = Ctx(0.5)
