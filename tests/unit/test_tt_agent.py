@@ -2,13 +2,12 @@
 function of this interpreter are recorded by the real instrumentation into the real table, and
 the answers are the Result model's facts (list, show, delete, delete_all, replay, the bound, the
 replay gate, the table emptied at detach)."""
-import _thread
 import threading
 import time
 
 import pytest
 
-from flight_mcp.agent import cmd_tt, instrument
+from flight_mcp.agent import cmd_tt, instrument, server
 from flight_mcp.agent.registry import AgentError
 from flight_mcp.tools.tt import TtParams, TtResult
 
@@ -28,30 +27,15 @@ def work(item, scale=1, *, tag=None):
     return {"n": item.n * scale}
 
 
-class Ctx:
-    """What capture.run uses of a command's context."""
+class Ctx(server.CommandContext):
+    """A command's real context, with its events kept here instead of sent to a client."""
 
     def __init__(self):
-        self.cancelled = False
+        super().__init__(None, 0, {})
         self.events = []
-        self.cleanups = []
-        self._wake = _thread.allocate_lock()
-        self._wake.acquire()
 
     def emit(self, event):
         self.events.append(event)
-
-    def wakeup(self):
-        try:
-            self._wake.release()
-        except RuntimeError:
-            pass
-
-    def sleep(self, timeout):
-        return self._wake.acquire(True, max(timeout, 0))
-
-    def on_end(self, fn):
-        self.cleanups.append(fn)
 
 
 def request(allow=False, **fields):
