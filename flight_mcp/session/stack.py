@@ -125,8 +125,11 @@ def read(sessions: Sessions, pid: int, args: dict, deadline: Deadline, *, native
         # ask it; this reading answers if it cannot
         reading.pending = "waiting" if key in sessions.pending_agents else "gone"
         gone = reading
-    # Keep enough of the deadline for the reading from outside, in case the agent does not answer.
-    reserve = min(external_stack.expected_seconds(pid), deadline.left() / 2)
+    # Keep enough of the deadline for the reading from outside, in case the agent does not answer: what one
+    # takes on an idle machine, or a third of a longer deadline (a loaded machine reads slower, and an agent
+    # that has not answered in two thirds of the time is rarely about to), never more than half.
+    left = deadline.left()
+    reserve = min(max(external_stack.expected_seconds(pid), left / 3), left / 2)
     budget = deadline.keeping(reserve)
     try:
         facts = _ask_agent(sessions, pid, args, budget, cancelled)
