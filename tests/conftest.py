@@ -205,28 +205,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01, what: s
         time.sleep(interval)
 
 
-# Tests that must not share the machine: deadlines of a second or two that a target starved of CPU by the
-# other xdist workers' targets misses. Marked `alone` (in their file, or here by name for files this
-# conftest does not own), such a test waits until no other test runs on any worker and holds the others
-# off while it runs: a readers-writer lock over flock(2) files shared by the workers of one run.
-ALONE_BY_NAME = {
-    "test_gil_held_falls_back_to_external_within_deadline",  # tests/test_stack_native.py
-    "test_no_safe_point_falls_back_to_external",  # tests/test_stack_native.py
-    "test_application_sees_no_frame_of_ours",  # tests/test_unseen_instrumentation.py
-    "test_lifecycle_edges_and_output",  # tests/test_lifecycle_and_output.py
-}
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "alone: run while no other test runs (under xdist: on no other worker)")
-
-
 # The order the tests are handed to xdist's workers (--dist loadgroup, pyproject.toml: one test at a time to
 # the next free worker): the files whose tests take longest first, so that none of them starts near the end
 # and ends the run on one worker while the others idle, dealt in turns (a test of each file, then the next
 # of each), so that the CPU-hungry ones (GIL stalls, gilstat) do not all run at once; then the other
-# end-to-end tests, the unit tests, and the `alone` tests last, one after another: wherever one comes, the
-# other workers idle while it waits for their tests to end and while it runs.
+# end-to-end tests, and the unit tests last. No test needs the machine to itself: one with a deadline
+# gives it a margin for a machine loaded by the others.
 LONG_FIRST = ("test_gil_stall.py", "test_gilstat.py", "test_flight_profiler_suite.py", "test_inspector.py",
               "test_packaging.py", "test_http.py", "test_console.py", "test_bad_input.py", "test_fleet.py",
               "test_readonly.py", "test_profile.py", "test_agent_session.py", "test_agent_threads.py",
@@ -238,9 +222,7 @@ def _turns(items) -> dict:
     seen: dict[str, int] = {}
     keys = {}
     for item in items:
-        if item.get_closest_marker("alone") is not None:
-            keys[item] = (3, 0, 0)
-        elif item.path.parent.name == "unit":
+        if item.path.parent.name == "unit":
             keys[item] = (2, 0, 0)
         elif item.path.name in LONG_FIRST:
             nth = seen[item.path.name] = seen.get(item.path.name, -1) + 1
@@ -251,43 +233,8 @@ def _turns(items) -> dict:
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if getattr(item, "originalname", item.name) in ALONE_BY_NAME:
-            item.add_marker(pytest.mark.alone)
     keys = _turns(items)
     items.sort(key=keys.__getitem__)  # stable: the others keep their order
-
-
-def _run_lock_dir(config) -> str | None:
-    """The folder the workers of this run share (their basetemps' parent, cleaned up as pytest cleans
-    basetemps), or None when not an xdist worker."""
-    if not hasattr(config, "workerinput"):
-        return None
-    return str(config._tmp_path_factory.getbasetemp().parent)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    folder = _run_lock_dir(item.config)
-    if folder is None:
-        yield
-        return
-    import fcntl
-    alone = item.get_closest_marker("alone") is not None
-    with open(os.path.join(folder, "turnstile"), "a") as turnstile, open(os.path.join(folder, "running"), "a") as running:
-        # A writer holds the turnstile while it waits, so readers arriving after it queue behind it.
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        finally:
-            if not alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(running, fcntl.LOCK_UN)
-            if alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 # CI must fail when no target Python ran: with no pyenv interpreter every end-to-end test is

@@ -15,10 +15,10 @@ inject_stress = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(inject_stress)
 
 
-@pytest.mark.alone  # CPU-hungry targets with an 8 s deadline per injection: neither load nor be loaded
 @pytest.mark.parametrize("version", version_params(["3.12"]))
 @pytest.mark.parametrize("kind,count", [("cpu", 8), ("alloc", 6), ("float", 6)])
 def test_repeated_injection_never_harms_the_target(version, kind, count):
-    r = inject_stress.run_kind(version, kind, count, deadline_s=8.0)
+    # a hang is no answer at all: 20 s per injection leaves a loaded machine (other tests run beside) room
+    r = inject_stress.run_kind(version, kind, count, deadline_s=20.0)
     assert (r["crash"], r["hang"], r["wrong"], r["stall"]) == (0, 0, 0, 0), (r, inject_stress.MESSAGES)
     assert r["ok"] == count, (r, inject_stress.MESSAGES)

@@ -202,7 +202,8 @@ async def check_over_mcp(t, stuck, path):
         r = await s.call_tool("getglobal", {"pid": stuck.pid, "module": "__main__", "timeout_s": 1.5})
         took = time.monotonic() - started
         assert r.is_error and "GIL" in text_of(r), text_of(r)
-        assert took < 4.0, f"timeout_s=1.5 took {took:.1f}s"
+        # timeout_s, not the default 10 s, bounded the call (a margin for a loaded machine's round trip)
+        assert took < 1.5 + 6, f"timeout_s=1.5 took {took:.1f}s"
 
 
 def check_stopped_client(t, log):
@@ -254,7 +255,7 @@ def check_stopped_target(t):
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert "is stopped" in r.stderr and f"kill -CONT {t.pid}" in r.stderr, r.stderr
         assert "GIL" not in r.stderr and "Traceback (most recent call last)" not in r.stderr, r.stderr
-        assert time.monotonic() - started < 4.0
+        assert time.monotonic() - started < 2 + 6  # said at once or at the deadline, not after a default one
         r = cli(t.pid, "stack", "--json")
         assert r.returncode == 0, r.stderr
         out = json.loads(r.stdout)
