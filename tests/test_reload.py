@@ -21,7 +21,7 @@ INSTRUMENTED = ("getglobal sys modules -e \"sum(len(m._sites) for k, m in target
                 "if k.endswith('.instrument') and hasattr(m, '_sites')) > 0\"")
 
 
-def _poll(pid, cmd, want, timeout=10.0):
+def _poll(pid, cmd, want, timeout=30.0):
     """Runs a read-only command until its output contains want; returns the last output."""
     deadline = time.monotonic() + timeout
     while True:
@@ -44,6 +44,7 @@ def test_reload_edited_copy_of_the_demo(spawn, version):
     src = t.script.read_text()
     assert OLD_SAVE in src
     t.script.write_text(src.replace(OLD_SAVE, "        ORDERS_SEEN.append(-1000000 - order_id)\n"))
+    assert "True" in _poll(t.pid, "getglobal __main__ ORDERS_SEEN -e 'len(target) > 0'", "True")  # READY comes first
     last = _value(t.pid, "getglobal __main__ ORDERS_SEEN -e 'target[-1]'")
     assert "True" in _poll(t.pid, f"getglobal __main__ ORDERS_SEEN -e 'target[-1] > {last}'", "True")  # calls since
     r = flight_cli(str(t.pid), "--cmd", "getglobal __main__ ORDERS_SEEN -e 'min(target) >= 0'")
