@@ -71,7 +71,8 @@ def _flight_mcp_start():
     except BaseException:
         pass
     try:
-        load_agent({module!r}, {agent_dir!r}, {agent_uid!r}, {manifest!r}).start({sock!r}, {host_uid!r}, {build!r})
+        load_agent({module!r}, {agent_dir!r}, {agent_uid!r}, {manifest!r},
+                   lambda agent: agent.start({sock!r}, {host_uid!r}, {build!r}))
     except BaseException as e:  # a SystemExit here must never end the target
         report({errfile!r}, e)
 _flight_mcp_start()

@@ -34,8 +34,19 @@ class AgentConflict(Exception):
     """An agent of another flight-mcp build is running in the process."""
 
 
+# Every system call and every hash of 2 KiB or more lets the GIL go, and in a target whose threads all
+# want it, getting it back takes a switch interval or more (measured ~20-30 ms, 3.8 and 3.12): the agent's
+# start made ~400 of them, ~10 s before its first answer. So files are read in one read(), hashed in
+# pieces below hashlib's threshold, and the agent folder is opened once per load (AgentFiles.held).
+_HASH_PIECE = 2047
+
+
 def sha256(data):
-    return _sha256()(data).hexdigest()
+    h = _sha256()()
+    view = memoryview(data)
+    for start in range(0, len(view), _HASH_PIECE):
+        h.update(view[start:start + _HASH_PIECE])
+    return h.hexdigest()
 
 
 _SHA256 = []
@@ -135,12 +146,16 @@ def read_file(dir_fd, name, uid=None, shown=None, limit=MAX_FILE):
         if st.st_size > limit:
             raise Untrusted("%s is %d bytes, more than flight-mcp ever writes there" % (shown, st.st_size))
         chunks, left = [], limit + 1
+        want = min(st.st_size + 1, left)   # one read, unless the file grew since fstat
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+            if len(chunk) < want:   # a regular file's read is short only at its end
+                break
+            want = min(left, 1 << 20)
         return b"".join(chunks)[:limit]
     finally:
         os.close(fd)
@@ -163,6 +178,46 @@ class AgentFiles(object):
         self.root = root.rstrip("/")  # .../flight-mcp-<uid>/agent-<build>, as this process sees it
         self.uid = uid
         self.manifest = manifest
+        # while loading: {"root": fd, "pycache": fd or None, "sources": name -> verified bytes, "thread": ident},
+        # used by the loading thread only (another one, e.g. a command arriving during the start, opens
+        # its own: these descriptors close when the load ends)
+        self._held = None
+
+    def hold(self):
+        """Opens the folder once for a whole load (verify_all, then the imports of the agent's start),
+        keeping the sources verify_all read: a module's code then costs no re-opening of the folder."""
+        if self._held is None:
+            import _thread
+            root = self.open_root()
+            try:
+                pycache = open_dir("__pycache__", self.uid, root) if any(
+                    n.startswith("__pycache__/") for n in self.manifest) else None
+            except (OSError, Untrusted):
+                pycache = None   # its bytecode is then skipped for the verified sources, as in _bytecode
+            self._held = {"root": root, "pycache": pycache, "sources": {}, "thread": _thread.get_ident()}
+
+    def release(self):
+        held, self._held = self._held, None
+        if held is not None:
+            for fd in (held["root"], held["pycache"]):
+                if fd is not None:
+                    os.close(fd)
+
+    def _mine(self):
+        """What the load this thread runs holds, or None."""
+        held = self._held
+        if held is not None:
+            import _thread
+            if held["thread"] == _thread.get_ident():
+                return held
+        return None
+
+    def _root(self):
+        """(descriptor of the folder, whether the caller closes it)."""
+        held = self._mine()
+        if held is not None:
+            return held["root"], False
+        return self.open_root(), True
 
     def open_root(self):
         top = os.path.dirname(self.root)
@@ -180,16 +235,19 @@ class AgentFiles(object):
     def verify_all(self):
         """Every file of the manifest but the optional bytecode, and no file beside them: a tampered
         folder is refused at attach, not at a command's first use."""
-        fd = self.open_root()
+        fd, close = self._root()
         try:
             names = set(n for n in self.manifest if "/" not in n)
             extra = sorted(set(os.listdir(fd)) - names - {"__pycache__"})
             if extra:
                 raise Untrusted("%s holds files flight-mcp did not install: %s" % (self.root, ", ".join(extra[:5])))
             for name in sorted(names):
-                read_verified(fd, name, self.uid, self.manifest[name], self.root + "/" + name)
+                data = read_verified(fd, name, self.uid, self.manifest[name], self.root + "/" + name)
+                if not close:
+                    self._held["sources"][name] = data
         finally:
-            os.close(fd)
+            if close:
+                os.close(fd)
 
     def find_spec(self, fullname, target=None):
         name = fullname.rpartition(".")[2] + ".py"
@@ -207,16 +265,19 @@ class AgentFiles(object):
         exec(self.code(os.path.basename(module.__spec__.origin)), module.__dict__)
 
     def code(self, name):
-        fd = self.open_root()
+        fd, close = self._root()
         try:
             code = self._bytecode(fd, name)
             if code is not None:
                 return code
             path = self.root + "/" + name
-            return compile(read_verified(fd, name, self.uid, self.manifest[name], path), path, "exec",
-                           dont_inherit=True)
+            source = None if close else self._held["sources"].get(name)
+            if source is None:
+                source = read_verified(fd, name, self.uid, self.manifest[name], path)
+            return compile(source, path, "exec", dont_inherit=True)
         finally:
-            os.close(fd)
+            if close:
+                os.close(fd)
 
     def _bytecode(self, fd, name):
         # Only bytecode whose hash the host recorded right after compiling it; anything else
@@ -226,12 +287,18 @@ class AgentFiles(object):
         if digest is None:
             return None
         import marshal
+        held = self._mine()
         try:
-            cfd = open_dir("__pycache__", self.uid, fd)
-            try:
-                data = read_verified(cfd, pyc, self.uid, digest)
-            finally:
-                os.close(cfd)
+            if held is not None:
+                if held["pycache"] is None:
+                    return None
+                data = read_verified(held["pycache"], pyc, self.uid, digest)
+            else:
+                cfd = open_dir("__pycache__", self.uid, fd)
+                try:
+                    data = read_verified(cfd, pyc, self.uid, digest)
+                finally:
+                    os.close(cfd)
         except (OSError, Untrusted):
             return None
         if data[:4] != _importlib()[1].MAGIC_NUMBER:
@@ -267,12 +334,22 @@ def _importlib():
     return boot, external
 
 
-def load_agent(module, agent_dir, uid, manifest):
+def load_agent(module, agent_dir, uid, manifest, then=None):
     """The agent package of this build, loaded once per process (of two racing bootstraps exactly one
     loads it: setdefault is atomic under the GIL). An agent of another build that still listens is
-    refused (its host must detach it first); one that was detached is unloaded."""
-    import time
+    refused (its host must detach it first); one that was detached is unloaded. With `then`, returns
+    then(agent) instead, the folder still open for the modules it imports (the agent's start)."""
     files = AgentFiles(agent_dir, uid, manifest)
+    files.hold()
+    try:
+        mod = _load(module, agent_dir, files)
+        return mod if then is None else then(mod)
+    finally:
+        files.release()
+
+
+def _load(module, agent_dir, files):
+    import time
     files.verify_all()
     for name in [k for k in list(sys.modules) if k.startswith(AGENT_MODULE) and "." not in k and k != module]:
         other = sys.modules.get(name)

@@ -158,3 +158,47 @@ def test_the_bootstrap_embeds_these_checks_and_compiles_on_the_oldest_target():
                                         build="x", errfile="/tmp/e")
     assert "def load_agent(" in script and "class AgentFiles" in script
     ast.parse(script, feature_version=(3, 8))  # 3.8 syntax: it runs in every target
+
+
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4095, 100_000])
+def test_the_hash_in_pieces_is_sha256(size):
+    data = os.urandom(size)
+    assert trusted_files.sha256(data) == sha(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 3 << 20])
+def test_a_file_is_read_whole(tmp_path, size):
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert trusted_files.read_file(fd, "f", UID) == data
+    finally:
+        os.close(fd)
+
+
+def test_a_load_holds_the_folder_for_its_own_thread_only(agent, monkeypatch):
+    """A load opens the folder once and compiles from the sources it verified; another thread (a command
+    arriving while the agent starts) opens its own; once the load ends nothing stays open."""
+    import threading
+    module, folder, manifest = agent
+    files = AgentFiles(folder, UID, manifest)
+    files.hold()
+    held = files._held
+    files.verify_all()
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    assert files.code("helper.py").co_consts[0] == "from source" and opened == []  # from memory
+    other = {}
+    t = threading.Thread(target=lambda: other.update(code=files.code("helper.py")))
+    t.start()
+    t.join()
+    assert other["code"].co_consts[0] == "from source" and "helper.py" in opened  # read by itself
+    monkeypatch.undo()
+    files.release()
+    for fd in (held["root"], held["pycache"]):
+        if fd is not None:
+            with pytest.raises(OSError):
+                os.fstat(fd)
+    assert files.code("helper.py").co_consts[0] == "from source"  # after the load: opened per use
