@@ -11,7 +11,7 @@ of flight-mcp (e.g. `git archive main | tar -x -C DIR`, with the built .so files
 in the same run, target by target in turns (the load of a shared machine changes by the second).
 
 Usage: python bench/attach.py [-n TARGETS] [--versions 3.12,3.8] [--warm 20]
-       python bench/attach.py --phases [--against DIR] [-n TARGETS] [--versions 3.8,3.12]
+       python bench/attach.py --phases [--against DIR] [--contended] [-n TARGETS] [--versions 3.8,3.12]
 Goals (issue 2): first command < 150 ms, warm MCP command < 5 ms; issue 13: in-process attach + stack
 <= 100 ms on 3.8 and 3.12.
 """
@@ -88,7 +88,7 @@ def bench_inprocess(version: str, n: int) -> dict:
             s = session.Sessions()
             t0 = time.perf_counter()
             client = s.get(p.pid)
-            client.request("stack", StackParams(pid=p.pid).agent_args())
+            client.request("stack", StackParams(pid=p.pid).agent_args(), timeout=120)
             total.append(ms(t0))
             inject.append(client.info["injection"]["inject_ms"])
             stack.append(client.info["injection"]["ms"])
@@ -154,8 +154,8 @@ exec(compile(open({path!r}).read(), {path!r}, "exec"))
 """
 
 
-def start_counted_target(version: str) -> subprocess.Popen:
-    path = str(TARGETS_DIR / "idle.py")
+def start_counted_target(version: str, target: str = "idle") -> subprocess.Popen:
+    path = str(TARGETS_DIR / f"{target}.py")
     proc = subprocess.Popen([PYTHONS[version], "-u", "-c", _COUNTED_IDLE.format(path=path)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "READY"
@@ -169,9 +169,9 @@ def _cpu_ms_of(proc: subprocess.Popen) -> float:
     return float(line.split()[1])
 
 
-def phase_worker(code_dir: str) -> None:
-    """Measures one fresh target per version read from stdin, with flight_mcp from code_dir; one JSON
-    line per target."""
+def phase_worker(code_dir: str, target: str) -> None:
+    """Measures one fresh target (tests/targets/<target>.py) per version read from stdin, with flight_mcp
+    from code_dir; one JSON line per target."""
     sys.path.insert(0, code_dir)
     from flight_mcp import session
     from flight_mcp.attach import bootstrap, inject, safepoint
@@ -202,15 +202,15 @@ def phase_worker(code_dir: str) -> None:
     timed(AgentClient, "request", lambda self, cmd, *a, **k: cmd)
     for line in sys.stdin:
         version = line.strip()
-        p = start_counted_target(version)
+        p = start_counted_target(version, target)
         try:
             spent.clear()
-            sessions = session.Sessions()
+            sessions = session.Sessions(attach_timeout=120)   # a contended target's agent starts in seconds
             cpu0, kids0, target0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_ms_of(p)
             t0 = time.perf_counter()
             client = sessions.get(p.pid)
             attached = (time.perf_counter() - t0) * 1000
-            client.request("stack", StackParams(pid=p.pid).agent_args())
+            client.request("stack", StackParams(pid=p.pid).agent_args(), timeout=120)
             total = (time.perf_counter() - t0) * 1000
             kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             row = {"stage": spent["stage"], "survey": spent["survey"], "injector": spent["inject"] - spent["survey"],
@@ -225,10 +225,11 @@ def phase_worker(code_dir: str) -> None:
         print(json.dumps(row), flush=True)
 
 
-def bench_phases(versions: list[str], n: int, trees: list[tuple[str, str]]) -> None:
+def bench_phases(versions: list[str], n: int, trees: list[tuple[str, str]], target: str = "idle") -> None:
     """Each tree's worker measures a fresh target in turn, n per version; prints medians (CPU: means)."""
-    workers = {name: subprocess.Popen([sys.executable, __file__, "--phase-worker", path], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True) for name, path in trees}
+    workers = {name: subprocess.Popen([sys.executable, __file__, "--phase-worker", path, target],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for name, path in trees}
     try:
         for v in versions:
             rows: dict[str, list[dict]] = {name: [] for name, _ in trees}
@@ -241,7 +242,7 @@ def bench_phases(versions: list[str], n: int, trees: list[tuple[str, str]]) -> N
                         raise SystemExit(f"the {name} worker failed on {v}")
                     if i:
                         rows[name].append(json.loads(line))
-            print(f"\npython {v}: first command on a fresh idle target, in process (ms, median of {n})")
+            print(f"\npython {v}: first command on a fresh {target} target, in process (ms, median of {n})")
             print(f"  {'phase':<11}" + "".join(f"{name:>10}" for name, _ in trees) + "  what")
             for phase, what in PHASES:
                 print(f"  {phase:<11}" + "".join(f"{statistics.median(r[phase] for r in rows[name]):10.1f}"
@@ -255,7 +256,7 @@ def bench_phases(versions: list[str], n: int, trees: list[tuple[str, str]]) -> N
 
 def main() -> int:
     if sys.argv[1:2] == ["--phase-worker"]:
-        phase_worker(sys.argv[2])
+        phase_worker(sys.argv[2], sys.argv[3])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--targets", type=int, default=10, help="fresh targets per path and version")
@@ -263,10 +264,14 @@ def main() -> int:
     ap.add_argument("--warm", type=int, default=20, help="warm calls per target (MCP)")
     ap.add_argument("--phases", action="store_true", help="only the in-process first command, phase by phase")
     ap.add_argument("--against", metavar="DIR", help="with --phases: also measure this checkout of flight-mcp")
+    ap.add_argument("--contended", action="store_true",
+                    help="with --phases: targets whose threads all want the GIL (tests/targets/gil_contention.py: "
+                         "a sort holding it ~90 ms at a time, two busy loops, a 2 ms ticker)")
     a = ap.parse_args()
     if a.phases:
         trees = [("this", str(ROOT))] + ([("against", os.path.abspath(a.against))] if a.against else [])
-        bench_phases([v for v in a.versions.split(",") if PYTHONS.get(v)], a.targets, trees)
+        bench_phases([v for v in a.versions.split(",") if PYTHONS.get(v)], a.targets, trees,
+                     "gil_contention" if a.contended else "idle")
         return 0
     import anyio
     print(f"medians in ms over {a.targets} fresh targets per row (warm MCP: {a.warm} calls per target)")
