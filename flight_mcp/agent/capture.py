@@ -95,14 +95,15 @@ def exception_message(exc, budget):
 def traceback_frames(tb):
     """(frames, frames_elided) of a traceback, outermost first, without the agent's own frames
     (hooks sit between the caller and the function on Python <= 3.11). Source lines come from the
-    files (linecache without module globals: no loader of the target is asked)."""
-    import linecache
+    files (srclines: no loader of the target is asked, nothing kept in the target's linecache)."""
+    from .srclines import Lines
+    lines = Lines()
     frames = []
     while tb is not None:
         code = tb.tb_frame.f_code
         if not code.co_filename.startswith(_AGENT_DIR):
             lineno = tb.tb_lineno
-            source = linecache.getline(code.co_filename, lineno).strip() if type(lineno) is int else ""
+            source = lines.get(code.co_filename, lineno)
             frames.append({"file": code.co_filename, "line": lineno if type(lineno) is int else None,
                            "name": code.co_name, "source": source})
         tb = tb.tb_next

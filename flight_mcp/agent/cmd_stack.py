@@ -3,12 +3,11 @@
 Facts only, named as the host's StackResult fields (frames as models.Frame: file, line, name,
 qualname, source); the host writes every note.
 """
-import linecache
 import os
 import sys
 import types
 
-from . import capture, locks, objstate, objview, qualnames
+from . import capture, locks, objstate, objview, qualnames, srclines
 from .registry import command
 from .server import AGENT_THREADS
 
@@ -18,10 +17,10 @@ _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 LOCALS_LIMIT = 40        # locals shown per frame (the rest counted in locals_elided); each within objview's REPR_LIMIT
 
 
-def _frame(f, viewer=None):
+def _frame(f, viewer, lines):
     code = f.f_code
     line = f.f_lineno  # None at some instructions on 3.11+: sent as unknown, never guessed
-    src = linecache.getline(code.co_filename, line).strip() if line else ""
+    src = lines.get(code.co_filename, line)
     out = {"file": code.co_filename, "line": line, "name": code.co_name,
            "qualname": qualnames.qualname(code, f.f_globals), "source": src[:200]}
     if viewer is not None:
@@ -60,7 +59,8 @@ def _raw_frames(f):
 
 
 def _frames(f, viewer=None):
-    return [_frame(x, viewer) for x in _raw_frames(f)]
+    lines = srclines.Lines()
+    return [_frame(x, viewer, lines) for x in _raw_frames(f)]
 
 
 def _thread_table():
@@ -86,6 +86,7 @@ def threads(show_locals=False):
     deadlocks: see locks.analyse)."""
     table = _thread_table()
     viewer = objview.Viewer() if show_locals else None
+    lines = srclines.Lines()
     out = []
     raw = []
     for ident, f in sys._current_frames().items():
@@ -99,7 +100,7 @@ def threads(show_locals=False):
         frames = _raw_frames(f)
         raw.append((ident, frames))
         out.append({"ident": ident, "name": name or "Thread-%d" % ident, "daemon": daemon,
-                    "native_id": native_id, "main": is_main, "frames": [_frame(x, viewer) for x in frames]})
+                    "native_id": native_id, "main": is_main, "frames": [_frame(x, viewer, lines) for x in frames]})
     out.sort(key=lambda t: (not t["main"], t["name"]))
     order = {t["ident"]: n for n, t in enumerate(out)}
     raw.sort(key=lambda x: order[x[0]])
@@ -152,7 +153,7 @@ def _links(coro):
         coro = getattr(coro, attrs[1])
 
 
-def _await_chain(coro, waiter=None, viewer=None):
+def _await_chain(coro, waiter, viewer, lines):
     """Frames of a coroutine and of everything it awaits, outermost first. `waiter`: the future
     the task is blocked on, shown at the end instead of the iterator wrapping it (FutureIter)."""
     chain = []
@@ -163,7 +164,7 @@ def _await_chain(coro, waiter=None, viewer=None):
                           "qualname": objstate.type_name(type(awaited)),
                           "source": objview.short_repr(awaited, 160)})
         elif frame is not None:
-            chain.append(_frame(frame, viewer))
+            chain.append(_frame(frame, viewer, lines))
     return chain
 
 
@@ -304,6 +305,7 @@ def tasks(viewer=None, name_waiters=False):
     out = []
     waiters = {}
     chain_ids = set()
+    lines = srclines.Lines()
     for t in _all_tasks(asyncio):
         base = _task_base(asyncio, t)
         if base is None:
@@ -317,7 +319,7 @@ def tasks(viewer=None, name_waiters=False):
             task = {"name": name if type(name) is str else objview.short_repr(name, 80),
                     "coro": (coro.__qualname__ if type(coro) in _CORO_ATTRS
                              else objstate.type_name(type(coro))),
-                    "frames": _await_chain(coro, waiter, viewer)}
+                    "frames": _await_chain(coro, waiter, viewer, lines)}
             # a plain future (not a task: its own chain says what it does) is set by whoever keeps it
             if name_waiters and waiter is not None and _task_base(asyncio, waiter) is None:
                 waiters[id(waiter)] = waiter
