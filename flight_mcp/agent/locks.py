@@ -15,13 +15,11 @@ Where no thread is found, the holder is unknown: said so, never guessed.
 """
 import collections
 import os
-import re
 import sys
 
 from . import objstate
 
 _THREADING_FILE = None
-_RLOCK_OWNER = re.compile(r"owner=(\d+) count=(\d+)")
 WITH_OPS = ("SETUP_WITH", "BEFORE_WITH")
 CALL_OPS = {"CALL_FUNCTION": 0, "CALL_METHOD": 0, "CALL": 0, "CALL_FUNCTION_KW": 1, "CALL_KW": 1}
 SKIP_OPS = ("PRECALL", "KW_NAMES", "CACHE", "NOP", "EXTENDED_ARG", "RESUME", "PUSH_NULL")
@@ -439,15 +437,29 @@ def rlock_owner(kinds, obj, reader):
     t = type(obj)
     if kinds.rlock is not None and issubclass(t, kinds.rlock):
         text = kinds.rlock.__repr__(obj)   # the C type's own slot: writes owner= and count=
-        m = _RLOCK_OWNER.search(text) if type(text) is str else None
-        if m is None:
+        owner, count = (_number_after(text, "owner="), _number_after(text, "count=")) if type(text) is str \
+            else (None, None)
+        if owner is None or count is None:
             return None, None
-        owner, count = int(m.group(1)), int(m.group(2))
         return (owner if count else None), count
     d = reader.instance_dict(obj)
     owner = objstate.dict_get(d, "_owner") if d is not None else None
     count = objstate.dict_get(d, "_count") if d is not None else None
     return (owner if type(owner) is int and count else None), (count if type(count) is int else None)
+
+
+def _number_after(text, key):
+    """The decimal number right after key in text (the C RLock's repr: "... owner=140 count=1 at 0x..."),
+    or None. Not a regex: `re` would be imported into a target that lacks it (tens of system calls, each
+    a wait for the GIL in a busy target)."""
+    at = text.find(key)
+    if at < 0:
+        return None
+    at += len(key)
+    end = at
+    while end < len(text) and "0" <= text[end] <= "9":
+        end += 1
+    return int(text[at:end]) if end > at else None
 
 
 def inner_lock(reader, cond):
