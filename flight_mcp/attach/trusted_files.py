@@ -37,7 +37,7 @@ class AgentConflict(Exception):
 # Every system call and every hash of 2 KiB or more lets the GIL go, and in a target whose threads all
 # want it, getting it back takes a switch interval or more (measured ~20-30 ms, 3.8 and 3.12): the agent's
 # start made ~400 of them, ~10 s before its first answer. So files are read in one read(), hashed in
-# pieces below hashlib's threshold, and the agent folder is opened once per load (AgentFiles.held).
+# pieces below hashlib's threshold, and the agent folder is opened once per load (AgentFiles.hold).
 _HASH_PIECE = 2047
 
 
