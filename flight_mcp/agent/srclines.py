@@ -7,6 +7,7 @@ interpreter decodes source (BOM, PEP 263 coding cookie), and is kept only by the
 """
 import os
 import stat
+import sys
 
 MAX_BYTES = 8 << 20   # a larger "source" is not read (its lines show empty)
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK   # O_NONBLOCK: a FIFO under a file's name never blocks us
@@ -32,9 +33,8 @@ class Lines(object):
 def _read(filename):
     if type(filename) is not str or not filename or filename.startswith("<"):
         return ()
-    try:
-        fd = os.open(filename, _FLAGS)
-    except (OSError, ValueError):
+    fd = _open(filename)
+    if fd is None:
         return ()
     try:
         st = os.fstat(fd)
@@ -48,6 +48,20 @@ def _read(filename):
     text = decode(data)
     # universal newlines, as the interpreter numbers lines (str.splitlines would also split at \f, \x1c...)
     return tuple(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+def _open(filename):
+    """A descriptor of the file, or None. A relative name (a script started by a relative path on 3.8) is
+    also looked for along sys.path, as linecache does: the process may have changed its directory since."""
+    places = [filename]
+    if not os.path.isabs(filename):
+        places += [os.path.join(d, filename) for d in sys.path if type(d) is str and d]
+    for path in places:
+        try:
+            return os.open(path, _FLAGS)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def decode(data):

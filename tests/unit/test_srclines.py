@@ -62,3 +62,10 @@ def test_the_stack_command_imports_no_linecache_tokenize_or_re():
     finally:
         sys.modules.clear()
         sys.modules.update(saved)
+
+
+def test_a_relative_name_is_also_looked_for_along_sys_path(tmp_path, monkeypatch):
+    (tmp_path / "rel_script.py").write_bytes(b"first = 1\n")
+    monkeypatch.chdir("/")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + sys.path)
+    assert srclines.Lines().get("rel_script.py", 1) == "first = 1"
