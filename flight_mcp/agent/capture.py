@@ -92,12 +92,13 @@ def exception_message(exc, budget):
     return objview.short_repr(text, 300)[1:-1]
 
 
-def traceback_frames(tb):
+def traceback_frames(tb, lines=None):
     """(frames, frames_elided) of a traceback, outermost first, without the agent's own frames
     (hooks sit between the caller and the function on Python <= 3.11). Source lines come from the
-    files (srclines: no loader of the target is asked, nothing kept in the target's linecache)."""
-    from .srclines import Lines
-    lines = Lines()
+    files through `lines`, the command's srclines.Lines (each file read once per command)."""
+    if lines is None:
+        from .srclines import Lines
+        lines = Lines()
     frames = []
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -181,13 +182,14 @@ def raise_line(tb, code):
     return first
 
 
-def exception_fact(exc, budget, tb=None):
+def exception_fact(exc, budget, tb=None, lines=None):
     """The exception as models.ExceptionFact: type, message (the target's __str__ within budget),
-    and with tb its traceback's frames. On the command's thread."""
+    and with tb its traceback's frames (source lines through `lines`, the command's srclines.Lines).
+    On the command's thread."""
     fact = {"type": exception_name(exc), "message": exception_message(exc, budget)}
     if tb is not None:
         try:
-            fact["frames"], fact["frames_elided"] = traceback_frames(tb)
+            fact["frames"], fact["frames_elided"] = traceback_frames(tb, lines)
         except Exception:
             pass   # the exception without its frames
     return fact

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from . import native
+from . import native, srclines
 from .codes import arg
 from .cmd_stack import _frames, _thread_table
 from .registry import AgentError, command
@@ -64,6 +64,11 @@ def _tids():
     return out
 
 
+def _agent_tids(tids):
+    """The OS thread ids of the agent's live threads, from _tids()."""
+    return [tid for ident, tid in tids.items() if ident in AGENT_THREADS]
+
+
 def _discard(mod, gen):
     mod.stop(gen)  # this command's measurement only: another may have started since
     try:
@@ -89,7 +94,7 @@ def gilstat(args, ctx):
     hold_ns = int(args["hold_threshold_ms"] * 1e6)
     take_ns = int(args["take_threshold_ms"] * 1e6)
     tids = _tids()
-    ours = [tid for ident, tid in tids.items() if ident in AGENT_THREADS]
+    ours = _agent_tids(tids)
     ours.append(_thread.get_native_id())
     wall0, mono0 = time.time(), time.monotonic()
     try:
@@ -100,6 +105,7 @@ def gilstat(args, ctx):
     ctx.on_end(lambda: _discard(mod, gen))
     states = {}   # thread state address -> (ident, native id or None), kept for threads that end
     stacks = {}   # event index -> (frames, monotonic time read)
+    lines = srclines.Lines()   # their source lines, each file read once per measurement
     while True:
         if ctx.cancelled:
             mod.stop(gen)
@@ -113,13 +119,13 @@ def gilstat(args, ctx):
             ident = states.get(addr, (None, None))[0]
             frame = sys._current_frames().get(ident) if ident is not None and ident not in AGENT_THREADS else None
             if frame is not None:
-                stacks[event] = (_frames(frame), time.monotonic())
+                stacks[event] = (_frames(frame, lines), time.monotonic())
             frame = None
     mod.stop(gen)
     raw = mod.result(gen)
     tids.update(_tids())
     ours.extend(ENDED_TIDS)   # agent threads that waited for the GIL and ended meanwhile
-    ours.extend(tid for ident, tid in tids.items() if ident in AGENT_THREADS)
+    ours.extend(_agent_tids(tids))   # and those started meanwhile
     return _answer(args, raw, states, stacks, tids, set(ours), wall0, mono0, interval, duration, ctx.cancelled)
 
 

@@ -58,9 +58,8 @@ def _raw_frames(f):
     return out
 
 
-def _frames(f, viewer=None):
-    lines = srclines.Lines()
-    return [_frame(x, viewer, lines) for x in _raw_frames(f)]
+def _frames(f, lines):
+    return [_frame(x, None, lines) for x in _raw_frames(f)]
 
 
 def _thread_table():

@@ -19,7 +19,7 @@ import _thread
 import sys
 import time
 
-from . import capture, cmd_watch, instrument, objview, server, timebox
+from . import capture, cmd_watch, instrument, objview, server, srclines, timebox
 from .registry import AgentError, command
 
 KEPT = 1000          # records the table holds; past it the oldest is dropped
@@ -130,6 +130,7 @@ def _record(ctx, args):
     cap = capture.Capture(ctx, min(args["limit"], KEPT))
     probe = TtProbe(target, cap, flt)
     budget = timebox.Budget()
+    lines = srclines.Lines()   # the source lines of every recorded exception's frames
     where = _where(target, args)
 
     def keep(rec):  # on the command's thread; once per record
@@ -140,7 +141,7 @@ def _record(ctx, args):
         offset = rec.pop("_offset")
         rec["is_exp"] = exc is not None
         rec["line"] = capture.raise_line(exc[1], target.code) if exc is not None else capture.line_at(target.code, offset)
-        rec["exception"] = capture.exception_fact(exc[0], budget, exc[1]) if exc is not None else None
+        rec["exception"] = capture.exception_fact(exc[0], budget, exc[1], lines) if exc is not None else None
         rec["replay_of"] = None
         rec.update(where)
         TABLE.add(rec)

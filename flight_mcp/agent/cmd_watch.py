@@ -14,7 +14,7 @@ import _thread
 import sys
 import time
 
-from . import capture, instrument, objview, qualnames, timebox
+from . import capture, instrument, objview, qualnames, srclines, timebox
 from .registry import command
 
 _get_ident = _thread.get_ident
@@ -48,7 +48,7 @@ def caller_fact(code, line):
     return {"name": name, "file": code.co_filename, "line": line}
 
 
-def finish(record, view_opts, budget):
+def finish(record, view_opts, budget, lines=None):
     """Completes a record on the command's thread from what the calling thread kept (idempotent):
     the value's view (for raw), the expression's failure and the exception as facts, the thread."""
     pending = record.pop("_pending", None)
@@ -60,7 +60,7 @@ def finish(record, view_opts, budget):
         record["expr_error"] = capture.exception_fact(pending["expr_error"], budget)
     if "exc" in pending:
         exc, tb = pending["exc"]
-        record["exception"] = capture.exception_fact(exc, budget, tb)
+        record["exception"] = capture.exception_fact(exc, budget, tb, lines)
     record["line"] = end_line(pending)
     record["thread"], record["daemon"] = capture.thread_facts(record["tid"], pending.get("thread"))
     caller = pending.get("caller")
@@ -179,11 +179,12 @@ def watch(args, ctx):
     probe = WatchProbe(target, cap, watch_expr, flt, args["exception"], view_opts)
 
     budget = timebox.Budget()
+    lines = srclines.Lines()   # the source lines of every captured exception's frames
 
     def done(rec):
         pending = rec.get("_pending")
         failure = pending.get("expr_error") if pending is not None else None
-        finish(rec, view_opts, budget)
+        finish(rec, view_opts, budget, lines)
         if failure is not None:
             watch_expr.noted(failure, rec["expr_error"])
         return rec

@@ -437,8 +437,9 @@ def rlock_owner(kinds, obj, reader):
     t = type(obj)
     if kinds.rlock is not None and issubclass(t, kinds.rlock):
         text = kinds.rlock.__repr__(obj)   # the C type's own slot: writes owner= and count=
-        owner, count = (_number_after(text, "owner="), _number_after(text, "count=")) if type(text) is str \
-            else (None, None)
+        if type(text) is not str:
+            return None, None
+        owner, count = _number_after(text, "owner="), _number_after(text, "count=")
         if owner is None or count is None:
             return None, None
         return (owner if count else None), count

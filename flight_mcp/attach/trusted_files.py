@@ -13,6 +13,7 @@ recorded when it wrote it. Every path is opened relative to a checked directory'
 without following links, and code is compiled from the very bytes that were hashed, so nothing
 can be swapped between the check and the use.
 """
+import _thread
 import errno
 import os
 import stat
@@ -186,15 +187,13 @@ class AgentFiles(object):
     def hold(self):
         """Opens the folder once for a whole load (verify_all, then the imports of the agent's start),
         keeping the sources verify_all read: a module's code then costs no re-opening of the folder."""
-        if self._held is None:
-            import _thread
-            root = self.open_root()
-            try:
-                pycache = open_dir("__pycache__", self.uid, root) if any(
-                    n.startswith("__pycache__/") for n in self.manifest) else None
-            except (OSError, Untrusted):
-                pycache = None   # its bytecode is then skipped for the verified sources, as in _bytecode
-            self._held = {"root": root, "pycache": pycache, "sources": {}, "thread": _thread.get_ident()}
+        root = self.open_root()
+        try:
+            pycache = open_dir("__pycache__", self.uid, root) if any(
+                n.startswith("__pycache__/") for n in self.manifest) else None
+        except (OSError, Untrusted):
+            pycache = None   # its bytecode is then skipped for the verified sources, as in _bytecode
+        self._held = {"root": root, "pycache": pycache, "sources": {}, "thread": _thread.get_ident()}
 
     def release(self):
         held, self._held = self._held, None
@@ -206,18 +205,7 @@ class AgentFiles(object):
     def _mine(self):
         """What the load this thread runs holds, or None."""
         held = self._held
-        if held is not None:
-            import _thread
-            if held["thread"] == _thread.get_ident():
-                return held
-        return None
-
-    def _root(self):
-        """(descriptor of the folder, whether the caller closes it)."""
-        held = self._mine()
-        if held is not None:
-            return held["root"], False
-        return self.open_root(), True
+        return held if held is not None and held["thread"] == _thread.get_ident() else None
 
     def open_root(self):
         top = os.path.dirname(self.root)
@@ -235,7 +223,8 @@ class AgentFiles(object):
     def verify_all(self):
         """Every file of the manifest but the optional bytecode, and no file beside them: a tampered
         folder is refused at attach, not at a command's first use."""
-        fd, close = self._root()
+        held = self._mine()
+        fd = held["root"] if held is not None else self.open_root()
         try:
             names = set(n for n in self.manifest if "/" not in n)
             extra = sorted(set(os.listdir(fd)) - names - {"__pycache__"})
@@ -243,10 +232,10 @@ class AgentFiles(object):
                 raise Untrusted("%s holds files flight-mcp did not install: %s" % (self.root, ", ".join(extra[:5])))
             for name in sorted(names):
                 data = read_verified(fd, name, self.uid, self.manifest[name], self.root + "/" + name)
-                if not close:
-                    self._held["sources"][name] = data
+                if held is not None:
+                    held["sources"][name] = data
         finally:
-            if close:
+            if held is None:
                 os.close(fd)
 
     def find_spec(self, fullname, target=None):
@@ -265,21 +254,22 @@ class AgentFiles(object):
         exec(self.code(os.path.basename(module.__spec__.origin)), module.__dict__)
 
     def code(self, name):
-        fd, close = self._root()
+        held = self._mine()
+        fd = held["root"] if held is not None else self.open_root()
         try:
-            code = self._bytecode(fd, name)
+            code = self._bytecode(fd, name, held)
             if code is not None:
                 return code
             path = self.root + "/" + name
-            source = None if close else self._held["sources"].get(name)
+            source = held["sources"].get(name) if held is not None else None
             if source is None:
                 source = read_verified(fd, name, self.uid, self.manifest[name], path)
             return compile(source, path, "exec", dont_inherit=True)
         finally:
-            if close:
+            if held is None:
                 os.close(fd)
 
-    def _bytecode(self, fd, name):
+    def _bytecode(self, fd, name, held):
         # Only bytecode whose hash the host recorded right after compiling it; anything else
         # (another interpreter's, stale, altered) is skipped for the verified source.
         pyc = "%s.%s.pyc" % (name[:-3], sys.implementation.cache_tag)
@@ -287,7 +277,6 @@ class AgentFiles(object):
         if digest is None:
             return None
         import marshal
-        held = self._mine()
         try:
             if held is not None:
                 if held["pycache"] is None:
